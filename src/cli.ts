@@ -1,0 +1,170 @@
+/**
+ * `offramp prepare | synth | generate | serve | bench`: argument parsing and
+ * the commands' top level. Library code throws; `main.ts` turns errors into
+ * exit codes.
+ *
+ * @module
+ */
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { z } from 'zod';
+import { LocalEngine } from './engine/local.js';
+import { importCheckpoint, Model, prepareModel, PROJECT_ROOT, resolveModel, type Device } from './model/index.js';
+import { SYNTH_SHAPES, synthCheckpoint, synthTokenizer, type SynthShape } from './model/synth.js';
+
+/** Wrong command-line use; the message says what to type instead. */
+export class UsageError extends Error {
+  override name = 'UsageError';
+}
+
+const USAGE = `usage: offramp <command> [options]
+
+commands:
+  serve      start the OpenAI-compatible server
+  generate   print a prompt's continuation
+  prepare    compile a checkpoint into a prepared model directory
+  synth      write a random-weight model of a real shape (for speed benchmarks)
+
+model options (serve, generate):
+  --model M        prepared dir, llama2.c .bin, Hugging Face dir, hf:ORG/NAME, or a
+                   registry name (stories260K, stories15M, stories42M, stories110M);
+                   default: $OFFRAMP_MODEL, else stories260K
+  --tokenizer T    llama2.c tokenizer .bin for a .bin checkpoint
+  --device D       cpu | cuda | webgpu (default cpu)
+  --threads N      onnxruntime threads per session (default 1)
+
+generate options:
+  --prompt TEXT  --max-tokens N (default 256)  --temperature T (default 1)
+  --top-p P  --top-k K  --min-p P  --seed S
+
+prepare SOURCE --out DIR [--tokenizer T]
+synth --shape ${Object.keys(SYNTH_SHAPES).join('|')} --out DIR [--seed S]
+      [--tokenizers DIR]  real tokenizers (default ../shared/models/tokenizers)
+
+run 'offramp <command> --help' for a command's options`;
+
+const modelOptions = {
+  model: { type: 'string' },
+  tokenizer: { type: 'string' },
+  device: { type: 'string', default: 'cpu' },
+  threads: { type: 'string', default: '1' },
+  help: { type: 'boolean', short: 'h' },
+} satisfies ParseArgsConfig['options'];
+
+function parse<T extends NonNullable<ParseArgsConfig['options']>>(args: string[], options: T, positionals = false) {
+  try {
+    return parseArgs({ args, options, allowPositionals: positionals, strict: true });
+  } catch (error) {
+    throw new UsageError(`${(error as Error).message}\n\n${USAGE}`);
+  }
+}
+
+/** Parses a flag through zod, naming the flag on failure. */
+function flag<T>(name: string, schema: z.ZodType<T>, value: unknown): T {
+  const parsed = schema.safeParse(value);
+  if (!parsed.success) throw new UsageError(`--${name}: ${parsed.error.issues[0]!.message} (got ${JSON.stringify(value)})`);
+  return parsed.data;
+}
+
+const num = (schema: z.ZodNumber = z.number()) => z.coerce.number().pipe(schema);
+
+export interface LoadedModelOptions {
+  model?: string;
+  tokenizer?: string;
+  device: string;
+  threads: string;
+}
+
+/** Resolves, compiles if needed, and loads the model named on the command line. */
+export async function loadModel(values: LoadedModelOptions): Promise<Model> {
+  const source = values.model ?? process.env.OFFRAMP_MODEL ?? 'stories260K';
+  const dir = await resolveModel(source, { tokenizer: values.tokenizer, log: (line) => process.stderr.write(`offramp: ${line}\n`) });
+  const device = flag<Device>('device', z.enum(['cpu', 'cuda', 'webgpu']), values.device);
+  const threads = flag('threads', num(z.number().int().min(0).max(os.cpus().length * 4)), values.threads);
+  return Model.load(dir, { device, threads });
+}
+
+async function prepareCommand(args: string[]): Promise<void> {
+  const { values, positionals } = parse(args, { out: { type: 'string' }, tokenizer: { type: 'string' } }, true);
+  if (positionals.length !== 1 || !values.out) throw new UsageError('usage: offramp prepare SOURCE --out DIR [--tokenizer T]');
+  const manifest = prepareModel(importCheckpoint(positionals[0]!, values.tokenizer), values.out);
+  const c = manifest.config;
+  process.stdout.write(`prepared ${c.architecture} model (${c.numLayers} blocks, dim ${c.dim}, vocab ${c.vocabSize}) in ${values.out}\n`);
+}
+
+async function synthCommand(args: string[]): Promise<void> {
+  const { values } = parse(args, {
+    shape: { type: 'string' },
+    out: { type: 'string' },
+    seed: { type: 'string', default: '0' },
+    tokenizers: { type: 'string', default: path.join(PROJECT_ROOT, '..', 'shared', 'models', 'tokenizers') },
+  });
+  const shape = flag<SynthShape>('shape', z.enum(Object.keys(SYNTH_SHAPES) as [SynthShape, ...SynthShape[]]), values.shape);
+  if (!values.out) throw new UsageError('usage: offramp synth --shape SHAPE --out DIR [--seed S]');
+  const seed = flag('seed', num(z.number().int().nonnegative()), values.seed);
+  prepareModel(synthCheckpoint(shape, seed, synthTokenizer(shape, values.tokenizers)), values.out);
+  process.stdout.write(`wrote random-weight ${shape} (seed ${seed}) to ${values.out}\n`);
+}
+
+async function generateCommand(args: string[]): Promise<void> {
+  const { values } = parse(args, {
+    ...modelOptions,
+    prompt: { type: 'string', default: '' },
+    'max-tokens': { type: 'string', default: '256' },
+    temperature: { type: 'string', default: '1' },
+    'top-p': { type: 'string', default: '1' },
+    'top-k': { type: 'string', default: '0' },
+    'min-p': { type: 'string', default: '0' },
+    seed: { type: 'string' },
+  });
+  if (values.help) return void process.stdout.write(`${USAGE}\n`);
+  const model = await loadModel(values);
+  const maxTokens = flag('max-tokens', num(z.number().int().positive()), values['max-tokens']);
+  const sampling = {
+    temperature: flag('temperature', num(z.number().min(0)), values.temperature),
+    topP: flag('top-p', num(z.number().gt(0).max(1)), values['top-p']),
+    topK: flag('top-k', num(z.number().int().min(0)), values['top-k']),
+    minP: flag('min-p', num(z.number().min(0).max(1)), values['min-p']),
+  };
+  const seed = values.seed === undefined ? undefined : flag('seed', num(z.number().int().nonnegative()), values.seed);
+  const promptTokens = model.tokenizer.encode(values.prompt);
+  const maxContext = model.config.maxSeqLen;
+  const engine = new LocalEngine(model, { maxRunning: 1, maxStepTokens: maxContext, maxContext });
+  const started = performance.now();
+  let firstTokenAt = 0;
+  let completionTokens = 0;
+  for await (const event of engine.generate({ id: 'generate', promptTokens, sampling, seed, maxTokens: Math.min(maxTokens, maxContext - promptTokens.length), stop: [] })) {
+    if (event.type === 'error') throw new Error(event.message);
+    if (event.type === 'token' && !firstTokenAt) firstTokenAt = performance.now();
+    process.stdout.write(event.text);
+    if (event.type === 'finished') completionTokens = event.usage.completionTokens;
+  }
+  process.stdout.write('\n');
+  const decodeMs = performance.now() - firstTokenAt;
+  const perSecond = completionTokens > 1 ? ((completionTokens - 1) / decodeMs) * 1000 : 0;
+  process.stderr.write(
+    `offramp: ${promptTokens.length} prompt + ${completionTokens} generated tokens; first token ${(firstTokenAt - started).toFixed(1)} ms, then ${perSecond.toFixed(1)} tokens/s\n`,
+  );
+  await model.release();
+}
+
+export async function runCli(argv: string[]): Promise<void> {
+  const [command, ...args] = argv;
+  switch (command) {
+    case 'prepare':
+      return prepareCommand(args);
+    case 'synth':
+      return synthCommand(args);
+    case 'generate':
+      return generateCommand(args);
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(`${USAGE}\n`);
+      return;
+    default:
+      throw new UsageError(`unknown command '${command}'\n\n${USAGE}`);
+  }
+}

@@ -1,0 +1,13 @@
+/**
+ * The model layer: importers that compile checkpoints into per-block ONNX
+ * graphs, and the runtime that runs them one block at a time.
+ *
+ * @module
+ */
+export { ModelFormatError, type Checkpoint, type ModelConfig, type Tensor } from './checkpoint.js';
+export { KvCache } from './kv-cache.js';
+export { readManifest, type Manifest } from './manifest.js';
+export { DeviceError, Model, type BlockRows, type Device, type RuntimeOptions } from './model.js';
+export { prepareModel } from './prepare.js';
+export { IncrementalDecoder, TextTokenizer } from './tokenizer.js';
+export { importCheckpoint, PROJECT_ROOT, resolveModel, type ResolveOptions } from './resolve.js';

@@ -1,0 +1,56 @@
+/**
+ * `manifest.json`: what a prepared model directory holds.
+ *
+ * @module
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { z } from 'zod';
+import { ModelConfigSchema, ModelFormatError } from './checkpoint.js';
+
+export const MANIFEST_FILE = 'manifest.json';
+export const WEIGHTS_FILE = 'weights.bin';
+export const MANIFEST_FORMAT = 'offramp-model/1';
+
+const WeightRefSchema = z.object({
+  offset: z.number().int().nonnegative(),
+  byteLength: z.number().int().nonnegative(),
+  dims: z.array(z.number().int().nonnegative()),
+  type: z.enum(['float', 'uint8', 'int8', 'int32', 'int64', 'float16']),
+});
+
+export const ManifestSchema = z.object({
+  format: z.literal(MANIFEST_FORMAT),
+  /** The checkpoint it was compiled from. */
+  source: z.string(),
+  config: ModelConfigSchema,
+  graphs: z.object({ blocks: z.array(z.string()), head: z.string() }),
+  /** Block indices whose output a ramp may read. */
+  rampCandidates: z.array(z.number().int().nonnegative()),
+  /** Where each stored tensor lies in weights.bin. */
+  weights: z.record(z.string(), WeightRefSchema),
+});
+export type Manifest = z.infer<typeof ManifestSchema>;
+
+export function isPreparedModel(dir: string): boolean {
+  return fs.existsSync(path.join(dir, MANIFEST_FILE));
+}
+
+export function readManifest(dir: string): Manifest {
+  const file = path.join(dir, MANIFEST_FILE);
+  let json: unknown;
+  try {
+    json = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (error) {
+    throw new ModelFormatError(file, `cannot read: ${(error as Error).message}`);
+  }
+  const parsed = ManifestSchema.safeParse(json);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new ModelFormatError(file, `invalid manifest at ${issue.path.join('.') || '(root)'}: ${issue.message}; prepare the model again`);
+  }
+  if (parsed.data.graphs.blocks.length !== parsed.data.config.numLayers) {
+    throw new ModelFormatError(file, 'the number of block graphs does not match numLayers; prepare the model again');
+  }
+  return parsed.data;
+}

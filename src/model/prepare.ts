@@ -1,0 +1,180 @@
+/**
+ * Compiles an imported Checkpoint into a prepared model directory:
+ *
+ *   manifest.json          shapes, conventions, where each weight lies, graph files
+ *   weights.bin            every weight once, 64-byte aligned (ONNX external data)
+ *   block_{i}.onnx         decoder block i
+ *   head.onnx              final norm + LM head (the output, and every ramp)
+ *   tokenizer.json         Hugging Face tokenizer (+ tokenizer_config.json when known)
+ *
+ * The directory appears whole or not at all: it is written beside its final
+ * place and renamed into it.
+ *
+ * @module
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { getTensor, type Checkpoint, type ModelConfig, type Tensor } from './checkpoint.js';
+import { buildBlockGraph, buildHeadGraph, StoredWeights } from './graphs.js';
+import { MANIFEST_FILE, MANIFEST_FORMAT, WEIGHTS_FILE, type Manifest } from './manifest.js';
+import type { WeightRef } from './onnx.js';
+
+const ALIGN = 64;
+
+/** [rows, cols] -> [cols, rows]: llama2.c/PyTorch [out, in] into MatMul's [in, out]. */
+function transpose(t: Tensor): Tensor {
+  const [rows, cols] = t.dims as [number, number];
+  const out = new Float32Array(rows * cols);
+  for (let r = 0; r < rows; r++) {
+    for (let c = 0; c < cols; c++) out[c * rows + r] = t.data[r * cols + c]!;
+  }
+  return { dims: [cols, rows], data: out };
+}
+
+/** Stacks [out_k, in] matrices along out. */
+function concatRows(parts: Tensor[]): Tensor {
+  const cols = parts[0]!.dims[parts[0]!.dims.length - 1]!;
+  const rows = parts.reduce((n, t) => n + (t.dims.length === 1 ? 1 : t.dims[0]!), 0);
+  const data = new Float32Array(parts.reduce((n, t) => n + t.data.length, 0));
+  let offset = 0;
+  for (const t of parts) {
+    data.set(t.data, offset);
+    offset += t.data.length;
+  }
+  return parts[0]!.dims.length === 1 ? { dims: [data.length], data } : { dims: [rows, cols], data };
+}
+
+/** cos/sin tables [maxSeqLen, headDim/2] for rotary positions, Llama 3.1 scaling included. */
+function ropeTables(config: ModelConfig): { cos: Tensor; sin: Tensor } {
+  const rope = config.rope!;
+  const half = config.headDim / 2;
+  const invFreq = Array.from({ length: half }, (_, i) => Math.pow(rope.theta, (-2 * i) / config.headDim));
+  if (rope.scaling) {
+    const { factor, lowFreqFactor, highFreqFactor, originalMaxPositions } = rope.scaling;
+    const lowWavelen = originalMaxPositions / lowFreqFactor;
+    const highWavelen = originalMaxPositions / highFreqFactor;
+    for (let i = 0; i < half; i++) {
+      const wavelen = (2 * Math.PI) / invFreq[i]!;
+      if (wavelen > lowWavelen) invFreq[i] = invFreq[i]! / factor;
+      else if (wavelen >= highWavelen) {
+        const smooth = (originalMaxPositions / wavelen - lowFreqFactor) / (highFreqFactor - lowFreqFactor);
+        invFreq[i] = (1 - smooth) * (invFreq[i]! / factor) + smooth * invFreq[i]!;
+      }
+    }
+  }
+  const cos = new Float32Array(config.maxSeqLen * half);
+  const sin = new Float32Array(config.maxSeqLen * half);
+  for (let p = 0; p < config.maxSeqLen; p++) {
+    for (let i = 0; i < half; i++) {
+      cos[p * half + i] = Math.cos(p * invFreq[i]!);
+      sin[p * half + i] = Math.sin(p * invFreq[i]!);
+    }
+  }
+  return { cos: { dims: [config.maxSeqLen, half], data: cos }, sin: { dims: [config.maxSeqLen, half], data: sin } };
+}
+
+/** The tensors as the graphs read them: fused, transposed to [in, out], rotary tables added. */
+function storedTensors(ckpt: Checkpoint): Map<string, Tensor> {
+  const c = ckpt.config;
+  const qDim = c.numHeads * c.headDim;
+  const kvDim = c.numKvHeads * c.headDim;
+  const get = (name: string, dims: number[]) => getTensor(ckpt, name, dims);
+  const out = new Map<string, Tensor>();
+  out.set(StoredWeights.embeddings, get('tok_embeddings', [c.vocabSize, c.dim]));
+  if (!c.tiedEmbeddings) out.set(StoredWeights.head, get('output', [c.vocabSize, c.dim]));
+  out.set(StoredWeights.finalNorm, get('norm', [c.dim]));
+  if (c.architecture === 'llama') {
+    const { cos, sin } = ropeTables(c);
+    out.set(StoredWeights.ropeCos, cos);
+    out.set(StoredWeights.ropeSin, sin);
+  } else {
+    out.set(StoredWeights.positionEmbeddings, get('pos_embeddings', [c.maxSeqLen, c.dim]));
+    out.set(StoredWeights.finalNormBias, get('norm_bias', [c.dim]));
+  }
+  for (let i = 0; i < c.numLayers; i++) {
+    const layer = (name: string, dims: number[]) => get(`layers.${i}.${name}`, dims);
+    const put = (name: string, t: Tensor) => out.set(StoredWeights.layer(i, name), t);
+    put('attention_norm', layer('attention_norm', [c.dim]));
+    put('ffn_norm', layer('ffn_norm', [c.dim]));
+    put('wqkv', transpose(concatRows([layer('wq', [qDim, c.dim]), layer('wk', [kvDim, c.dim]), layer('wv', [kvDim, c.dim])])));
+    if (c.attentionBias) put('bqkv', concatRows([layer('bq', [qDim]), layer('bk', [kvDim]), layer('bv', [kvDim])]));
+    put('wo', transpose(layer('wo', [c.dim, qDim])));
+    put('w2', transpose(layer('w2', [c.dim, c.hiddenDim])));
+    if (c.architecture === 'llama') {
+      put('w13', transpose(concatRows([layer('w1', [c.hiddenDim, c.dim]), layer('w3', [c.hiddenDim, c.dim])])));
+    } else {
+      put('attention_norm_bias', layer('attention_norm_bias', [c.dim]));
+      put('ffn_norm_bias', layer('ffn_norm_bias', [c.dim]));
+      put('bo', layer('bo', [c.dim]));
+      put('w1', transpose(layer('w1', [c.hiddenDim, c.dim])));
+      put('b1', layer('b1', [c.hiddenDim]));
+      put('b2', layer('b2', [c.dim]));
+    }
+  }
+  return out;
+}
+
+/** Writes the tensors back to back, aligned, and returns where each landed. */
+function writeWeights(file: string, tensors: Map<string, Tensor>): Record<string, WeightRef> {
+  const refs: Record<string, WeightRef> = {};
+  const fd = fs.openSync(file, 'w');
+  try {
+    let offset = 0;
+    for (const [name, t] of tensors) {
+      const padding = (ALIGN - (offset % ALIGN)) % ALIGN;
+      if (padding) fs.writeSync(fd, new Uint8Array(padding));
+      offset += padding;
+      const bytes = new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
+      fs.writeSync(fd, bytes);
+      refs[name] = { offset, byteLength: bytes.length, dims: t.dims, type: 'float' };
+      offset += bytes.length;
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+  return refs;
+}
+
+/** Compiles `ckpt` into `outDir`, replacing what was there only once the new directory is complete. */
+export function prepareModel(ckpt: Checkpoint, outDir: string): Manifest {
+  const finalDir = path.resolve(outDir);
+  fs.mkdirSync(path.dirname(finalDir), { recursive: true });
+  const tmpDir = fs.mkdtempSync(`${finalDir}.partial-`);
+  try {
+    const config = ckpt.config;
+    const weights = writeWeights(path.join(tmpDir, WEIGHTS_FILE), storedTensors(ckpt));
+    const lookup = (name: string): WeightRef => {
+      const ref = weights[name];
+      if (!ref) throw new Error(`internal error: graph needs weight ${name}, which was not stored`);
+      return ref;
+    };
+    const blocks = Array.from({ length: config.numLayers }, (_, i) => {
+      const file = `block_${i}.onnx`;
+      fs.writeFileSync(path.join(tmpDir, file), buildBlockGraph(config, i, lookup, WEIGHTS_FILE));
+      return file;
+    });
+    fs.writeFileSync(path.join(tmpDir, 'head.onnx'), buildHeadGraph(config, lookup, WEIGHTS_FILE));
+    fs.writeFileSync(path.join(tmpDir, 'tokenizer.json'), JSON.stringify(ckpt.tokenizer.tokenizer));
+    if (ckpt.tokenizer.config) {
+      fs.writeFileSync(path.join(tmpDir, 'tokenizer_config.json'), JSON.stringify(ckpt.tokenizer.config, null, 2));
+    }
+    const manifest: Manifest = {
+      format: MANIFEST_FORMAT,
+      source: ckpt.source,
+      config,
+      graphs: { blocks, head: 'head.onnx' },
+      // A ramp can follow any block but the last (whose output is the model's own).
+      rampCandidates: Array.from({ length: config.numLayers - 1 }, (_, i) => i),
+      weights,
+    };
+    fs.writeFileSync(path.join(tmpDir, MANIFEST_FILE), JSON.stringify(manifest, null, 2));
+    const oldDir = fs.existsSync(finalDir) ? `${tmpDir}.old` : null;
+    if (oldDir) fs.renameSync(finalDir, oldDir);
+    fs.renameSync(tmpDir, finalDir);
+    if (oldDir) fs.rmSync(oldDir, { recursive: true, force: true });
+    return manifest;
+  } catch (error) {
+    fs.rmSync(tmpDir, { recursive: true, force: true });
+    throw error;
+  }
+}
