@@ -146,7 +146,7 @@ async function generateCommand(args: string[]): Promise<void> {
   process.stderr.write(
     `offramp: ${promptTokens.length} prompt + ${completionTokens} generated tokens; first token ${(firstTokenAt - started).toFixed(1)} ms, then ${perSecond.toFixed(1)} tokens/s\n`,
   );
-  await model.release();
+  model.release();
 }
 
 export async function runCli(argv: string[]): Promise<void> {

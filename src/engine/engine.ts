@@ -74,11 +74,11 @@ export class Engine {
     return this.scheduler.waiting.length;
   }
 
-  async step(): Promise<void> {
+  step(): void {
     for (const seq of this.sequences.values()) if (seq.abortRequested) this.finish(seq, 'abort');
     const plan = this.scheduler.schedule();
     if (plan.decode.length === 0 && plan.prefill.length === 0) return;
-    const result = await this.runner.execute(plan);
+    const result = this.runner.execute(plan);
     this.apply(plan, result);
   }
 

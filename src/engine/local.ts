@@ -56,7 +56,7 @@ export class LocalEngine implements EngineClient {
     try {
       while (this.engine.hasWork) {
         try {
-          await this.engine.step();
+          this.engine.step();
         } catch (error) {
           this.engine.failAll(`inference failed: ${(error as Error).message}`);
         }

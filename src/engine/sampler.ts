@@ -4,6 +4,9 @@
  *
  * @module
  */
+import { Rng } from '../util/rng.js';
+
+export { Rng };
 
 export interface SamplingParams {
   /** 0 means greedy (argmax). */
@@ -17,26 +20,6 @@ export interface SamplingParams {
 }
 
 export const GREEDY: SamplingParams = { temperature: 0, topP: 1, topK: 0, minP: 0 };
-
-/** A small, fast, seedable generator (mulberry32): same seed, same stream. */
-export class Rng {
-  private state: number;
-  constructor(seed: number) {
-    this.state = seed >>> 0;
-  }
-
-  /** Uniform in [0, 1). */
-  next(): number {
-    let t = (this.state = (this.state + 0x6d2b79f5) >>> 0);
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  }
-
-  static randomSeed(): number {
-    return (Math.random() * 4294967296) >>> 0;
-  }
-}
 
 /** Index of the largest value; the first one on ties (as llama2.c's argmax). */
 export function argmax(values: ArrayLike<number>): number {

@@ -12,6 +12,11 @@
 import ort from 'onnxruntime-node';
 import type { ModelConfig } from './checkpoint.js';
 
+export interface KvView {
+  key: ort.Tensor;
+  value: ort.Tensor;
+}
+
 export class KvCache {
   private readonly keys: Float32Array[];
   private readonly values: Float32Array[];
@@ -31,9 +36,21 @@ export class KvCache {
   }
 
   private readonly dims: number[];
+  /** Tensor views are reused: building them every call is measurable garbage at small model sizes. */
+  private readonly views = new Map<number, KvView>();
 
   /** Tensors over slots [firstSlot, firstSlot + numRows) of `layer`: fed as past, given as present. */
-  view(layer: number, firstSlot: number, numRows: number): { key: ort.Tensor; value: ort.Tensor } {
+  view(layer: number, firstSlot: number, numRows: number): KvView {
+    const key = (layer * this.numSlots + firstSlot) * (this.numSlots + 1) + numRows;
+    let view = this.views.get(key);
+    if (!view) {
+      view = this.makeView(layer, firstSlot, numRows);
+      this.views.set(key, view);
+    }
+    return view;
+  }
+
+  private makeView(layer: number, firstSlot: number, numRows: number): KvView {
     const start = firstSlot * this.slotFloats;
     const end = start + numRows * this.slotFloats;
     const dims = [numRows, ...this.dims];

@@ -81,10 +81,11 @@ function bytePiece(byte: number): string {
  * Every (left, right) pair of ordinary pieces that concatenates to an
  * ordinary piece, best merged score first.
  *
- * Score ties (llama2-32k's runs of spaces all score -1e9) cannot be ranked
- * exactly: run.c takes the leftmost of tied pairs, a BPE rank cannot depend
- * on position. A longer left part first makes a run grow from its left end,
- * which is what run.c's leftmost rule does on runs of one character.
+ * Equal scores (two splits of one piece; llama2-32k's space runs, all -1e9)
+ * cannot be ranked exactly: run.c takes the leftmost tied pair, a BPE rank
+ * cannot depend on position. Longer left part first grows a run from its
+ * left end as run.c does; the tests compare with run.c's encoder on fuzzed
+ * text and space runs and find no difference.
  */
 function deriveMerges(vocab: readonly string[], scores: readonly number[]): [string, string][] {
   const ids = new Map<string, number>();

@@ -15,6 +15,7 @@ import type { ModelConfig } from './checkpoint.js';
 import { BlockIO, HeadIO, StoredWeights } from './graphs.js';
 import type { KvCache } from './kv-cache.js';
 import { readManifest, WEIGHTS_FILE, type Manifest } from './manifest.js';
+import { openSession, type SyncSession } from './session.js';
 import { TextTokenizer } from './tokenizer.js';
 
 export type Device = 'cpu' | 'cuda' | 'webgpu';
@@ -47,10 +48,10 @@ export class DeviceError extends Error {
   override name = 'DeviceError';
 }
 
-async function createSession(file: string, options: RuntimeOptions): Promise<ort.InferenceSession> {
+function createSession(file: string, options: RuntimeOptions): SyncSession {
   const providers = options.device === 'cpu' ? ['cpu'] : [options.device];
   try {
-    return await ort.InferenceSession.create(file, {
+    return openSession(file, {
       executionProviders: providers,
       intraOpNumThreads: options.threads,
       interOpNumThreads: 1,
@@ -66,13 +67,33 @@ async function createSession(file: string, options: RuntimeOptions): Promise<ort
   }
 }
 
+interface PositionTensors {
+  positions: BigInt64Array; // [rows, seq]
+  seqlensK: Int32Array; // [rows]
+  totalLength: Int32Array; // [1]
+  tensors: { positions: ort.Tensor; seqlensK: ort.Tensor; totalLength: ort.Tensor };
+}
+
+const tensorCache = new WeakMap<Float32Array, ort.Tensor>();
+
+/** An onnxruntime tensor over `data` (no copy), reused while the buffer and shape stay the same. */
+function tensorOver(data: Float32Array, dims: number[]): ort.Tensor {
+  const cached = tensorCache.get(data);
+  if (cached && cached.dims.length === dims.length && cached.dims.every((d, i) => d === dims[i])) return cached;
+  const tensor = new ort.Tensor('float32', data, dims);
+  tensorCache.set(data, tensor);
+  return tensor;
+}
+
 export class Model {
+  private readonly positionCache = new Map<string, PositionTensors>();
+
   private constructor(
     readonly dir: string,
     readonly manifest: Manifest,
     readonly tokenizer: TextTokenizer,
-    private readonly blocks: ort.InferenceSession[],
-    private readonly head: ort.InferenceSession,
+    private readonly blocks: SyncSession[],
+    private readonly head: SyncSession,
     /** [vocab, dim] */
     private readonly embeddings: Float32Array,
     /** [maxSeqLen, dim], GPT-2 only */
@@ -99,9 +120,8 @@ export class Model {
     };
     const embeddings = floats(StoredWeights.embeddings);
     const positionEmbeddings = manifest.config.architecture === 'gpt2' ? floats(StoredWeights.positionEmbeddings) : null;
-    const blocks: ort.InferenceSession[] = [];
-    for (const file of manifest.graphs.blocks) blocks.push(await createSession(path.join(dir, file), options));
-    const head = await createSession(path.join(dir, manifest.graphs.head), options);
+    const blocks = manifest.graphs.blocks.map((file) => createSession(path.join(dir, file), options));
+    const head = createSession(path.join(dir, manifest.graphs.head), options);
     return new Model(dir, manifest, tokenizer, blocks, head, embeddings, positionEmbeddings);
   }
 
@@ -122,47 +142,74 @@ export class Model {
   }
 
   /**
-   * Runs decoder block `layer` over `hidden` [numRows, seqLen, dim], appending
-   * each row's new keys and values to its slot. Returns the block's output.
+   * Runs decoder block `layer` over `input` [numRows, seqLen, dim] into
+   * `output` (same shape), appending each row's new keys and values to its
+   * slot.
    *
    * Rows of a batched call that have nothing to compute still get a write at
    * their own next position (pastLengths[r]); a later call for that row
    * overwrites it before anything reads it.
    */
-  async runBlock(layer: number, hidden: Float32Array, rows: BlockRows, kv: KvCache): Promise<Float32Array> {
+  runBlock(layer: number, input: Float32Array, output: Float32Array, rows: BlockRows, kv: KvCache): void {
     const { numRows, seqLen, pastLengths } = rows;
-    const positions = new BigInt64Array(numRows * seqLen);
-    const seqlensK = new Int32Array(numRows);
+    const io = this.positionTensors(numRows, seqLen);
     for (let r = 0; r < numRows; r++) {
       const past = pastLengths[r]!;
       if (past + seqLen > kv.context) throw new RangeError(`row ${r} needs ${past + seqLen} positions, the KV cache has ${kv.context}`);
-      seqlensK[r] = past + seqLen - 1;
-      for (let s = 0; s < seqLen; s++) positions[r * seqLen + s] = BigInt(past + s);
+      io.seqlensK[r] = past + seqLen - 1;
+      for (let s = 0; s < seqLen; s++) io.positions[r * seqLen + s] = BigInt(past + s);
     }
+    io.totalLength[0] = kv.context;
     const cache = kv.view(layer, rows.firstSlot, numRows);
+    const dims = [numRows, seqLen, this.config.dim];
     const feeds: Record<string, ort.Tensor> = {
-      [BlockIO.hidden]: new ort.Tensor('float32', hidden, [numRows, seqLen, this.config.dim]),
+      [BlockIO.hidden]: tensorOver(input, dims),
       [BlockIO.pastKey]: cache.key,
       [BlockIO.pastValue]: cache.value,
-      [BlockIO.seqlensK]: new ort.Tensor('int32', seqlensK, [numRows]),
-      [BlockIO.totalLength]: new ort.Tensor('int32', Int32Array.of(kv.context), [1]),
+      [BlockIO.seqlensK]: io.tensors.seqlensK,
+      [BlockIO.totalLength]: io.tensors.totalLength,
     };
-    if (this.config.rope) feeds[BlockIO.positions] = new ort.Tensor('int64', positions, [numRows, seqLen]);
-    const out = await this.blocks[layer]!.run(feeds, {
-      [BlockIO.hiddenOut]: null,
+    if (this.config.rope) feeds[BlockIO.positions] = io.tensors.positions;
+    this.blocks[layer]!.run(feeds, {
+      [BlockIO.hiddenOut]: tensorOver(output, dims),
       [BlockIO.presentKey]: cache.key,
       [BlockIO.presentValue]: cache.value,
     });
-    return out[BlockIO.hiddenOut]!.data as Float32Array;
   }
 
-  /** Logits [numRows, vocab] from hidden states [numRows, dim]: the final head, or a ramp. */
-  async runHead(hidden: Float32Array, numRows: number): Promise<Float32Array> {
-    const out = await this.head.run({ [HeadIO.hidden]: new ort.Tensor('float32', hidden, [numRows, this.config.dim]) });
-    return out[HeadIO.logits]!.data as Float32Array;
+  /** Logits [numRows, vocab] into `logits` from hidden states [numRows, dim]: the final head, or a ramp. */
+  runHead(hidden: Float32Array, numRows: number, logits: Float32Array): void {
+    this.head.run(
+      { [HeadIO.hidden]: tensorOver(hidden, [numRows, this.config.dim]) },
+      { [HeadIO.logits]: tensorOver(logits, [numRows, this.config.vocabSize]) },
+    );
   }
 
-  async release(): Promise<void> {
-    for (const session of [...this.blocks, this.head]) await session.release();
+  /** The small per-call inputs, reused per shape: decoding asks for the same few shapes every step. */
+  private positionTensors(numRows: number, seqLen: number): PositionTensors {
+    const key = `${numRows}x${seqLen}`;
+    let io = this.positionCache.get(key);
+    if (!io) {
+      if (this.positionCache.size >= 256) this.positionCache.clear(); // prompt chunks come in many lengths
+      const positions = new BigInt64Array(numRows * seqLen);
+      const seqlensK = new Int32Array(numRows);
+      const totalLength = new Int32Array(1);
+      io = {
+        positions,
+        seqlensK,
+        totalLength,
+        tensors: {
+          positions: new ort.Tensor('int64', positions, [numRows, seqLen]),
+          seqlensK: new ort.Tensor('int32', seqlensK, [numRows]),
+          totalLength: new ort.Tensor('int32', totalLength, [1]),
+        },
+      };
+      this.positionCache.set(key, io);
+    }
+    return io;
+  }
+
+  release(): void {
+    for (const session of [...this.blocks, this.head]) session.release();
   }
 }

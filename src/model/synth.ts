@@ -9,6 +9,7 @@ import path from 'node:path';
 import { ModelFormatError, type Checkpoint, type ModelConfig, type Tensor, type TokenizerFiles } from './checkpoint.js';
 import { readTokenizerFiles } from './hf-llama.js';
 import { convertLlama2cTokenizer } from './llama2c-tokenizer.js';
+import { Rng } from '../util/rng.js';
 
 export type SynthShape = 'stories15M' | 'stories110M' | 'smollm-135m' | 'gpt2';
 
@@ -44,26 +45,12 @@ export const SYNTH_SHAPES: Readonly<Record<SynthShape, Readonly<ModelConfig>>> =
 /** Standard deviation of the random weights (GPT-2's init). */
 const INIT_STD = 0.02;
 
-/** mulberry32: a tiny seedable PRNG of 32-bit words. Enough for random weights. */
-class Mulberry32 {
-  private state: number;
-  constructor(seed: number) {
-    this.state = seed >>> 0;
-  }
-  nextUint32(): number {
-    const a = (this.state = (this.state + 0x6d2b79f5) | 0);
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return (t ^ (t >>> 14)) >>> 0;
-  }
-}
-
 /**
  * Approximately N(0, std²) values: the sum of four 16-bit uniforms (two draws),
  * centred and scaled to unit variance. Tails stop at ±3.46 std, which random
  * weights do not miss; it is ~4x faster than Box–Muller (about 1 s per 100M values).
  */
-function fillNormal(out: Float32Array, std: number, rng: Mulberry32): void {
+function fillNormal(out: Float32Array, std: number, rng: Rng): void {
   const center = 2 * 0xffff;
   const scale = (std * Math.sqrt(3)) / 65536; // each uniform has variance ~65536² / 12
   for (let i = 0; i < out.length; i++) {
@@ -78,9 +65,13 @@ function fillNormal(out: Float32Array, std: number, rng: Mulberry32): void {
  * matrices ~ N(0, 0.02²), norm weights 1, biases 0.
  */
 export function synthCheckpoint(shape: SynthShape, seed: number, tokenizer: TokenizerFiles): Checkpoint {
-  const config: ModelConfig = structuredClone(SYNTH_SHAPES[shape]);
+  return randomCheckpoint(structuredClone(SYNTH_SHAPES[shape]), seed, tokenizer, `synth:${shape}:seed=${seed}`);
+}
+
+/** A checkpoint of any `config` with random weights (tests build tiny ones), identical for the same seed. */
+export function randomCheckpoint(config: ModelConfig, seed: number, tokenizer: TokenizerFiles, source = `random:seed=${seed}`): Checkpoint {
   const { dim, hiddenDim, numHeads, numKvHeads, headDim, vocabSize, maxSeqLen } = config;
-  const rng = new Mulberry32(seed);
+  const rng = new Rng(seed);
   const tensors = new Map<string, Tensor>();
   // Tensors are generated in this fixed order, which is what makes a seed reproducible.
   const random = (name: string, dims: number[]): void => {
@@ -122,7 +113,7 @@ export function synthCheckpoint(shape: SynthShape, seed: number, tokenizer: Toke
   constant('norm', [dim], 1);
   if (gpt2) constant('norm_bias', [dim], 0);
   if (!config.tiedEmbeddings) random('output', [vocabSize, dim]);
-  return { config, tensors, tokenizer, source: `synth:${shape}:seed=${seed}` };
+  return { config, tensors, tokenizer, source };
 }
 
 /**

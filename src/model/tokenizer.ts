@@ -45,6 +45,15 @@ async function readJsonObject(file: string, optional = false): Promise<Record<st
   return value;
 }
 
+/**
+ * A model's tokenizer: tokenizer.json run by @huggingface/tokenizers, plus
+ * what tokenizer_config.json says about special tokens and chat.
+ *
+ * @example
+ * const tokenizer = await TextTokenizer.load('models/prepared/stories260K');
+ * tokenizer.encode('Once upon a time'); // [1, 403, 407, 261, 378]
+ * tokenizer.decode([1, 403, 407, 261, 378]); // 'Once upon a time'
+ */
 export class TextTokenizer {
   /** Ids run 0..vocabSize-1 (added tokens included). */
   readonly vocabSize: number;

@@ -1,0 +1,85 @@
+/**
+ * Shared pieces of the model tests: temp dirs, compiling checkpoints, tiny
+ * random models, and running the CLI.
+ */
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { LocalEngine } from '../src/engine/local.js';
+import type { GenerateRequest } from '../src/engine/types.js';
+import { GREEDY } from '../src/engine/sampler.js';
+import { Model, prepareModel, type Checkpoint, type ModelConfig } from '../src/model/index.js';
+import { convertLlama2cTokenizer } from '../src/model/llama2c-tokenizer.js';
+import { randomCheckpoint } from '../src/model/synth.js';
+import { sharedModelPath } from './shared.js';
+
+export const CLI = fileURLToPath(new URL('../src/main.js', import.meta.url));
+
+export function tempDir(t: { after(fn: () => void): void }, prefix = 'offramp-test-'): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** Compiles `ckpt` into a temp dir and loads it. */
+export async function compileAndLoad(t: { after(fn: () => void): void }, ckpt: Checkpoint): Promise<Model> {
+  const dir = path.join(tempDir(t), 'model');
+  prepareModel(ckpt, dir);
+  const model = await Model.load(dir, { device: 'cpu', threads: 1 });
+  t.after(() => model.release());
+  return model;
+}
+
+/** A tiny random model with stories260K's 512-token vocabulary (needs ../shared/models). */
+export function tinyCheckpoint(overrides: Partial<ModelConfig>, seed = 7): Checkpoint {
+  const config: ModelConfig = {
+    architecture: 'llama',
+    dim: 32,
+    hiddenDim: 48,
+    numLayers: 3,
+    numHeads: 4,
+    numKvHeads: 2,
+    headDim: 8,
+    vocabSize: 512,
+    maxSeqLen: 64,
+    normEps: 1e-5,
+    rope: { theta: 10000, layout: 'interleaved' },
+    tiedEmbeddings: true,
+    attentionBias: false,
+    bosTokenId: 1,
+    eosTokenIds: [2],
+    ...overrides,
+  };
+  const tokenizer = convertLlama2cTokenizer(sharedModelPath('stories260K', 'tok512.bin'), 512);
+  const ckpt = randomCheckpoint(config, seed, tokenizer);
+  // Random init leaves norms at 1 and biases at 0; perturb them so the test sees them used.
+  for (const [name, tensor] of ckpt.tensors) {
+    if (tensor.dims.length === 1) tensor.data.forEach((v, i) => (tensor.data[i] = v + 0.1 * Math.sin(i + name.length)));
+  }
+  // Larger weights than 0.02 so attention and the head are far from uniform.
+  for (const tensor of ckpt.tensors.values()) if (tensor.dims.length === 2) tensor.data.forEach((v, i) => (tensor.data[i] = v * 10));
+  return ckpt;
+}
+
+/** Greedy tokens for each prompt, all submitted together to one engine. */
+export async function generateTogether(model: Model, prompts: number[][], maxTokens: number, maxRunning = prompts.length): Promise<number[][]> {
+  const engine = new LocalEngine(model, { maxRunning, maxStepTokens: 256, maxContext: model.config.maxSeqLen });
+  return Promise.all(
+    prompts.map(async (promptTokens, i) => {
+      const request: GenerateRequest = { id: `r${i}`, promptTokens, sampling: GREEDY, maxTokens, stop: [] };
+      const tokens: number[] = [];
+      for await (const event of engine.generate(request)) {
+        if (event.type === 'token') tokens.push(...event.tokenIds);
+        if (event.type === 'error') throw new Error(event.message);
+      }
+      return tokens;
+    }),
+  );
+}
+
+export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): { status: number | null; stdout: string; stderr: string } {
+  const result = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, ...env } });
+  return { status: result.status, stdout: result.stdout, stderr: result.stderr };
+}
