@@ -46,18 +46,24 @@ export const StoredWeights = {
   layer: (i: number, name: string) => `layers.${i}.${name}`,
 } as const;
 
-/** Builds decoder block `layer` of a Llama-architecture model. */
-function llamaBlock(config: ModelConfig, layer: number, weight: WeightLookup, weightsFile: string): GraphBuilder {
-  const { dim, numHeads, numKvHeads, headDim, hiddenDim, normEps } = config;
+/** Names of one block's inputs and outputs inside a graph. */
+interface BlockWiring {
+  hidden: string;
+  positions: string;
+  pastKey: string;
+  pastValue: string;
+  seqlensK: string;
+  totalLength: string;
+  hiddenOut: string;
+  presentKey: string;
+  presentValue: string;
+}
+
+/** Adds decoder block `layer` of a Llama-architecture model to `g`. */
+function llamaBlock(g: GraphBuilder, config: ModelConfig, layer: number, weight: WeightLookup, io: BlockWiring): void {
+  const { numHeads, numKvHeads, headDim, hiddenDim, normEps } = config;
   const w = (name: string) => g.weight(StoredWeights.layer(layer, name), weight(StoredWeights.layer(layer, name)));
-  const g = new GraphBuilder(`block_${layer}`, weightsFile);
-  const x = g.input(BlockIO.hidden, 'float', ['batch', 'seq', dim]);
-  const positions = g.input(BlockIO.positions, 'int64', ['batch', 'seq']);
-  const kvDims = ['batch', numKvHeads, 'context', headDim];
-  const pastKey = g.input(BlockIO.pastKey, 'float', kvDims);
-  const pastValue = g.input(BlockIO.pastValue, 'float', kvDims);
-  const seqlensK = g.input(BlockIO.seqlensK, 'int32', ['batch']);
-  const totalLength = g.input(BlockIO.totalLength, 'int32', [1]);
+  const x = io.hidden;
 
   // Attention: x + Wo · attn(rope(Wq·n), rope(Wk·n), Wv·n), n = rmsnorm(x)
   const normed = g.op('SimplifiedLayerNormalization', [x, w('attention_norm')], { axis: -1, epsilon: normEps });
@@ -69,13 +75,13 @@ function llamaBlock(config: ModelConfig, layer: number, weight: WeightLookup, we
   const cos = g.weight(StoredWeights.ropeCos, weight(StoredWeights.ropeCos));
   const sin = g.weight(StoredWeights.ropeSin, weight(StoredWeights.ropeSin));
   const interleaved = config.rope?.layout === 'interleaved' ? 1 : 0;
-  const q = g.op('RotaryEmbedding', [q0, positions, cos, sin], { interleaved, num_heads: numHeads }, MS);
-  const k = g.op('RotaryEmbedding', [k0, positions, cos, sin], { interleaved, num_heads: numKvHeads }, MS);
+  const q = g.op('RotaryEmbedding', [q0, io.positions, cos, sin], { interleaved, num_heads: numHeads }, MS);
+  const k = g.op('RotaryEmbedding', [k0, io.positions, cos, sin], { interleaved, num_heads: numKvHeads }, MS);
   const [attn] = g.node(
     'GroupQueryAttention',
-    [q, k, v, pastKey, pastValue, seqlensK, totalLength],
+    [q, k, v, io.pastKey, io.pastValue, io.seqlensK, io.totalLength],
     { num_heads: numHeads, kv_num_heads: numKvHeads },
-    ['attn', BlockIO.presentKey, BlockIO.presentValue],
+    [`attn_${layer}`, io.presentKey, io.presentValue],
     MS,
   ) as [string];
   const attnOut = g.op('MatMul', [attn, w('wo')]);
@@ -92,34 +98,22 @@ function llamaBlock(config: ModelConfig, layer: number, weight: WeightLookup, we
   const [gate, up] = g.node('Split', [gateUp, g.constant([hiddenDim, hiddenDim])], { axis: -1 }, 2) as [string, string];
   const act = g.op('Mul', [g.op('Mul', [gate, g.op('Sigmoid', [gate])]), up]);
   const down = g.op('MatMul', [act, w('w2')]);
-  g.node('Add', [h, down], {}, [BlockIO.hiddenOut]);
-
-  g.output(BlockIO.hiddenOut, 'float', ['batch', 'seq', dim]);
-  g.output(BlockIO.presentKey, 'float', kvDims);
-  g.output(BlockIO.presentValue, 'float', kvDims);
-  return g;
+  g.node('Add', [h, down], {}, [io.hiddenOut]);
 }
 
-/** Builds decoder block `layer` of a GPT-2 model. */
-function gpt2Block(config: ModelConfig, layer: number, weight: WeightLookup, weightsFile: string): GraphBuilder {
-  const { dim, numHeads, headDim, normEps } = config;
+/** Adds decoder block `layer` of a GPT-2 model to `g`. */
+function gpt2Block(g: GraphBuilder, config: ModelConfig, layer: number, weight: WeightLookup, io: BlockWiring): void {
+  const { dim, numHeads, normEps } = config;
   const w = (name: string) => g.weight(StoredWeights.layer(layer, name), weight(StoredWeights.layer(layer, name)));
-  const g = new GraphBuilder(`block_${layer}`, weightsFile);
-  const x = g.input(BlockIO.hidden, 'float', ['batch', 'seq', dim]);
-  const kvDims = ['batch', numHeads, 'context', headDim];
-  const pastKey = g.input(BlockIO.pastKey, 'float', kvDims);
-  const pastValue = g.input(BlockIO.pastValue, 'float', kvDims);
-  const seqlensK = g.input(BlockIO.seqlensK, 'int32', ['batch']);
-  const totalLength = g.input(BlockIO.totalLength, 'int32', [1]);
-
+  const x = io.hidden;
   const normed = g.op('LayerNormalization', [x, w('attention_norm'), w('attention_norm_bias')], { axis: -1, epsilon: normEps });
   const qkv = g.op('Add', [g.op('MatMul', [normed, w('wqkv')]), w('bqkv')]);
   const [q, k, v] = g.node('Split', [qkv, g.constant([dim, dim, dim])], { axis: -1 }, 3) as [string, string, string];
   const [attn] = g.node(
     'GroupQueryAttention',
-    [q, k, v, pastKey, pastValue, seqlensK, totalLength],
+    [q, k, v, io.pastKey, io.pastValue, io.seqlensK, io.totalLength],
     { num_heads: numHeads, kv_num_heads: numHeads },
-    ['attn', BlockIO.presentKey, BlockIO.presentValue],
+    [`attn_${layer}`, io.presentKey, io.presentValue],
     MS,
   ) as [string];
   const attnOut = g.op('MatMul', [attn, w('wo')]);
@@ -133,34 +127,82 @@ function gpt2Block(config: ModelConfig, layer: number, weight: WeightLookup, wei
   ) as [string, string, string, string];
   const up = g.op('FastGelu', [g.op('MatMul', [ffnIn, w('w1')]), w('b1')], {}, MS); // GPT-2's tanh GELU
   const down = g.op('Add', [g.op('MatMul', [up, w('w2')]), w('b2')]);
-  g.node('Add', [h, down], {}, [BlockIO.hiddenOut]);
+  g.node('Add', [h, down], {}, [io.hiddenOut]);
+}
 
-  g.output(BlockIO.hiddenOut, 'float', ['batch', 'seq', dim]);
-  g.output(BlockIO.presentKey, 'float', kvDims);
-  g.output(BlockIO.presentValue, 'float', kvDims);
-  return g;
+/** Declares the inputs every block takes, with per-layer KV names when several blocks share a graph. */
+function blockInputs(g: GraphBuilder, config: ModelConfig, kvSuffix: string): Omit<BlockWiring, 'hidden' | 'hiddenOut'> {
+  const kvDims = ['batch', config.numKvHeads, 'context', config.headDim];
+  return {
+    positions: config.rope ? g.input(BlockIO.positions, 'int64', ['batch', 'seq']) : '',
+    pastKey: g.input(BlockIO.pastKey + kvSuffix, 'float', kvDims),
+    pastValue: g.input(BlockIO.pastValue + kvSuffix, 'float', kvDims),
+    seqlensK: g.input(BlockIO.seqlensK, 'int32', ['batch']),
+    totalLength: g.input(BlockIO.totalLength, 'int32', [1]),
+    presentKey: BlockIO.presentKey + kvSuffix,
+    presentValue: BlockIO.presentValue + kvSuffix,
+  };
+}
+
+const addBlock = (config: ModelConfig) => (config.architecture === 'llama' ? llamaBlock : gpt2Block);
+
+/** Adds the final norm + LM head over `hidden` [rows, dim], writing `logits`. */
+function head(g: GraphBuilder, config: ModelConfig, weight: WeightLookup, hidden: string, logits: string): void {
+  const norm = g.weight(StoredWeights.finalNorm, weight(StoredWeights.finalNorm));
+  const normed =
+    config.architecture === 'llama'
+      ? g.op('SimplifiedLayerNormalization', [hidden, norm], { axis: -1, epsilon: config.normEps })
+      : g.op('LayerNormalization', [hidden, norm, g.weight(StoredWeights.finalNormBias, weight(StoredWeights.finalNormBias))], {
+          axis: -1,
+          epsilon: config.normEps,
+        });
+  // The head is stored [vocab, dim] (shared with the embedding when tied), hence transB.
+  const matrix = config.tiedEmbeddings ? StoredWeights.embeddings : StoredWeights.head;
+  g.node('Gemm', [normed, g.weight(matrix, weight(matrix))], { transB: 1 }, [logits]);
 }
 
 export function buildBlockGraph(config: ModelConfig, layer: number, weight: WeightLookup, weightsFile: string): Uint8Array {
-  const build = config.architecture === 'llama' ? llamaBlock : gpt2Block;
-  return build(config, layer, weight, weightsFile).toBytes();
+  const g = new GraphBuilder(`block_${layer}`, weightsFile);
+  const hidden = g.input(BlockIO.hidden, 'float', ['batch', 'seq', config.dim]);
+  const io = { ...blockInputs(g, config, ''), hidden, hiddenOut: BlockIO.hiddenOut };
+  addBlock(config)(g, config, layer, weight, io);
+  declareBlockOutputs(g, config, '');
+  g.output(BlockIO.hiddenOut, 'float', ['batch', 'seq', config.dim]);
+  return g.toBytes();
+}
+
+function declareBlockOutputs(g: GraphBuilder, config: ModelConfig, kvSuffix: string): void {
+  const kvDims = ['batch', config.numKvHeads, 'context', config.headDim];
+  g.output(BlockIO.presentKey + kvSuffix, 'float', kvDims);
+  g.output(BlockIO.presentValue + kvSuffix, 'float', kvDims);
 }
 
 /** Final norm + LM head over `rows` hidden states: the model's output and every ramp's. */
 export function buildHeadGraph(config: ModelConfig, weight: WeightLookup, weightsFile: string): Uint8Array {
   const g = new GraphBuilder('head', weightsFile);
-  const x = g.input(HeadIO.hidden, 'float', ['rows', config.dim]);
-  const norm = g.weight(StoredWeights.finalNorm, weight(StoredWeights.finalNorm));
-  const normed =
-    config.architecture === 'llama'
-      ? g.op('SimplifiedLayerNormalization', [x, norm], { axis: -1, epsilon: config.normEps })
-      : g.op('LayerNormalization', [x, norm, g.weight(StoredWeights.finalNormBias, weight(StoredWeights.finalNormBias))], {
-          axis: -1,
-          epsilon: config.normEps,
-        });
-  // The head is stored [vocab, dim] (shared with the embedding when tied), hence transB.
-  const head = config.tiedEmbeddings ? StoredWeights.embeddings : StoredWeights.head;
-  g.node('Gemm', [normed, g.weight(head, weight(head))], { transB: 1 }, [HeadIO.logits]);
+  const hidden = g.input(HeadIO.hidden, 'float', ['rows', config.dim]);
+  head(g, config, weight, hidden, HeadIO.logits);
   g.output(HeadIO.logits, 'float', ['rows', config.vocabSize]);
+  return g.toBytes();
+}
+
+/**
+ * The whole model as one graph (every block, then the head over the last
+ * position of each row), with KV inputs `past_key_{layer}`. Not used for
+ * serving: the benchmark runs it as the floor that per-block execution is
+ * measured against.
+ */
+export function buildFusedGraph(config: ModelConfig, weight: WeightLookup, weightsFile: string): Uint8Array {
+  const g = new GraphBuilder('fused', weightsFile);
+  let hidden = g.input(BlockIO.hidden, 'float', ['batch', 'seq', config.dim]);
+  for (let layer = 0; layer < config.numLayers; layer++) {
+    const io = { ...blockInputs(g, config, `_${layer}`), hidden, hiddenOut: `hidden_${layer}` };
+    addBlock(config)(g, config, layer, weight, io);
+    declareBlockOutputs(g, config, `_${layer}`);
+    hidden = io.hiddenOut;
+  }
+  const last = g.op('Gather', [hidden, g.constant([-1], 'int64', [])], { axis: 1 }); // [batch, dim]
+  head(g, config, weight, last, HeadIO.logits);
+  g.output(HeadIO.logits, 'float', ['batch', config.vocabSize]);
   return g.toBytes();
 }

@@ -141,7 +141,10 @@ export class GraphBuilder {
     private readonly weightsFile: string,
   ) {}
 
+  /** Declares a graph input; declaring the same name again (blocks sharing one graph) is a no-op. */
   input(name: string, type: ElementType, dims: Dim[]): string {
+    if (this.usedNames.has(name)) return name;
+    this.usedNames.add(name);
     this.inputs.push(valueInfo(name, type, dims));
     return name;
   }

@@ -1,0 +1,142 @@
+/**
+ * Single-stream greedy decoding speed: offramp's per-block execution (the
+ * engine, one session per block plus the head) next to one fused graph of the
+ * whole model with the same weights, run the same way (the overhead floor).
+ *
+ *   npm run bench:decode [-- --models stories260K,stories110M --threads 1,2 --repeats 5]
+ *
+ * Models: stories260K from ../shared/models, and random-weight synth shapes
+ * (stories15M, stories110M, ...) generated once into models/prepared/.
+ * Variants alternate within each repeat so machine drift hits all alike;
+ * the table reports medians.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import ort from 'onnxruntime-node';
+import { LocalEngine } from '../src/engine/local.js';
+import { argmax, GREEDY } from '../src/engine/sampler.js';
+import { buildFusedGraph, BlockIO, HeadIO } from '../src/model/graphs.js';
+import { KvCache, Model, prepareModel, PROJECT_ROOT, resolveModel } from '../src/model/index.js';
+import { openSession } from '../src/model/session.js';
+import { SYNTH_SHAPES, synthCheckpoint, synthTokenizer, type SynthShape } from '../src/model/synth.js';
+
+const SHARED = path.join(PROJECT_ROOT, '..', 'shared', 'models');
+const PROMPT = 'Once upon a time';
+
+const { values } = parseArgs({
+  options: {
+    models: { type: 'string', default: 'stories260K,stories110M' },
+    threads: { type: 'string', default: '1,2' },
+    repeats: { type: 'string', default: '5' },
+    tokens: { type: 'string' },
+    out: { type: 'string', default: path.join(PROJECT_ROOT, 'bench', 'results', 'decode.json') },
+  },
+});
+
+/** A prepared directory for a bench model name. */
+async function modelDir(name: string): Promise<string> {
+  if (name === 'stories260K') {
+    return resolveModel(path.join(SHARED, 'stories260K', 'stories260K.bin'), { tokenizer: path.join(SHARED, 'stories260K', 'tok512.bin') });
+  }
+  if (!(name in SYNTH_SHAPES)) throw new Error(`unknown bench model ${name}: stories260K or one of ${Object.keys(SYNTH_SHAPES).join(', ')}`);
+  const dir = path.join(PROJECT_ROOT, 'models', 'prepared', `synth-${name}-seed0`);
+  if (!fs.existsSync(path.join(dir, 'manifest.json'))) {
+    process.stderr.write(`bench: writing random-weight ${name} to ${dir}\n`);
+    const shape = name as SynthShape;
+    prepareModel(synthCheckpoint(shape, 0, synthTokenizer(shape, path.join(SHARED, 'tokenizers'))), dir);
+  }
+  return dir;
+}
+
+/** Tokens/s of offramp's engine (per-block sessions), greedy, excluding the first token. */
+async function perBlock(model: Model, promptTokens: number[], numTokens: number): Promise<number> {
+  const maxContext = Math.min(model.config.maxSeqLen, promptTokens.length + numTokens + 1);
+  const engine = new LocalEngine(model, { maxRunning: 1, maxStepTokens: maxContext, maxContext });
+  let first = 0;
+  let count = 0;
+  const request = { id: 'bench', promptTokens, sampling: GREEDY, maxTokens: numTokens, stop: [] };
+  for await (const event of engine.generate(request)) {
+    if (event.type === 'error') throw new Error(event.message);
+    if (event.type !== 'token') continue;
+    if (count++ === 0) first = performance.now();
+  }
+  return ((count - 1) / (performance.now() - first)) * 1000;
+}
+
+/** The same decode loop over one whole-model session. */
+function fused(model: Model, session: ReturnType<typeof openSession>, promptTokens: number[], numTokens: number): number {
+  const { numLayers, dim, vocabSize } = model.config;
+  const context = Math.min(model.config.maxSeqLen, promptTokens.length + numTokens + 1);
+  const kv = new KvCache(model.config, 1, context);
+  const logits = new ort.Tensor('float32', new Float32Array(vocabSize), [1, vocabSize]);
+  const step = (tokens: number[], start: number): number => {
+    const feeds: Record<string, ort.Tensor> = {
+      [BlockIO.hidden]: new ort.Tensor('float32', model.embed(tokens, tokens.map((_, i) => start + i)), [1, tokens.length, dim]),
+      [BlockIO.seqlensK]: new ort.Tensor('int32', Int32Array.of(start + tokens.length - 1), [1]),
+      [BlockIO.totalLength]: new ort.Tensor('int32', Int32Array.of(context), [1]),
+    };
+    if (model.config.rope) feeds[BlockIO.positions] = new ort.Tensor('int64', BigInt64Array.from(tokens, (_, i) => BigInt(start + i)), [1, tokens.length]);
+    const fetches: Record<string, ort.Tensor | null> = { [HeadIO.logits]: logits };
+    for (let layer = 0; layer < numLayers; layer++) {
+      const view = kv.view(layer, 0, 1);
+      feeds[`${BlockIO.pastKey}_${layer}`] = view.key;
+      feeds[`${BlockIO.pastValue}_${layer}`] = view.value;
+      fetches[`${BlockIO.presentKey}_${layer}`] = view.key;
+      fetches[`${BlockIO.presentValue}_${layer}`] = view.value;
+    }
+    session.run(feeds, fetches);
+    return argmax(logits.data as Float32Array);
+  };
+  let token = step(promptTokens, 0);
+  const first = performance.now();
+  for (let i = 1; i < numTokens; i++) token = step([token], promptTokens.length + i - 1);
+  return ((numTokens - 1) / (performance.now() - first)) * 1000;
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+interface Row {
+  model: string;
+  threads: number;
+  perBlockTokensPerSecond: number;
+  fusedTokensPerSecond: number;
+  perBlockOverFused: number;
+}
+
+const rows: Row[] = [];
+const repeats = Number(values.repeats);
+for (const name of values.models.split(',')) {
+  const dir = await modelDir(name);
+  for (const threads of values.threads.split(',').map(Number)) {
+    const model = await Model.load(dir, { device: 'cpu', threads });
+    const fusedFile = path.join(dir, 'fused.onnx');
+    if (!fs.existsSync(fusedFile)) {
+      fs.writeFileSync(fusedFile, buildFusedGraph(model.config, (w) => model.manifest.weights[w]!, 'weights.bin'));
+    }
+    const session = openSession(fusedFile, { intraOpNumThreads: threads, interOpNumThreads: 1, executionMode: 'sequential', graphOptimizationLevel: 'all' });
+    const promptTokens = model.tokenizer.encode(PROMPT);
+    const numTokens = Number(values.tokens ?? (model.config.dim <= 64 ? 256 : 64));
+    await perBlock(model, promptTokens, 8); // warm-up
+    fused(model, session, promptTokens, 8);
+    const a: number[] = [];
+    const b: number[] = [];
+    for (let r = 0; r < repeats; r++) {
+      a.push(await perBlock(model, promptTokens, numTokens));
+      b.push(fused(model, session, promptTokens, numTokens));
+      process.stderr.write(`bench: ${name} threads=${threads} repeat ${r + 1}/${repeats}: per-block ${a.at(-1)!.toFixed(1)}, fused ${b.at(-1)!.toFixed(1)} tokens/s\n`);
+    }
+    rows.push({ model: name, threads, perBlockTokensPerSecond: median(a), fusedTokensPerSecond: median(b), perBlockOverFused: median(a) / median(b) });
+    session.release();
+    model.release();
+  }
+}
+
+const table = [
+  '| model | threads | offramp per-block tokens/s | fused graph tokens/s | per-block / fused |',
+  '|---|---:|---:|---:|---:|',
+  ...rows.map((r) => `| ${r.model} | ${r.threads} | ${r.perBlockTokensPerSecond.toFixed(1)} | ${r.fusedTokensPerSecond.toFixed(1)} | ${(100 * r.perBlockOverFused).toFixed(1)}% |`),
+].join('\n');
+process.stdout.write(`${table}\n`);
+fs.mkdirSync(path.dirname(values.out), { recursive: true });
+fs.writeFileSync(values.out, JSON.stringify({ date: new Date().toISOString(), command: `npm run bench:decode -- ${process.argv.slice(2).join(' ')}`.trim(), repeats, rows }, null, 2));
