@@ -14,6 +14,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import ort from 'onnxruntime-node';
+import { EXITS_OFF } from '../src/engine/engine.js';
 import { LocalEngine } from '../src/engine/local.js';
 import { argmax, GREEDY } from '../src/engine/sampler.js';
 import { buildFusedGraph, BlockIO, HeadIO } from '../src/model/graphs.js';
@@ -52,10 +53,10 @@ async function modelDir(name: string): Promise<string> {
 /** Tokens/s of offramp's engine (per-block sessions), greedy, excluding the first token. */
 async function perBlock(model: Model, promptTokens: number[], numTokens: number): Promise<number> {
   const maxContext = Math.min(model.config.maxSeqLen, promptTokens.length + numTokens + 1);
-  const engine = new LocalEngine(model, { maxRunning: 1, maxStepTokens: maxContext, maxContext });
+  const engine = new LocalEngine(model, { maxRunning: 1, maxStepTokens: maxContext, maxContext, earlyExit: EXITS_OFF });
   let first = 0;
   let count = 0;
-  const request = { id: 'bench', promptTokens, sampling: GREEDY, maxTokens: numTokens, stop: [] };
+  const request = { id: 'bench', promptTokens, sampling: GREEDY, maxTokens: numTokens, stop: [], earlyExit: false };
   for await (const event of engine.generate(request)) {
     if (event.type === 'error') throw new Error(event.message);
     if (event.type !== 'token') continue;

@@ -9,6 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { z } from 'zod';
+import { EXITS_OFF } from './engine/engine.js';
 import { LocalEngine } from './engine/local.js';
 import { importCheckpoint, Model, prepareModel, PROJECT_ROOT, resolveModel, type Device } from './model/index.js';
 import { SYNTH_SHAPES, synthCheckpoint, synthTokenizer, type SynthShape } from './model/synth.js';
@@ -130,11 +131,11 @@ async function generateCommand(args: string[]): Promise<void> {
   const seed = values.seed === undefined ? undefined : flag('seed', num(z.number().int().nonnegative()), values.seed);
   const promptTokens = model.tokenizer.encode(values.prompt);
   const maxContext = model.config.maxSeqLen;
-  const engine = new LocalEngine(model, { maxRunning: 1, maxStepTokens: maxContext, maxContext });
+  const engine = new LocalEngine(model, { maxRunning: 1, maxStepTokens: maxContext, maxContext, earlyExit: EXITS_OFF });
   const started = performance.now();
   let firstTokenAt = 0;
   let completionTokens = 0;
-  for await (const event of engine.generate({ id: 'generate', promptTokens, sampling, seed, maxTokens: Math.min(maxTokens, maxContext - promptTokens.length), stop: [] })) {
+  for await (const event of engine.generate({ id: 'generate', promptTokens, sampling, seed, maxTokens: Math.min(maxTokens, maxContext - promptTokens.length), stop: [], earlyExit: false })) {
     if (event.type === 'error') throw new Error(event.message);
     if (event.type === 'token' && !firstTokenAt) firstTokenAt = performance.now();
     process.stdout.write(event.text);

@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { EXITS_OFF } from '../src/engine/engine.js';
 import { LocalEngine } from '../src/engine/local.js';
 import type { GenerateRequest } from '../src/engine/types.js';
 import { GREEDY } from '../src/engine/sampler.js';
@@ -65,10 +66,10 @@ export function tinyCheckpoint(overrides: Partial<ModelConfig>, seed = 7): Check
 
 /** Greedy tokens for each prompt, all submitted together to one engine. */
 export async function generateTogether(model: Model, prompts: number[][], maxTokens: number, maxRunning = prompts.length): Promise<number[][]> {
-  const engine = new LocalEngine(model, { maxRunning, maxStepTokens: 256, maxContext: model.config.maxSeqLen });
+  const engine = new LocalEngine(model, { maxRunning, maxStepTokens: 256, maxContext: model.config.maxSeqLen, earlyExit: EXITS_OFF });
   return Promise.all(
     prompts.map(async (promptTokens, i) => {
-      const request: GenerateRequest = { id: `r${i}`, promptTokens, sampling: GREEDY, maxTokens, stop: [] };
+      const request: GenerateRequest = { id: `r${i}`, promptTokens, sampling: GREEDY, maxTokens, stop: [], earlyExit: false };
       const tokens: number[] = [];
       for await (const event of engine.generate(request)) {
         if (event.type === 'token') tokens.push(...event.tokenIds);

@@ -1,32 +1,54 @@
 /**
- * The decode loop: `step()` is plan, run, apply (vLLM's EngineCore.step).
+ * The decode loop: `step()` is plan, run, finish (vLLM's EngineCore.step).
  * Requests come in with `add`, leave with `abort` or when they finish; every
- * outcome leaves as an EngineEvent through the listener.
+ * outcome leaves as an EngineEvent through the listener. Tokens are emitted
+ * the moment the runner decides them (an early exit mid-step included);
+ * requests that end are finished at the step boundary.
  *
  * @module
  */
+import { ExitController, type ConfidenceKind, type ExitControllerInput } from '../exits/index.js';
 import { KvCache, type Model } from '../model/index.js';
 import { OutputProcessor } from './output.js';
-import { ModelRunner } from './runner.js';
-import { Scheduler, type SchedulerOptions, type StepPlan, type StepResult } from './scheduler.js';
+import { ModelRunner, type ExitInfo } from './runner.js';
+import { Scheduler, type SchedulerOptions } from './scheduler.js';
 import { Sequence } from './sequence.js';
 import type { EngineEvent, FinishReason, GenerateRequest } from './types.js';
+
+export interface EarlyExitOptions {
+  enabled: boolean;
+  /** The constraint: share of streamed tokens equal to the full model's argmax. */
+  accuracy: number;
+  /** Share of a non-exiting step that all active ramps together may cost. */
+  rampBudget: number;
+  confidence: ConfidenceKind;
+  /** Positions a sequence may exit in a row before its deep blocks must catch up. */
+  maxDeferred: number;
+}
 
 export interface EngineOptions extends SchedulerOptions {
   /** Positions per sequence (prompt + generated); at most the model's maxSeqLen. */
   maxContext: number;
+  earlyExit: EarlyExitOptions;
 }
+
+export const EXITS_OFF: EarlyExitOptions = { enabled: false, accuracy: 0.99, rampBudget: 0.1, confidence: 'margin', maxDeferred: 16 };
 
 /** A request the engine refuses before it runs (too long, empty). */
 export class RequestError extends Error {
   override name = 'RequestError';
 }
 
+/** How often (steps) measured costs reach the controller. */
+const COST_UPDATE_STEPS = 64;
+
 export class Engine {
   readonly scheduler: Scheduler;
+  readonly controller: ExitController | null;
   private readonly runner: ModelRunner;
   private readonly outputs = new Map<string, OutputProcessor>();
   private readonly sequences = new Map<string, Sequence>();
+  private numSteps = 0;
 
   constructor(
     readonly model: Model,
@@ -36,8 +58,23 @@ export class Engine {
     if (options.maxContext > model.config.maxSeqLen) {
       throw new RangeError(`maxContext ${options.maxContext} exceeds the model's ${model.config.maxSeqLen} positions`);
     }
+    const exits = options.earlyExit;
+    const controllerOptions: ExitControllerInput = {
+      numLayers: model.config.numLayers,
+      candidateLayers: model.manifest.rampCandidates,
+      accuracy: exits.accuracy,
+      rampBudget: exits.rampBudget,
+    };
+    this.controller = exits.enabled ? new ExitController(controllerOptions) : null;
     this.scheduler = new Scheduler(options);
-    this.runner = new ModelRunner(model, new KvCache(model.config, options.maxRunning, options.maxContext), this.scheduler);
+    const kv = new KvCache(model.config, options.maxRunning, options.maxContext);
+    this.runner = new ModelRunner(
+      model,
+      kv,
+      this.scheduler,
+      { controller: this.controller, confidence: exits.confidence, maxDeferred: exits.maxDeferred },
+      (seq, token, exit) => this.accept(seq, token, exit),
+    );
   }
 
   /** Queues a request. Throws RequestError when it cannot fit. */
@@ -50,7 +87,7 @@ export class Engine {
       );
     }
     if (this.sequences.has(request.id)) throw new RequestError(`request id ${request.id} is already running`);
-    const seq = new Sequence(request);
+    const seq = new Sequence(request, this.model.config.numLayers);
     this.sequences.set(seq.id, seq);
     this.outputs.set(seq.id, new OutputProcessor(this.model.tokenizer, request.promptTokens, request.stop));
     this.scheduler.add(seq);
@@ -78,8 +115,14 @@ export class Engine {
     for (const seq of this.sequences.values()) if (seq.abortRequested) this.finish(seq, 'abort');
     const plan = this.scheduler.schedule();
     if (plan.decode.length === 0 && plan.prefill.length === 0) return;
-    const result = this.runner.execute(plan);
-    this.apply(plan, result);
+    this.runner.execute(plan);
+    for (const seq of [...plan.decode, ...plan.prefill.map((p) => p.seq)]) {
+      if (seq.finishReason) this.finish(seq, seq.finishReason);
+    }
+    if (this.controller && ++this.numSteps % COST_UPDATE_STEPS === 0) {
+      const costs = this.runner.costs.snapshot();
+      if (costs) this.controller.setCosts(costs);
+    }
   }
 
   /** Ends every request with an error (the engine cannot go on). */
@@ -91,29 +134,33 @@ export class Engine {
     }
   }
 
-  private apply(plan: StepPlan, result: StepResult): void {
-    for (const seq of plan.decode) seq.numComputed += 1;
-    for (const { seq, numTokens } of plan.prefill) seq.numComputed += numTokens;
-    for (const [id, token] of result.sampled) {
-      const seq = this.sequences.get(id);
-      if (!seq || seq.abortRequested) continue;
-      this.accept(seq, token);
+  /** A token decided by the runner: streamed now; an ending is applied at the step boundary. */
+  private accept(seq: Sequence, token: number, exit: ExitInfo): void {
+    if (seq.abortRequested || seq.finishReason) return;
+    if (this.model.config.eosTokenIds.includes(token)) {
+      seq.finishReason = 'stop';
+      return;
     }
-  }
-
-  private accept(seq: Sequence, token: number): void {
-    const output = this.outputs.get(seq.id)!;
-    const config = this.model.config;
-    if (config.eosTokenIds.includes(token)) return this.finish(seq, 'stop');
     seq.tokens.push(token);
-    const { text, stopped } = output.push(token);
-    this.emit({ type: 'token', requestId: seq.id, text, tokenIds: [token] });
-    if (stopped) return this.finish(seq, 'stop');
-    if (seq.numGenerated >= seq.request.maxTokens || seq.tokens.length >= this.options.maxContext) this.finish(seq, 'length');
+    const { text, stopped } = this.outputs.get(seq.id)!.push(token);
+    this.emit({
+      type: 'token',
+      requestId: seq.id,
+      text,
+      tokenIds: [token],
+      exitLayer: exit.layer,
+      confidence: exit.confidence,
+      ...(exit.trace && { trace: exit.trace }),
+      ...(exit.logprobs && { logprobs: exit.logprobs }),
+    });
+    if (stopped) seq.finishReason = 'stop';
+    else if (seq.numGenerated >= seq.request.maxTokens || seq.tokens.length >= this.options.maxContext) seq.finishReason = 'length';
   }
 
   private finish(seq: Sequence, reason: FinishReason): void {
     const text = reason === 'abort' ? '' : this.outputs.get(seq.id)!.finish();
+    // Exited tokens still owe the controller their verdicts.
+    if (reason !== 'abort' && seq.deferred.length > 0) this.runner.flush(seq);
     this.scheduler.release(seq);
     this.forget(seq);
     this.emit({

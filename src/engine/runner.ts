@@ -1,32 +1,91 @@
 /**
- * Executes a StepPlan on the model: the decode batch through every block in
- * one call per block, then each prompt chunk, then the head and the sampler
- * for every sequence that reached its last position.
+ * Executes a StepPlan on the model, one block at a time, with early exits.
+ *
+ * Decode: the batch climbs the blocks together. At each active ramp the
+ * rows that are confident enough leave: their token is sampled from the
+ * ramp, handed to the engine at once (so its chunk streams now, not at the
+ * end of the step), and the position's deeper blocks are deferred. The next
+ * position of that sequence that does not exit runs the deferred positions
+ * through the deep blocks together with itself in one causal pass per block
+ * (the catch-up), which fills the deep KV cache exactly and yields the full
+ * model's verdict on every exited token: the feedback the controller tunes on.
+ *
+ * Prompt chunks run after the decode batch, all blocks, no exits.
  *
  * @module
  */
 import type { KvCache, Model } from '../model/index.js';
-import { sample } from './sampler.js';
-import type { Scheduler, StepPlan, StepResult } from './scheduler.js';
-import type { Sequence } from './sequence.js';
+import { scoreLogits, type ConfidenceKind, type ExitController, type TokenRecord } from '../exits/index.js';
+import { argmax, logprobsOf, sample, type TokenLogprobs } from './sampler.js';
+import type { Scheduler, StepPlan } from './scheduler.js';
+import type { RampScore, Sequence } from './sequence.js';
+import { CostMeter } from './cost-meter.js';
+
+/** How a token left the model, for the client and the playground. */
+export interface ExitInfo {
+  /** The ramp's layer, or null for the full model. */
+  layer: number | null;
+  /** The ramp's confidence when it exited there. */
+  confidence: number | null;
+  /** Every ramp evaluated for this token, with the full model's argmax (trace mode only). */
+  trace?: { ramps: RampScore[]; finalArgmax: number };
+  logprobs?: TokenLogprobs;
+}
+
+export type TokenSink = (seq: Sequence, token: number, exit: ExitInfo) => void;
+
+export interface ExitOptions {
+  /** null: exits off for every request. */
+  controller: ExitController | null;
+  confidence: ConfidenceKind;
+  /** A sequence exits at most this many positions in a row before the deep blocks must catch up. */
+  maxDeferred: number;
+}
+
+/** The full model's verdict on a token: which ramps agreed with its argmax. */
+function verdict(scores: RampScore[], finalArgmax: number, exitLayer: number | null): TokenRecord {
+  return { ramps: scores.map((s) => ({ layer: s.layer, confidence: s.confidence, agrees: s.argmax === finalArgmax })), exitLayer };
+}
+
+/** One decoding row of the batch during a step. */
+interface Row {
+  seq: Sequence;
+  position: number;
+  hidden: Float32Array; // [dim]: output of the last block run for this position
+  scores: RampScore[];
+}
 
 export class ModelRunner {
   /** Reused activation buffers by purpose and size: decoding asks for the same few every step. */
   private readonly buffers = new Map<string, Float32Array>();
+  readonly costs: CostMeter;
 
   constructor(
     readonly model: Model,
     readonly kv: KvCache,
     private readonly scheduler: Scheduler,
-  ) {}
+    private readonly exits: ExitOptions,
+    private readonly emit: TokenSink,
+  ) {
+    this.costs = new CostMeter(model.config.numLayers);
+  }
 
-  execute(plan: StepPlan): StepResult {
-    const sampled = new Map<string, number>();
+  execute(plan: StepPlan): void {
     // The decode batch goes first: its stray writes into rows that are mid-prompt
     // land at positions the prompt chunks below then overwrite.
-    if (plan.decode.length > 0) this.decode(plan.decode, sampled);
-    for (const { seq, numTokens } of plan.prefill) this.prefill(seq, numTokens, sampled);
-    return { sampled };
+    if (plan.decode.length > 0) this.decode(plan.decode);
+    for (const { seq, numTokens } of plan.prefill) this.prefill(seq, numTokens);
+  }
+
+  /** Runs a finished sequence's deferred positions through the deep blocks, for their verdicts. */
+  flush(seq: Sequence): void {
+    if (!this.feedsController(seq)) return;
+    const numLayers = this.model.config.numLayers;
+    while (seq.deferred.length > 0) {
+      const layer = Math.min(...seq.deferred.map((d) => d.layer)) + 1;
+      if (layer >= numLayers) break;
+      this.catchUp(seq, layer, null);
+    }
   }
 
   private buffer(purpose: string, length: number): Float32Array {
@@ -40,49 +99,172 @@ export class ModelRunner {
     return buffer;
   }
 
-  /** Runs all blocks over `hidden` [numRows, seqLen, dim]; returns the last block's output. */
-  private forward(hidden: Float32Array, firstSlot: number, numRows: number, seqLen: number, pastLengths: Int32Array): Float32Array {
-    const rows = { firstSlot, numRows, seqLen, pastLengths };
-    let input = hidden;
-    for (let layer = 0; layer < this.model.config.numLayers; layer++) {
-      const output = this.buffer(layer % 2 ? 'odd' : 'even', hidden.length);
+  /** Logits [rows, vocab] of the head over `hidden` rows, timed as a ramp when `asRamp`. */
+  private head(hidden: Float32Array, numRows: number, asRamp: boolean): Float32Array {
+    const logits = this.buffer('logits', numRows * this.model.config.vocabSize);
+    const started = performance.now();
+    this.model.runHead(hidden, numRows, logits);
+    if (asRamp) this.costs.addRamp(performance.now() - started);
+    return logits;
+  }
+
+  private decode(batch: Sequence[]): void {
+    const { dim, numLayers, vocabSize } = this.model.config;
+    let active: Row[] = batch.map((seq) => {
+      const position = seq.numComputed;
+      return { seq, position, hidden: this.model.embed([seq.tokens[position]!], [position]), scores: [] };
+    });
+    for (let layer = 0; layer < numLayers && active.length > 0; layer++) {
+      const synced = active.filter((r) => r.seq.layerLengths[layer] === r.position);
+      if (synced.length > 0) this.batchedBlock(layer, synced);
+      for (const row of active) if (row.seq.layerLengths[layer]! < row.position) this.catchUp(row.seq, layer, row);
+      for (const row of active) row.seq.layerLengths[layer] = row.position + 1;
+      if (layer < numLayers - 1) active = this.ramp(layer, active);
+    }
+    if (active.length === 0) return;
+    const gathered = this.buffer('gathered', active.length * dim);
+    active.forEach((row, i) => gathered.set(row.hidden, i * dim));
+    const logits = this.head(gathered, active.length, false);
+    active.forEach((row, i) => {
+      const rowLogits = logits.subarray(i * vocabSize, (i + 1) * vocabSize);
+      const finalArgmax = argmax(rowLogits);
+      if (this.feedsController(row.seq)) this.exits.controller!.record(verdict(row.scores, finalArgmax, null));
+      const trace = row.seq.request.traceRamps ? { ramps: row.scores, finalArgmax } : undefined;
+      this.sampleAndEmit(row.seq, rowLogits, { layer: null, confidence: null, trace });
+    });
+  }
+
+  /** One call over the contiguous slot range of `rows`, all at their next position. */
+  private batchedBlock(layer: number, rows: Row[]): void {
+    const dim = this.model.config.dim;
+    const slots = rows.map((r) => r.seq.slot);
+    const firstSlot = Math.min(...slots);
+    const numRows = Math.max(...slots) - firstSlot + 1;
+    const input = this.buffer('input', numRows * dim).fill(0);
+    const output = this.buffer('output', numRows * dim);
+    // Rows in the range that are not part of this call get a stray write at their own next position,
+    // which their own later call overwrites before anything reads it.
+    const pastLengths = new Int32Array(numRows);
+    for (let r = 0; r < numRows; r++) {
+      const owner = this.scheduler.ownerOf(firstSlot + r);
+      pastLengths[r] = Math.min(owner?.layerLengths[layer] ?? 0, this.kv.context - 1);
+    }
+    for (const row of rows) input.set(row.hidden, (row.seq.slot - firstSlot) * dim);
+    const started = performance.now();
+    this.model.runBlock(layer, input, output, { firstSlot, numRows, seqLen: 1, pastLengths }, this.kv);
+    this.costs.addBlock(layer, performance.now() - started);
+    for (const row of rows) row.hidden.set(output.subarray((row.seq.slot - firstSlot) * dim, (row.seq.slot - firstSlot + 1) * dim));
+  }
+
+  /**
+   * Runs `layer` over a sequence's deferred positions that wait for it, plus
+   * the current position when there is one: one causal pass, batch 1.
+   * At ramp layers the deferred positions get that ramp's verdict too; after
+   * the last layer they get the full model's, and leave the deferred list.
+   */
+  private catchUp(seq: Sequence, layer: number, current: Row | null): void {
+    const { dim, numLayers, vocabSize } = this.model.config;
+    const waiting = seq.deferred.filter((d) => d.layer === layer - 1);
+    const numRows = waiting.length + (current ? 1 : 0);
+    const input = new Float32Array(numRows * dim);
+    waiting.forEach((d, i) => input.set(d.hidden, i * dim));
+    if (current) input.set(current.hidden, waiting.length * dim);
+    const output = new Float32Array(numRows * dim);
+    const rows = { firstSlot: seq.slot, numRows: 1, seqLen: numRows, pastLengths: [seq.layerLengths[layer]!] };
+    this.model.runBlock(layer, input, output, rows, this.kv);
+    waiting.forEach((d, i) => {
+      d.hidden = output.slice(i * dim, (i + 1) * dim);
+      d.layer = layer;
+    });
+    if (current) current.hidden.set(output.subarray(waiting.length * dim));
+    if (!current) seq.layerLengths[layer] = waiting.at(-1)!.position + 1;
+    if (waiting.length === 0) return;
+
+    const controller = this.exits.controller;
+    if (!controller || !this.feedsController(seq)) {
+      if (layer === numLayers - 1) seq.deferred.splice(0, seq.deferred.length, ...seq.deferred.filter((d) => !waiting.includes(d)));
+      return;
+    }
+    const isLast = layer === numLayers - 1;
+    const isRamp = !isLast && controller.activeRamps().some((r) => r.layer === layer);
+    if (!isLast && !isRamp) return;
+    const logits = this.head(output.subarray(0, waiting.length * dim), waiting.length, isRamp);
+    waiting.forEach((d, i) => {
+      const rowLogits = logits.subarray(i * vocabSize, (i + 1) * vocabSize);
+      if (isRamp) {
+        d.scores.push({ layer, ...scoreLogits(rowLogits, this.exits.confidence) });
+        return;
+      }
+      controller.record(verdict(d.scores, argmax(rowLogits), d.exitLayer));
+    });
+    if (isLast) seq.deferred.splice(0, seq.deferred.length, ...seq.deferred.filter((d) => !waiting.includes(d)));
+  }
+
+  /** The ramp after `layer`: scores the rows that look here, emits the ones that exit; returns the rest. */
+  private ramp(layer: number, active: Row[]): Row[] {
+    const looking = active.filter((row) => this.looksAt(row, layer));
+    if (looking.length === 0) return active;
+    const { dim, vocabSize } = this.model.config;
+    const gathered = this.buffer('gathered', looking.length * dim);
+    looking.forEach((row, i) => gathered.set(row.hidden, i * dim));
+    const logits = this.head(gathered, looking.length, true);
+    const exited = new Set<Row>();
+    looking.forEach((row, i) => {
+      const rowLogits = logits.subarray(i * vocabSize, (i + 1) * vocabSize);
+      const score = { layer, ...scoreLogits(rowLogits, this.exits.confidence) };
+      row.scores.push(score);
+      if (!this.exitsAt(row, layer, score.confidence)) return;
+      exited.add(row);
+      row.seq.deferred.push({ position: row.position, hidden: row.hidden, layer, exitLayer: layer, scores: row.scores });
+      this.sampleAndEmit(row.seq, rowLogits, { layer, confidence: score.confidence });
+    });
+    return exited.size === 0 ? active : active.filter((row) => !exited.has(row));
+  }
+
+  /** Requests under the controller (not benchmark plans or traces) are its feedback. */
+  private feedsController(seq: Sequence): boolean {
+    const request = seq.request;
+    return this.exits.controller !== null && request.earlyExit && !request.exitPlan && !request.traceRamps;
+  }
+
+  /** Whether a row evaluates the ramp after `layer`. */
+  private looksAt(row: Row, layer: number): boolean {
+    const request = row.seq.request;
+    if (request.traceRamps) return this.model.manifest.rampCandidates.includes(layer);
+    if (request.exitPlan) return request.exitPlan[row.seq.numGenerated] === layer;
+    if (!this.feedsController(row.seq)) return false;
+    return this.exits.controller!.activeRamps().some((r) => r.layer === layer);
+  }
+
+  private exitsAt(row: Row, layer: number, confidence: number): boolean {
+    const request = row.seq.request;
+    if (request.traceRamps) return false;
+    if (request.exitPlan) return true; // looksAt already matched the planned layer
+    if (row.seq.deferred.length >= this.exits.maxDeferred) return false;
+    return this.exits.controller!.exitAt(layer, confidence);
+  }
+
+  private prefill(seq: Sequence, numTokens: number): void {
+    const { dim, numLayers, vocabSize } = this.model.config;
+    const start = seq.numComputed;
+    const positions = Array.from({ length: numTokens }, (_, i) => start + i);
+    let input = this.model.embed(seq.tokens.slice(start, start + numTokens), positions);
+    const rows = { firstSlot: seq.slot, numRows: 1, seqLen: numTokens, pastLengths: Int32Array.of(start) };
+    for (let layer = 0; layer < numLayers; layer++) {
+      const output = this.buffer(layer % 2 ? 'odd' : 'even', input.length);
       this.model.runBlock(layer, input, output, rows, this.kv);
       input = output;
     }
-    return input;
-  }
-
-  /** Final head over rows of `hidden`, then one sampled token per sequence. */
-  private sampleRows(hidden: Float32Array, batch: Sequence[], sampled: Map<string, number>): void {
-    const vocab = this.model.config.vocabSize;
-    const logits = this.buffer('logits', batch.length * vocab);
-    this.model.runHead(hidden, batch.length, logits);
-    batch.forEach((seq, i) => sampled.set(seq.id, sample(logits.subarray(i * vocab, (i + 1) * vocab), seq.request.sampling, seq.rng)));
-  }
-
-  private decode(batch: Sequence[], sampled: Map<string, number>): void {
-    const dim = this.model.config.dim;
-    const slots = batch.map((s) => s.slot);
-    const firstSlot = Math.min(...slots);
-    const numRows = Math.max(...slots) - firstSlot + 1;
-    const hidden = this.buffer('input', numRows * dim).fill(0);
-    const pastLengths = new Int32Array(numRows);
-    for (let r = 0; r < numRows; r++) pastLengths[r] = this.scheduler.ownerOf(firstSlot + r)?.numComputed ?? 0;
-    for (const seq of batch) hidden.set(this.model.embed([seq.tokens[seq.numComputed]!], [seq.numComputed]), (seq.slot - firstSlot) * dim);
-    const out = this.forward(hidden, firstSlot, numRows, 1, pastLengths);
-    // Only the rows that decode need the head.
-    const gathered = this.buffer('gathered', batch.length * dim);
-    batch.forEach((seq, i) => gathered.set(out.subarray((seq.slot - firstSlot) * dim, (seq.slot - firstSlot + 1) * dim), i * dim));
-    this.sampleRows(gathered, batch, sampled);
-  }
-
-  private prefill(seq: Sequence, numTokens: number, sampled: Map<string, number>): void {
-    const dim = this.model.config.dim;
-    const start = seq.numComputed;
-    const positions = Array.from({ length: numTokens }, (_, i) => start + i);
-    const hidden = this.model.embed(seq.tokens.slice(start, start + numTokens), positions);
-    const out = this.forward(hidden, seq.slot, 1, numTokens, Int32Array.of(start));
+    seq.layerLengths.fill(start + numTokens);
     if (start + numTokens < seq.tokens.length) return;
-    this.sampleRows(out.slice((numTokens - 1) * dim), [seq], sampled);
+    const logits = this.head(input.slice((numTokens - 1) * dim), 1, false).subarray(0, vocabSize);
+    this.sampleAndEmit(seq, logits, { layer: null, confidence: null });
+  }
+
+  /** Samples the next token from one row of logits and hands it to the engine. */
+  private sampleAndEmit(seq: Sequence, logits: Float32Array, exit: ExitInfo): void {
+    const token = sample(logits, seq.request.sampling, seq.rng);
+    const topN = seq.request.logprobs;
+    this.emit(seq, token, topN === undefined ? exit : { ...exit, logprobs: logprobsOf(logits, token, topN) });
   }
 }

@@ -100,3 +100,28 @@ export function sample(logits: ArrayLike<number>, params: SamplingParams, rng: R
   }
   return drawFrom(probs, candidates, rng.next());
 }
+
+export interface TokenLogprobs {
+  logprob: number;
+  /** The most likely tokens, most likely first. */
+  top: { token: number; logprob: number }[];
+}
+
+/** Log-probabilities (of the untempered distribution) of `token` and of the `topN` most likely tokens. */
+export function logprobsOf(logits: ArrayLike<number>, token: number, topN: number): TokenLogprobs {
+  let max = -Infinity;
+  for (let i = 0; i < logits.length; i++) max = Math.max(max, logits[i]!);
+  let sum = 0;
+  for (let i = 0; i < logits.length; i++) sum += Math.exp(logits[i]! - max);
+  const logZ = max + Math.log(sum);
+  const top: { token: number; logprob: number }[] = [];
+  for (let i = 0; i < logits.length && topN > 0; i++) {
+    const logprob = logits[i]! - logZ;
+    if (top.length < topN || logprob > top[top.length - 1]!.logprob) {
+      top.push({ token: i, logprob });
+      top.sort((a, b) => b.logprob - a.logprob);
+      if (top.length > topN) top.pop();
+    }
+  }
+  return { logprob: logits[token]! - logZ, top };
+}

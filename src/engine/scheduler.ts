@@ -27,11 +27,6 @@ export interface StepPlan {
   prefill: { seq: Sequence; numTokens: number }[];
 }
 
-/** What one step produced: the token sampled for each sequence that reached its last position. */
-export interface StepResult {
-  sampled: Map<string, number>;
-}
-
 export class Scheduler {
   readonly waiting: Sequence[] = [];
   readonly running: Sequence[] = [];

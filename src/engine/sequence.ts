@@ -1,9 +1,12 @@
 /**
  * One request's state inside the engine, llama.cpp-slot style: its tokens,
- * how many of them the KV cache holds, its slot, and its random stream.
+ * how far each layer's KV cache has got, its slot, and its random stream.
  *
- * There is no prefill mode: `numComputed` catches up with `tokens.length`,
- * many positions at a time at first, then one per step.
+ * There is no prefill mode: `numComputed` (positions that have entered the
+ * model) catches up with `tokens.length`, many positions at a time at first,
+ * then one per step. With early exits, deeper layers may lag behind: a
+ * position whose token left at a ramp has its deep layers deferred until the
+ * next position that goes all the way (the catch-up pass).
  *
  * @module
  */
@@ -12,25 +15,57 @@ import type { FinishReason, GenerateRequest } from './types.js';
 
 export type SequenceState = 'waiting' | 'running' | 'finished';
 
+/** What one ramp said about one position's next token. */
+export interface RampScore {
+  layer: number;
+  confidence: number;
+  argmax: number;
+}
+
+/** A position whose token was emitted from a ramp and whose deeper layers have not run yet. */
+export interface DeferredPosition {
+  position: number;
+  /** Output of `layer` at this position: the input of the next layer to run. */
+  hidden: Float32Array; // [dim]
+  /** Deepest layer computed for this position. */
+  layer: number;
+  /** The ramp the token was emitted from. */
+  exitLayer: number;
+  /** Every active ramp's verdict on this position so far (deeper ones are added during catch-up). */
+  scores: RampScore[];
+}
+
 export class Sequence {
   /** Prompt then generated tokens. */
   readonly tokens: number[];
-  /** Positions whose keys and values are in the cache. */
-  numComputed = 0;
+  /** Positions computed per layer; every entry equals numComputed unless positions are deferred. */
+  readonly layerLengths: Int32Array;
+  /** Deferred positions, oldest first. */
+  readonly deferred: DeferredPosition[] = [];
   slot = -1;
   state: SequenceState = 'waiting';
+  /** Set when a token ends the request mid-step; the engine finishes it at the step boundary. */
   finishReason: FinishReason | null = null;
   readonly rng: Rng;
   /** Set by abort(); honoured at the next step boundary. */
   abortRequested = false;
 
-  constructor(readonly request: GenerateRequest) {
+  constructor(
+    readonly request: GenerateRequest,
+    numLayers: number,
+  ) {
     this.tokens = [...request.promptTokens];
+    this.layerLengths = new Int32Array(numLayers);
     this.rng = new Rng(request.seed ?? Rng.randomSeed());
   }
 
   get id(): string {
     return this.request.id;
+  }
+
+  /** Positions that have entered the model (through block 0 at least). */
+  get numComputed(): number {
+    return this.layerLengths[0]!;
   }
 
   get numPromptTokens(): number {

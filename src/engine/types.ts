@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { SamplingParams } from './sampler.js';
+import type { SamplingParams, TokenLogprobs } from './sampler.js';
 
 export type RequestId = string;
 
@@ -20,6 +20,17 @@ export interface GenerateRequest {
   maxTokens: number;
   /** Strings that end generation; matched across token boundaries and never streamed. */
   stop: string[];
+  /** Stream tokens from early-exit ramps when the controller allows (the server's default). */
+  earlyExit: boolean;
+  /**
+   * Benchmarks only: the ramp layer each generated token must exit at (null: the full model),
+   * replacing the controller's decisions. The oracle plan makes exits that change nothing.
+   */
+  exitPlan?: (number | null)[];
+  /** Benchmarks and fixtures only: score every candidate ramp for every token, exit nowhere. */
+  traceRamps?: boolean;
+  /** Return each token's log-probability and this many alternatives (OpenAI's logprobs / top_logprobs). */
+  logprobs?: number;
 }
 
 /** Newly produced text of one request. */
@@ -29,6 +40,14 @@ export interface TokenEvent {
   /** Text completed by these tokens (may be empty while a character or a possible stop string is held back). */
   text: string;
   tokenIds: number[];
+  /** The block whose ramp emitted the token, or null for the full model. */
+  exitLayer: number | null;
+  /** The ramp's confidence when it exited; null for the full model. */
+  confidence: number | null;
+  /** Every candidate ramp's view of the token (traceRamps requests only). */
+  trace?: { ramps: { layer: number; confidence: number; argmax: number }[]; finalArgmax: number };
+  /** When the request asked for logprobs: from the distribution the token was sampled from (ramp or full model). */
+  logprobs?: TokenLogprobs;
 }
 
 export interface Usage {

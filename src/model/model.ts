@@ -104,9 +104,9 @@ export class Model {
     return this.manifest.config;
   }
 
-  /** A short name for APIs and logs: the directory's name. */
+  /** A short name for APIs and logs: the checkpoint's file or directory name. */
   get name(): string {
-    return path.basename(this.dir);
+    return path.basename(this.manifest.source).replace(/\.bin$/, '');
   }
 
   static async load(dir: string, options: RuntimeOptions): Promise<Model> {

@@ -1,0 +1,73 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { budgetRampCount, chooseNewLayer, planAdjustment, spreadLayers, utilityMs, type AdjustInput } from './adjuster.js';
+
+const blocks = (n: number, ms = 1) => new Array<number>(n).fill(ms);
+
+test('budget: Σ rampMs ≤ rampBudget × (Σ blockMs + head), capped by maxRamps', () => {
+  // 8 blocks of 1 ms, ramp 0.2 ms: 10% of 8.2 ms = 0.82 ms = 4 ramps.
+  assert.equal(budgetRampCount({ blockMs: blocks(8), rampMs: 0.2 }, 0.1, 10), 4);
+  assert.equal(budgetRampCount({ blockMs: blocks(8), rampMs: 0.2 }, 0.1, 3), 3);
+  // A tiny model whose head costs a block: 10% of 6 blocks' worth buys no ramp.
+  assert.equal(budgetRampCount({ blockMs: blocks(5), rampMs: 1 }, 0.1, 3), 0);
+  // An exact fit counts: 20% of (9 + 1) ms is two 1 ms ramps.
+  assert.equal(budgetRampCount({ blockMs: blocks(9, 1), rampMs: 1 }, 0.2, 3), 2);
+  // … even where floating point lands just under it (0.3 × 3 / 0.1 = 8.999999999999998).
+  assert.equal(budgetRampCount({ blockMs: [1, 1.9], rampMs: 0.1 }, 0.3, 10), 9);
+  assert.equal(budgetRampCount({ blockMs: blocks(8), rampMs: 0 }, 0.1, 3), 3);
+});
+
+test('spread: centres of equal bins over the candidates', () => {
+  assert.deepEqual(spreadLayers([0, 1, 2, 3, 4, 5, 6], 3), [1, 3, 5]);
+  assert.deepEqual(spreadLayers(Array.from({ length: 31 }, (_, i) => i), 3), [5, 15, 25]);
+  assert.deepEqual(spreadLayers([0, 1, 2, 3], 1), [2]);
+  assert.deepEqual(spreadLayers([2, 4], 5), [2, 4]);
+  assert.deepEqual(spreadLayers([0, 1, 2], 0), []);
+});
+
+test('utility: savings of exits minus overhead of passes', () => {
+  const costs = { blockMs: blocks(8), rampMs: 0.5 };
+  assert.equal(utilityMs(costs, 3, { exits: 10, passes: 20 }), 10 * 4 - 20 * 0.5);
+});
+
+test('new ramp: middle of the widest stretch without an exit, only where exiting pays', () => {
+  const costs = { blockMs: blocks(12), rampMs: 1.5 };
+  const all = Array.from({ length: 11 }, (_, i) => i);
+  // Active 2 and 5: the widest stretch is 5..11, whose middle is 8.
+  assert.equal(chooseNewLayer(all, [2, 5], costs, 12, new Set()), 8);
+  assert.equal(chooseNewLayer(all, [2, 5], costs, 12, new Set([8])), 7);
+  // Exiting at 10 saves 1 ms < 1.5 ms ramp: never chosen, even when it is all that is left.
+  assert.equal(chooseNewLayer([10], [], costs, 12, new Set()), null);
+  // Ties go to the earlier layer.
+  assert.equal(chooseNewLayer([0, 1, 2, 3, 4, 5, 6], [1, 3, 5], { blockMs: blocks(8), rampMs: 0 }, 8, new Set()), 0);
+});
+
+test('plan: negative once → probation, negative again → deactivate, room → activate', () => {
+  const base: AdjustInput = {
+    active: [1, 3, 5],
+    usage: new Map([
+      [1, { exits: 100, passes: 400 }],
+      [3, { exits: 0, passes: 400 }],
+      [5, { exits: 50, passes: 200 }],
+    ]),
+    onProbation: new Set(),
+    costs: { blockMs: blocks(8), rampMs: 0.2 },
+    numLayers: 8,
+    candidates: [0, 1, 2, 3, 4, 5, 6],
+    maxActive: 3,
+    blocked: new Set(),
+  };
+  const first = planAdjustment(base);
+  assert.deepEqual(first.probation, [3]);
+  assert.deepEqual(first.deactivate, []);
+  assert.equal(first.activate, null, 'no room');
+  assert.equal(first.utilities.get(3), -80);
+
+  const second = planAdjustment({ ...base, onProbation: new Set([3]) });
+  assert.deepEqual(second.deactivate, [3]);
+  assert.notEqual(second.activate, 3, 'a dropped layer is not tried again at once');
+  assert.equal(second.activate, 0);
+
+  const recovered = planAdjustment({ ...base, onProbation: new Set([1]) });
+  assert.deepEqual(recovered.recovered, [1]);
+});

@@ -1,0 +1,120 @@
+/**
+ * Ramp adjustment (Apparate §3.4): which layers carry ramps. Pure functions;
+ * the controller owns the state and applies the plans.
+ *
+ * - Budget: all active ramps together may cost at most `rampBudget` of a
+ *   step that never exits (every block plus the final head, which costs
+ *   about one ramp): Σ rampMs ≤ rampBudget × (Σ blockMs + rampMs).
+ * - Start: ramps spread evenly over the candidate layers, all at threshold 0.
+ * - Every period: utility = ms saved by tokens that exited at the ramp −
+ *   rampMs × tokens that passed it without exiting. A negative ramp gets one
+ *   re-tune (probation); negative again at the next adjustment, it goes.
+ * - While the budget and maxRamps leave room, one new ramp is tried per
+ *   adjustment: the farthest-point rule puts it in the middle of the widest
+ *   stretch of blocks with no exit chance (the model's input and its last
+ *   block count as ends), only at layers where one exit saves more than a
+ *   ramp costs (else it cannot pay: the last layers rarely can), and not at
+ *   a layer still cooling off after being dropped. Ties go to the earlier
+ *   layer, which saves more per exit.
+ *
+ * @module
+ */
+import { savedMs, type Costs } from './types.js';
+
+/** How many ramps the budget allows, capped by maxRamps. Free ramps (rampMs 0) are capped by maxRamps only. */
+export function budgetRampCount(costs: Costs, rampBudget: number, maxRamps: number): number {
+  if (costs.rampMs <= 0) return maxRamps;
+  const stepMs = costs.blockMs.reduce((a, b) => a + b, 0) + costs.rampMs;
+  // The epsilon keeps an exact fit (budget = k × rampMs) from flooring to k − 1.
+  return Math.max(0, Math.min(maxRamps, Math.floor((rampBudget * stepMs) / costs.rampMs + 1e-9)));
+}
+
+/**
+ * `count` layers spread evenly over `candidates` (sorted): the centres of
+ * `count` equal bins, so neither the first nor the last candidate is
+ * favoured. 31 candidates, 3 ramps → indices 5, 15, 25.
+ */
+export function spreadLayers(candidates: readonly number[], count: number): number[] {
+  const k = Math.min(count, candidates.length);
+  const out: number[] = [];
+  for (let i = 0; i < k; i++) out.push(candidates[Math.floor(((i + 0.5) * candidates.length) / k)]!);
+  return out;
+}
+
+/** What one ramp did during an adjustment period. */
+export interface RampUsage {
+  /** Tokens streamed from this ramp. */
+  exits: number;
+  /** Tokens that evaluated this ramp and went on (exited later or at the full model). */
+  passes: number;
+}
+
+/** Net latency the ramp bought over the period, in ms. */
+export function utilityMs(costs: Costs, layer: number, usage: RampUsage): number {
+  return usage.exits * savedMs(costs, layer) - usage.passes * costs.rampMs;
+}
+
+export interface AdjustInput {
+  /** Active layers, increasing. */
+  active: readonly number[];
+  usage: ReadonlyMap<number, RampUsage>;
+  /** Ramps already given their one re-tune after a negative period. */
+  onProbation: ReadonlySet<number>;
+  costs: Costs;
+  numLayers: number;
+  candidates: readonly number[];
+  /** Ramp count allowed by budget and maxRamps. */
+  maxActive: number;
+  /** Layers that may not be (re)activated now. */
+  blocked: ReadonlySet<number>;
+}
+
+export interface AdjustPlan {
+  /** Utility per active layer over the period, in ms. */
+  utilities: Map<number, number>;
+  /** Negative for the first time: re-tune once and watch. */
+  probation: number[];
+  /** Negative again after their re-tune: deactivate. */
+  deactivate: number[];
+  /** Back to non-negative: off probation. */
+  recovered: number[];
+  /** A layer to activate at threshold 0, if there is room. */
+  activate: number | null;
+}
+
+/** Decides one adjustment from the period's usage. */
+export function planAdjustment(input: AdjustInput): AdjustPlan {
+  const plan: AdjustPlan = { utilities: new Map(), probation: [], deactivate: [], recovered: [], activate: null };
+  for (const layer of input.active) {
+    const u = utilityMs(input.costs, layer, input.usage.get(layer) ?? { exits: 0, passes: 0 });
+    plan.utilities.set(layer, u);
+    if (u < 0) (input.onProbation.has(layer) ? plan.deactivate : plan.probation).push(layer);
+    else if (input.onProbation.has(layer)) plan.recovered.push(layer);
+  }
+  const remaining = input.active.filter((l) => !plan.deactivate.includes(l));
+  if (remaining.length < input.maxActive) {
+    const blocked = new Set([...input.blocked, ...plan.deactivate]);
+    plan.activate = chooseNewLayer(input.candidates, remaining, input.costs, input.numLayers, blocked);
+  }
+  return plan;
+}
+
+/** The farthest-point rule (see the module comment); null when no layer qualifies. */
+export function chooseNewLayer(
+  candidates: readonly number[],
+  active: readonly number[],
+  costs: Costs,
+  numLayers: number,
+  blocked: ReadonlySet<number>,
+): number | null {
+  let best: number | null = null;
+  let bestDistance = -1;
+  for (const c of candidates) {
+    if (active.includes(c) || blocked.has(c)) continue;
+    if (!(savedMs(costs, c) > costs.rampMs)) continue;
+    let d = Math.min(c + 1, numLayers - 1 - c);
+    for (const a of active) d = Math.min(d, Math.abs(c - a));
+    if (d > bestDistance) [best, bestDistance] = [c, d];
+  }
+  return best;
+}

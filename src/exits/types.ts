@@ -1,0 +1,66 @@
+/**
+ * The plain data the engine and the exit controller exchange: one feedback
+ * record per generated token, the measured costs, a ramp and its threshold.
+ *
+ * @module
+ */
+
+/** One active ramp's view of one token, filled in by the deep catch-up pass. */
+export interface RampScore {
+  /** Block whose output the ramp reads (0-based). */
+  layer: number;
+  /** Confidence in [0, 1] from `scoreLogits`. */
+  confidence: number;
+  /** Whether the ramp's argmax equalled the full model's argmax at this position. */
+  agrees: boolean;
+}
+
+/**
+ * Feedback for one generated token: every ramp that was active when it was
+ * produced (increasing layer), and the ramp it was emitted from.
+ */
+export interface TokenRecord {
+  ramps: readonly RampScore[];
+  /** Layer of the ramp the token was streamed from; null = the full model. */
+  exitLayer: number | null;
+}
+
+/** Measured costs, refreshed by the engine. */
+export interface Costs {
+  /** Milliseconds per decoder block, one entry per block. */
+  blockMs: readonly number[];
+  /** Milliseconds for one ramp evaluation (the final head costs about the same). */
+  rampMs: number;
+}
+
+/** An active ramp: its layer and the uncertainty (1 − confidence) it tolerates. */
+export interface Ramp {
+  layer: number;
+  threshold: number;
+}
+
+/**
+ * The exit rule (Apparate's convention): exit iff 1 − confidence < threshold.
+ * Threshold 0 never exits; raising it exits more.
+ */
+export function clears(confidence: number, threshold: number): boolean {
+  return 1 - confidence < threshold;
+}
+
+/** Latency a token saves by exiting after block `layer`: the deeper blocks' time, deferred and batched. */
+export function savedMs(costs: Costs, layer: number): number {
+  let ms = 0;
+  for (let b = layer + 1; b < costs.blockMs.length; b++) ms += costs.blockMs[b] ?? 0;
+  return ms;
+}
+
+/**
+ * Whether a streamed token equalled the full model's: its exit ramp agreed,
+ * or it came from the full model. An exit ramp missing from `ramps` is an
+ * engine bug; it counts as a miss so that the constraint errs on the safe side.
+ */
+export function streamedAgrees(rec: TokenRecord): boolean {
+  if (rec.exitLayer === null) return true;
+  for (const r of rec.ramps) if (r.layer === rec.exitLayer) return r.agrees;
+  return false;
+}
