@@ -11,7 +11,8 @@ import { parseArgs } from 'node:util';
 import { EXITS_OFF } from '../src/engine/engine.js';
 import { LocalEngine } from '../src/engine/local.js';
 import { GREEDY } from '../src/engine/sampler.js';
-import { TraceWriter } from '../src/exits/index.js';
+import { CONFIDENCE_KINDS, TraceWriter } from '../src/exits/index.js';
+import { z } from 'zod';
 import { KvCache, Model, PROJECT_ROOT, resolveModel } from '../src/model/index.js';
 import { storyPrompts } from './prompts.js';
 
@@ -21,10 +22,12 @@ const { values } = parseArgs({
     model: { type: 'string', default: path.join(SHARED, 'stories260K.bin') },
     tokenizer: { type: 'string', default: path.join(SHARED, 'tok512.bin') },
     'max-tokens': { type: 'string', default: '128' },
+    confidence: { type: 'string', default: 'margin' },
     out: { type: 'string', default: path.join(PROJECT_ROOT, 'test', 'fixtures', 'stories260K.trace.jsonl') },
   },
 });
 
+const confidence = z.enum(CONFIDENCE_KINDS).parse(values.confidence);
 const model = await Model.load(await resolveModel(values.model, { tokenizer: values.tokenizer }), { device: 'cpu', threads: 1 });
 
 /** Milliseconds of one block call and one head call for a single decoding row. */
@@ -52,9 +55,9 @@ const writer = new TraceWriter(values.out, {
   numLayers: model.config.numLayers,
   candidateLayers: model.manifest.rampCandidates,
   costs: measureCosts(),
-  confidence: 'margin',
+  confidence,
 });
-const engine = new LocalEngine(model, { maxRunning: 1, maxStepTokens: 512, maxContext: model.config.maxSeqLen, earlyExit: EXITS_OFF });
+const engine = new LocalEngine(model, { maxRunning: 1, maxStepTokens: 512, maxContext: model.config.maxSeqLen, earlyExit: { ...EXITS_OFF, confidence } });
 let count = 0;
 for (const prompt of storyPrompts()) {
   const promptTokens = model.tokenizer.encode(prompt);

@@ -11,6 +11,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { z } from 'zod';
 import { EXITS_OFF } from './engine/engine.js';
 import { LocalEngine } from './engine/local.js';
+import { serveCommand } from './server/serve.js';
 import { importCheckpoint, Model, prepareModel, PROJECT_ROOT, resolveModel, type Device } from './model/index.js';
 import { SYNTH_SHAPES, synthCheckpoint, synthTokenizer, type SynthShape } from './model/synth.js';
 
@@ -159,6 +160,8 @@ export async function runCli(argv: string[]): Promise<void> {
       return synthCommand(args);
     case 'generate':
       return generateCommand(args);
+    case 'serve':
+      return serveCommand(args);
     case undefined:
     case 'help':
     case '--help':

@@ -99,12 +99,19 @@ export class ModelRunner {
     return buffer;
   }
 
-  /** Logits [rows, vocab] of the head over `hidden` rows, timed as a ramp when `asRamp`. */
-  private head(hidden: Float32Array, numRows: number, asRamp: boolean): Float32Array {
+  /** Final-head logits [rows, vocab] over `hidden` rows. */
+  private head(hidden: Float32Array, numRows: number): Float32Array {
     const logits = this.buffer('logits', numRows * this.model.config.vocabSize);
-    const started = performance.now();
     this.model.runHead(hidden, numRows, logits);
-    if (asRamp) this.costs.addRamp(performance.now() - started);
+    return logits;
+  }
+
+  /** Ramp logits [rows, rampVocab] over `hidden` rows, timed for the controller. */
+  private rampLogits(hidden: Float32Array, numRows: number): Float32Array {
+    const logits = this.buffer('ramp', numRows * this.model.rampVocab);
+    const started = performance.now();
+    this.model.runRamp(hidden, numRows, logits);
+    this.costs.addRamp(performance.now() - started);
     return logits;
   }
 
@@ -124,7 +131,7 @@ export class ModelRunner {
     if (active.length === 0) return;
     const gathered = this.buffer('gathered', active.length * dim);
     active.forEach((row, i) => gathered.set(row.hidden, i * dim));
-    const logits = this.head(gathered, active.length, false);
+    const logits = this.head(gathered, active.length);
     active.forEach((row, i) => {
       const rowLogits = logits.subarray(i * vocabSize, (i + 1) * vocabSize);
       const finalArgmax = argmax(rowLogits);
@@ -188,14 +195,13 @@ export class ModelRunner {
     const isLast = layer === numLayers - 1;
     const isRamp = !isLast && controller.activeRamps().some((r) => r.layer === layer);
     if (!isLast && !isRamp) return;
-    const logits = this.head(output.subarray(0, waiting.length * dim), waiting.length, isRamp);
+    const hidden = output.subarray(0, waiting.length * dim);
+    const width = isRamp ? this.model.rampVocab : vocabSize;
+    const logits = isRamp ? this.rampLogits(hidden, waiting.length) : this.head(hidden, waiting.length);
     waiting.forEach((d, i) => {
-      const rowLogits = logits.subarray(i * vocabSize, (i + 1) * vocabSize);
-      if (isRamp) {
-        d.scores.push({ layer, ...scoreLogits(rowLogits, this.exits.confidence) });
-        return;
-      }
-      controller.record(verdict(d.scores, argmax(rowLogits), d.exitLayer));
+      const rowLogits = logits.subarray(i * width, (i + 1) * width);
+      if (isRamp) d.scores.push({ layer, ...scoreLogits(rowLogits, this.exits.confidence) });
+      else controller.record(verdict(d.scores, argmax(rowLogits), d.exitLayer));
     });
     if (isLast) seq.deferred.splice(0, seq.deferred.length, ...seq.deferred.filter((d) => !waiting.includes(d)));
   }
@@ -204,13 +210,14 @@ export class ModelRunner {
   private ramp(layer: number, active: Row[]): Row[] {
     const looking = active.filter((row) => this.looksAt(row, layer));
     if (looking.length === 0) return active;
-    const { dim, vocabSize } = this.model.config;
+    const dim = this.model.config.dim;
+    const width = this.model.rampVocab;
     const gathered = this.buffer('gathered', looking.length * dim);
     looking.forEach((row, i) => gathered.set(row.hidden, i * dim));
-    const logits = this.head(gathered, looking.length, true);
+    const logits = this.rampLogits(gathered, looking.length);
     const exited = new Set<Row>();
     looking.forEach((row, i) => {
-      const rowLogits = logits.subarray(i * vocabSize, (i + 1) * vocabSize);
+      const rowLogits = logits.subarray(i * width, (i + 1) * width);
       const score = { layer, ...scoreLogits(rowLogits, this.exits.confidence) };
       row.scores.push(score);
       if (!this.exitsAt(row, layer, score.confidence)) return;
@@ -257,7 +264,7 @@ export class ModelRunner {
     }
     seq.layerLengths.fill(start + numTokens);
     if (start + numTokens < seq.tokens.length) return;
-    const logits = this.head(input.slice((numTokens - 1) * dim), 1, false).subarray(0, vocabSize);
+    const logits = this.head(input.slice((numTokens - 1) * dim), 1).subarray(0, vocabSize);
     this.sampleAndEmit(seq, logits, { layer: null, confidence: null });
   }
 

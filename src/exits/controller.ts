@@ -18,56 +18,13 @@
 import { budgetRampCount, planAdjustment, spreadLayers, type RampUsage } from './adjuster.js';
 import { CostsSchema, ExitControllerOptionsSchema, type ExitControllerInput, type ExitControllerOptions } from './options.js';
 import { tuneThresholds } from './tuner.js';
+import type { ControllerEvent, ControllerEventKind, ControllerState } from './state.js';
 import { clears, streamedAgrees, type Costs, type Ramp, type TokenRecord } from './types.js';
 import { Ring } from './window.js';
 
-export type ControllerEventKind = 'tune' | 'retune' | 'emergency' | 'probation' | 'deactivate' | 'activate' | 'budget' | 'forced';
-
-/** One entry of the adjustments log. */
-export interface ControllerEvent {
-  /** Records seen when it happened. */
-  token: number;
-  kind: ControllerEventKind;
-  /** Ramps it concerned. */
-  layers: number[];
-  reason: string;
-  /** Active ramps afterwards. */
-  ramps: Ramp[];
-}
-
-export interface RampState extends Ramp {
-  /** Share of the accuracy window streamed from this ramp. */
-  exitRate: number;
-  /** Utility over the last completed adjustment period, in ms; null before one. */
-  utilityMs: number | null;
-  /** Negative last period, given its one re-tune. */
-  onProbation: boolean;
-}
-
-/** JSON-able snapshot for GET /exits and metrics. */
-export interface ControllerState {
-  accuracy: number;
-  tuningTarget: number;
-  frozen: boolean;
-  /** Records seen. */
-  tokens: number;
-  windowTokens: number;
-  /** Streamed agreement over the accuracy window; null before any record. */
-  windowedAgreement: number | null;
-  cumulativeAgreement: number | null;
-  /** Share of the accuracy window streamed from the full model. */
-  fullModelRate: number | null;
-  ramps: RampState[];
-  /** Ramps allowed by the budget and maxRamps. */
-  maxActiveRamps: number;
-  violationStreak: number;
-  costs: Costs;
-  /** tunes: tuner runs that moved a threshold; retunes: runs from all zeros (violations, negative utility). */
-  counts: Record<'tunes' | 'retunes' | 'emergencies' | 'activations' | 'deactivations', number>;
-  log: ControllerEvent[];
-}
-
 /**
+ * Owns the active ramps and thresholds; see the module comment for its loops.
+ *
  * @example
  * const exits = new ExitController({ numLayers: 12, candidateLayers: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10] });
  * for (const { layer } of exits.activeRamps()) if (exits.exitAt(layer, confidence)) ...;
@@ -270,8 +227,9 @@ export class ExitController {
     if (this.ramps.length === 0) return;
     if (fromZero) this.counts.retunes++;
     const o = this.options;
+    const records = this.records.last(o.tuneWindow);
     const result = tuneThresholds({
-      records: this.records.last(o.tuneWindow),
+      records,
       layers: this.ramps.map((r) => r.layer),
       start: this.ramps.map((r) => (fromZero ? 0 : r.threshold)),
       costs: this.costs,
@@ -284,7 +242,7 @@ export class ExitController {
     if (changed.length === 0) return;
     this.counts.tunes++;
     this.setRamps(this.ramps.map((r, i) => ({ layer: r.layer, threshold: result.thresholds[i]! })));
-    this.event(kind, changed, `${reason}; replayed agreement ${result.agreement.toFixed(4)}, saves ${result.savingMs.toFixed(1)} ms over ${o.tuneWindow} tokens`);
+    this.event(kind, changed, `${reason}; replayed agreement ${result.agreement.toFixed(4)}, saves ${result.savingMs.toFixed(1)} ms over ${records.length} tokens`);
   }
 
   private adjust(): void {

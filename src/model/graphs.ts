@@ -146,8 +146,8 @@ function blockInputs(g: GraphBuilder, config: ModelConfig, kvSuffix: string): Om
 
 const addBlock = (config: ModelConfig) => (config.architecture === 'llama' ? llamaBlock : gpt2Block);
 
-/** Adds the final norm + LM head over `hidden` [rows, dim], writing `logits`. */
-function head(g: GraphBuilder, config: ModelConfig, weight: WeightLookup, hidden: string, logits: string): void {
+/** Adds the final norm + LM head over `hidden` [rows, dim], writing `logits` for token ids below `vocab`. */
+function head(g: GraphBuilder, config: ModelConfig, weight: WeightLookup, hidden: string, logits: string, vocab = config.vocabSize): void {
   const norm = g.weight(StoredWeights.finalNorm, weight(StoredWeights.finalNorm));
   const normed =
     config.architecture === 'llama'
@@ -157,8 +157,11 @@ function head(g: GraphBuilder, config: ModelConfig, weight: WeightLookup, hidden
           epsilon: config.normEps,
         });
   // The head is stored [vocab, dim] (shared with the embedding when tied), hence transB.
-  const matrix = config.tiedEmbeddings ? StoredWeights.embeddings : StoredWeights.head;
-  g.node('Gemm', [normed, g.weight(matrix, weight(matrix))], { transB: 1 }, [logits]);
+  const name = config.tiedEmbeddings ? StoredWeights.embeddings : StoredWeights.head;
+  let matrix = g.weight(name, weight(name));
+  // onnxruntime folds this Slice of a constant into a smaller constant at load: nothing is stored twice.
+  if (vocab < config.vocabSize) matrix = g.op('Slice', [matrix, g.constant([0]), g.constant([vocab]), g.constant([0])]);
+  g.node('Gemm', [normed, matrix], { transB: 1 }, [logits]);
 }
 
 export function buildBlockGraph(config: ModelConfig, layer: number, weight: WeightLookup, weightsFile: string): Uint8Array {
@@ -177,12 +180,17 @@ function declareBlockOutputs(g: GraphBuilder, config: ModelConfig, kvSuffix: str
   g.output(BlockIO.presentValue + kvSuffix, 'float', kvDims);
 }
 
-/** Final norm + LM head over `rows` hidden states: the model's output and every ramp's. */
-export function buildHeadGraph(config: ModelConfig, weight: WeightLookup, weightsFile: string): Uint8Array {
-  const g = new GraphBuilder('head', weightsFile);
+/**
+ * Final norm + LM head over `rows` hidden states. With `vocab` below the
+ * model's, the head scores only token ids 0..vocab-1: the ramps' cheaper head.
+ * BPE vocabularies put frequent pieces at low ids, and a token outside the
+ * set simply cannot exit early (the controller's feedback sees to the rest).
+ */
+export function buildHeadGraph(config: ModelConfig, weight: WeightLookup, weightsFile: string, vocab = config.vocabSize): Uint8Array {
+  const g = new GraphBuilder(vocab === config.vocabSize ? 'head' : 'ramp_head', weightsFile);
   const hidden = g.input(HeadIO.hidden, 'float', ['rows', config.dim]);
-  head(g, config, weight, hidden, HeadIO.logits);
-  g.output(HeadIO.logits, 'float', ['rows', config.vocabSize]);
+  head(g, config, weight, hidden, HeadIO.logits, vocab);
+  g.output(HeadIO.logits, 'float', ['rows', vocab]);
   return g.toBytes();
 }
 

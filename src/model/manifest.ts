@@ -10,7 +10,7 @@ import { ModelConfigSchema, ModelFormatError } from './checkpoint.js';
 
 export const MANIFEST_FILE = 'manifest.json';
 export const WEIGHTS_FILE = 'weights.bin';
-export const MANIFEST_FORMAT = 'offramp-model/1';
+export const MANIFEST_FORMAT = 'offramp-model/2';
 
 const WeightRefSchema = z.object({
   offset: z.number().int().nonnegative(),
@@ -24,7 +24,12 @@ export const ManifestSchema = z.object({
   /** The checkpoint it was compiled from. */
   source: z.string(),
   config: ModelConfigSchema,
-  graphs: z.object({ blocks: z.array(z.string()), head: z.string() }),
+  graphs: z.object({
+    blocks: z.array(z.string()),
+    head: z.string(),
+    /** The ramps' head: scores token ids below `vocab` (the whole vocabulary for small models). */
+    ramp: z.object({ file: z.string(), vocab: z.number().int().positive() }),
+  }),
   /** Block indices whose output a ramp may read. */
   rampCandidates: z.array(z.number().int().nonnegative()),
   /** Where each stored tensor lies in weights.bin. */

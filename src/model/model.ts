@@ -94,6 +94,7 @@ export class Model {
     readonly tokenizer: TextTokenizer,
     private readonly blocks: SyncSession[],
     private readonly head: SyncSession,
+    private readonly rampHead: SyncSession,
     /** [vocab, dim] */
     private readonly embeddings: Float32Array,
     /** [maxSeqLen, dim], GPT-2 only */
@@ -122,7 +123,8 @@ export class Model {
     const positionEmbeddings = manifest.config.architecture === 'gpt2' ? floats(StoredWeights.positionEmbeddings) : null;
     const blocks = manifest.graphs.blocks.map((file) => createSession(path.join(dir, file), options));
     const head = createSession(path.join(dir, manifest.graphs.head), options);
-    return new Model(dir, manifest, tokenizer, blocks, head, embeddings, positionEmbeddings);
+    const rampHead = manifest.graphs.ramp.file === manifest.graphs.head ? head : createSession(path.join(dir, manifest.graphs.ramp.file), options);
+    return new Model(dir, manifest, tokenizer, blocks, head, rampHead, embeddings, positionEmbeddings);
   }
 
   /** Hidden states [tokens, dim] for `tokens` at `positions`. */
@@ -185,6 +187,19 @@ export class Model {
     );
   }
 
+  /** Token ids a ramp scores (0..rampVocab-1). */
+  get rampVocab(): number {
+    return this.manifest.graphs.ramp.vocab;
+  }
+
+  /** Ramp logits [numRows, rampVocab] into `logits`: the head over the most frequent token ids. */
+  runRamp(hidden: Float32Array, numRows: number, logits: Float32Array): void {
+    this.rampHead.run(
+      { [HeadIO.hidden]: tensorOver(hidden, [numRows, this.config.dim]) },
+      { [HeadIO.logits]: tensorOver(logits, [numRows, this.rampVocab]) },
+    );
+  }
+
   /** The small per-call inputs, reused per shape: decoding asks for the same few shapes every step. */
   private positionTensors(numRows: number, seqLen: number): PositionTensors {
     const key = `${numRows}x${seqLen}`;
@@ -210,6 +225,6 @@ export class Model {
   }
 
   release(): void {
-    for (const session of [...this.blocks, this.head]) session.release();
+    for (const session of new Set([...this.blocks, this.head, this.rampHead])) session.release();
   }
 }

@@ -19,7 +19,7 @@ import { ModelFormatError, type Checkpoint } from './checkpoint.js';
 import { importGpt2 } from './gpt2.js';
 import { importHfLlama } from './hf-llama.js';
 import { importLlama2c } from './llama2c.js';
-import { isPreparedModel } from './manifest.js';
+import { isPreparedModel, MANIFEST_FORMAT } from './manifest.js';
 import { prepareModel } from './prepare.js';
 
 /** The offramp checkout (or installed package) this code runs from. */
@@ -132,6 +132,7 @@ export function importCheckpoint(source: string, tokenizer?: string): Checkpoint
 /** A cache key that changes when the source file or directory changes. */
 function fingerprint(source: string, tokenizer?: string): string {
   const hash = createHash('sha256');
+  hash.update(`${MANIFEST_FORMAT}\n`); // a new compiler output format compiles again
   for (const p of [source, tokenizer].filter((x): x is string => !!x)) {
     const stat = fs.statSync(p);
     const files = stat.isDirectory() ? fs.readdirSync(p).sort().map((f) => path.join(p, f)) : [p];

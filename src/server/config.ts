@@ -1,0 +1,121 @@
+/**
+ * `offramp serve`'s configuration: one zod-validated object with its
+ * defaults, filled from command-line flags and the environment.
+ *
+ * @module
+ */
+import os from 'node:os';
+import { parseArgs } from 'node:util';
+import { z } from 'zod';
+
+const int = () => z.coerce.number().int();
+
+export const ServeConfigSchema = z.object({
+  /** Model source: prepared dir, llama2.c .bin, HF dir, hf:ORG/NAME or registry name (default $OFFRAMP_MODEL, else stories260K). */
+  model: z.string().min(1),
+  /** llama2.c tokenizer .bin for a .bin checkpoint. */
+  tokenizer: z.string().optional(),
+  /** onnxruntime execution provider. */
+  device: z.enum(['cpu', 'cuda', 'webgpu']).default('cpu'),
+  /** onnxruntime intra-op threads per session; 0 lets it choose. */
+  threads: int().min(0).max(os.cpus().length * 4).default(1),
+  /** TCP port (default $PORT, else 8000); 0 picks a free one. */
+  port: int().min(0).max(65535).default(8000),
+  /** Address to listen on; 0.0.0.0 to accept other machines. */
+  host: z.string().min(1).default('127.0.0.1'),
+  /** Requests decoded together (KV cache slots). */
+  maxRunning: int().min(1).max(1024).default(16),
+  /** Requests allowed to wait for a slot; more get 429. */
+  maxQueued: int().min(0).default(64),
+  /** Positions per request, prompt plus completion (default and maximum: the model's maxSeqLen). */
+  maxContext: int().min(2).optional(),
+  /** Positions computed per engine step across all requests (bounds how long a prompt chunk can stall the streams). */
+  maxStepTokens: int().min(1).default(512),
+  /** Largest request body in bytes; larger ones get 413. */
+  maxBodyBytes: int().min(1024).default(4 * 1024 * 1024),
+  /** The name clients use as `model` (default: the model's own short name). */
+  servedModelName: z.string().min(1).optional(),
+  /** Early exits: 'on' streams tokens from intermediate ramps when the controller finds them accurate enough. */
+  earlyExit: z.enum(['off', 'on']).default('on'),
+  /** The exit constraint: share of streamed tokens equal to the full model's choice. */
+  accuracy: z.coerce.number().gt(0).lt(1).default(0.99),
+  /** Share of a non-exiting step that all active ramps together may cost. */
+  rampBudget: z.coerce.number().min(0).max(1).default(0.2),
+  /** How a ramp's confidence is read from its logits. */
+  confidence: z.enum(['margin', 'max-prob', 'entropy']).default('margin'),
+  /** Positions a sequence may exit in a row before its deep blocks must catch up. */
+  maxDeferred: int().min(1).max(256).default(16),
+  /** After SIGTERM/SIGINT, how long in-flight requests may take to finish before they are cut (seconds). */
+  shutdownGraceSeconds: z.coerce.number().min(0).default(30),
+});
+export type ServeConfig = z.infer<typeof ServeConfigSchema>;
+
+export const SERVE_USAGE = `usage: offramp serve [options]
+
+  --model M              prepared dir, llama2.c .bin, Hugging Face dir, hf:ORG/NAME, or a
+                         registry name; default $OFFRAMP_MODEL, else stories260K
+  --tokenizer T          llama2.c tokenizer .bin for a .bin checkpoint
+  --device D             cpu | cuda | webgpu (default cpu)
+  --threads N            onnxruntime threads per session (default 1)
+  --port P               default $PORT, else 8000 (0: any free port)
+  --host H               default 127.0.0.1
+  --max-running N        requests decoded together (default 16)
+  --max-queued N         requests waiting beyond those before 429 (default 64)
+  --max-context N        positions per request (default and maximum: the model's)
+  --max-step-tokens N    positions per engine step (default 512)
+  --served-model-name S  the model's name in the API (default: the model's)
+  --early-exit on|off    stream tokens from early-exit ramps (default on)
+  --accuracy A           with exits on: share of streamed tokens that must equal the full
+                         model's argmax (default 0.99)
+  --ramp-budget B        share of a full step all active ramps together may cost (default 0.2)
+  --confidence C         margin | max-prob | entropy (default margin: top-1 minus top-2)
+  --max-deferred N       positions a stream may exit in a row before the deep blocks
+                         catch up (default 16)
+  --shutdown-grace S     seconds in-flight requests get after SIGTERM (default 30)`;
+
+/** Wrong flags; the message names the flag and what it takes. */
+export class ServeConfigError extends Error {
+  override name = 'ServeConfigError';
+}
+
+const FLAGS = {
+  model: 'model',
+  tokenizer: 'tokenizer',
+  device: 'device',
+  threads: 'threads',
+  port: 'port',
+  host: 'host',
+  'max-running': 'maxRunning',
+  'max-queued': 'maxQueued',
+  'max-context': 'maxContext',
+  'max-step-tokens': 'maxStepTokens',
+  'max-body-bytes': 'maxBodyBytes',
+  'served-model-name': 'servedModelName',
+  'early-exit': 'earlyExit',
+  accuracy: 'accuracy',
+  'ramp-budget': 'rampBudget',
+  confidence: 'confidence',
+  'max-deferred': 'maxDeferred',
+  'shutdown-grace': 'shutdownGraceSeconds',
+} as const satisfies Record<string, keyof ServeConfig>;
+
+/** Parses `offramp serve`'s flags; `help` is true for --help. Throws ServeConfigError. */
+export function parseServeArgs(args: string[], env: NodeJS.ProcessEnv = process.env): { config: ServeConfig; help: boolean } {
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    const options = Object.fromEntries(Object.keys(FLAGS).map((flag) => [flag, { type: 'string' as const }]));
+    ({ values } = parseArgs({ args, options: { ...options, help: { type: 'boolean', short: 'h' } }, strict: true, allowPositionals: false }));
+  } catch (error) {
+    throw new ServeConfigError(`${(error as Error).message}\n\n${SERVE_USAGE}`);
+  }
+  const raw: Record<string, unknown> = { model: env.OFFRAMP_MODEL || 'stories260K', port: env.PORT || undefined };
+  for (const [flag, key] of Object.entries(FLAGS)) if (values[flag] !== undefined) raw[key] = values[flag];
+  const parsed = ServeConfigSchema.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    const key = String(issue.path[0]);
+    const flag = Object.entries(FLAGS).find(([, k]) => k === key)?.[0] ?? key;
+    throw new ServeConfigError(`--${flag}: ${issue.message} (got ${JSON.stringify(raw[key])})`);
+  }
+  return { config: parsed.data, help: values.help === true };
+}

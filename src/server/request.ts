@@ -1,0 +1,70 @@
+/**
+ * From a validated body and its prompt ids to the engine's GenerateRequest,
+ * with the checks only the server can make: the model's name and the
+ * context length.
+ *
+ * @module
+ */
+import type { GenerateRequest } from '../engine/types.js';
+import { ApiError } from './errors.js';
+import type { GenerationBody } from './schemas.js';
+import type { ModelInfo } from './state.js';
+
+/** A 404 unless `requested` names the served model (absent means the served model, as vLLM allows). */
+export function checkModel(requested: string | null | undefined, model: ModelInfo): void {
+  if (requested === null || requested === undefined || requested === model.id) return;
+  throw new ApiError(404, `The model \`${requested}\` does not exist; this server serves \`${model.id}\``, { param: 'model', code: 'model_not_found' });
+}
+
+/**
+ * The number of tokens to generate: max_completion_tokens, else max_tokens,
+ * else the rest of the context (vLLM's default; the model's EOS or a stop
+ * string usually ends it sooner). Throws a 400 when the prompt plus that
+ * number cannot fit.
+ */
+export function resolveMaxTokens(body: GenerationBody, numPromptTokens: number, maxContext: number, promptParam: string): number {
+  if (numPromptTokens >= maxContext) {
+    throw new ApiError(
+      400,
+      `This model's maximum context length is ${maxContext} tokens, and the prompt alone has ${numPromptTokens}, leaving no room for a completion. Please shorten the ${promptParam}.`,
+      { param: promptParam, code: 'context_length_exceeded' },
+    );
+  }
+  const param = body.max_completion_tokens != null ? 'max_completion_tokens' : 'max_tokens';
+  const requested = body.max_completion_tokens ?? body.max_tokens;
+  if (requested === null || requested === undefined) return maxContext - numPromptTokens;
+  if (numPromptTokens + requested > maxContext) {
+    throw new ApiError(
+      400,
+      `This model's maximum context length is ${maxContext} tokens. However, you requested ${numPromptTokens + requested} tokens (${numPromptTokens} in the ${promptParam}, ${requested} for the completion). Please reduce the length of the ${promptParam} or ${param} (at most ${maxContext - numPromptTokens} here).`,
+      { param, code: 'context_length_exceeded' },
+    );
+  }
+  return requested;
+}
+
+function stopStrings(stop: GenerationBody['stop']): string[] {
+  if (stop === null || stop === undefined) return [];
+  return typeof stop === 'string' ? [stop] : stop;
+}
+
+export function toGenerateRequest(id: string, body: GenerationBody, promptTokens: number[], model: ModelInfo, promptParam: 'messages' | 'prompt'): GenerateRequest {
+  if (promptTokens.length === 0) throw new ApiError(400, `${promptParam}: the prompt is empty after tokenization`, { param: promptParam });
+  const maxTokens = resolveMaxTokens(body, promptTokens.length, model.maxContext, promptParam);
+  const topK = body.top_k ?? 0;
+  const request: GenerateRequest = {
+    id,
+    promptTokens,
+    sampling: {
+      temperature: body.temperature ?? 1,
+      topP: body.top_p ?? 1,
+      topK: topK < 0 ? 0 : topK,
+      minP: body.min_p ?? 0,
+    },
+    maxTokens,
+    stop: stopStrings(body.stop),
+    earlyExit: body.early_exit ?? true,
+  };
+  if (body.seed !== null && body.seed !== undefined) request.seed = body.seed;
+  return request;
+}

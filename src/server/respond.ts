@@ -1,0 +1,133 @@
+/**
+ * Runs one admitted request on the engine and answers it: one JSON body, or
+ * an SSE stream of chunks ending in `data: [DONE]`.
+ *
+ * The first engine event is awaited before any header goes out, so a
+ * request the engine refuses is still a plain JSON 4xx (as llama.cpp's
+ * server does). After that the status is 200, and a failure can only be an
+ * `error` frame in the stream.
+ *
+ * @module
+ */
+import type { Context } from 'hono';
+import { streamSSE, type SSEStreamingApi } from 'hono/streaming';
+import { RequestError } from '../engine/engine.js';
+import type { EngineClient, EngineEvent, GenerateRequest } from '../engine/types.js';
+import { ApiError } from './errors.js';
+import { completeResponse, contentChunk, roleChunk, usageChunk, type ResponseMeta } from './format.js';
+import type { RequestTimer } from './metrics.js';
+import type { Admission } from './state.js';
+
+export interface Job {
+  meta: ResponseMeta;
+  request: GenerateRequest;
+  stream: boolean;
+}
+
+/** The error for an event stream that failed (or was cut by shutdown) rather than finishing. */
+function failure(event: EngineEvent | undefined, admission: Admission): ApiError {
+  if (admission.shutdownSignal.aborted) return new ApiError(503, 'the server shut down before this request finished', { code: 'shutting_down' });
+  if (event?.type === 'error') return new ApiError(500, `generation failed: ${event.message}`, { code: 'engine_error' });
+  return new ApiError(500, 'generation ended without finishing', { code: 'engine_error' });
+}
+
+async function writeJson(sse: SSEStreamingApi, value: unknown): Promise<void> {
+  await sse.writeSSE({ data: JSON.stringify(value) });
+}
+
+/**
+ * Answers `job` from `engine`. Takes ownership of `admission` (calls done()
+ * when the answer is over, however it ends).
+ */
+export async function respond(c: Context, engine: EngineClient, job: Job, admission: Admission, timer: RequestTimer): Promise<Response> {
+  const { meta, request } = job;
+  // Ends the engine request: client gone (before or during the stream), or shutdown grace over.
+  const controller = new AbortController();
+  const abort = (): void => controller.abort();
+  const clientSignal = c.req.raw.signal;
+  clientSignal.addEventListener('abort', abort);
+  admission.shutdownSignal.addEventListener('abort', abort);
+  const cleanup = (): void => {
+    clientSignal.removeEventListener('abort', abort);
+    admission.shutdownSignal.removeEventListener('abort', abort);
+    admission.done();
+  };
+
+  const events = engine.generate(request, controller.signal)[Symbol.asyncIterator]();
+  let next: IteratorResult<EngineEvent>;
+  try {
+    next = await events.next();
+  } catch (error) {
+    cleanup();
+    // The engine's own refusal (too long, empty): the client's to fix.
+    if (error instanceof RequestError) throw new ApiError(400, error.message, { code: 'invalid_request' });
+    throw new ApiError(503, `the engine is unavailable: ${(error as Error).message}`, { code: 'engine_unavailable' });
+  }
+  const first = next.done ? undefined : next.value;
+  if (!first || first.type === 'error' || (first.type === 'finished' && first.finishReason === 'abort')) {
+    // Aborted before its first token: the client left while waiting, or shutdown cut it.
+    if (first?.type === 'finished') timer.finish(first.finishReason, first.usage);
+    cleanup();
+    await events.return?.();
+    throw failure(first, admission);
+  }
+  admission.started();
+
+  if (!job.stream) {
+    try {
+      let text = '';
+      for (; !next.done; next = await events.next()) {
+        const event = next.value;
+        if (event.type === 'token') {
+          timer.token(event.exitLayer);
+          text += event.text;
+        } else if (event.type === 'finished' && (event.finishReason === 'stop' || event.finishReason === 'length')) {
+          timer.finish(event.finishReason, event.usage);
+          return c.json(completeResponse(meta, text + event.text, event.finishReason, event.usage));
+        } else {
+          throw failure(event, admission);
+        }
+      }
+      throw failure(undefined, admission);
+    } finally {
+      cleanup();
+      await events.return?.();
+    }
+  }
+
+  return streamSSE(c, async (sse) => {
+    // write() swallows a closed connection on purpose; this is how a disconnect is heard.
+    sse.onAbort(abort);
+    try {
+      const role = roleChunk(meta);
+      if (role) await writeJson(sse, role);
+      for (; !next.done; next = await events.next()) {
+        const event = next.value;
+        if (event.type === 'token') {
+          timer.token(event.exitLayer);
+          if (event.text) await writeJson(sse, contentChunk(meta, event.text, null, event.exitLayer));
+          continue;
+        }
+        if (event.type === 'finished' && (event.finishReason === 'stop' || event.finishReason === 'length')) {
+          timer.finish(event.finishReason, event.usage);
+          if (event.text) await writeJson(sse, contentChunk(meta, event.text));
+          await writeJson(sse, contentChunk(meta, '', event.finishReason));
+          if (meta.includeUsage) await writeJson(sse, usageChunk(meta, event.usage));
+        } else {
+          // Aborted (the client left, or the shutdown grace ran out) or failed.
+          if (event.type === 'finished') timer.finish(event.finishReason, event.usage);
+          // Whoever is still listening learns why the stream ends early (OpenAI clients raise it).
+          if (event.type === 'error' || admission.shutdownSignal.aborted) await writeJson(sse, failure(event, admission).body);
+        }
+        break;
+      }
+      await sse.writeSSE({ data: '[DONE]' });
+    } catch (error) {
+      console.error('offramp: stream failed:', error);
+      await writeJson(sse, new ApiError(500, 'the stream failed').body);
+    } finally {
+      cleanup();
+      await events.return?.();
+    }
+  });
+}

@@ -1,0 +1,77 @@
+/**
+ * Request bodies, as zod schemas. Fields OpenAI defines and we cannot honour
+ * yet are refused by name (n > 1, logprobs, echo); fields we do not know are
+ * ignored, as OpenAI-compatible servers do.
+ *
+ * @module
+ */
+import { z } from 'zod';
+
+/** Most stop strings per request. OpenAI allows 4; the engine matches any number, so we allow a few more. */
+export const MAX_STOP_STRINGS = 16;
+
+const stop = z
+  .union([z.string().min(1, 'a stop string must not be empty'), z.array(z.string().min(1, 'a stop string must not be empty')).max(MAX_STOP_STRINGS)], {
+    error: `must be a string or a list of at most ${MAX_STOP_STRINGS} strings`,
+  })
+  .nullish();
+
+const refused = <T extends z.ZodType>(schema: T, accept: (value: z.infer<T>) => boolean, message: string) =>
+  schema.nullish().refine((value) => value === null || value === undefined || accept(value), message);
+
+/** Sampling and output fields that both endpoints share. */
+const generationFields = {
+  model: z.string().nullish(),
+  /** Default: the rest of the context (as vLLM); see `resolveMaxTokens`. */
+  max_tokens: z.number().int().positive().nullish(),
+  /** The newer name of max_tokens; wins when both are given. */
+  max_completion_tokens: z.number().int().positive().nullish(),
+  /** Default 1 (as OpenAI); 0 means greedy. */
+  temperature: z.number().min(0).max(2).nullish(),
+  top_p: z.number().gt(0).max(1).nullish(),
+  /** 0 or -1 (vLLM's spelling): off. */
+  top_k: z.number().int().min(-1).nullish(),
+  min_p: z.number().min(0).max(1).nullish(),
+  seed: z.number().int().min(Number.MIN_SAFE_INTEGER).max(Number.MAX_SAFE_INTEGER).nullish(),
+  stop,
+  stream: z.boolean().nullish(),
+  stream_options: z.object({ include_usage: z.boolean().nullish() }).nullish(),
+  n: refused(z.number().int(), (n) => n === 1, 'only n = 1 is supported'),
+  user: z.string().nullish(),
+  /** offramp's extension: false streams every token from the full model; default true (exits when the server enables them). */
+  early_exit: z.boolean().nullish(),
+};
+
+const textPart = z.object({ type: z.literal('text'), text: z.string() });
+const messageContent = z.union([z.string(), z.array(textPart)], { error: 'must be a string or a list of text parts ({"type": "text", "text": …})' });
+
+export const ChatMessageSchema = z.object({
+  role: z.enum(['system', 'developer', 'user', 'assistant', 'tool']),
+  content: messageContent.nullish(),
+  name: z.string().nullish(),
+});
+export type ChatMessage = z.infer<typeof ChatMessageSchema>;
+
+export const ChatCompletionSchema = z.object({
+  ...generationFields,
+  messages: z.array(ChatMessageSchema).min(1, 'messages must not be empty'),
+  logprobs: refused(z.boolean(), (v) => !v, 'logprobs are not supported yet'),
+});
+export type ChatCompletionBody = z.infer<typeof ChatCompletionSchema>;
+
+const tokenId = z.number().int().nonnegative();
+
+export const CompletionSchema = z.object({
+  ...generationFields,
+  prompt: z.union([z.string(), z.array(z.string()).length(1), z.array(tokenId).min(1), z.array(z.array(tokenId).min(1)).length(1)], {
+    error: 'must be a string or a list of token ids (or a list holding one of them: batched prompts are not supported)',
+  }),
+  echo: refused(z.boolean(), (v) => !v, 'echo is not supported'),
+  logprobs: refused(z.number().int(), () => false, 'logprobs are not supported yet'),
+  best_of: refused(z.number().int(), (n) => n === 1, 'only best_of = 1 is supported'),
+  suffix: refused(z.string(), (s) => s === '', 'suffix is not supported'),
+});
+export type CompletionBody = z.infer<typeof CompletionSchema>;
+
+/** What both endpoints have in common once parsed. */
+export type GenerationBody = ChatCompletionBody | CompletionBody;

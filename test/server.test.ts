@@ -1,0 +1,242 @@
+/**
+ * End to end: the real server (worker thread, stories260K) on a free port,
+ * driven by the official `openai` client. Greedy decoding, so every text is
+ * exact and must not depend on what else is in the batch.
+ */
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { test, type TestContext } from 'node:test';
+import OpenAI from 'openai';
+import { ServeConfigSchema, startServer, type RunningServer } from '../src/server/index.js';
+import { requireSharedModels, sharedModelPath } from './shared.js';
+
+const GOLDEN = () => fs.readFileSync(sharedModelPath('stories260K', 'golden-once-upon-a-time.txt'), 'utf8');
+
+/** Scrapes one unlabelled gauge (or a labelled series, given its full selector). */
+async function metric(server: RunningServer, selector: string): Promise<number> {
+  const text = await (await fetch(`${server.url}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(`${selector} `));
+  return line === undefined ? NaN : Number(line.slice(selector.length + 1));
+}
+
+async function until(what: string, check: () => Promise<boolean> | boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+async function streamedText(stream: AsyncIterable<OpenAI.Completions.Completion>): Promise<{ text: string; finish: string | null }> {
+  let text = '';
+  let finish: string | null = null;
+  for await (const chunk of stream) {
+    const choice = chunk.choices[0];
+    if (!choice) continue;
+    text += choice.text;
+    finish = choice.finish_reason ?? finish;
+  }
+  return { text, finish };
+}
+
+test('the server on stories260K, driven by the openai client', { timeout: 120_000 }, async (t: TestContext) => {
+  if (!requireSharedModels(t)) return;
+  const cache = fs.mkdtempSync(path.join(os.tmpdir(), 'offramp-server-test-'));
+  process.env.OFFRAMP_CACHE_DIR = cache;
+  const server = await startServer(
+    ServeConfigSchema.parse({
+      model: sharedModelPath('stories260K', 'stories260K.bin'),
+      tokenizer: sharedModelPath('stories260K', 'tok512.bin'),
+      port: 0,
+      maxRunning: 16,
+      maxQueued: 64,
+      // Exactness checks below: exits change text until the controller has earned its thresholds.
+      earlyExit: 'off',
+    }),
+  );
+  t.after(async () => {
+    await server.stop(1000);
+    fs.rmSync(cache, { recursive: true, force: true });
+  });
+  // Listening before the model is ready: health says so.
+  const early = await fetch(`${server.url}/health`);
+  assert.ok(early.status === 503 || early.status === 200);
+  await server.ready;
+  assert.equal((await fetch(`${server.url}/health`)).status, 200);
+  const client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: 'unused', maxRetries: 0 });
+
+  await t.test('models list', async () => {
+    const models = await client.models.list();
+    assert.deepEqual(
+      models.data.map((m) => m.id),
+      ['stories260K'],
+    );
+  });
+
+  await t.test('completions: greedy text matches the golden text, streamed or not, with usage', async () => {
+    const whole = await client.completions.create({ model: 'stories260K', prompt: 'Once upon a time', max_tokens: 60, temperature: 0 });
+    const text = whole.choices[0]!.text;
+    assert.ok(GOLDEN().startsWith(`Once upon a time${text}`), text);
+    assert.equal(whole.choices[0]!.finish_reason, 'length');
+    assert.deepEqual(whole.usage, { prompt_tokens: 5, completion_tokens: 60, total_tokens: 65 });
+
+    const stream = await client.completions.create({
+      model: 'stories260K',
+      prompt: 'Once upon a time',
+      max_tokens: 60,
+      temperature: 0,
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    let streamed = '';
+    let usage: OpenAI.CompletionUsage | undefined;
+    let finish: string | null = null;
+    for await (const chunk of stream) {
+      if (chunk.usage) usage = chunk.usage;
+      for (const choice of chunk.choices) {
+        streamed += choice.text;
+        finish = choice.finish_reason ?? finish;
+      }
+    }
+    assert.equal(streamed, text);
+    assert.equal(finish, 'length');
+    assert.deepEqual(usage, { prompt_tokens: 5, completion_tokens: 60, total_tokens: 65 });
+  });
+
+  await t.test('chat: role first, deltas add up to the non-streamed message, usage chunk last', async () => {
+    const messages: OpenAI.Chat.ChatCompletionMessageParam[] = [{ role: 'user', content: 'Tell me a story about a cat.' }];
+    const whole = await client.chat.completions.create({ model: 'stories260K', messages, max_tokens: 40, temperature: 0 });
+    const content = whole.choices[0]!.message.content ?? '';
+    assert.equal(whole.choices[0]!.message.role, 'assistant');
+    assert.ok(content.length > 0);
+    assert.equal(whole.usage?.completion_tokens, 40);
+
+    const stream = await client.chat.completions.create({
+      model: 'stories260K',
+      messages,
+      max_tokens: 40,
+      temperature: 0,
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    const chunks: OpenAI.Chat.ChatCompletionChunk[] = [];
+    for await (const chunk of stream) chunks.push(chunk);
+    assert.equal(chunks[0]!.choices[0]!.delta.role, 'assistant');
+    assert.equal(new Set(chunks.map((c) => c.id)).size, 1);
+    assert.equal(chunks.map((c) => c.choices[0]?.delta.content ?? '').join(''), content);
+    assert.equal(chunks.at(-2)!.choices[0]!.finish_reason, 'length');
+    assert.deepEqual(chunks.at(-1)!.choices, []);
+    assert.deepEqual(chunks.at(-1)!.usage, whole.usage);
+  });
+
+  await t.test('stop sequences end the text before them, streamed or not', async () => {
+    const whole = await client.completions.create({ model: 'stories260K', prompt: 'Once upon a time', max_tokens: 60, temperature: 0, stop: ['Lily', 'ball'] });
+    assert.equal(whole.choices[0]!.text, ', there was a little girl named ');
+    assert.equal(whole.choices[0]!.finish_reason, 'stop');
+    const streamed = await streamedText(
+      await client.completions.create({ model: 'stories260K', prompt: 'Once upon a time', max_tokens: 60, temperature: 0, stop: 'red', stream: true }),
+    );
+    assert.equal(streamed.text, ', there was a little girl named Lily. She loved to play outside in the park. One day, she saw a big, ');
+    assert.equal(streamed.finish, 'stop');
+  });
+
+  await t.test('errors come back as the client’s typed errors', async () => {
+    await assert.rejects(
+      client.chat.completions.create({ model: 'stories260K', messages: [{ role: 'user', content: 'x' }], n: 2 }),
+      (e: unknown) => e instanceof OpenAI.BadRequestError && e.param === 'n',
+    );
+    await assert.rejects(
+      client.completions.create({ model: 'stories260K', prompt: 'Once', max_tokens: 600 }),
+      (e: unknown) => e instanceof OpenAI.BadRequestError && e.code === 'context_length_exceeded',
+    );
+    await assert.rejects(client.completions.create({ model: 'gpt-4', prompt: 'x' }), (e: unknown) => e instanceof OpenAI.NotFoundError);
+  });
+
+  await t.test('32 concurrent greedy streams each equal their text when run alone', async () => {
+    const names = ['Tom', 'Lily', 'Ben', 'Sue', 'Max', 'Mia', 'Sam', 'Anna'];
+    const openings = ['Once upon a time', 'One day,', 'The sun was', 'In the park,'];
+    const prompts = openings.flatMap((o) => names.map((n) => `${o} ${n}`));
+    assert.equal(prompts.length, 32);
+    const alone: string[] = [];
+    for (const prompt of prompts) {
+      const r = await client.completions.create({ model: 'stories260K', prompt, max_tokens: 48, temperature: 0 });
+      alone.push(r.choices[0]!.text);
+    }
+    const together = await Promise.all(
+      prompts.map(async (prompt) => streamedText(await client.completions.create({ model: 'stories260K', prompt, max_tokens: 48, temperature: 0, stream: true }))),
+    );
+    together.forEach((r, i) => assert.equal(r.text, alone[i], `prompt ${JSON.stringify(prompts[i])}`));
+    assert.ok(new Set(alone).size > 16, 'the prompts lead to different texts');
+  });
+
+  await t.test('a client that disconnects mid-stream frees its slot while the other streams go on', async () => {
+    // Greedy "Tom and his dog" runs to the end of the 512-position context (505 tokens).
+    const opts = { model: 'stories260K', prompt: 'Tom and his dog', temperature: 0, stream: true } as const;
+    const streams = await Promise.all(Array.from({ length: 16 }, () => client.completions.create(opts)));
+    // The 17th waits for a slot.
+    const waitingPromise = client.completions.create(opts);
+    await until('16 run and 1 waits', async () => (await metric(server, 'offramp:num_requests_running')) === 16 && (await metric(server, 'offramp:num_requests_waiting')) === 1);
+
+    const [leaver, ...stayers] = streams;
+    const results = stayers.map((s) => streamedText(s));
+    let stayersDone = 0;
+    for (const r of results) void r.then(() => (stayersDone += 1));
+    // Read a little of the leaver, then hang up.
+    const iterator = leaver![Symbol.asyncIterator]();
+    await iterator.next();
+    leaver!.controller.abort();
+
+    const waiting = await waitingPromise;
+    const waitingIterator = waiting[Symbol.asyncIterator]();
+    const first = await waitingIterator.next();
+    assert.ok(!first.done);
+    assert.equal(stayersDone, 0, 'the waiting request got the freed slot while the others still ran');
+    await until('the engine shows nobody waiting', async () => (await metric(server, 'offramp:num_requests_waiting')) === 0);
+
+    const finished = await Promise.all(results);
+    for (const r of finished) {
+      assert.equal(r.finish, 'length');
+      assert.equal(r.text, finished[0]!.text);
+    }
+    assert.ok(finished[0]!.text.length > 900, 'all 505 tokens');
+    let rest = '';
+    for (let next = await waitingIterator.next(); !next.done; next = await waitingIterator.next()) rest += next.value.choices[0]?.text ?? '';
+    assert.equal(first.value.choices[0]!.text + rest, (await results[0]!).text);
+    await until('the engine is idle', async () => (await metric(server, 'offramp:num_requests_running')) === 0);
+    assert.equal(await metric(server, 'offramp:request_success_total{model_name="stories260K",finished_reason="abort"}'), 1);
+    assert.equal(await metric(server, 'offramp:num_free_slots'), 16);
+  });
+});
+
+test('with early exits on, /exits and /metrics show the controller, and chunks stay OpenAI-shaped', { timeout: 120_000 }, async (t: TestContext) => {
+  if (!requireSharedModels(t)) return;
+  const cache = fs.mkdtempSync(path.join(os.tmpdir(), 'offramp-server-test-'));
+  process.env.OFFRAMP_CACHE_DIR = cache;
+  const server = await startServer(
+    ServeConfigSchema.parse({ model: sharedModelPath('stories260K', 'stories260K.bin'), tokenizer: sharedModelPath('stories260K', 'tok512.bin'), port: 0 }),
+  );
+  t.after(async () => {
+    await server.stop(1000);
+    fs.rmSync(cache, { recursive: true, force: true });
+  });
+  await server.ready;
+  const client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: 'unused' });
+  const prompts = ['Once upon a time', 'Tom and his dog', 'The sun was hot and', 'Lily wanted to'];
+  const texts = await Promise.all(
+    prompts.map(async (prompt) => streamedText(await client.completions.create({ model: 'stories260K', prompt, max_tokens: 120, temperature: 0, stream: true }))),
+  );
+  assert.ok(texts.every((r) => r.text.length > 0 && (r.finish === 'length' || r.finish === 'stop')));
+  await until('the controller has feedback', async () => ((await (await fetch(`${server.url}/exits`)).json()) as { tokens: number }).tokens > 0);
+  const exits = (await (await fetch(`${server.url}/exits`)).json()) as { enabled: boolean; accuracy: number; ramps: { layer: number; threshold: number }[]; log: unknown[] };
+  assert.equal(exits.enabled, true);
+  assert.equal(exits.accuracy, 0.99);
+  assert.ok(exits.log.length > 0, 'the start-up activation is logged');
+  for (const ramp of exits.ramps) assert.ok(ramp.layer >= 0 && ramp.layer < 4 && ramp.threshold >= 0);
+  assert.ok(!Number.isNaN(await metric(server, 'offramp:exit_windowed_agreement')));
+  assert.equal(await metric(server, 'offramp:exit_active_ramps'), exits.ramps.length);
+  // A request may turn exits off for itself: then every token comes from the full model.
+  const exact = await client.completions.create({ model: 'stories260K', prompt: 'Once upon a time', max_tokens: 252, temperature: 0, early_exit: false } as OpenAI.CompletionCreateParamsNonStreaming);
+  assert.equal('Once upon a time' + exact.choices[0]!.text + '\n', GOLDEN());
+});
