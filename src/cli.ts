@@ -12,7 +12,7 @@ import { z } from 'zod';
 import { EXITS_OFF } from './engine/engine.js';
 import { LocalEngine } from './engine/local.js';
 import { serveCommand } from './server/serve.js';
-import { importCheckpoint, Model, prepareModel, PROJECT_ROOT, resolveModel, type Device } from './model/index.js';
+import { exportHfOnnx, HF_ONNX_MODEL, importCheckpoint, Model, prepareModel, PROJECT_ROOT, resolveModel, type Device } from './model/index.js';
 import { SYNTH_SHAPES, synthCheckpoint, synthTokenizer, type SynthShape } from './model/synth.js';
 
 /** Wrong command-line use; the message says what to type instead. */
@@ -27,6 +27,7 @@ commands:
   generate   print a prompt's continuation
   prepare    compile a checkpoint into a prepared model directory
   synth      write a random-weight model of a real shape (for speed benchmarks)
+  export     write a model in the layout transformers.js loads (the benchmark's peer)
 
 model options (serve, generate):
   --model M        prepared dir, llama2.c .bin, Hugging Face dir, hf:ORG/NAME, or a
@@ -41,10 +42,11 @@ generate options:
   --top-p P  --top-k K  --min-p P  --seed S
 
 prepare SOURCE --out DIR [--tokenizer T]
+export SOURCE --format hf-onnx --out DIR [--tokenizer T]
 synth --shape ${Object.keys(SYNTH_SHAPES).join('|')} --out DIR [--seed S]
       [--tokenizers DIR]  real tokenizers (default ../shared/models/tokenizers)
 
-run 'offramp <command> --help' for a command's options`;
+'offramp serve --help' lists the server's options`;
 
 const modelOptions = {
   model: { type: 'string' },
@@ -93,6 +95,15 @@ async function prepareCommand(args: string[]): Promise<void> {
   const manifest = prepareModel(importCheckpoint(positionals[0]!, values.tokenizer), values.out);
   const c = manifest.config;
   process.stdout.write(`prepared ${c.architecture} model (${c.numLayers} blocks, dim ${c.dim}, vocab ${c.vocabSize}) in ${values.out}\n`);
+}
+
+async function exportCommand(args: string[]): Promise<void> {
+  const { values, positionals } = parse(args, { format: { type: 'string' }, out: { type: 'string' }, tokenizer: { type: 'string' } }, true);
+  if (positionals.length !== 1 || !values.out || values.format !== 'hf-onnx') {
+    throw new UsageError('usage: offramp export SOURCE --format hf-onnx --out DIR [--tokenizer T]');
+  }
+  exportHfOnnx(importCheckpoint(positionals[0]!, values.tokenizer), values.out);
+  process.stdout.write(`exported ${positionals[0]} for transformers.js (${HF_ONNX_MODEL}) to ${values.out}\n`);
 }
 
 async function synthCommand(args: string[]): Promise<void> {
@@ -162,6 +173,8 @@ export async function runCli(argv: string[]): Promise<void> {
       return generateCommand(args);
     case 'serve':
       return serveCommand(args);
+    case 'export':
+      return exportCommand(args);
     case undefined:
     case 'help':
     case '--help':

@@ -26,7 +26,7 @@ async function exportAndLoad(t: { after(fn: () => void): void }, ckpt: Checkpoin
   const dir = path.join(tempDir(t, 'offramp-hf-'), 'model');
   exportHfOnnx(ckpt, dir);
   const model = await AutoModelForCausalLM.from_pretrained(dir, { dtype: 'fp32' });
-  t.after(() => void model.dispose());
+  t.after(() => model.dispose());
   return { dir, model };
 }
 
@@ -49,7 +49,7 @@ test('transformers.js on the stories260K export reproduces the golden greedy tex
     assert.ok(fs.existsSync(path.join(dir, file)), `${file} is written`);
   }
   const tokenizer = await AutoTokenizer.from_pretrained(dir);
-  const promptIds = (tokenizer.encode('Once upon a time') as number[]);
+  const promptIds = tokenizer.encode('Once upon a time');
   assert.equal(promptIds[0], 1, 'the tokenizer adds BOS');
   // 256 tokens follow BOS in the golden file, the prompt's own included.
   const [generated] = await greedy(model, [promptIds], [promptIds.map(() => 1)], 256 - (promptIds.length - 1));

@@ -406,7 +406,7 @@ class DecoderGraph {
  * complete.
  *
  * @example
- * exportHfOnnx(importCheckpoint('stories260K'), 'out/stories260K-hf');
+ * exportHfOnnx(importCheckpoint('stories260K.bin', 'tok512.bin'), 'out/stories260K-hf');
  * // transformers.js: env.allowRemoteModels = false;
  * // await AutoModelForCausalLM.from_pretrained(path.resolve('out/stories260K-hf'), { dtype: 'fp32' })
  */

@@ -9,5 +9,6 @@ export { KvCache } from './kv-cache.js';
 export { readManifest, type Manifest } from './manifest.js';
 export { DeviceError, Model, type BlockRows, type Device, type RuntimeOptions } from './model.js';
 export { prepareModel } from './prepare.js';
+export { exportHfOnnx, HF_ONNX_MODEL } from './export-hf.js';
 export { IncrementalDecoder, TextTokenizer } from './tokenizer.js';
 export { importCheckpoint, PROJECT_ROOT, resolveModel, type ResolveOptions } from './resolve.js';
