@@ -24,11 +24,11 @@ export function tempDir(t: { after(fn: () => void): void }, prefix = 'offramp-te
   return dir;
 }
 
-/** Compiles `ckpt` into a temp dir and loads it. */
-export async function compileAndLoad(t: { after(fn: () => void): void }, ckpt: Checkpoint): Promise<Model> {
+/** Compiles `ckpt` into a temp dir and loads it (`fused: false`: blocks one call each, always). */
+export async function compileAndLoad(t: { after(fn: () => void): void }, ckpt: Checkpoint, options: { fused?: boolean } = {}): Promise<Model> {
   const dir = path.join(tempDir(t), 'model');
   prepareModel(ckpt, dir);
-  const model = await Model.load(dir, { device: 'cpu', threads: 1 });
+  const model = await Model.load(dir, { device: 'cpu', threads: 1, ...options });
   t.after(() => model.release());
   return model;
 }

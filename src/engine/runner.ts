@@ -121,6 +121,7 @@ export class ModelRunner {
       const position = seq.numComputed;
       return { seq, position, hidden: this.model.embed([seq.tokens[position]!], [position]), scores: [] };
     });
+    if (this.model.hasFused && active.every((row) => this.needsNoSingleBlock(row))) return this.decodeFused(active);
     for (let layer = 0; layer < numLayers && active.length > 0; layer++) {
       const synced = active.filter((r) => r.seq.layerLengths[layer] === r.position);
       if (synced.length > 0) this.batchedBlock(layer, synced);
@@ -139,6 +140,34 @@ export class ModelRunner {
       const trace = row.seq.request.traceRamps ? { ramps: row.scores, finalArgmax } : undefined;
       this.sampleAndEmit(row.seq, rowLogits, { layer: null, confidence: null, trace });
     });
+  }
+
+  /** True when a row can take the whole model in one call this step: nothing deferred, no ramp to look at. */
+  private needsNoSingleBlock(row: Row): boolean {
+    if (row.seq.deferred.length > 0) return false;
+    for (let layer = 0; layer < this.model.config.numLayers - 1; layer++) if (this.looksAt(row, layer)) return false;
+    return true;
+  }
+
+  /** The whole batch through the fused graph: one call for every block and the head. */
+  private decodeFused(rows: Row[]): void {
+    const { dim, vocabSize } = this.model.config;
+    const slots = rows.map((r) => r.seq.slot);
+    const firstSlot = Math.min(...slots);
+    const numRows = Math.max(...slots) - firstSlot + 1;
+    const input = this.buffer('input', numRows * dim).fill(0);
+    // Rows outside the call get a stray write at their first position no layer has computed yet
+    // (layerLengths[0] is the longest); every layer writes there before it reads it.
+    const pastLengths = new Int32Array(numRows);
+    for (let r = 0; r < numRows; r++) pastLengths[r] = Math.min(this.scheduler.ownerOf(firstSlot + r)?.layerLengths[0] ?? 0, this.kv.context - 1);
+    for (const row of rows) input.set(row.hidden, (row.seq.slot - firstSlot) * dim);
+    const logits = this.buffer('fused-logits', numRows * vocabSize);
+    this.model.runFused(input, { firstSlot, numRows, seqLen: 1, pastLengths }, this.kv, logits);
+    for (const row of rows) {
+      row.seq.layerLengths.fill(row.position + 1);
+      const offset = (row.seq.slot - firstSlot) * vocabSize;
+      this.sampleAndEmit(row.seq, logits.subarray(offset, offset + vocabSize), { layer: null, confidence: null });
+    }
   }
 
   /** One call over the contiguous slot range of `rows`, all at their next position. */
@@ -257,6 +286,13 @@ export class ModelRunner {
     const positions = Array.from({ length: numTokens }, (_, i) => start + i);
     let input = this.model.embed(seq.tokens.slice(start, start + numTokens), positions);
     const rows = { firstSlot: seq.slot, numRows: 1, seqLen: numTokens, pastLengths: Int32Array.of(start) };
+    if (this.model.hasFused) {
+      const logits = this.buffer('fused-logits', vocabSize);
+      this.model.runFused(input, rows, this.kv, logits);
+      seq.layerLengths.fill(start + numTokens);
+      if (start + numTokens === seq.tokens.length) this.sampleAndEmit(seq, logits, { layer: null, confidence: null });
+      return;
+    }
     for (let layer = 0; layer < numLayers; layer++) {
       const output = this.buffer(layer % 2 ? 'odd' : 'even', input.length);
       this.model.runBlock(layer, input, output, rows, this.kv);

@@ -10,7 +10,7 @@ import { ModelConfigSchema, ModelFormatError } from './checkpoint.js';
 
 export const MANIFEST_FILE = 'manifest.json';
 export const WEIGHTS_FILE = 'weights.bin';
-export const MANIFEST_FORMAT = 'offramp-model/2';
+export const MANIFEST_FORMAT = 'offramp-model/3';
 
 const WeightRefSchema = z.object({
   offset: z.number().int().nonnegative(),
@@ -29,6 +29,8 @@ export const ManifestSchema = z.object({
     head: z.string(),
     /** The ramps' head: scores token ids below `vocab` (the whole vocabulary for small models). */
     ramp: z.object({ file: z.string(), vocab: z.number().int().positive() }),
+    /** Every block and the head in one graph (KV inputs `past_key_{layer}`). */
+    fused: z.string(),
   }),
   /** Block indices whose output a ramp may read. */
   rampCandidates: z.array(z.number().int().nonnegative()),

@@ -25,7 +25,16 @@ export interface RuntimeOptions {
   device: Device;
   /** Intra-op threads per session; 0 lets onnxruntime choose. */
   threads: number;
+  /**
+   * Also load the whole-model graph, for steps that need no block on its own.
+   * Default: for models under FUSED_MAX_BYTES, whose time goes to per-call
+   * overhead; larger ones would hold their weights twice for a few percent.
+   */
+  fused?: boolean;
 }
+
+/** Below this size of weights.bin the fused graph is loaded by default. */
+export const FUSED_MAX_BYTES = 64 * 1024 * 1024;
 
 /** Which rows a block call covers. Row r is KV slot `firstSlot + r`. */
 export interface BlockRows {
@@ -95,6 +104,7 @@ export class Model {
     private readonly blocks: SyncSession[],
     private readonly head: SyncSession,
     private readonly rampHead: SyncSession,
+    private readonly fused: SyncSession | null,
     /** [vocab, dim] */
     private readonly embeddings: Float32Array,
     /** [maxSeqLen, dim], GPT-2 only */
@@ -124,7 +134,9 @@ export class Model {
     const blocks = manifest.graphs.blocks.map((file) => createSession(path.join(dir, file), options));
     const head = createSession(path.join(dir, manifest.graphs.head), options);
     const rampHead = manifest.graphs.ramp.file === manifest.graphs.head ? head : createSession(path.join(dir, manifest.graphs.ramp.file), options);
-    return new Model(dir, manifest, tokenizer, blocks, head, rampHead, embeddings, positionEmbeddings);
+    const useFused = options.fused ?? weightsBytes.length < FUSED_MAX_BYTES;
+    const fused = useFused ? createSession(path.join(dir, manifest.graphs.fused), options) : null;
+    return new Model(dir, manifest, tokenizer, blocks, head, rampHead, fused, embeddings, positionEmbeddings);
   }
 
   /** Hidden states [tokens, dim] for `tokens` at `positions`. */
@@ -153,25 +165,14 @@ export class Model {
    * overwrites it before anything reads it.
    */
   runBlock(layer: number, input: Float32Array, output: Float32Array, rows: BlockRows, kv: KvCache): void {
-    const { numRows, seqLen, pastLengths } = rows;
-    const io = this.positionTensors(numRows, seqLen);
-    for (let r = 0; r < numRows; r++) {
-      const past = pastLengths[r]!;
-      if (past + seqLen > kv.context) throw new RangeError(`row ${r} needs ${past + seqLen} positions, the KV cache has ${kv.context}`);
-      io.seqlensK[r] = past + seqLen - 1;
-      for (let s = 0; s < seqLen; s++) io.positions[r * seqLen + s] = BigInt(past + s);
-    }
-    io.totalLength[0] = kv.context;
-    const cache = kv.view(layer, rows.firstSlot, numRows);
-    const dims = [numRows, seqLen, this.config.dim];
+    const cache = kv.view(layer, rows.firstSlot, rows.numRows);
+    const dims = [rows.numRows, rows.seqLen, this.config.dim];
     const feeds: Record<string, ort.Tensor> = {
       [BlockIO.hidden]: tensorOver(input, dims),
       [BlockIO.pastKey]: cache.key,
       [BlockIO.pastValue]: cache.value,
-      [BlockIO.seqlensK]: io.tensors.seqlensK,
-      [BlockIO.totalLength]: io.tensors.totalLength,
+      ...this.positionFeeds(rows, kv),
     };
-    if (this.config.rope) feeds[BlockIO.positions] = io.tensors.positions;
     this.blocks[layer]!.run(feeds, {
       [BlockIO.hiddenOut]: tensorOver(output, dims),
       [BlockIO.presentKey]: cache.key,
@@ -187,6 +188,27 @@ export class Model {
     );
   }
 
+  /** Whether `runFused` is available. */
+  get hasFused(): boolean {
+    return this.fused !== null;
+  }
+
+  /**
+   * Every block and the head in one call: logits [numRows, vocab] of each
+   * row's last new position, KV appended as `runBlock` would for each layer.
+   */
+  runFused(input: Float32Array, rows: BlockRows, kv: KvCache, logits: Float32Array): void {
+    const { numLayers, dim, vocabSize } = this.config;
+    const feeds: Record<string, ort.Tensor> = { [BlockIO.hidden]: tensorOver(input, [rows.numRows, rows.seqLen, dim]), ...this.positionFeeds(rows, kv) };
+    const fetches: Record<string, ort.Tensor> = { [HeadIO.logits]: tensorOver(logits, [rows.numRows, vocabSize]) };
+    for (let layer = 0; layer < numLayers; layer++) {
+      const cache = kv.view(layer, rows.firstSlot, rows.numRows);
+      feeds[`${BlockIO.pastKey}_${layer}`] = fetches[`${BlockIO.presentKey}_${layer}`] = cache.key;
+      feeds[`${BlockIO.pastValue}_${layer}`] = fetches[`${BlockIO.presentValue}_${layer}`] = cache.value;
+    }
+    this.fused!.run(feeds, fetches);
+  }
+
   /** Token ids a ramp scores (0..rampVocab-1). */
   get rampVocab(): number {
     return this.manifest.graphs.ramp.vocab;
@@ -198,6 +220,22 @@ export class Model {
       { [HeadIO.hidden]: tensorOver(hidden, [numRows, this.config.dim]) },
       { [HeadIO.logits]: tensorOver(logits, [numRows, this.rampVocab]) },
     );
+  }
+
+  /** Positions, seqlens_k and the KV length for `rows`: the inputs every block shares. */
+  private positionFeeds(rows: BlockRows, kv: KvCache): Record<string, ort.Tensor> {
+    const { numRows, seqLen, pastLengths } = rows;
+    const io = this.positionTensors(numRows, seqLen);
+    for (let r = 0; r < numRows; r++) {
+      const past = pastLengths[r]!;
+      if (past + seqLen > kv.context) throw new RangeError(`row ${r} needs ${past + seqLen} positions, the KV cache has ${kv.context}`);
+      io.seqlensK[r] = past + seqLen - 1;
+      for (let s = 0; s < seqLen; s++) io.positions[r * seqLen + s] = BigInt(past + s);
+    }
+    io.totalLength[0] = kv.context;
+    const feeds: Record<string, ort.Tensor> = { [BlockIO.seqlensK]: io.tensors.seqlensK, [BlockIO.totalLength]: io.tensors.totalLength };
+    if (this.config.rope) feeds[BlockIO.positions] = io.tensors.positions;
+    return feeds;
   }
 
   /** The small per-call inputs, reused per shape: decoding asks for the same few shapes every step. */
@@ -225,6 +263,6 @@ export class Model {
   }
 
   release(): void {
-    for (const session of new Set([...this.blocks, this.head, this.rampHead])) session.release();
+    for (const session of new Set([...this.blocks, this.head, this.rampHead, this.fused])) session?.release();
   }
 }

@@ -15,7 +15,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { getTensor, type Checkpoint, type ModelConfig, type Tensor } from './checkpoint.js';
-import { buildBlockGraph, buildHeadGraph, StoredWeights } from './graphs.js';
+import { buildBlockGraph, buildFusedGraph, buildHeadGraph, StoredWeights } from './graphs.js';
 import { MANIFEST_FILE, MANIFEST_FORMAT, WEIGHTS_FILE, type Manifest } from './manifest.js';
 import type { WeightRef } from './onnx.js';
 
@@ -164,6 +164,7 @@ export function prepareModel(ckpt: Checkpoint, outDir: string): Manifest {
     const rampVocab = Math.min(config.vocabSize, RAMP_VOCAB);
     const ramp = rampVocab === config.vocabSize ? { file: 'head.onnx', vocab: rampVocab } : { file: 'ramp_head.onnx', vocab: rampVocab };
     if (ramp.file !== 'head.onnx') fs.writeFileSync(path.join(tmpDir, ramp.file), buildHeadGraph(config, lookup, WEIGHTS_FILE, rampVocab));
+    fs.writeFileSync(path.join(tmpDir, 'fused.onnx'), buildFusedGraph(config, lookup, WEIGHTS_FILE));
     fs.writeFileSync(path.join(tmpDir, 'tokenizer.json'), JSON.stringify(ckpt.tokenizer.tokenizer));
     if (ckpt.tokenizer.config) {
       fs.writeFileSync(path.join(tmpDir, 'tokenizer_config.json'), JSON.stringify(ckpt.tokenizer.config, null, 2));
@@ -172,7 +173,7 @@ export function prepareModel(ckpt: Checkpoint, outDir: string): Manifest {
       format: MANIFEST_FORMAT,
       source: ckpt.source,
       config,
-      graphs: { blocks, head: 'head.onnx', ramp },
+      graphs: { blocks, head: 'head.onnx', ramp, fused: 'fused.onnx' },
       // A ramp can follow any block but the last (whose output is the model's own).
       rampCandidates: Array.from({ length: config.numLayers - 1 }, (_, i) => i),
       weights,
