@@ -20,7 +20,7 @@ import { EXITS_OFF } from '../src/engine/engine.js';
 import { LocalEngine } from '../src/engine/local.js';
 import { argmax, GREEDY } from '../src/engine/sampler.js';
 import { BlockIO, HeadIO } from '../src/model/graphs.js';
-import { KvCache, Model, prepareModel, PROJECT_ROOT, resolveModel } from '../src/model/index.js';
+import { isPreparedModel, KvCache, Model, prepareModel, PROJECT_ROOT, resolveModel } from '../src/model/index.js';
 import { openSession } from '../src/model/session.js';
 import { SYNTH_SHAPES, synthCheckpoint, synthTokenizer, type SynthShape } from '../src/model/synth.js';
 
@@ -44,7 +44,7 @@ async function modelDir(name: string): Promise<string> {
   }
   if (!(name in SYNTH_SHAPES)) throw new Error(`unknown bench model ${name}: stories260K or one of ${Object.keys(SYNTH_SHAPES).join(', ')}`);
   const dir = path.join(PROJECT_ROOT, 'models', 'prepared', `synth-${name}-seed0`);
-  if (!fs.existsSync(path.join(dir, 'manifest.json'))) {
+  if (!isPreparedModel(dir)) {
     process.stderr.write(`bench: writing random-weight ${name} to ${dir}\n`);
     const shape = name as SynthShape;
     prepareModel(synthCheckpoint(shape, 0, synthTokenizer(shape, path.join(SHARED, 'tokenizers'))), dir);

@@ -15,7 +15,7 @@ import { parseArgs } from 'node:util';
 import { EXITS_OFF } from '../src/engine/engine.js';
 import { LocalEngine } from '../src/engine/local.js';
 import { GREEDY } from '../src/engine/sampler.js';
-import { Model, prepareModel, PROJECT_ROOT } from '../src/model/index.js';
+import { isPreparedModel, Model, prepareModel, PROJECT_ROOT } from '../src/model/index.js';
 import { SYNTH_SHAPES, synthCheckpoint, synthTokenizer, type SynthShape } from '../src/model/synth.js';
 
 const { values } = parseArgs({
@@ -30,7 +30,7 @@ const { values } = parseArgs({
 const shape = values.shape as SynthShape;
 if (!(shape in SYNTH_SHAPES)) throw new Error(`--shape: one of ${Object.keys(SYNTH_SHAPES).join(', ')}`);
 const dir = path.join(PROJECT_ROOT, 'models', 'prepared', `synth-${shape}-seed0`);
-if (!fs.existsSync(path.join(dir, 'manifest.json'))) {
+if (!isPreparedModel(dir)) {
   prepareModel(synthCheckpoint(shape, 0, synthTokenizer(shape, path.join(PROJECT_ROOT, '..', 'shared', 'models', 'tokenizers'))), dir);
 }
 const model = await Model.load(dir, { device: 'cpu', threads: Number(values.threads) });

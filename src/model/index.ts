@@ -6,7 +6,7 @@
  */
 export { ModelFormatError, type Checkpoint, type ModelConfig, type Tensor } from './checkpoint.js';
 export { KvCache } from './kv-cache.js';
-export { readManifest, type Manifest } from './manifest.js';
+export { isPreparedModel, readManifest, type Manifest } from './manifest.js';
 export { DeviceError, Model, type BlockRows, type Device, type RuntimeOptions } from './model.js';
 export { prepareModel } from './prepare.js';
 export { exportHfOnnx, HF_ONNX_MODEL } from './export-hf.js';

@@ -39,8 +39,13 @@ export const ManifestSchema = z.object({
 });
 export type Manifest = z.infer<typeof ManifestSchema>;
 
+/** True when `dir` holds a model prepared by this version of the compiler (an older one compiles again). */
 export function isPreparedModel(dir: string): boolean {
-  return fs.existsSync(path.join(dir, MANIFEST_FILE));
+  try {
+    return (JSON.parse(fs.readFileSync(path.join(dir, MANIFEST_FILE), 'utf8')) as { format?: unknown }).format === MANIFEST_FORMAT;
+  } catch {
+    return false; // absent or unreadable: not prepared
+  }
 }
 
 export function readManifest(dir: string): Manifest {

@@ -19,7 +19,7 @@ import { ModelFormatError, type Checkpoint } from './checkpoint.js';
 import { importGpt2 } from './gpt2.js';
 import { importHfLlama } from './hf-llama.js';
 import { importLlama2c } from './llama2c.js';
-import { isPreparedModel, MANIFEST_FORMAT } from './manifest.js';
+import { isPreparedModel, MANIFEST_FILE, MANIFEST_FORMAT } from './manifest.js';
 import { prepareModel } from './prepare.js';
 
 /** The offramp checkout (or installed package) this code runs from. */
@@ -154,7 +154,8 @@ export async function resolveModel(source: string, options: ResolveOptions = {})
   } else if (REGISTRY[source] && !fs.existsSync(source)) {
     ({ checkpoint: local, tokenizer } = await downloadRegistryModel(source, log));
   }
-  if (fs.existsSync(local) && fs.statSync(local).isDirectory() && isPreparedModel(local)) return path.resolve(local);
+  // A prepared directory is used as it is (an outdated one is refused when loaded, saying to prepare it again).
+  if (fs.existsSync(path.join(local, MANIFEST_FILE))) return path.resolve(local);
   if (!fs.existsSync(local)) throw new ModelFormatError(path.resolve(local), 'no such file or directory');
   const name = path.basename(local).replace(/\.bin$/, '');
   const prepared = path.join(cacheDir(), 'prepared', `${name}-${fingerprint(local, tokenizer)}`);
