@@ -13,6 +13,7 @@ import { convertLlama2cTokenizer } from '../src/model/llama2c-tokenizer.js';
 import { importLlama2c } from '../src/model/llama2c.js';
 import { writeSafetensors } from '../src/model/safetensors.js';
 import { importHfLlama } from '../src/model/hf-llama.js';
+import { interleavedToHalf } from '../src/model/tensors.js';
 import { compileAndLoad, generateTogether, runCli, tempDir, tinyCheckpoint } from './helpers.js';
 import { referenceForward, relativeError } from './reference.js';
 import { requireSharedModels, sharedModelPath } from './shared.js';
@@ -128,24 +129,7 @@ test('decoding through the KV cache gives the logits of recomputing the whole pr
   }
 });
 
-/** llama2.c rotates interleaved pairs; HF checkpoints store wq/wk permuted for rotate-half (as HF's converter does). */
-function permuteForRotateHalf(t: Tensor, numHeads: number): Tensor {
-  const [rows, cols] = t.dims as [number, number];
-  const headDim = rows / numHeads;
-  const out = new Float32Array(t.data.length);
-  for (let h = 0; h < numHeads; h++) {
-    for (let j = 0; j < headDim / 2; j++) {
-      for (let pair = 0; pair < 2; pair++) {
-        const from = h * headDim + 2 * j + pair;
-        const to = h * headDim + pair * (headDim / 2) + j;
-        out.set(t.data.subarray(from * cols, (from + 1) * cols), to * cols);
-      }
-    }
-  }
-  return { dims: t.dims, data: out };
-}
-
-/** Writes a llama2.c import as a Hugging Face Llama checkpoint directory. */
+/** Writes a llama2.c import as a Hugging Face Llama checkpoint directory (wq/wk permuted for rotate-half, as HF's converter does). */
 function writeAsHfLlama(ckpt: Checkpoint, dir: string): void {
   const c = ckpt.config;
   const get = (name: string) => ckpt.tensors.get(name)!;
@@ -157,8 +141,8 @@ function writeAsHfLlama(ckpt: Checkpoint, dir: string): void {
     const hf = (name: string) => `model.layers.${i}.${name}.weight`;
     const ours = (name: string) => get(`layers.${i}.${name}`);
     tensors.set(hf('input_layernorm'), ours('attention_norm'));
-    tensors.set(hf('self_attn.q_proj'), permuteForRotateHalf(ours('wq'), c.numHeads));
-    tensors.set(hf('self_attn.k_proj'), permuteForRotateHalf(ours('wk'), c.numKvHeads));
+    tensors.set(hf('self_attn.q_proj'), interleavedToHalf(ours('wq'), c.headDim));
+    tensors.set(hf('self_attn.k_proj'), interleavedToHalf(ours('wk'), c.headDim));
     tensors.set(hf('self_attn.v_proj'), ours('wv'));
     tensors.set(hf('self_attn.o_proj'), ours('wo'));
     tensors.set(hf('post_attention_layernorm'), ours('ffn_norm'));

@@ -26,6 +26,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { getTensor, type Checkpoint, type ModelConfig, type Tensor } from './checkpoint.js';
 import { GraphBuilder, type Dim, type WeightRef } from './onnx.js';
+import { interleavedToHalf, ropeTables, transpose } from './tensors.js';
 
 /** The decoder graph inside an exported folder; transformers.js looks for exactly this name (fp32). */
 export const HF_ONNX_MODEL = path.join('onnx', 'model.onnx');
@@ -102,68 +103,6 @@ function hfConfig(c: ModelConfig): Record<string, unknown> {
 
 // ---------------------------------------------------------------------------
 // Weights: transposed for MatMul, appended to model.onnx_data
-
-/** [rows, cols] -> [cols, rows]: PyTorch's [out, in] into MatMul's [in, out]. */
-function transpose(t: Tensor): Tensor {
-  const [rows, cols] = t.dims as [number, number];
-  const out = new Float32Array(rows * cols);
-  for (let r = 0; r < rows; r++) {
-    for (let c = 0; c < cols; c++) out[c * rows + r] = t.data[r * cols + c]!;
-  }
-  return { dims: [cols, rows], data: out };
-}
-
-/**
- * Moves row (head, 2i + p) to (head, p * headDim/2 + i): interleaved rotary
- * pairs become rotate-half pairs (Hugging Face's `permute` in
- * convert_llama_weights_to_hf.py). Works on [rows, cols] weights and [rows] biases.
- */
-function interleavedToHalf(t: Tensor, headDim: number): Tensor {
-  const rows = t.dims[0]!;
-  const cols = t.dims.length === 1 ? 1 : t.dims[1]!;
-  const half = headDim / 2;
-  const out = new Float32Array(t.data.length);
-  for (let r = 0; r < rows; r++) {
-    const head = Math.floor(r / headDim);
-    const within = r % headDim;
-    const to = head * headDim + (within % 2) * half + Math.floor(within / 2);
-    out.set(t.data.subarray(r * cols, (r + 1) * cols), to * cols);
-  }
-  return { dims: t.dims, data: out };
-}
-
-/** rotary inverse frequencies [headDim/2], Llama 3.1 scaling included (as prepare.ts computes them). */
-function invFrequencies(c: ModelConfig): number[] {
-  const rope = c.rope!;
-  const half = c.headDim / 2;
-  const invFreq = Array.from({ length: half }, (_, i) => Math.pow(rope.theta, (-2 * i) / c.headDim));
-  if (!rope.scaling) return invFreq;
-  const { factor, lowFreqFactor, highFreqFactor, originalMaxPositions } = rope.scaling;
-  const lowWavelen = originalMaxPositions / lowFreqFactor;
-  const highWavelen = originalMaxPositions / highFreqFactor;
-  return invFreq.map((f) => {
-    const wavelen = (2 * Math.PI) / f;
-    if (wavelen > lowWavelen) return f / factor;
-    if (wavelen < highWavelen) return f;
-    const smooth = (originalMaxPositions / wavelen - lowFreqFactor) / (highFreqFactor - lowFreqFactor);
-    return (1 - smooth) * (f / factor) + smooth * f;
-  });
-}
-
-/** cos and sin tables [maxSeqLen, headDim/2], computed in float64 like the served model's. */
-function ropeTables(c: ModelConfig): { cos: Tensor; sin: Tensor } {
-  const invFreq = invFrequencies(c);
-  const half = invFreq.length;
-  const cos = new Float32Array(c.maxSeqLen * half);
-  const sin = new Float32Array(c.maxSeqLen * half);
-  for (let p = 0; p < c.maxSeqLen; p++) {
-    invFreq.forEach((f, i) => {
-      cos[p * half + i] = Math.cos(p * f);
-      sin[p * half + i] = Math.sin(p * f);
-    });
-  }
-  return { cos: { dims: [c.maxSeqLen, half], data: cos }, sin: { dims: [c.maxSeqLen, half], data: sin } };
-}
 
 /** Appends tensors to the external data file as the graph asks for them, each once. */
 class ExternalData {

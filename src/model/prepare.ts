@@ -18,6 +18,7 @@ import { getTensor, type Checkpoint, type ModelConfig, type Tensor } from './che
 import { buildBlockGraph, buildFusedGraph, buildHeadGraph, StoredWeights } from './graphs.js';
 import { MANIFEST_FILE, MANIFEST_FORMAT, WEIGHTS_FILE, type Manifest } from './manifest.js';
 import type { WeightRef } from './onnx.js';
+import { concatRows, ropeTables, transpose } from './tensors.js';
 
 const ALIGN = 64;
 
@@ -27,58 +28,6 @@ const ALIGN = 64;
  * most frequent pieces cost about one block and hold most of what is said.
  */
 const RAMP_VOCAB = 8192;
-
-/** [rows, cols] -> [cols, rows]: llama2.c/PyTorch [out, in] into MatMul's [in, out]. */
-function transpose(t: Tensor): Tensor {
-  const [rows, cols] = t.dims as [number, number];
-  const out = new Float32Array(rows * cols);
-  for (let r = 0; r < rows; r++) {
-    for (let c = 0; c < cols; c++) out[c * rows + r] = t.data[r * cols + c]!;
-  }
-  return { dims: [cols, rows], data: out };
-}
-
-/** Stacks [out_k, in] matrices along out. */
-function concatRows(parts: Tensor[]): Tensor {
-  const cols = parts[0]!.dims[parts[0]!.dims.length - 1]!;
-  const rows = parts.reduce((n, t) => n + (t.dims.length === 1 ? 1 : t.dims[0]!), 0);
-  const data = new Float32Array(parts.reduce((n, t) => n + t.data.length, 0));
-  let offset = 0;
-  for (const t of parts) {
-    data.set(t.data, offset);
-    offset += t.data.length;
-  }
-  return parts[0]!.dims.length === 1 ? { dims: [data.length], data } : { dims: [rows, cols], data };
-}
-
-/** cos/sin tables [maxSeqLen, headDim/2] for rotary positions, Llama 3.1 scaling included. */
-function ropeTables(config: ModelConfig): { cos: Tensor; sin: Tensor } {
-  const rope = config.rope!;
-  const half = config.headDim / 2;
-  const invFreq = Array.from({ length: half }, (_, i) => Math.pow(rope.theta, (-2 * i) / config.headDim));
-  if (rope.scaling) {
-    const { factor, lowFreqFactor, highFreqFactor, originalMaxPositions } = rope.scaling;
-    const lowWavelen = originalMaxPositions / lowFreqFactor;
-    const highWavelen = originalMaxPositions / highFreqFactor;
-    for (let i = 0; i < half; i++) {
-      const wavelen = (2 * Math.PI) / invFreq[i]!;
-      if (wavelen > lowWavelen) invFreq[i] = invFreq[i]! / factor;
-      else if (wavelen >= highWavelen) {
-        const smooth = (originalMaxPositions / wavelen - lowFreqFactor) / (highFreqFactor - lowFreqFactor);
-        invFreq[i] = (1 - smooth) * (invFreq[i]! / factor) + smooth * invFreq[i]!;
-      }
-    }
-  }
-  const cos = new Float32Array(config.maxSeqLen * half);
-  const sin = new Float32Array(config.maxSeqLen * half);
-  for (let p = 0; p < config.maxSeqLen; p++) {
-    for (let i = 0; i < half; i++) {
-      cos[p * half + i] = Math.cos(p * invFreq[i]!);
-      sin[p * half + i] = Math.sin(p * invFreq[i]!);
-    }
-  }
-  return { cos: { dims: [config.maxSeqLen, half], data: cos }, sin: { dims: [config.maxSeqLen, half], data: sin } };
-}
 
 /** The tensors as the graphs read them: fused, transposed to [in, out], rotary tables added. */
 function storedTensors(ckpt: Checkpoint): Map<string, Tensor> {
