@@ -5,6 +5,8 @@
  *
  * @module
  */
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
@@ -28,6 +30,7 @@ commands:
   prepare    compile a checkpoint into a prepared model directory
   synth      write a random-weight model of a real shape (for speed benchmarks)
   export     write a model in the layout transformers.js loads (the benchmark's peer)
+  bench      the tokens-per-second benchmark (npm run bench; see bench/README.md)
 
 model options (serve, generate):
   --model M        prepared dir, llama2.c .bin, Hugging Face dir, hf:ORG/NAME, or a
@@ -95,6 +98,15 @@ async function prepareCommand(args: string[]): Promise<void> {
   const manifest = prepareModel(importCheckpoint(positionals[0]!, values.tokenizer), values.out);
   const c = manifest.config;
   process.stdout.write(`prepared ${c.architecture} model (${c.numLayers} blocks, dim ${c.dim}, vocab ${c.vocabSize}) in ${values.out}\n`);
+}
+
+/** The benchmark lives in bench/ (never imported by src): run it as its own process. */
+async function benchCommand(args: string[]): Promise<void> {
+  const script = path.join(PROJECT_ROOT, 'dist', 'bench', 'run.js');
+  if (!fs.existsSync(script)) throw new UsageError('the benchmark ships with the source checkout: run `npm run bench` there');
+  const child = spawn(process.execPath, [script, ...args], { stdio: 'inherit' });
+  const code = await new Promise<number>((resolve) => child.on('exit', (status) => resolve(status ?? 1)));
+  if (code !== 0) throw new UsageError(`the benchmark exited with code ${code}`);
 }
 
 async function exportCommand(args: string[]): Promise<void> {
@@ -175,6 +187,8 @@ export async function runCli(argv: string[]): Promise<void> {
       return serveCommand(args);
     case 'export':
       return exportCommand(args);
+    case 'bench':
+      return benchCommand(args);
     case undefined:
     case 'help':
     case '--help':

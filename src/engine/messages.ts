@@ -2,9 +2,11 @@
  * What the engine's worker thread and the HTTP side say to each other: a few
  * plain, structured-clone-safe message types, defined once for both.
  *
- * main → worker: `submit`, `abort`, `close`.
+ * main → worker: `submit`, `abort`, `close`, and the test-only `fault` and `gc`.
  * worker → main: `ready` (or `fatal`), then `token` / `finished` / `error`
- * per request, and `stats` whenever the engine's occupancy changes.
+ * per request, and `stats` whenever the engine's occupancy changes. A
+ * `fatal` after `ready` means the engine loop failed: the worker stops and
+ * the main side restarts it (see WorkerEngine).
  *
  * @module
  */
@@ -51,7 +53,34 @@ export interface CloseMessage {
   type: 'close';
 }
 
-export type ToWorkerMessage = SubmitMessage | AbortMessage | CloseMessage;
+/**
+ * How an injected fault fails the worker: `step` throws inside the decode
+ * loop (as a failing session.run would), which the worker catches and
+ * reports as `fatal`; `crash` throws outside any handler, so the thread dies
+ * with an uncaught exception and no goodbye.
+ */
+export type FaultKind = 'step' | 'crash';
+
+/**
+ * Test and soak use only: fail the worker on purpose to exercise recovery
+ * (WorkerEngine.injectFault, or POST /debug/fault behind `--debug-routes`).
+ * A `step` fault waits for the next step, so it lands when there is work.
+ */
+export interface FaultMessage {
+  type: 'fault';
+  kind: FaultKind;
+}
+
+/**
+ * Soak use only: run a full garbage collection now (the worker runs with
+ * --expose-gc; otherwise nothing happens), so that resident memory measured
+ * before and after a long run compares like with like.
+ */
+export interface GcMessage {
+  type: 'gc';
+}
+
+export type ToWorkerMessage = SubmitMessage | AbortMessage | CloseMessage | FaultMessage | GcMessage;
 
 // --- worker → main
 
@@ -76,7 +105,7 @@ export interface StatsMessage {
   stats: EngineStats;
 }
 
-/** The worker cannot go on (the model failed to load, or the loop died). */
+/** The worker cannot go on: the model failed to load (before `ready`), or the decode loop threw (after it). */
 export interface FatalMessage {
   type: 'fatal';
   /** The error's class name (ModelFormatError, DeviceError, …), so the main thread can tell user errors from bugs. */
@@ -85,3 +114,10 @@ export interface FatalMessage {
 }
 
 export type FromWorkerMessage = TokenMessage | FinishedMessage | ErrorMessage | ReadyMessage | StatsMessage | FatalMessage;
+
+/**
+ * The engine as the HTTP side sees it: `restarting` after its worker failed
+ * (in-flight requests have been failed; new ones get 503 until it is back),
+ * `dead` when it cannot come back (a restart failed, or too many failures).
+ */
+export type EngineHealth = 'starting' | 'ready' | 'restarting' | 'dead';

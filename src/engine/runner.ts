@@ -165,6 +165,8 @@ export class ModelRunner {
     this.model.runFused(input, { firstSlot, numRows, seqLen: 1, pastLengths }, this.kv, logits);
     for (const row of rows) {
       row.seq.layerLengths.fill(row.position + 1);
+      // The controller counts tokens even while no ramp is active: its clock decides when to try ramps again.
+      if (this.feedsController(row.seq)) this.exits.controller!.record({ ramps: [], exitLayer: null });
       const offset = (row.seq.slot - firstSlot) * vocabSize;
       this.sampleAndEmit(row.seq, logits.subarray(offset, offset + vocabSize), { layer: null, confidence: null });
     }

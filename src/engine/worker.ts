@@ -1,20 +1,26 @@
 /**
- * The engine's worker thread: loads the model, runs a LocalEngine, and
- * relays its events to the main thread as messages (see messages.ts).
+ * The engine's worker thread: loads the model, runs the decode loop, and
+ * relays the engine's events to the main thread as messages (see
+ * messages.ts).
  *
  * onnxruntime-node runs each session synchronously on the calling thread, so
  * inference lives here and the HTTP event loop never waits on it. Between
  * engine steps the loop yields, which is when submits and aborts land.
  *
+ * If a step throws, the engine's state (KV cache, deferred positions, the
+ * exit controller) can no longer be trusted: the worker reports `fatal`,
+ * takes no more work, releases the model and ends; WorkerEngine fails the
+ * requests in flight and starts a fresh worker.
+ *
  * Started by WorkerEngine (worker-client.ts); not meant to be run directly.
  *
  * @module
  */
+import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import { parentPort, workerData } from 'node:worker_threads';
 import { Model } from '../model/index.js';
-import { RequestError } from './engine.js';
-import { LocalEngine } from './local.js';
-import type { EngineStats, FromWorkerMessage, ToWorkerMessage, WorkerInit } from './messages.js';
+import { Engine, RequestError } from './engine.js';
+import type { EngineStats, FaultKind, FromWorkerMessage, ToWorkerMessage, WorkerInit } from './messages.js';
 
 if (!parentPort) throw new Error('worker.ts runs as a worker thread (see WorkerEngine)');
 const port = parentPort;
@@ -22,57 +28,103 @@ const init = workerData as WorkerInit;
 
 const post = (message: FromWorkerMessage): void => port.postMessage(message);
 
-function statsOf(local: LocalEngine): EngineStats {
-  const { numRunning, numWaiting } = local.engine;
-  const exits = local.engine.controller?.state() ?? null;
+function statsOf(engine: Engine): EngineStats {
+  const { numRunning, numWaiting } = engine;
+  const exits = engine.controller?.state() ?? null;
   return { running: numRunning, waiting: numWaiting, freeSlots: init.engine.maxRunning - numRunning, exits };
 }
 
+/** What an injected `step` fault throws: stands for any exception out of Engine.step(). */
+class InjectedFault extends Error {
+  override name = 'InjectedFault';
+}
+
 async function main(): Promise<void> {
+  /** Requests submitted and not yet finished, so `close` can abort them. */
+  const live = new Set<string>();
   let model: Model;
-  let local: LocalEngine;
+  let engine: Engine;
   try {
     model = await Model.load(init.dir, init.runtime);
-    local = new LocalEngine(model, init.engine);
+    engine = new Engine(model, init.engine, (event) => {
+      if (event.type !== 'token') live.delete(event.requestId);
+      post(event.type === 'error' ? { ...event, refused: false } : event);
+    });
   } catch (error) {
     const { name, message } = error as Error;
     post({ type: 'fatal', name, message });
     port.close();
     return;
   }
-  /** Requests submitted and not yet finished, so `close` can abort them. */
-  const live = new Set<string>();
-  let last = statsOf(local);
+  let last = statsOf(engine);
   post({ type: 'ready', stats: last });
 
   // Occupancy is sampled rather than pushed per step: a step is often shorter
   // than a millisecond, and the gauges only need to be fresh for a scrape.
   const statsTimer = setInterval(() => {
-    const now = statsOf(local);
+    const now = statsOf(engine);
     if (now.running === last.running && now.waiting === last.waiting && now.exits?.tokens === last.exits?.tokens) return;
     last = now;
     post({ type: 'stats', stats: now });
   }, init.statsIntervalMs);
 
+  let looping = false;
+  /** Set once a step failed: nothing more runs here. */
+  let failed = false;
+  let pendingFault: FaultKind | null = null;
+
+  /** A step threw: report it, stop, release the model and let the thread end. */
+  const fail = async (error: Error): Promise<void> => {
+    failed = true;
+    clearInterval(statsTimer);
+    post({ type: 'fatal', name: error.name, message: `inference failed: ${error.message}` });
+    try {
+      await model.release();
+    } finally {
+      port.close();
+    }
+  };
+
+  // The decode loop: runs while there is work, yielding between steps.
+  const loop = async (): Promise<void> => {
+    if (looping || failed) return;
+    looping = true;
+    try {
+      while (engine.hasWork) {
+        if (pendingFault === 'step') {
+          pendingFault = null;
+          throw new InjectedFault('injected fault (test only)');
+        }
+        engine.step();
+        await yieldToEventLoop();
+      }
+    } catch (error) {
+      await fail(error instanceof Error ? error : new Error(String(error)));
+    } finally {
+      looping = false;
+    }
+  };
+
   const close = async (): Promise<void> => {
     clearInterval(statsTimer);
-    for (const id of live) local.abort(id);
+    if (failed) return;
+    for (const id of live) engine.abort(id);
     // Aborts take effect at the next step boundary; release sessions only when no step runs.
-    while (local.engine.hasWork) await new Promise((resolve) => setTimeout(resolve, 1));
+    while (engine.hasWork && !failed) await new Promise((resolve) => setTimeout(resolve, 1));
+    if (failed) return;
     await model.release();
     port.close();
   };
 
   port.on('message', (message: ToWorkerMessage) => {
+    if (failed) return; // the main side has failed these requests already
     switch (message.type) {
       case 'submit': {
         const { request } = message;
         try {
-          local.submit(request, (event) => {
-            if (event.type !== 'token') live.delete(request.id);
-            post(event.type === 'error' ? { ...event, refused: false } : event);
-          });
+          engine.add(request);
           live.add(request.id);
+          void loop();
         } catch (error) {
           const refused = error instanceof RequestError;
           post({ type: 'error', requestId: request.id, message: (error as Error).message, refused });
@@ -80,10 +132,21 @@ async function main(): Promise<void> {
         return;
       }
       case 'abort':
-        local.abort(message.requestId);
+        engine.abort(message.requestId);
         return;
       case 'close':
         void close();
+        return;
+      case 'gc':
+        (globalThis as { gc?: () => void }).gc?.();
+        return;
+      case 'fault':
+        if (message.kind === 'step') pendingFault = 'step';
+        // Outside any try: the thread dies of an uncaught exception, as with a bug in a callback.
+        else
+          setImmediate(() => {
+            throw new InjectedFault('injected crash (test only)');
+          });
         return;
     }
   });

@@ -7,17 +7,20 @@
  */
 import { randomUUID } from 'node:crypto';
 import { Hono, type Context } from 'hono';
-import { bodyLimit } from 'hono/body-limit';
-import type { EngineStats } from '../engine/messages.js';
+import type { EngineHealth, EngineStats, FaultKind } from '../engine/messages.js';
 import type { EngineClient } from '../engine/types.js';
+import { playgroundRoutes } from '../playground/index.js';
+import { bodyLimit } from './body-limit.js';
 import { ApiError, fromZodError, toErrorResponse } from './errors.js';
 import type { Endpoint, ResponseMeta } from './format.js';
 import { ServerMetrics } from './metrics.js';
 import { PROMETHEUS_CONTENT_TYPE } from './prometheus.js';
-import { encodeCompletionPrompt } from './prompt.js';
+import { encodeCompletionPrompt, refuseOversizedArrays } from './prompt.js';
 import { checkModel, toGenerateRequest } from './request.js';
 import { respond } from './respond.js';
+import { readJson } from './read-json.js';
 import { ChatCompletionSchema, CompletionSchema, type GenerationBody } from './schemas.js';
+import { apiKeyAuth, corsFor } from './security.js';
 import { ServerState, type ModelInfo } from './state.js';
 
 export interface AppOptions {
@@ -29,13 +32,25 @@ export interface AppOptions {
   maxBodyBytes: number;
   /** Retry-After (seconds) on a 429. */
   retryAfterSeconds: number;
+  /** Longest wait for a request's first engine event (queue plus prompt) before a 429 queue_timeout; 0: none. */
+  queueTimeoutMs: number;
+  /** Bearer keys accepted on every route but the public ones (see isPublicPath); empty: no auth. */
+  apiKeys: readonly string[];
+  /** Origins allowed by CORS ('*': any); empty: no CORS headers at all. */
+  corsOrigins: readonly string[];
+  /** Test and soak use only: POST /debug/fault (needs `injectFault`). */
+  debugRoutes: boolean;
 }
 
 export const DEFAULT_APP_OPTIONS: AppOptions = {
   maxRunning: 16,
   maxQueued: 64,
-  maxBodyBytes: 4 * 1024 * 1024,
+  maxBodyBytes: 1024 * 1024,
   retryAfterSeconds: 1,
+  queueTimeoutMs: 60_000,
+  apiKeys: [],
+  corsOrigins: [],
+  debugRoutes: false,
 };
 
 export interface AppDeps {
@@ -45,8 +60,14 @@ export interface AppDeps {
   options?: Partial<AppOptions>;
   /** The engine's own occupancy for /metrics (WorkerEngine.stats); the HTTP side's counts otherwise. */
   engineStats?: () => EngineStats | null;
-  /** False when the engine can no longer serve (its worker died): /health answers 503. */
-  engineAlive?: () => boolean;
+  /** The engine's health (WorkerEngine.health): /health answers 503 while it restarts or once it is dead. */
+  engineHealth?: () => EngineHealth;
+  /** How many times the engine was restarted after a failure (WorkerEngine.restarts), for /metrics. */
+  engineRestarts?: () => number;
+  /** Makes the engine fail on purpose (WorkerEngine.injectFault); served only with `debugRoutes`. */
+  injectFault?: (kind: FaultKind) => void;
+  /** A full garbage collection in the engine (WorkerEngine.collectGarbage); served only with `debugRoutes`. */
+  collectGarbage?: () => void;
 }
 
 export interface ServerApp {
@@ -54,17 +75,6 @@ export interface ServerApp {
   /** Lifecycle: `setReady(model)` once loaded, `drain(graceMs)` to shut down. */
   state: ServerState;
   metrics: ServerMetrics;
-}
-
-/** The body as JSON, or a 400 that says why not. */
-async function readJson(c: Context): Promise<unknown> {
-  const text = await c.req.text();
-  if (!text.trim()) throw new ApiError(400, 'the request body is empty; send a JSON object', { code: 'invalid_json' });
-  try {
-    return JSON.parse(text) as unknown;
-  } catch (error) {
-    throw new ApiError(400, `the request body is not valid JSON (${(error as Error).message})`, { code: 'invalid_json' });
-  }
 }
 
 /**
@@ -86,23 +96,21 @@ export function createApp(deps: AppDeps): ServerApp {
     return toErrorResponse(error);
   });
   app.notFound((c) => toErrorResponse(new ApiError(404, `Invalid URL (${c.req.method} ${c.req.path})`, { code: 'not_found' })));
-  app.use(
-    '/v1/*',
-    bodyLimit({
-      maxSize: options.maxBodyBytes,
-      onError: () => {
-        throw new ApiError(413, `the request body is larger than ${options.maxBodyBytes} bytes`, { code: 'request_too_large' });
-      },
-    }),
-  );
+  // CORS first, so preflights need no key and even a 401 tells the page why.
+  if (options.corsOrigins.length > 0) app.use('*', corsFor(options.corsOrigins));
+  if (options.apiKeys.length > 0) app.use('*', apiKeyAuth(options.apiKeys));
+  app.use('*', bodyLimit(options.maxBodyBytes, () => new ApiError(413, `the request body is larger than ${options.maxBodyBytes} bytes`, { code: 'request_too_large' })));
 
   app.get('/health', (c) => {
-    if (state.phase === 'ready' && deps.engineAlive?.() === false) return c.json({ status: 'engine_dead' }, 503);
+    const engine = deps.engineHealth?.();
+    if (state.phase === 'ready' && engine === 'restarting') return c.json({ status: 'restarting' }, 503);
+    if (state.phase === 'ready' && engine === 'dead') return c.json({ status: 'engine_dead' }, 503);
     return c.json({ status: state.phase }, state.phase === 'ready' ? 200 : 503);
   });
 
   app.get('/metrics', (c) => {
-    const text = metrics.render(deps.engineStats?.() ?? null, { inFlight: state.inFlight, started: state.started });
+    const http = { inFlight: state.inFlight, started: state.started, engineRestarts: deps.engineRestarts?.() ?? 0 };
+    const text = metrics.render(deps.engineStats?.() ?? null, http);
     return c.body(text, 200, { 'content-type': PROMETHEUS_CONTENT_TYPE });
   });
 
@@ -121,6 +129,7 @@ export function createApp(deps: AppDeps): ServerApp {
     const arrivedMs = performance.now();
     const { model, prompter } = state.serving();
     const json = await readJson(c);
+    refuseOversizedArrays(json, model);
     let body: GenerationBody;
     let promptTokens: number[];
     if (endpoint === 'chat') {
@@ -128,23 +137,45 @@ export function createApp(deps: AppDeps): ServerApp {
       if (!parsed.success) throw fromZodError(parsed.error);
       checkModel(parsed.data.model, model);
       body = parsed.data;
-      promptTokens = prompter.encode(parsed.data.messages);
+      promptTokens = prompter.encode(parsed.data.messages, model);
     } else {
       const parsed = CompletionSchema.safeParse(json);
       if (!parsed.success) throw fromZodError(parsed.error);
       checkModel(parsed.data.model, model);
       body = parsed.data;
-      promptTokens = encodeCompletionPrompt(parsed.data.prompt, model.tokenizer);
+      promptTokens = encodeCompletionPrompt(parsed.data.prompt, model.tokenizer, model);
     }
     const id = `${endpoint === 'chat' ? 'chatcmpl' : 'cmpl'}-${randomUUID().replace(/-/g, '')}`;
     const request = toGenerateRequest(id, body, promptTokens, model, endpoint === 'chat' ? 'messages' : 'prompt');
     const meta: ResponseMeta = { endpoint, id, created: Math.floor(Date.now() / 1000), model: model.id, includeUsage: !!body.stream_options?.include_usage };
     const admission = state.admit();
-    return respond(c, deps.engine, { meta, request, stream: !!body.stream }, admission, metrics.startRequest(model.id, arrivedMs));
+    const job = { meta, request, stream: !!body.stream, queueTimeoutMs: options.queueTimeoutMs, retryAfterSeconds: options.retryAfterSeconds };
+    return respond(c, deps.engine, job, admission, metrics.startRequest(model.id, arrivedMs));
   };
 
   app.post('/v1/chat/completions', (c) => generate(c, 'chat'));
   app.post('/v1/completions', (c) => generate(c, 'completion'));
+
+  // Test and soak use only: fail the engine worker on purpose to exercise recovery. Off unless --debug-routes.
+  const injectFault = deps.injectFault;
+  if (options.debugRoutes && injectFault) {
+    app.post('/debug/fault', async (c) => {
+      const json = await readJson(c);
+      const kind = (json as { kind?: unknown } | null)?.kind ?? 'crash';
+      if (kind !== 'crash' && kind !== 'step') throw new ApiError(400, 'kind: must be "crash" or "step"', { param: 'kind', code: 'invalid_value' });
+      injectFault(kind);
+      return c.json({ injected: kind }, 202);
+    });
+    // Both threads collect garbage (with node --expose-gc), so the soak compares resident memory like with like.
+    app.post('/debug/gc', (c) => {
+      const gc = (globalThis as { gc?: () => void }).gc;
+      gc?.();
+      deps.collectGarbage?.();
+      return c.json({ collected: gc !== undefined }, 202);
+    });
+  }
+  // The chat playground: the page at /, its files under /playground/ (src/playground/).
+  app.route('/', playgroundRoutes());
 
   return { app, state, metrics };
 }

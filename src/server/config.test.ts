@@ -31,3 +31,31 @@ test('model names for the API', () => {
   assert.equal(defaultModelName('hf:HuggingFaceTB/SmolLM2-135M-Instruct'), 'HuggingFaceTB/SmolLM2-135M-Instruct');
   assert.equal(defaultModelName('/models/prepared/'), 'prepared');
 });
+
+test('serve flags: reliability and security defaults are safe ones', () => {
+  const { config } = parseServeArgs([], {});
+  assert.equal(config.host, '127.0.0.1', 'loopback unless told otherwise');
+  assert.equal(config.queueTimeoutSeconds, 60);
+  assert.deepEqual(config.apiKeys, []);
+  assert.deepEqual(config.corsOrigins, []);
+  assert.equal(config.debugRoutes, false);
+});
+
+test('serve flags: API keys repeated or comma-separated, from $OFFRAMP_API_KEY unless given', () => {
+  assert.deepEqual(parseServeArgs(['--api-key', 'a', '--api-key', 'b,c', '--api-key', ' d , '], {}).config.apiKeys, ['a', 'b', 'c', 'd']);
+  assert.deepEqual(parseServeArgs([], { OFFRAMP_API_KEY: 'x,y' }).config.apiKeys, ['x', 'y']);
+  assert.deepEqual(parseServeArgs(['--api-key', 'z'], { OFFRAMP_API_KEY: 'x,y' }).config.apiKeys, ['z'], 'the flag replaces the environment');
+  assert.deepEqual(parseServeArgs([], { OFFRAMP_API_KEY: '' }).config.apiKeys, []);
+});
+
+test('serve flags: CORS origins, queue timeout, debug routes', () => {
+  const { config } = parseServeArgs(['--cors-origin', 'http://localhost:5173', '--cors-origin', 'https://a.example,https://b.example:8443', '--queue-timeout', '2.5', '--debug-routes'], {});
+  assert.deepEqual(config.corsOrigins, ['http://localhost:5173', 'https://a.example', 'https://b.example:8443']);
+  assert.equal(config.queueTimeoutSeconds, 2.5);
+  assert.equal(config.debugRoutes, true);
+  assert.deepEqual(parseServeArgs(['--cors-origin', '*'], {}).config.corsOrigins, ['*']);
+  assert.throws(() => parseServeArgs(['--cors-origin', 'https://a.example/path'], {}), /--cors-origin/);
+  assert.throws(() => parseServeArgs(['--cors-origin', 'localhost'], {}), /--cors-origin/);
+  assert.throws(() => parseServeArgs(['--queue-timeout', '-1'], {}), /--queue-timeout/);
+  assert.throws(() => parseServeArgs(['--debug-routes=yes'], {}), ServeConfigError);
+});

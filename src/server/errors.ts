@@ -14,6 +14,7 @@ export interface ErrorBody {
 /** The `type` OpenAI (and vLLM) use for each status. */
 const TYPE_BY_STATUS: Record<number, string> = {
   400: 'invalid_request_error',
+  401: 'invalid_request_error',
   404: 'invalid_request_error',
   413: 'invalid_request_error',
   429: 'rate_limit_exceeded',
@@ -30,13 +31,15 @@ export interface ApiErrorFields {
   type?: string;
   /** Seconds, for 429 and 503: sent as Retry-After. */
   retryAfter?: number;
+  /** More response headers (WWW-Authenticate on a 401). */
+  headers?: Record<string, string>;
 }
 
 /** A failure with an HTTP status that the client is told about as it is. */
 export class ApiError extends Error {
   override name = 'ApiError';
   constructor(
-    readonly status: 400 | 404 | 413 | 429 | 500 | 503,
+    readonly status: 400 | 401 | 404 | 413 | 429 | 500 | 503,
     message: string,
     readonly fields: ApiErrorFields = {},
   ) {
@@ -53,7 +56,7 @@ export class ApiError extends Error {
 export function toErrorResponse(error: unknown): Response {
   const apiError = error instanceof ApiError ? error : new ApiError(500, 'internal server error');
   if (!(error instanceof ApiError)) console.error('offramp: unexpected error:', error);
-  const headers: Record<string, string> = { 'content-type': 'application/json' };
+  const headers: Record<string, string> = { ...apiError.fields.headers, 'content-type': 'application/json' };
   if (apiError.fields.retryAfter !== undefined) headers['retry-after'] = String(apiError.fields.retryAfter);
   return new Response(JSON.stringify(apiError.body), { status: apiError.status, headers });
 }

@@ -21,6 +21,8 @@ export interface HttpCounts {
   inFlight: number;
   /** Of those, the ones whose first engine event has arrived. */
   started: number;
+  /** Engine restarts after a failure so far (a running total). */
+  engineRestarts?: number;
 }
 
 /** One request's clock: call `token()` per engine token event and `finish()` once. */
@@ -54,6 +56,8 @@ export class ServerMetrics {
   private readonly activeRamps = this.registry.gauge('offramp:exit_active_ramps', 'Early-exit ramps active now.');
   private readonly success = this.registry.counter('offramp:request_success_total', 'Requests finished, by finish reason.');
   private readonly rejected = this.registry.counter('offramp:requests_rejected_total', 'Requests refused before generation, by HTTP status.');
+  private readonly restarts = this.registry.counter('offramp:engine_restarts_total', 'Times the engine worker was restarted after a failure.');
+  private restartsSeen = 0;
 
   /** Starts timing a request that arrived at `arrivedMs` (performance.now()). */
   startRequest(model: string, arrivedMs: number): RequestTimer {
@@ -87,6 +91,9 @@ export class ServerMetrics {
   /** The exposition, with the gauges read now: the engine's own stats when it has them, else the HTTP side's counts. */
   render(engine: EngineStats | null, http: HttpCounts): string {
     this.inFlight.set(http.inFlight);
+    const restarts = http.engineRestarts ?? 0;
+    this.restarts.inc({}, Math.max(0, restarts - this.restartsSeen));
+    this.restartsSeen = Math.max(restarts, this.restartsSeen);
     if (engine) {
       this.running.set(engine.running);
       this.waiting.set(engine.waiting);

@@ -7,6 +7,13 @@
  * server does). After that the status is 200, and a failure can only be an
  * `error` frame in the stream.
  *
+ * Waiting for that first event is bounded by the queue timeout: a request
+ * that gets no slot (or whose prompt has not run) in time is withdrawn from
+ * the engine and answered 429 `queue_timeout` with Retry-After. 429, not
+ * 503, because it is the same condition as a full queue (the server is
+ * overloaded and the client should back off and retry), found out later;
+ * a 5xx from this server always means something failed.
+ *
  * @module
  */
 import type { Context } from 'hono';
@@ -22,6 +29,10 @@ export interface Job {
   meta: ResponseMeta;
   request: GenerateRequest;
   stream: boolean;
+  /** Longest wait for the first engine event; 0: no limit. */
+  queueTimeoutMs: number;
+  /** Retry-After (seconds) on a queue timeout. */
+  retryAfterSeconds: number;
 }
 
 /** The error for an event stream that failed (or was cut by shutdown) rather than finishing. */
@@ -29,6 +40,21 @@ function failure(event: EngineEvent | undefined, admission: Admission): ApiError
   if (admission.shutdownSignal.aborted) return new ApiError(503, 'the server shut down before this request finished', { code: 'shutting_down' });
   if (event?.type === 'error') return new ApiError(500, `generation failed: ${event.message}`, { code: 'engine_error' });
   return new ApiError(500, 'generation ended without finishing', { code: 'engine_error' });
+}
+
+/** The first engine event, or `timedOut` if none comes within `timeoutMs` (0: wait for ever). */
+async function firstEvent(events: AsyncIterator<EngineEvent>, timeoutMs: number): Promise<IteratorResult<EngineEvent> | 'timedOut'> {
+  const next = events.next();
+  if (timeoutMs <= 0) return next;
+  // The race's loser still settles later; nobody may be left holding an unobserved rejection.
+  next.catch(() => {});
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<'timedOut'>((resolve) => (timer = setTimeout(() => resolve('timedOut'), timeoutMs)));
+  try {
+    return await Promise.race([next, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 async function writeJson(sse: SSEStreamingApi, value: unknown): Promise<void> {
@@ -56,12 +82,25 @@ export async function respond(c: Context, engine: EngineClient, job: Job, admiss
   const events = engine.generate(request, controller.signal)[Symbol.asyncIterator]();
   let next: IteratorResult<EngineEvent>;
   try {
-    next = await events.next();
+    const first = await firstEvent(events, job.queueTimeoutMs);
+    if (first === 'timedOut') {
+      // Withdraw it: the engine drops it from its queue (or its slot) at the next step boundary.
+      controller.abort();
+      cleanup();
+      void events.return?.()?.catch(() => {});
+      const seconds = job.queueTimeoutMs / 1000;
+      throw new ApiError(429, `the request waited ${seconds} s in the queue without starting (the server is overloaded); retry later`, {
+        code: 'queue_timeout',
+        retryAfter: job.retryAfterSeconds,
+      });
+    }
+    next = first;
   } catch (error) {
+    if (error instanceof ApiError) throw error;
     cleanup();
     // The engine's own refusal (too long, empty): the client's to fix.
     if (error instanceof RequestError) throw new ApiError(400, error.message, { code: 'invalid_request' });
-    throw new ApiError(503, `the engine is unavailable: ${(error as Error).message}`, { code: 'engine_unavailable' });
+    throw new ApiError(503, `the engine is unavailable: ${(error as Error).message}`, { code: 'engine_unavailable', retryAfter: 1 });
   }
   const first = next.done ? undefined : next.value;
   if (!first || first.type === 'error' || (first.type === 'finished' && first.finishReason === 'abort')) {

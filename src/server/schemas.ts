@@ -9,9 +9,19 @@ import { z } from 'zod';
 
 /** Most stop strings per request. OpenAI allows 4; the engine matches any number, so we allow a few more. */
 export const MAX_STOP_STRINGS = 16;
+/** Longest stop string, in characters: the engine checks each one against the text's tail at every token. */
+export const MAX_STOP_LENGTH = 256;
+
+/** A UTF-16 surrogate without its partner: JSON can carry one (`"\ud800"`), but it is not text and no tokenizer can encode it. */
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+/** A string that reaches the tokenizer or the stop matcher: valid Unicode only. */
+const text = () => z.string().refine((s) => !LONE_SURROGATE.test(s), 'contains a lone surrogate (an unpaired \\uD800-\\uDFFF escape): not valid Unicode text');
+
+const stopString = text().min(1, 'a stop string must not be empty').max(MAX_STOP_LENGTH, `a stop string may have at most ${MAX_STOP_LENGTH} characters`);
 
 const stop = z
-  .union([z.string().min(1, 'a stop string must not be empty'), z.array(z.string().min(1, 'a stop string must not be empty')).max(MAX_STOP_STRINGS)], {
+  .union([stopString, z.array(stopString).max(MAX_STOP_STRINGS, `at most ${MAX_STOP_STRINGS} stop strings`)], {
     error: `must be a string or a list of at most ${MAX_STOP_STRINGS} strings`,
   })
   .nullish();
@@ -42,13 +52,13 @@ const generationFields = {
   early_exit: z.boolean().nullish(),
 };
 
-const textPart = z.object({ type: z.literal('text'), text: z.string() });
-const messageContent = z.union([z.string(), z.array(textPart)], { error: 'must be a string or a list of text parts ({"type": "text", "text": …})' });
+const textPart = z.object({ type: z.literal('text'), text: text() });
+const messageContent = z.union([text(), z.array(textPart)], { error: 'must be a string or a list of text parts ({"type": "text", "text": …})' });
 
 export const ChatMessageSchema = z.object({
   role: z.enum(['system', 'developer', 'user', 'assistant', 'tool']),
   content: messageContent.nullish(),
-  name: z.string().nullish(),
+  name: text().nullish(),
 });
 export type ChatMessage = z.infer<typeof ChatMessageSchema>;
 
@@ -63,7 +73,7 @@ const tokenId = z.number().int().nonnegative();
 
 export const CompletionSchema = z.object({
   ...generationFields,
-  prompt: z.union([z.string(), z.array(z.string()).length(1), z.array(tokenId).min(1), z.array(z.array(tokenId).min(1)).length(1)], {
+  prompt: z.union([text(), z.array(text()).length(1), z.array(tokenId).min(1), z.array(z.array(tokenId).min(1)).length(1)], {
     error: 'must be a string or a list of token ids (or a list holding one of them: batched prompts are not supported)',
   }),
   echo: refused(z.boolean(), (v) => !v, 'echo is not supported'),

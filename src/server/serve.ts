@@ -8,6 +8,10 @@
  * then close the socket and the worker so Node exits by itself. A second
  * signal skips what is left of the grace period.
  *
+ * Faults: when the engine worker fails, the requests in flight end with an
+ * error, /health answers 503 `restarting`, and a new worker loads the model
+ * (WorkerEngine). Only if that fails does the server stop, with an error.
+ *
  * @module
  */
 import type { AddressInfo } from 'node:net';
@@ -18,6 +22,7 @@ import { EngineDeadError, WorkerEngine } from '../engine/worker-client.js';
 import { DeviceError, readManifest, TextTokenizer } from '../model/index.js';
 import { createApp, type ServerApp } from './app.js';
 import { parseServeArgs, SERVE_USAGE, ServeConfigError, type ServeConfig } from './config.js';
+import { maxCharsPerToken } from './prompt.js';
 import { resolveModelInWorker } from './resolve-worker.js';
 import type { ModelInfo } from './state.js';
 
@@ -28,7 +33,9 @@ export interface RunningServer {
   app: ServerApp;
   /** Resolves once the model is loaded and served; rejects when loading fails. */
   ready: Promise<void>;
-  /** Resolves if the engine dies while serving (the server then answers 503 and should be stopped). */
+  /** The engine: its health and restarts, and injectFault() for tests. */
+  engine: WorkerEngine;
+  /** Resolves if the engine dies for good while serving (a restart failed; the server then answers 503 and should be stopped). */
   died: Promise<Error>;
   /**
    * Stops taking requests, waits up to `graceMs` (default: the config's) for
@@ -87,18 +94,29 @@ async function loadModel(config: ServeConfig, engine: WorkerEngine, log: (line: 
     throw error;
   }
   log(`model ${dir} loaded in ${((performance.now() - started) / 1000).toFixed(1)} s (context ${maxContext}, ${config.maxRunning} slots)`);
-  return { id: config.servedModelName ?? defaultModelName(config.model), maxContext, tokenizer };
+  return { id: config.servedModelName ?? defaultModelName(config.model), maxContext, tokenizer, maxCharsPerToken: maxCharsPerToken(tokenizer) };
 }
 
 /** Starts listening now and loading the model in the background (see `ready`). */
 export async function startServer(config: ServeConfig, log: (line: string) => void = () => {}): Promise<RunningServer> {
-  const engine = new WorkerEngine();
+  const engine = new WorkerEngine({ log });
   const served = createApp({
     engine,
     model: null,
-    options: { maxRunning: config.maxRunning, maxQueued: config.maxQueued, maxBodyBytes: config.maxBodyBytes },
+    options: {
+      maxRunning: config.maxRunning,
+      maxQueued: config.maxQueued,
+      maxBodyBytes: config.maxBodyBytes,
+      queueTimeoutMs: config.queueTimeoutSeconds * 1000,
+      apiKeys: config.apiKeys,
+      corsOrigins: config.corsOrigins,
+      debugRoutes: config.debugRoutes,
+    },
     engineStats: () => engine.stats,
-    engineAlive: () => engine.alive,
+    engineHealth: () => engine.health,
+    engineRestarts: () => engine.restarts,
+    injectFault: (kind) => engine.injectFault(kind),
+    collectGarbage: () => engine.collectGarbage(),
   });
   const server = serve({ fetch: served.app.fetch, port: config.port, hostname: config.host });
   const address = await listen(server);
@@ -126,7 +144,7 @@ export async function startServer(config: ServeConfig, log: (line: string) => vo
     })();
     return stopping;
   };
-  return { url, port: address.port, app: served, ready, died: engine.died, stop };
+  return { url, port: address.port, app: served, ready, engine, died: engine.died, stop };
 }
 
 /**
@@ -147,6 +165,10 @@ export async function serveCommand(args: string[]): Promise<void> {
   const log = (line: string): void => void process.stderr.write(`offramp: ${line}\n`);
   const running = await startServer(config, log);
   log(`listening on ${running.url} (loading ${config.model})`);
+  const loopback = config.host === 'localhost' || config.host === '::1' || config.host.startsWith('127.');
+  if (!loopback && config.apiKeys.length === 0) log(`warning: listening on ${config.host} without --api-key: anyone who can reach it may use it`);
+  if (config.apiKeys.length > 0) log(`API keys required (${config.apiKeys.length} accepted); /health is public`);
+  if (config.debugRoutes) log('debug routes on: POST /debug/fault can crash the engine, POST /debug/gc collects garbage (test use only)');
 
   let signals = 0;
   let onSignal: (signal: NodeJS.Signals) => void = () => {};
@@ -165,7 +187,7 @@ export async function serveCommand(args: string[]): Promise<void> {
     if (first === null) {
       log(`ready: ${running.url}/v1 serves ${running.app.state.model?.id}`);
       const end = await Promise.race([signalled, running.died]);
-      // A dead engine cannot come back: stop, and let the exit status tell a supervisor to restart us.
+      // The engine could not be restarted: stop, and let the exit status tell a supervisor to restart us.
       if (end instanceof Error) throw end;
       log(`${end}: finishing ${running.app.state.inFlight} request(s) in flight (grace ${config.shutdownGraceSeconds} s)`);
     }

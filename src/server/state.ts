@@ -16,6 +16,8 @@ export interface ModelInfo {
   /** Positions per request, prompt plus completion (the engine's maxContext). */
   maxContext: number;
   tokenizer: PromptTokenizer;
+  /** The most characters a token decodes to (maxCharsPerToken): bounds prompt text before tokenizing (default 32). */
+  maxCharsPerToken?: number;
   /** Unix seconds, for /v1/models (default: when the server became ready). */
   created?: number;
 }

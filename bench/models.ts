@@ -1,0 +1,101 @@
+/**
+ * The bench's models: a prepared directory for offramp, and the same weights
+ * exported in the layout transformers.js loads (for the peer), both cached
+ * under models/prepared/ (git-ignored).
+ *
+ * - stories260K: the published llama2.c checkpoint in ../shared/models (real
+ *   weights, so exits and agreement mean something).
+ * - a synth shape (stories15M, stories110M, ...): random weights of a real
+ *   shape, seed 0 (speed at realistic size only; exits say nothing there).
+ *
+ * @module
+ */
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Checkpoint } from '../src/model/index.js';
+import { PROJECT_ROOT, prepareModel, readManifest, resolveModel } from '../src/model/index.js';
+import { exportHfOnnx } from '../src/model/export-hf.js';
+import { importLlama2c } from '../src/model/llama2c.js';
+import { SYNTH_SHAPES, synthCheckpoint, synthTokenizer, type SynthShape } from '../src/model/synth.js';
+
+export const SHARED_MODELS = path.join(PROJECT_ROOT, '..', 'shared', 'models');
+const PREPARED = path.join(PROJECT_ROOT, 'models', 'prepared');
+const STORIES260K = {
+  checkpoint: path.join(SHARED_MODELS, 'stories260K', 'stories260K.bin'),
+  tokenizer: path.join(SHARED_MODELS, 'stories260K', 'tok512.bin'),
+};
+
+export interface BenchModel {
+  name: string;
+  /** True for stories260K: a trained model, whose exits and agreement are meaningful. */
+  realWeights: boolean;
+  /** offramp's prepared directory. */
+  dir: string;
+  maxSeqLen: number;
+}
+
+function checkName(name: string): void {
+  if (name !== 'stories260K' && !(name in SYNTH_SHAPES)) throw new Error(`unknown bench model ${JSON.stringify(name)}: stories260K or one of ${Object.keys(SYNTH_SHAPES).join(', ')}`);
+}
+
+/** offramp's prepared directory for `name`, compiled once. */
+export async function prepareBenchModel(name: string, log: (line: string) => void): Promise<BenchModel> {
+  checkName(name);
+  let dir: string;
+  if (name === 'stories260K') {
+    dir = await resolveModel(STORIES260K.checkpoint, { tokenizer: STORIES260K.tokenizer, log });
+  } else {
+    // The same directory bench/decode.ts and bench/exit-scale.ts use.
+    dir = path.join(PREPARED, `synth-${name}-seed0`);
+    if (!fs.existsSync(path.join(dir, 'manifest.json'))) {
+      log(`writing random-weight ${name} to ${dir}`);
+      prepareModel(synthCheckpoint(name as SynthShape, 0, synthTokenizer(name as SynthShape, path.join(SHARED_MODELS, 'tokenizers'))), dir);
+    }
+  }
+  return { name, realWeights: name === 'stories260K', dir, maxSeqLen: readManifest(dir).config.maxSeqLen };
+}
+
+function checkpointOf(name: string): Checkpoint {
+  if (name === 'stories260K') return importLlama2c(STORIES260K.checkpoint, STORIES260K.tokenizer);
+  return synthCheckpoint(name as SynthShape, 0, synthTokenizer(name as SynthShape, path.join(SHARED_MODELS, 'tokenizers')));
+}
+
+/**
+ * The exporter's own code is part of the cache key: export-hf.ts is still
+ * changing, and a stale export would bench yesterday's graph.
+ */
+function exportKey(name: string): string {
+  const hash = createHash('sha256');
+  hash.update(fs.readFileSync(fileURLToPath(new URL('../src/model/export-hf.js', import.meta.url))));
+  if (name === 'stories260K') {
+    for (const file of [STORIES260K.checkpoint, STORIES260K.tokenizer]) {
+      const stat = fs.statSync(file);
+      hash.update(`${file}:${stat.size}:${stat.mtimeMs}\n`);
+    }
+  } else {
+    hash.update(`synth:${name}:seed0\n`);
+  }
+  return hash.digest('hex').slice(0, 12);
+}
+
+/** The peer's folder (exportHfOnnx's layout), exported once per model and exporter version. */
+export function exportPeerModel(name: string, log: (line: string) => void): string {
+  checkName(name);
+  const dir = path.join(PREPARED, 'hf-onnx', `${name}-${exportKey(name)}`);
+  if (fs.existsSync(path.join(dir, 'config.json'))) return dir;
+  log(`exporting ${name} for transformers.js into ${dir}`);
+  const partial = `${dir}.partial-${process.pid}`;
+  fs.rmSync(partial, { recursive: true, force: true });
+  exportHfOnnx(checkpointOf(name), partial);
+  fs.rmSync(dir, { recursive: true, force: true });
+  fs.renameSync(partial, dir);
+  // Exports by older exporter versions are dead weight (stories110M's is 440 MB).
+  for (const old of fs.readdirSync(path.dirname(dir))) {
+    if (old.startsWith(`${name}-`) && !old.includes('.partial-') && path.join(path.dirname(dir), old) !== dir) {
+      fs.rmSync(path.join(path.dirname(dir), old), { recursive: true, force: true });
+    }
+  }
+  return dir;
+}
