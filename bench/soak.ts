@@ -43,6 +43,12 @@ const FAULT_GRACE_MS = 2000;
 export interface SoakOptions {
   /** Length of the mixed-load phase. */
   minutes: number;
+  /**
+   * The same mix before it (no fault, not counted), so resident memory has
+   * reached its working size when the baseline is read: it climbs for the
+   * first ten seconds or so (default: 5% of the run, 10 to 30 s).
+   */
+  warmupSeconds?: number;
   /** Stop the load after this many requests, if that comes first. */
   requests?: number;
   /** Clients sending one request after another. */
@@ -362,7 +368,7 @@ export async function runSoak(input: Partial<SoakOptions> = {}): Promise<SoakRep
     log(`${cases.length} solo answers in ${((performance.now() - started) / 1000).toFixed(1)} s`);
 
     // Warm-up: the same mix (no fault), so memory reaches its working size before the baseline.
-    const warmupMs = Math.min(20_000, Math.max(4000, options.minutes * 60_000 * 0.05));
+    const warmupMs = (options.warmupSeconds ?? Math.min(30, Math.max(10, options.minutes * 60 * 0.05))) * 1000;
     const warmupEnd = performance.now() + warmupMs;
     await Promise.all([
       burst(),

@@ -272,7 +272,7 @@ test('drain: streams still running when the grace period ends are cut with an er
   assert.equal(events[2], '[DONE]');
 });
 
-test('early exits: per-request early_exit reaches the engine; exited tokens carry exit_layer', async () => {
+test('early exits: per-request early_exit reaches the engine; exited tokens carry exit_layer and exit_confidence', async () => {
   const engine = new FakeEngine(async function* (request) {
     yield token(request.id, 'a', 2);
     yield token(request.id, 'b');
@@ -281,7 +281,7 @@ test('early exits: per-request early_exit reaches the engine; exited tokens carr
   const { app } = setup(engine);
   const chunks = await sseChunks(await post(app, '/v1/chat/completions', { messages: [{ role: 'user', content: 'x' }], stream: true }));
   assert.equal(engine.requests[0]!.earlyExit, true);
-  assert.deepEqual((chunks[1]!.choices as unknown[])[0], { index: 0, delta: { content: 'a' }, logprobs: null, finish_reason: null, exit_layer: 2 });
+  assert.deepEqual((chunks[1]!.choices as unknown[])[0], { index: 0, delta: { content: 'a' }, logprobs: null, finish_reason: null, exit_layer: 2, exit_confidence: 0.9 });
   assert.deepEqual((chunks[2]!.choices as unknown[])[0], { index: 0, delta: { content: 'b' }, logprobs: null, finish_reason: null });
   await post(app, '/v1/completions', { prompt: 'x', early_exit: false });
   assert.equal(engine.requests[1]!.earlyExit, false);

@@ -48,10 +48,17 @@ export function roleChunk(meta: ResponseMeta): Record<string, unknown> | null {
 /**
  * A chunk of new text, or (with `finishReason`) the last chunk of the choice.
  * A token released by an early-exit ramp carries offramp's `exit_layer`
- * extension (the block it exited after); standard clients ignore it.
+ * extension (the block it exited after) and `exit_confidence` (the ramp's
+ * confidence); standard clients ignore them.
  */
-export function contentChunk(meta: ResponseMeta, text: string, finishReason: OpenAiFinishReason | null = null, exitLayer: number | null = null): Record<string, unknown> {
-  const extension = exitLayer === null ? {} : { exit_layer: exitLayer };
+export function contentChunk(
+  meta: ResponseMeta,
+  text: string,
+  finishReason: OpenAiFinishReason | null = null,
+  exitLayer: number | null = null,
+  exitConfidence: number | null = null,
+): Record<string, unknown> {
+  const extension = exitLayer === null ? {} : { exit_layer: exitLayer, ...(exitConfidence !== null && { exit_confidence: exitConfidence }) };
   if (meta.endpoint === 'chat') {
     const delta = text ? { content: text } : {};
     return envelope(meta, [{ index: 0, delta, logprobs: null, finish_reason: finishReason, ...extension }]);

@@ -144,7 +144,7 @@ export async function respond(c: Context, engine: EngineClient, job: Job, admiss
         const event = next.value;
         if (event.type === 'token') {
           timer.token(event.exitLayer);
-          if (event.text) await writeJson(sse, contentChunk(meta, event.text, null, event.exitLayer));
+          if (event.text) await writeJson(sse, contentChunk(meta, event.text, null, event.exitLayer, event.confidence));
           continue;
         }
         if (event.type === 'finished' && (event.finishReason === 'stop' || event.finishReason === 'length')) {

@@ -64,8 +64,8 @@ test('CORS for named origins: preflight without a key, headers on answers and on
   const other = await post(app, '/v1/completions', completion, { origin: 'https://evil.example', authorization: 'Bearer k' });
   assert.equal(other.headers.get('access-control-allow-origin'), null);
 
-  const any = setup({ corsOrigins: ['*'] });
-  const res = await post(any.app, '/v1/completions', completion, { origin: 'https://anywhere.example' });
+  const open = setup({ corsOrigins: ['*'] });
+  const res = await post(open.app, '/v1/completions', completion, { origin: 'https://anywhere.example' });
   assert.equal(res.headers.get('access-control-allow-origin'), '*');
 });
 
