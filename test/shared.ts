@@ -6,21 +6,10 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { TestContext } from 'node:test';
+import { PROJECT_ROOT } from '../src/model/index.js';
 
-/** The project root: the nearest folder above this file with a package.json (works from test/ and dist/test/). */
-function projectRoot(): string {
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  while (!fs.existsSync(path.join(dir, 'package.json'))) {
-    const parent = path.dirname(dir);
-    if (parent === dir) throw new Error(`no package.json above ${fileURLToPath(import.meta.url)}`);
-    dir = parent;
-  }
-  return dir;
-}
-
-const SHARED_MODELS_DIR = path.resolve(projectRoot(), '..', 'shared', 'models');
+const SHARED_MODELS_DIR = path.resolve(PROJECT_ROOT, '..', 'shared', 'models');
 
 /** Absolute path of a file or folder under ../shared/models/. */
 export function sharedModelPath(...parts: string[]): string {

@@ -22,8 +22,18 @@ import { importLlama2c } from './llama2c.js';
 import { isPreparedModel, MANIFEST_FILE, MANIFEST_FORMAT } from './manifest.js';
 import { prepareModel } from './prepare.js';
 
-/** The offramp checkout (or installed package) this code runs from. */
-export const PROJECT_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+/** The offramp checkout (or installed package) this code runs from: the nearest folder above with a package.json. */
+export const PROJECT_ROOT = findProjectRoot();
+
+function findProjectRoot(): string {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  while (!fs.existsSync(path.join(dir, 'package.json'))) {
+    const parent = path.dirname(dir);
+    if (parent === dir) throw new Error(`no package.json above ${fileURLToPath(import.meta.url)}`);
+    dir = parent;
+  }
+  return dir;
+}
 
 /** Where downloads and compiled models live: OFFRAMP_CACHE_DIR, else the project's models/ folder. */
 export function cacheDir(): string {

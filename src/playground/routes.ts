@@ -16,6 +16,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Hono, type Context } from 'hono';
+import { PROJECT_ROOT } from '../model/index.js';
 
 /** The only kinds of file served, by extension: never the .ts sources or tsconfig. */
 const CONTENT_TYPES: Record<string, string> = {
@@ -28,19 +29,8 @@ const CONTENT_TYPES: Record<string, string> = {
 /** Plain names in the folder itself: no slashes, no dot-files, so no way out of it. */
 const FILE_NAME = /^[a-z0-9][a-z0-9-]*\.[a-z]+$/;
 
-/** The nearest folder above this file that holds a package.json (works from src/ and dist/src/). */
-function projectRoot(): string {
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  while (!fs.existsSync(path.join(dir, 'package.json'))) {
-    const parent = path.dirname(dir);
-    if (parent === dir) throw new Error(`no package.json above ${fileURLToPath(import.meta.url)}`);
-    dir = parent;
-  }
-  return dir;
-}
-
 /** The page's folder: src/playground under the project root. */
-export const PLAYGROUND_DIR = path.join(projectRoot(), 'src', 'playground');
+export const PLAYGROUND_DIR = path.join(PROJECT_ROOT, 'src', 'playground');
 
 /** eventsource-parser's ESM build (dist/index.js): one self-contained file with no imports. */
 function eventsourceParserFile(): string {
