@@ -11,13 +11,13 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { test, type TestContext } from 'node:test';
-import { createParser } from 'eventsource-parser';
 import { EXITS_OFF } from '../src/engine/engine.js';
 import type { FaultKind } from '../src/engine/messages.js';
 import { GREEDY } from '../src/engine/sampler.js';
 import { EngineDeadError, WorkerEngine } from '../src/engine/worker-client.js';
 import { resolveModel } from '../src/model/index.js';
 import { ServeConfigSchema, startServer, type RunningServer } from '../src/server/index.js';
+import { metric, sseFrames, until } from './http.js';
 import { requireSharedModels, sharedModelPath } from './shared.js';
 
 const MODEL = () => sharedModelPath('stories260K', 'stories260K.bin');
@@ -43,20 +43,6 @@ async function serve(t: TestContext): Promise<RunningServer> {
   return server;
 }
 
-async function metric(server: RunningServer, selector: string): Promise<number> {
-  const text = await (await fetch(`${server.url}/metrics`)).text();
-  const line = text.split('\n').find((l) => l.startsWith(`${selector} `));
-  return line === undefined ? NaN : Number(line.slice(selector.length + 1));
-}
-
-async function until(what: string, check: () => Promise<boolean> | boolean, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 2));
-  }
-}
-
 const complete = (server: RunningServer, body: Record<string, unknown>): Promise<Response> =>
   fetch(`${server.url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
 
@@ -64,20 +50,7 @@ const complete = (server: RunningServer, body: Record<string, unknown>): Promise
 async function openStream(server: RunningServer, prompt: string): Promise<{ status: number; body?: unknown; frames: Promise<string[]> }> {
   const res = await complete(server, { prompt, temperature: 0, stream: true });
   if (res.status !== 200) return { status: res.status, body: await res.json(), frames: Promise.resolve([]) };
-  const frames: string[] = [];
-  const parser = createParser({ onEvent: (event) => frames.push(event.data) });
-  const reader = res.body!.getReader();
-  const decoder = new TextDecoder();
-  while (frames.length === 0) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    parser.feed(decoder.decode(value, { stream: true }));
-  }
-  const rest = async (): Promise<string[]> => {
-    for (let r = await reader.read(); !r.done; r = await reader.read()) parser.feed(decoder.decode(r.value, { stream: true }));
-    return frames;
-  };
-  return { status: 200, frames: rest() };
+  return { status: 200, ...(await sseFrames(res)) };
 }
 
 async function faultMidStream(t: TestContext, kind: FaultKind): Promise<void> {
@@ -93,7 +66,7 @@ async function faultMidStream(t: TestContext, kind: FaultKind): Promise<void> {
   // Four streams hold the four slots ("Tom and his dog" runs to the end of the context); two more wait.
   const running = await Promise.all(Array.from({ length: 4 }, () => openStream(server, 'Tom and his dog')));
   const waiting = [openStream(server, 'Lily wanted to'), openStream(server, 'The sun was hot and')];
-  await until('two wait', async () => (await metric(server, 'offramp:num_requests_waiting')) === 2);
+  await until('two wait', async () => (await metric(server.url, 'offramp:num_requests_waiting')) === 2);
 
   server.engine.injectFault(kind);
   // The worker comes back within a second or so; /health must say so meanwhile.
@@ -125,10 +98,10 @@ async function faultMidStream(t: TestContext, kind: FaultKind): Promise<void> {
   await until('/health is ready again', async () => (await fetch(`${server.url}/health`)).status === 200);
   assert.equal(server.engine.restarts, 1);
   assert.equal(await solo(), before, 'the new worker gives the same text');
-  await until('the engine reports its slots', async () => (await metric(server, 'offramp:num_free_slots')) === 4);
-  assert.equal(await metric(server, 'offramp:num_requests_running'), 0);
-  assert.equal(await metric(server, 'offramp:num_requests_waiting'), 0);
-  assert.equal(await metric(server, 'offramp:engine_restarts_total'), 1);
+  await until('the engine reports its slots', async () => (await metric(server.url, 'offramp:num_free_slots')) === 4);
+  assert.equal(await metric(server.url, 'offramp:num_requests_running'), 0);
+  assert.equal(await metric(server.url, 'offramp:num_requests_waiting'), 0);
+  assert.equal(await metric(server.url, 'offramp:engine_restarts_total'), 1);
   assert.equal(server.app.state.inFlight, 0);
 }
 

@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { test, type TestContext } from 'node:test';
-import { createParser } from 'eventsource-parser';
+import { sseFrames } from './http.js';
 import { requireSharedModels, sharedModelPath } from './shared.js';
 
 const SERVE = fileURLToPath(new URL('../src/server/serve.js', import.meta.url));
@@ -67,20 +67,7 @@ async function startStream(url: string, maxTokens?: number): Promise<{ frames: P
     body: JSON.stringify({ prompt: 'Tom and his dog', temperature: 0, stream: true, max_tokens: maxTokens }),
   });
   assert.equal(res.status, 200);
-  const frames: string[] = [];
-  const parser = createParser({ onEvent: (event) => frames.push(event.data) });
-  const reader = res.body!.getReader();
-  const decoder = new TextDecoder();
-  while (frames.length === 0) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    parser.feed(decoder.decode(value, { stream: true }));
-  }
-  const rest = async (): Promise<string[]> => {
-    for (let r = await reader.read(); !r.done; r = await reader.read()) parser.feed(decoder.decode(r.value, { stream: true }));
-    return frames;
-  };
-  return { frames: rest() };
+  return sseFrames(res);
 }
 
 test('SIGTERM: in-flight streams finish cleanly, new requests get 503, then the process exits 0', { timeout: 60_000 }, async (t) => {

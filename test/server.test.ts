@@ -10,24 +10,10 @@ import path from 'node:path';
 import { test, type TestContext } from 'node:test';
 import OpenAI from 'openai';
 import { ServeConfigSchema, startServer, type RunningServer } from '../src/server/index.js';
+import { metric, until } from './http.js';
 import { requireSharedModels, sharedModelPath } from './shared.js';
 
 const GOLDEN = () => fs.readFileSync(sharedModelPath('stories260K', 'golden-once-upon-a-time.txt'), 'utf8');
-
-/** Scrapes one unlabelled gauge (or a labelled series, given its full selector). */
-async function metric(server: RunningServer, selector: string): Promise<number> {
-  const text = await (await fetch(`${server.url}/metrics`)).text();
-  const line = text.split('\n').find((l) => l.startsWith(`${selector} `));
-  return line === undefined ? NaN : Number(line.slice(selector.length + 1));
-}
-
-async function until(what: string, check: () => Promise<boolean> | boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
-}
 
 async function streamedText(stream: AsyncIterable<OpenAI.Completions.Completion>): Promise<{ text: string; finish: string | null }> {
   let text = '';
@@ -177,7 +163,7 @@ test('the server on stories260K, driven by the openai client', { timeout: 120_00
     const streams = await Promise.all(Array.from({ length: 16 }, () => client.completions.create(opts)));
     // The 17th waits for a slot.
     const waitingPromise = client.completions.create(opts);
-    await until('16 run and 1 waits', async () => (await metric(server, 'offramp:num_requests_running')) === 16 && (await metric(server, 'offramp:num_requests_waiting')) === 1);
+    await until('16 run and 1 waits', async () => (await metric(server.url, 'offramp:num_requests_running')) === 16 && (await metric(server.url, 'offramp:num_requests_waiting')) === 1);
 
     const [leaver, ...stayers] = streams;
     const results = stayers.map((s) => streamedText(s));
@@ -193,7 +179,7 @@ test('the server on stories260K, driven by the openai client', { timeout: 120_00
     const first = await waitingIterator.next();
     assert.ok(!first.done);
     assert.equal(stayersDone, 0, 'the waiting request got the freed slot while the others still ran');
-    await until('the engine shows nobody waiting', async () => (await metric(server, 'offramp:num_requests_waiting')) === 0);
+    await until('the engine shows nobody waiting', async () => (await metric(server.url, 'offramp:num_requests_waiting')) === 0);
 
     const finished = await Promise.all(results);
     for (const r of finished) {
@@ -204,9 +190,9 @@ test('the server on stories260K, driven by the openai client', { timeout: 120_00
     let rest = '';
     for (let next = await waitingIterator.next(); !next.done; next = await waitingIterator.next()) rest += next.value.choices[0]?.text ?? '';
     assert.equal(first.value.choices[0]!.text + rest, (await results[0]!).text);
-    await until('the engine is idle', async () => (await metric(server, 'offramp:num_requests_running')) === 0);
-    assert.equal(await metric(server, 'offramp:request_success_total{model_name="stories260K",finished_reason="abort"}'), 1);
-    assert.equal(await metric(server, 'offramp:num_free_slots'), 16);
+    await until('the engine is idle', async () => (await metric(server.url, 'offramp:num_requests_running')) === 0);
+    assert.equal(await metric(server.url, 'offramp:request_success_total{model_name="stories260K",finished_reason="abort"}'), 1);
+    assert.equal(await metric(server.url, 'offramp:num_free_slots'), 16);
   });
 });
 
@@ -234,8 +220,8 @@ test('with early exits on, /exits and /metrics show the controller, and chunks s
   assert.equal(exits.accuracy, 0.99);
   assert.ok(exits.log.length > 0, 'the start-up activation is logged');
   for (const ramp of exits.ramps) assert.ok(ramp.layer >= 0 && ramp.layer < 4 && ramp.threshold >= 0);
-  assert.ok(!Number.isNaN(await metric(server, 'offramp:exit_windowed_agreement')));
-  assert.equal(await metric(server, 'offramp:exit_active_ramps'), exits.ramps.length);
+  assert.ok(!Number.isNaN(await metric(server.url, 'offramp:exit_windowed_agreement')));
+  assert.equal(await metric(server.url, 'offramp:exit_active_ramps'), exits.ramps.length);
   // A request may turn exits off for itself: then every token comes from the full model.
   const exact = await client.completions.create({ model: 'stories260K', prompt: 'Once upon a time', max_tokens: 252, temperature: 0, early_exit: false } as OpenAI.CompletionCreateParamsNonStreaming);
   assert.equal('Once upon a time' + exact.choices[0]!.text + '\n', GOLDEN());
