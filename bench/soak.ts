@@ -28,6 +28,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { PROJECT_ROOT } from '../src/model/index.js';
+import { Rng } from '../src/util/rng.js';
 import { loadPrompts } from './prompts.js';
 import { exchange, malformedCatalogue, send, type Outcome, type SoakCase } from './soak-requests.js';
 
@@ -114,16 +115,10 @@ export interface SoakReport {
   serverLog: string[];
 }
 
-/** A seeded PRNG (mulberry32): the same seed gives the same mix of requests. */
+/** A seeded PRNG: the same seed gives the same mix of requests. */
 function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const generator = new Rng(seed);
+  return () => generator.next();
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));

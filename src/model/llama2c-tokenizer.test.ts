@@ -6,6 +6,7 @@ import path from 'node:path';
 import { ModelFormatError } from './checkpoint.js';
 import { convertLlama2cTokenizer } from './llama2c-tokenizer.js';
 import { TextTokenizer } from './tokenizer.js';
+import { Rng } from '../util/rng.js';
 import { requireSharedModels, sharedModelPath } from '../../test/shared.js';
 
 // ---------------------------------------------------------------------------
@@ -204,16 +205,10 @@ test('a truncated or corrupt tokenizer.bin is refused with what is wrong', () =>
 // ---------------------------------------------------------------------------
 // The real tokenizers in ../shared/models.
 
-/** A seeded PRNG (mulberry32), so fuzz failures reproduce. */
+/** A seeded PRNG, so fuzz failures reproduce. */
 function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const generator = new Rng(seed);
+  return () => generator.next();
 }
 
 /** Texts made of random pieces, characters and spaces: they put many merges side by side. */
