@@ -63,21 +63,8 @@ abstract class Metric<S> {
   }
 }
 
-export class Counter extends Metric<{ value: number }> {
-  constructor(name: string, help: string) {
-    super(name, help, 'counter');
-  }
-
-  inc(labels: Labels = {}, amount = 1): void {
-    if (amount < 0) throw new RangeError(`${this.name}: a counter only goes up`);
-    this.stateOf(labels).value += amount;
-  }
-
-  /** Makes the series exist (at 0) before anything happens, so a scrape shows it. */
-  touch(labels: Labels = {}): void {
-    this.stateOf(labels);
-  }
-
+/** A metric with one number per series (counters and gauges). */
+abstract class SingleValueMetric extends Metric<{ value: number }> {
   get(labels: Labels = {}): number {
     return this.stateOf(labels).value;
   }
@@ -91,7 +78,23 @@ export class Counter extends Metric<{ value: number }> {
   }
 }
 
-export class Gauge extends Metric<{ value: number }> {
+export class Counter extends SingleValueMetric {
+  constructor(name: string, help: string) {
+    super(name, help, 'counter');
+  }
+
+  inc(labels: Labels = {}, amount = 1): void {
+    if (amount < 0) throw new RangeError(`${this.name}: a counter only goes up`);
+    this.stateOf(labels).value += amount;
+  }
+
+  /** Makes the series exist (at 0) before anything happens, so a scrape shows it. */
+  touch(labels: Labels = {}): void {
+    this.stateOf(labels);
+  }
+}
+
+export class Gauge extends SingleValueMetric {
   constructor(name: string, help: string) {
     super(name, help, 'gauge');
   }
@@ -103,18 +106,6 @@ export class Gauge extends Metric<{ value: number }> {
   /** Drops every series: for labelled gauges whose label set changes (ramps come and go). */
   clear(): void {
     this.series.clear();
-  }
-
-  get(labels: Labels = {}): number {
-    return this.stateOf(labels).value;
-  }
-
-  protected initial() {
-    return { value: 0 };
-  }
-
-  protected lines(labels: Labels, state: { value: number }): string[] {
-    return [`${this.name}${formatLabels(labels)} ${formatValue(state.value)}`];
   }
 }
 
