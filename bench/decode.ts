@@ -20,11 +20,10 @@ import { EXITS_OFF } from '../src/engine/engine.js';
 import { LocalEngine } from '../src/engine/local.js';
 import { argmax, GREEDY } from '../src/engine/sampler.js';
 import { BlockIO, HeadIO } from '../src/model/graphs.js';
-import { isPreparedModel, KvCache, Model, prepareModel, PROJECT_ROOT, resolveModel } from '../src/model/index.js';
+import { KvCache, Model, PROJECT_ROOT } from '../src/model/index.js';
 import { openSession } from '../src/model/session.js';
-import { SYNTH_SHAPES, synthCheckpoint, synthTokenizer, type SynthShape } from '../src/model/synth.js';
+import { prepareBenchModel } from './models.js';
 
-const SHARED = path.join(PROJECT_ROOT, '..', 'shared', 'models');
 const PROMPT = 'Once upon a time';
 
 const { values } = parseArgs({
@@ -36,21 +35,6 @@ const { values } = parseArgs({
     out: { type: 'string', default: path.join(PROJECT_ROOT, 'bench', 'results', 'decode.json') },
   },
 });
-
-/** A prepared directory for a bench model name. */
-async function modelDir(name: string): Promise<string> {
-  if (name === 'stories260K') {
-    return resolveModel(path.join(SHARED, 'stories260K', 'stories260K.bin'), { tokenizer: path.join(SHARED, 'stories260K', 'tok512.bin') });
-  }
-  if (!(name in SYNTH_SHAPES)) throw new Error(`unknown bench model ${name}: stories260K or one of ${Object.keys(SYNTH_SHAPES).join(', ')}`);
-  const dir = path.join(PROJECT_ROOT, 'models', 'prepared', `synth-${name}-seed0`);
-  if (!isPreparedModel(dir)) {
-    process.stderr.write(`bench: writing random-weight ${name} to ${dir}\n`);
-    const shape = name as SynthShape;
-    prepareModel(synthCheckpoint(shape, 0, synthTokenizer(shape, path.join(SHARED, 'tokenizers'))), dir);
-  }
-  return dir;
-}
 
 /** Tokens/s of offramp's engine (per-block sessions), greedy, excluding the first token. */
 async function perBlock(model: Model, promptTokens: number[], numTokens: number): Promise<number> {
@@ -114,7 +98,7 @@ interface Row {
 const rows: Row[] = [];
 const repeats = Number(values.repeats);
 for (const name of values.models.split(',')) {
-  const dir = await modelDir(name);
+  const { dir } = await prepareBenchModel(name, (line) => process.stderr.write(`bench: ${line}\n`));
   for (const threads of values.threads.split(',').map(Number)) {
     const model = await Model.load(dir, { device: 'cpu', threads, fused: false });
     const engineDefault = await Model.load(dir, { device: 'cpu', threads });

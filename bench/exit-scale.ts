@@ -15,8 +15,8 @@ import { parseArgs } from 'node:util';
 import { EXITS_OFF } from '../src/engine/engine.js';
 import { LocalEngine } from '../src/engine/local.js';
 import { GREEDY } from '../src/engine/sampler.js';
-import { isPreparedModel, Model, prepareModel, PROJECT_ROOT } from '../src/model/index.js';
-import { SYNTH_SHAPES, synthCheckpoint, synthTokenizer, type SynthShape } from '../src/model/synth.js';
+import { Model, PROJECT_ROOT } from '../src/model/index.js';
+import { prepareBenchModel } from './models.js';
 
 const { values } = parseArgs({
   options: {
@@ -27,12 +27,8 @@ const { values } = parseArgs({
     out: { type: 'string', default: path.join(PROJECT_ROOT, 'bench', 'results', 'exit-scale.json') },
   },
 });
-const shape = values.shape as SynthShape;
-if (!(shape in SYNTH_SHAPES)) throw new Error(`--shape: one of ${Object.keys(SYNTH_SHAPES).join(', ')}`);
-const dir = path.join(PROJECT_ROOT, 'models', 'prepared', `synth-${shape}-seed0`);
-if (!isPreparedModel(dir)) {
-  prepareModel(synthCheckpoint(shape, 0, synthTokenizer(shape, path.join(PROJECT_ROOT, '..', 'shared', 'models', 'tokenizers'))), dir);
-}
+const shape = values.shape;
+const { dir } = await prepareBenchModel(shape, (line) => process.stderr.write(`exit-scale: ${line}\n`));
 const model = await Model.load(dir, { device: 'cpu', threads: Number(values.threads) });
 const numTokens = Number(values.tokens);
 const halfDepth = model.config.numLayers / 2 - 1; // the ramp after this block skips the other half

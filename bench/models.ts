@@ -15,7 +15,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Checkpoint } from '../src/model/index.js';
-import { PROJECT_ROOT, prepareModel, readManifest, resolveModel } from '../src/model/index.js';
+import { isPreparedModel, PROJECT_ROOT, prepareModel, readManifest, resolveModel } from '../src/model/index.js';
 import { exportHfOnnx } from '../src/model/export-hf.js';
 import { importLlama2c } from '../src/model/llama2c.js';
 import { SYNTH_SHAPES, synthCheckpoint, synthTokenizer, type SynthShape } from '../src/model/synth.js';
@@ -47,9 +47,8 @@ export async function prepareBenchModel(name: string, log: (line: string) => voi
   if (name === 'stories260K') {
     dir = await resolveModel(STORIES260K.checkpoint, { tokenizer: STORIES260K.tokenizer, log });
   } else {
-    // The same directory bench/decode.ts and bench/exit-scale.ts use.
     dir = path.join(PREPARED, `synth-${name}-seed0`);
-    if (!fs.existsSync(path.join(dir, 'manifest.json'))) {
+    if (!isPreparedModel(dir)) {
       log(`writing random-weight ${name} to ${dir}`);
       prepareModel(synthCheckpoint(name as SynthShape, 0, synthTokenizer(name as SynthShape, path.join(SHARED_MODELS, 'tokenizers'))), dir);
     }
