@@ -151,16 +151,9 @@ export class ModelRunner {
 
   /** The whole batch through the fused graph: one call for every block and the head. */
   private decodeFused(rows: Row[]): void {
-    const { dim, vocabSize } = this.model.config;
-    const slots = rows.map((r) => r.seq.slot);
-    const firstSlot = Math.min(...slots);
-    const numRows = Math.max(...slots) - firstSlot + 1;
-    const input = this.buffer('input', numRows * dim).fill(0);
-    // Rows outside the call get a stray write at their first position no layer has computed yet
-    // (layerLengths[0] is the longest); every layer writes there before it reads it.
-    const pastLengths = new Int32Array(numRows);
-    for (let r = 0; r < numRows; r++) pastLengths[r] = Math.min(this.scheduler.ownerOf(firstSlot + r)?.layerLengths[0] ?? 0, this.kv.context - 1);
-    for (const row of rows) input.set(row.hidden, (row.seq.slot - firstSlot) * dim);
+    const vocabSize = this.model.config.vocabSize;
+    // layerLengths[0] is the longest: every layer writes a stray row's position there before reading it.
+    const { firstSlot, numRows, input, pastLengths } = this.slotRange(rows, 0);
     const logits = this.buffer('fused-logits', numRows * vocabSize);
     this.model.runFused(input, { firstSlot, numRows, seqLen: 1, pastLengths }, this.kv, logits);
     for (const row of rows) {
@@ -172,22 +165,30 @@ export class ModelRunner {
     }
   }
 
-  /** One call over the contiguous slot range of `rows`, all at their next position. */
-  private batchedBlock(layer: number, rows: Row[]): void {
+  /**
+   * The contiguous slot range a batched call over `rows` covers, its input
+   * (each row's hidden state, zeros elsewhere) and each slot's past length at
+   * `layer`. Slots in the range that are not part of the call get a stray write
+   * at their own next position for that layer, which their own later call
+   * overwrites before anything reads it.
+   */
+  private slotRange(rows: Row[], layer: number): { firstSlot: number; numRows: number; input: Float32Array; pastLengths: Int32Array } {
     const dim = this.model.config.dim;
     const slots = rows.map((r) => r.seq.slot);
     const firstSlot = Math.min(...slots);
     const numRows = Math.max(...slots) - firstSlot + 1;
     const input = this.buffer('input', numRows * dim).fill(0);
-    const output = this.buffer('output', numRows * dim);
-    // Rows in the range that are not part of this call get a stray write at their own next position,
-    // which their own later call overwrites before anything reads it.
     const pastLengths = new Int32Array(numRows);
-    for (let r = 0; r < numRows; r++) {
-      const owner = this.scheduler.ownerOf(firstSlot + r);
-      pastLengths[r] = Math.min(owner?.layerLengths[layer] ?? 0, this.kv.context - 1);
-    }
+    for (let r = 0; r < numRows; r++) pastLengths[r] = Math.min(this.scheduler.ownerOf(firstSlot + r)?.layerLengths[layer] ?? 0, this.kv.context - 1);
     for (const row of rows) input.set(row.hidden, (row.seq.slot - firstSlot) * dim);
+    return { firstSlot, numRows, input, pastLengths };
+  }
+
+  /** One call over the contiguous slot range of `rows`, all at their next position. */
+  private batchedBlock(layer: number, rows: Row[]): void {
+    const dim = this.model.config.dim;
+    const { firstSlot, numRows, input, pastLengths } = this.slotRange(rows, layer);
+    const output = this.buffer('output', numRows * dim);
     const started = performance.now();
     this.model.runBlock(layer, input, output, { firstSlot, numRows, seqLen: 1, pastLengths }, this.kv);
     this.costs.addBlock(layer, performance.now() - started);
