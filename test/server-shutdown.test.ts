@@ -75,7 +75,8 @@ test('SIGTERM: in-flight streams finish cleanly, new requests get 503, then the 
   const child = await serveInChild(t, ['--max-running', '8']);
   const streams = await Promise.all(Array.from({ length: 8 }, () => startStream(child.url, 200)));
   child.process.kill('SIGTERM');
-  await new Promise((resolve) => setTimeout(resolve, 50));
+  // Ask only once the server has taken the signal: a busy event loop may still be serving I/O it read before.
+  while (!/finishing \d+ request/.test(child.stderr())) await new Promise((resolve) => setTimeout(resolve, 5));
   const refused = await fetch(`${child.url}/v1/completions`, { method: 'POST', body: JSON.stringify({ prompt: 'x' }) });
   assert.equal(refused.status, 503);
   assert.equal(((await refused.json()) as { error: { code: string } }).error.code, 'shutting_down');
