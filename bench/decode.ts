@@ -15,13 +15,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import ort from 'onnxruntime-node';
 import { EXITS_OFF } from '../src/engine/engine.js';
 import { LocalEngine } from '../src/engine/local.js';
 import { argmax, GREEDY } from '../src/engine/sampler.js';
-import { BlockIO, HeadIO } from '../src/model/graphs.js';
 import { KvCache, Model, PROJECT_ROOT } from '../src/model/index.js';
-import { openSession } from '../src/model/session.js';
 import { prepareBenchModel } from './models.js';
 
 const PROMPT = 'Once upon a time';
@@ -51,29 +48,17 @@ async function perBlock(model: Model, promptTokens: number[], numTokens: number)
   return ((count - 1) / (performance.now() - first)) * 1000;
 }
 
-/** The same decode loop over one whole-model session. */
-function fused(model: Model, session: ReturnType<typeof openSession>, promptTokens: number[], numTokens: number): number {
-  const { numLayers, dim, vocabSize } = model.config;
+/** The same decode loop straight over the fused whole-model graph (Model.runFused): no engine, no scheduler. */
+function fused(model: Model, promptTokens: number[], numTokens: number): number {
   const context = Math.min(model.config.maxSeqLen, promptTokens.length + numTokens + 1);
   const kv = new KvCache(model.config, 1, context);
-  const logits = new ort.Tensor('float32', new Float32Array(vocabSize), [1, vocabSize]);
+  const logits = new Float32Array(model.config.vocabSize);
+  const pastLengths = new Int32Array(1);
   const step = (tokens: number[], start: number): number => {
-    const feeds: Record<string, ort.Tensor> = {
-      [BlockIO.hidden]: new ort.Tensor('float32', model.embed(tokens, tokens.map((_, i) => start + i)), [1, tokens.length, dim]),
-      [BlockIO.seqlensK]: new ort.Tensor('int32', Int32Array.of(start + tokens.length - 1), [1]),
-      [BlockIO.totalLength]: new ort.Tensor('int32', Int32Array.of(context), [1]),
-    };
-    if (model.config.rope) feeds[BlockIO.positions] = new ort.Tensor('int64', BigInt64Array.from(tokens, (_, i) => BigInt(start + i)), [1, tokens.length]);
-    const fetches: Record<string, ort.Tensor | null> = { [HeadIO.logits]: logits };
-    for (let layer = 0; layer < numLayers; layer++) {
-      const view = kv.view(layer, 0, 1);
-      feeds[`${BlockIO.pastKey}_${layer}`] = view.key;
-      feeds[`${BlockIO.pastValue}_${layer}`] = view.value;
-      fetches[`${BlockIO.presentKey}_${layer}`] = view.key;
-      fetches[`${BlockIO.presentValue}_${layer}`] = view.value;
-    }
-    session.run(feeds, fetches);
-    return argmax(logits.data as Float32Array);
+    pastLengths[0] = start;
+    const hidden = model.embed(tokens, tokens.map((_, i) => start + i));
+    model.runFused(hidden, { firstSlot: 0, numRows: 1, seqLen: tokens.length, pastLengths }, kv, logits);
+    return argmax(logits);
   };
   let token = step(promptTokens, 0);
   const first = performance.now();
@@ -102,20 +87,19 @@ for (const name of values.models.split(',')) {
   for (const threads of values.threads.split(',').map(Number)) {
     const model = await Model.load(dir, { device: 'cpu', threads, fused: false });
     const engineDefault = await Model.load(dir, { device: 'cpu', threads });
-    const fusedFile = path.join(dir, model.manifest.graphs.fused);
-    const session = openSession(fusedFile, { intraOpNumThreads: threads, interOpNumThreads: 1, executionMode: 'sequential', graphOptimizationLevel: 'all' });
+    const fusedModel = await Model.load(dir, { device: 'cpu', threads, fused: true });
     const promptTokens = model.tokenizer.encode(PROMPT);
     const numTokens = Number(values.tokens ?? (model.config.dim <= 64 ? 256 : 64));
     await perBlock(model, promptTokens, 8); // warm-up
     await perBlock(engineDefault, promptTokens, 8);
-    fused(model, session, promptTokens, 8);
+    fused(fusedModel, promptTokens, 8);
     const a: number[] = [];
     const b: number[] = [];
     const c: number[] = [];
     for (let r = 0; r < repeats; r++) {
       a.push(await perBlock(model, promptTokens, numTokens));
       c.push(await perBlock(engineDefault, promptTokens, numTokens));
-      b.push(fused(model, session, promptTokens, numTokens));
+      b.push(fused(fusedModel, promptTokens, numTokens));
       process.stderr.write(
         `bench: ${name} threads=${threads} repeat ${r + 1}/${repeats}: per-block ${a.at(-1)!.toFixed(1)}, engine default ${c.at(-1)!.toFixed(1)}, fused ${b.at(-1)!.toFixed(1)} tokens/s\n`,
       );
@@ -128,7 +112,7 @@ for (const name of values.models.split(',')) {
       fusedTokensPerSecond: median(b),
       perBlockOverFused: median(a) / median(b),
     });
-    session.release();
+    fusedModel.release();
     model.release();
     engineDefault.release();
   }

@@ -67,7 +67,7 @@ export class Engine {
     };
     this.controller = exits.enabled ? new ExitController(controllerOptions) : null;
     this.scheduler = new Scheduler(options);
-    const kv = new KvCache(model.config, options.maxRunning, options.maxContext);
+    const kv = new KvCache(model.config, options.maxRunning, options.maxContext, 0);
     this.runner = new ModelRunner(
       model,
       kv,
@@ -115,6 +115,9 @@ export class Engine {
     for (const seq of this.sequences.values()) if (seq.abortRequested) this.finish(seq, 'abort');
     const plan = this.scheduler.schedule();
     if (plan.decode.length === 0 && plan.prefill.length === 0) return;
+    // Room for every running sequence's known tokens, plus one position for stray writes (see KvCache).
+    const longest = Math.max(...this.scheduler.running.map((seq) => seq.tokens.length));
+    this.runner.kv.fit(Math.min(this.options.maxContext, longest + 1));
     this.runner.execute(plan);
     for (const seq of [...plan.decode, ...plan.prefill.map((p) => p.seq)]) {
       if (seq.finishReason) this.finish(seq, seq.finishReason);

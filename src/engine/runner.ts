@@ -179,7 +179,7 @@ export class ModelRunner {
     const numRows = Math.max(...slots) - firstSlot + 1;
     const input = this.buffer('input', numRows * dim).fill(0);
     const pastLengths = new Int32Array(numRows);
-    for (let r = 0; r < numRows; r++) pastLengths[r] = Math.min(this.scheduler.ownerOf(firstSlot + r)?.layerLengths[layer] ?? 0, this.kv.context - 1);
+    for (let r = 0; r < numRows; r++) pastLengths[r] = Math.min(this.scheduler.ownerOf(firstSlot + r)?.layerLengths[layer] ?? 0, this.kv.capacity - 1);
     for (const row of rows) input.set(row.hidden, (row.seq.slot - firstSlot) * dim);
     return { firstSlot, numRows, input, pastLengths };
   }

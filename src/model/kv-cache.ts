@@ -1,11 +1,19 @@
 /**
- * The KV cache: per layer, one preallocated buffer of fixed slots
- * `[numSlots, kvHeads, context, headDim]`. A sequence owns one slot for its
+ * The KV cache: per layer, one buffer of fixed slots
+ * `[numSlots, kvHeads, capacity, headDim]`. A sequence owns one slot for its
  * life; GroupQueryAttention writes new keys and values into it in place.
  *
  * A batched call covers a contiguous run of slots, because onnxruntime takes
  * each input as one dense tensor; rows of that run that are not part of the
  * call get harmless writes at their own next position (see `Model.runBlock`).
+ *
+ * The capacity follows the longest sequence held (powers of two, up to
+ * `maxContext`) instead of sitting at `maxContext`, because onnxruntime-node
+ * copies every output into a fresh JavaScript buffer after each call, the
+ * in-place KV outputs included: a call costs time in proportion to the
+ * capacity of the rows it covers. (Returning only the new positions instead,
+ * with GroupQueryAttention's past and present apart, measured slower: its
+ * kernel then copies the past and runs about 3x longer at small head sizes.)
  *
  * @module
  */
@@ -17,27 +25,44 @@ export interface KvView {
   value: ort.Tensor;
 }
 
+const MIN_CAPACITY = 64;
+
 export class KvCache {
-  private readonly keys: Float32Array[];
-  private readonly values: Float32Array[];
-  readonly slotFloats: number;
-
-  constructor(
-    config: ModelConfig,
-    readonly numSlots: number,
-    /** Positions per slot. */
-    readonly context: number,
-  ) {
-    this.slotFloats = config.numKvHeads * context * config.headDim;
-    this.dims = [config.numKvHeads, context, config.headDim];
-    const total = numSlots * this.slotFloats;
-    this.keys = Array.from({ length: config.numLayers }, () => new Float32Array(total));
-    this.values = Array.from({ length: config.numLayers }, () => new Float32Array(total));
-  }
-
-  private readonly dims: number[];
+  private keys: Float32Array[];
+  private values: Float32Array[];
+  private positions: number;
   /** Tensor views are reused: building them every call is measurable garbage at small model sizes. */
   private readonly views = new Map<number, KvView>();
+
+  constructor(
+    private readonly config: ModelConfig,
+    readonly numSlots: number,
+    /** The most positions a slot can ever hold. */
+    readonly maxContext: number,
+    /** Positions held from the start; `fit` changes it. */
+    capacity = maxContext,
+  ) {
+    this.positions = Math.min(capacity, maxContext);
+    this.keys = this.allocate();
+    this.values = this.allocate();
+  }
+
+  /** Positions each slot holds now. */
+  get capacity(): number {
+    return this.positions;
+  }
+
+  /**
+   * Makes every slot hold at least `length` positions, keeping what is
+   * stored. Grows to the next power of two; shrinks only once the need is a
+   * quarter of the capacity, so sequences ending and starting around one
+   * size do not copy the cache back and forth.
+   */
+  fit(length: number): void {
+    if (length > this.maxContext) throw new RangeError(`${length} positions exceed the KV cache's ${this.maxContext}`);
+    const target = Math.min(this.maxContext, Math.max(MIN_CAPACITY, 2 ** Math.ceil(Math.log2(Math.max(length, 1)))));
+    if (target > this.positions || target * 4 <= this.positions) this.resize(target);
+  }
 
   /** Tensors over slots [firstSlot, firstSlot + numRows) of `layer`: fed as past, given as present. */
   view(layer: number, firstSlot: number, numRows: number): KvView {
@@ -50,18 +75,46 @@ export class KvCache {
     return view;
   }
 
+  /** Bytes held, for logs and metrics. */
+  get byteLength(): number {
+    return this.keys.length * 2 * this.numSlots * this.slotFloats * 4;
+  }
+
+  private get slotFloats(): number {
+    return this.config.numKvHeads * this.positions * this.config.headDim;
+  }
+
+  private allocate(): Float32Array[] {
+    return Array.from({ length: this.config.numLayers }, () => new Float32Array(this.numSlots * this.slotFloats));
+  }
+
+  private resize(positions: number): void {
+    const { numKvHeads, headDim } = this.config;
+    const oldStride = this.positions * headDim;
+    const newStride = positions * headDim;
+    const kept = Math.min(oldStride, newStride);
+    const copy = (from: Float32Array, to: Float32Array) => {
+      for (let row = 0; row < this.numSlots * numKvHeads; row++) to.set(from.subarray(row * oldStride, row * oldStride + kept), row * newStride);
+    };
+    this.positions = positions;
+    const keys = this.allocate();
+    const values = this.allocate();
+    for (let layer = 0; layer < this.config.numLayers; layer++) {
+      copy(this.keys[layer]!, keys[layer]!);
+      copy(this.values[layer]!, values[layer]!);
+    }
+    this.keys = keys;
+    this.values = values;
+    this.views.clear();
+  }
+
   private makeView(layer: number, firstSlot: number, numRows: number): KvView {
     const start = firstSlot * this.slotFloats;
     const end = start + numRows * this.slotFloats;
-    const dims = [numRows, ...this.dims];
+    const dims = [numRows, this.config.numKvHeads, this.positions, this.config.headDim];
     return {
       key: new ort.Tensor('float32', this.keys[layer]!.subarray(start, end), dims),
       value: new ort.Tensor('float32', this.values[layer]!.subarray(start, end), dims),
     };
-  }
-
-  /** Bytes held, for logs and metrics. */
-  get byteLength(): number {
-    return this.keys.length * 2 * this.numSlots * this.slotFloats * 4;
   }
 }

@@ -228,11 +228,11 @@ export class Model {
     const io = this.positionTensors(numRows, seqLen);
     for (let r = 0; r < numRows; r++) {
       const past = pastLengths[r]!;
-      if (past + seqLen > kv.context) throw new RangeError(`row ${r} needs ${past + seqLen} positions, the KV cache has ${kv.context}`);
+      if (past + seqLen > kv.capacity) throw new RangeError(`row ${r} needs ${past + seqLen} positions, the KV cache has ${kv.capacity}`);
       io.seqlensK[r] = past + seqLen - 1;
       for (let s = 0; s < seqLen; s++) io.positions[r * seqLen + s] = BigInt(past + s);
     }
-    io.totalLength[0] = kv.context;
+    io.totalLength[0] = kv.capacity;
     const feeds: Record<string, ort.Tensor> = { [BlockIO.seqlensK]: io.tensors.seqlensK, [BlockIO.totalLength]: io.tensors.totalLength };
     if (this.config.rope) feeds[BlockIO.positions] = io.tensors.positions;
     return feeds;

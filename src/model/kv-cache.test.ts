@@ -1,0 +1,62 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { KvCache } from './kv-cache.js';
+import { SYNTH_SHAPES } from './synth.js';
+
+const config = { ...SYNTH_SHAPES.stories15M, numLayers: 2, numKvHeads: 2, headDim: 4 };
+const stored = (layer: number, row: number, position: number, d: number) => layer * 1e6 + row * 1e3 + position * 4 + d;
+
+/** Writes a distinct value at every (slot, head, position, dim) below `positions` of both layers. */
+function fill(kv: KvCache, positions: number): void {
+  for (let layer = 0; layer < 2; layer++) {
+    const { key, value } = kv.view(layer, 0, kv.numSlots);
+    for (let row = 0; row < kv.numSlots * 2; row++) {
+      for (let p = 0; p < positions; p++) {
+        for (let d = 0; d < 4; d++) {
+          (key.data as Float32Array)[(row * kv.capacity + p) * 4 + d] = stored(layer, row, p, d);
+          (value.data as Float32Array)[(row * kv.capacity + p) * 4 + d] = -stored(layer, row, p, d);
+        }
+      }
+    }
+  }
+}
+
+function assertKept(kv: KvCache, positions: number): void {
+  for (let layer = 0; layer < 2; layer++) {
+    const { key, value } = kv.view(layer, 0, kv.numSlots);
+    assert.deepEqual(key.dims, [kv.numSlots, 2, kv.capacity, 4]);
+    for (let row = 0; row < kv.numSlots * 2; row++) {
+      for (let p = 0; p < positions; p++) {
+        const at = (row * kv.capacity + p) * 4;
+        assert.equal((key.data as Float32Array)[at + 3], stored(layer, row, p, 3));
+        assert.equal((value.data as Float32Array)[at + 1], -stored(layer, row, p, 1));
+      }
+    }
+  }
+}
+
+test('the KV cache grows to powers of two and keeps every stored position', () => {
+  const kv = new KvCache(config, 3, 512, 0);
+  kv.fit(10);
+  assert.equal(kv.capacity, 64);
+  fill(kv, 64);
+  kv.fit(65);
+  assert.equal(kv.capacity, 128);
+  assertKept(kv, 64);
+  kv.fit(500);
+  assert.equal(kv.capacity, 512, 'capped at maxContext');
+  assertKept(kv, 64);
+  assert.throws(() => kv.fit(513), /exceed/);
+});
+
+test('the KV cache shrinks only once the need falls to a quarter, keeping what fits', () => {
+  const kv = new KvCache(config, 2, 1024, 0);
+  kv.fit(300);
+  assert.equal(kv.capacity, 512);
+  fill(kv, 100);
+  kv.fit(200);
+  assert.equal(kv.capacity, 512, 'a need of half the capacity does not copy the cache');
+  kv.fit(100);
+  assert.equal(kv.capacity, 128);
+  assertKept(kv, 100);
+});
