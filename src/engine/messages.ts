@@ -3,8 +3,9 @@
  * plain, structured-clone-safe message types, defined once for both.
  *
  * main → worker: `submit`, `abort`, `close`, and the test-only `fault` and `gc`.
- * worker → main: `ready` (or `fatal`), then `token` / `finished` / `error`
- * per request, and `stats` whenever the engine's occupancy changes. A
+ * worker → main: `ready` (or `fatal`), then `events` (each step's `token` /
+ * `finished` / `error` events, in order) or a lone `error` for a refused
+ * submit, and `stats` whenever the engine's occupancy changes. A
  * `fatal` after `ready` means the engine loop failed: the worker stops and
  * the main side restarts it (see WorkerEngine).
  *
@@ -113,7 +114,16 @@ export interface FatalMessage {
   message: string;
 }
 
-export type FromWorkerMessage = TokenMessage | FinishedMessage | ErrorMessage | ReadyMessage | StatsMessage | FatalMessage;
+/** What one request hears from the engine. */
+export type RequestEventMessage = TokenMessage | FinishedMessage | ErrorMessage;
+
+/** The request events of one engine step (or of one early exit), in order. */
+export interface EventsMessage {
+  type: 'events';
+  events: RequestEventMessage[];
+}
+
+export type FromWorkerMessage = ErrorMessage | EventsMessage | ReadyMessage | StatsMessage | FatalMessage;
 
 /**
  * The engine as the HTTP side sees it: `restarting` after its worker failed

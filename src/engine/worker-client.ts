@@ -22,7 +22,7 @@ import { Worker } from 'node:worker_threads';
 import type { RuntimeOptions } from '../model/index.js';
 import { AsyncQueue } from '../util/async-queue.js';
 import { RequestError, type EngineOptions } from './engine.js';
-import type { EngineHealth, EngineStats, FaultKind, FromWorkerMessage, ToWorkerMessage, WorkerInit } from './messages.js';
+import type { EngineHealth, EngineStats, FaultKind, FromWorkerMessage, RequestEventMessage, ToWorkerMessage, WorkerInit } from './messages.js';
 import type { EngineClient, EngineEvent, GenerateRequest } from './types.js';
 
 export interface WorkerEngineOptions {
@@ -229,15 +229,21 @@ export class WorkerEngine implements EngineClient {
             lost(new EngineDeadError(message.message, message.name));
             return;
           case 'error':
-            this.listeners.get(message.requestId)?.(message.refused ? { type: 'refused', message: message.message } : message);
+            this.deliver(message);
             return;
-          default:
-            this.listeners.get(message.requestId)?.(message);
+          case 'events':
+            for (const event of message.events) this.deliver(event);
         }
       });
       worker.on('error', (error) => lost(new EngineDeadError(`the engine worker crashed: ${error.message}`, error.name)));
       worker.on('exit', (code) => lost(new EngineDeadError(`the engine worker exited (code ${code})`)));
     });
+  }
+
+  private deliver(event: RequestEventMessage): void {
+    const listener = this.listeners.get(event.requestId);
+    if (event.type === 'error') listener?.(event.refused ? { type: 'refused', message: event.message } : event);
+    else listener?.(event);
   }
 
   /** A serving worker failed: fail what it held, then start another (or give up). */

@@ -20,7 +20,7 @@ import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import { parentPort, workerData } from 'node:worker_threads';
 import { Model } from '../model/index.js';
 import { Engine, RequestError } from './engine.js';
-import type { EngineStats, FaultKind, FromWorkerMessage, ToWorkerMessage, WorkerInit } from './messages.js';
+import type { EngineStats, FaultKind, FromWorkerMessage, RequestEventMessage, ToWorkerMessage, WorkerInit } from './messages.js';
 
 if (!parentPort) throw new Error('worker.ts runs as a worker thread (see WorkerEngine)');
 const port = parentPort;
@@ -42,13 +42,24 @@ class InjectedFault extends Error {
 async function main(): Promise<void> {
   /** Requests submitted and not yet finished, so `close` can abort them. */
   const live = new Set<string>();
+  /**
+   * A step's request events go out as one message: a message per token cost
+   * the worker and the HTTP thread each a few microseconds per token, which
+   * at 16 streams is more than the batched step itself costs per token.
+   */
+  const outbox: RequestEventMessage[] = [];
+  const flush = (): void => {
+    if (outbox.length > 0) post({ type: 'events', events: outbox.splice(0) });
+  };
   let model: Model;
   let engine: Engine;
   try {
     model = await Model.load(init.dir, init.runtime);
     engine = new Engine(model, init.engine, (event) => {
       if (event.type !== 'token') live.delete(event.requestId);
-      post(event.type === 'error' ? { ...event, refused: false } : event);
+      outbox.push(event.type === 'error' ? { ...event, refused: false } : event);
+      // A token from a ramp leaves at once: streaming it before the deep blocks run is the point of exiting.
+      if (event.type === 'token' && event.exitLayer !== null) flush();
     });
   } catch (error) {
     const { name, message } = error as Error;
@@ -96,6 +107,7 @@ async function main(): Promise<void> {
           throw new InjectedFault('injected fault (test only)');
         }
         engine.step();
+        flush();
         await yieldToEventLoop();
       }
     } catch (error) {
