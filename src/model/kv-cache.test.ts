@@ -35,27 +35,27 @@ function assertKept(kv: KvCache, positions: number): void {
   }
 }
 
-test('the KV cache grows to powers of two and keeps every stored position', () => {
-  const kv = new KvCache(config, 3, 512, 0);
+test('the KV cache grows in steps of 32 positions and keeps every stored position', () => {
+  const kv = new KvCache(config, 3, 500, 0);
   kv.fit(10);
+  assert.equal(kv.capacity, 32);
+  fill(kv, 32);
+  kv.fit(33);
   assert.equal(kv.capacity, 64);
-  fill(kv, 64);
-  kv.fit(65);
-  assert.equal(kv.capacity, 128);
-  assertKept(kv, 64);
-  kv.fit(500);
-  assert.equal(kv.capacity, 512, 'capped at maxContext');
-  assertKept(kv, 64);
-  assert.throws(() => kv.fit(513), /exceed/);
+  assertKept(kv, 32);
+  kv.fit(490);
+  assert.equal(kv.capacity, 500, 'capped at maxContext');
+  assertKept(kv, 32);
+  assert.throws(() => kv.fit(501), /exceed/);
 });
 
-test('the KV cache shrinks only once the need falls to a quarter, keeping what fits', () => {
+test('the KV cache shrinks only once the need falls to half, keeping what fits', () => {
   const kv = new KvCache(config, 2, 1024, 0);
   kv.fit(300);
-  assert.equal(kv.capacity, 512);
+  assert.equal(kv.capacity, 320);
   fill(kv, 100);
-  kv.fit(200);
-  assert.equal(kv.capacity, 512, 'a need of half the capacity does not copy the cache');
+  kv.fit(170);
+  assert.equal(kv.capacity, 320, 'a need above half the capacity does not copy the cache');
   kv.fit(100);
   assert.equal(kv.capacity, 128);
   assertKept(kv, 100);

@@ -7,8 +7,8 @@
  * each input as one dense tensor; rows of that run that are not part of the
  * call get harmless writes at their own next position (see `Model.runBlock`).
  *
- * The capacity follows the longest sequence held (powers of two, up to
- * `maxContext`) instead of sitting at `maxContext`, because onnxruntime-node
+ * The capacity follows the longest sequence held (in steps of 32 positions,
+ * up to `maxContext`) instead of sitting at `maxContext`, because onnxruntime-node
  * copies every output into a fresh JavaScript buffer after each call, the
  * in-place KV outputs included: a call costs time in proportion to the
  * capacity of the rows it covers. (Returning only the new positions instead,
@@ -25,7 +25,8 @@ export interface KvView {
   value: ort.Tensor;
 }
 
-const MIN_CAPACITY = 64;
+/** Capacity grows in steps of this many positions: each growth copies the cache once, about what one call's outputs cost. */
+const CAPACITY_STEP = 32;
 
 export class KvCache {
   private keys: Float32Array[];
@@ -54,14 +55,14 @@ export class KvCache {
 
   /**
    * Makes every slot hold at least `length` positions, keeping what is
-   * stored. Grows to the next power of two; shrinks only once the need is a
-   * quarter of the capacity, so sequences ending and starting around one
-   * size do not copy the cache back and forth.
+   * stored. Grows to the next multiple of 32; shrinks only once the need is
+   * half the capacity, so sequences ending and starting around one size do
+   * not copy the cache back and forth.
    */
   fit(length: number): void {
     if (length > this.maxContext) throw new RangeError(`${length} positions exceed the KV cache's ${this.maxContext}`);
-    const target = Math.min(this.maxContext, Math.max(MIN_CAPACITY, 2 ** Math.ceil(Math.log2(Math.max(length, 1)))));
-    if (target > this.positions || target * 4 <= this.positions) this.resize(target);
+    const target = Math.min(this.maxContext, Math.max(1, Math.ceil(length / CAPACITY_STEP)) * CAPACITY_STEP);
+    if (target > this.positions || target * 2 <= this.positions) this.resize(target);
   }
 
   /** Tensors over slots [firstSlot, firstSlot + numRows) of `layer`: fed as past, given as present. */
