@@ -3,9 +3,9 @@
  * one call each (as it must when ramps are looked at), the engine as it
  * decodes by default (small models take the fused graph when no ramp is
  * looked at), and a bare loop over the fused whole-model graph with the same
- * weights (the overhead floor).
+ * weights (the overhead floor); each with float32 and with int8 linear layers.
  *
- *   npm run bench:decode [-- --models stories260K,stories110M --threads 1,2 --repeats 5]
+ *   npm run bench:decode [-- --models stories260K,stories110M --threads 1,2 --quantize none,int8 --repeats 5]
  *
  * Models: stories260K from ../shared/models, and random-weight synth shapes
  * (stories15M, stories110M, ...) generated once into models/prepared/.
@@ -18,7 +18,7 @@ import { parseArgs } from 'node:util';
 import { EXITS_OFF } from '../src/engine/engine.js';
 import { LocalEngine } from '../src/engine/local.js';
 import { argmax, GREEDY } from '../src/engine/sampler.js';
-import { KvCache, Model, PROJECT_ROOT } from '../src/model/index.js';
+import { KvCache, Model, PROJECT_ROOT, QUANTIZATIONS, weightsLabel, type Quantization } from '../src/model/index.js';
 import { prepareBenchModel } from './models.js';
 
 const PROMPT = 'Once upon a time';
@@ -27,6 +27,7 @@ const { values } = parseArgs({
   options: {
     models: { type: 'string', default: 'stories260K,stories110M' },
     threads: { type: 'string', default: '1,2' },
+    quantize: { type: 'string', default: QUANTIZATIONS.join(',') },
     repeats: { type: 'string', default: '5' },
     tokens: { type: 'string' },
     out: { type: 'string', default: path.join(PROJECT_ROOT, 'bench', 'results', 'decode.json') },
@@ -71,6 +72,8 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 interface Row {
   model: string;
   threads: number;
+  /** 'float32' or 'int8' linear layers. */
+  weights: string;
   /** The engine with every block a call of its own. */
   perBlockTokensPerSecond: number;
   /** The engine as configured by default (fused graph for small models when no ramp is looked at). */
@@ -82,9 +85,19 @@ interface Row {
 
 const rows: Row[] = [];
 const repeats = Number(values.repeats);
+const quantizations = values.quantize.split(',').map((q) => {
+  if (!(QUANTIZATIONS as readonly string[]).includes(q)) throw new Error(`--quantize: ${JSON.stringify(q)} is not one of ${QUANTIZATIONS.join(', ')}`);
+  return q as Quantization;
+});
 for (const name of values.models.split(',')) {
-  const { dir } = await prepareBenchModel(name, (line) => process.stderr.write(`bench: ${line}\n`));
-  for (const threads of values.threads.split(',').map(Number)) {
+  const builds: [Quantization, string][] = [];
+  for (const quantization of quantizations) {
+    builds.push([quantization, (await prepareBenchModel(name, (line) => process.stderr.write(`bench: ${line}\n`), quantization)).dir]);
+  }
+  // Each thread count runs every quantization in turn, so float32 and int8 rows sit side by side.
+  const runs = values.threads.split(',').flatMap((threads) => builds.map(([quantization, dir]) => ({ threads: Number(threads), quantization, dir })));
+  for (const { threads, quantization, dir } of runs) {
+    const weights = weightsLabel(quantization);
     const model = await Model.load(dir, { device: 'cpu', threads, fused: false });
     const engineDefault = await Model.load(dir, { device: 'cpu', threads });
     const fusedModel = await Model.load(dir, { device: 'cpu', threads, fused: true });
@@ -101,12 +114,13 @@ for (const name of values.models.split(',')) {
       c.push(await perBlock(engineDefault, promptTokens, numTokens));
       b.push(fused(fusedModel, promptTokens, numTokens));
       process.stderr.write(
-        `bench: ${name} threads=${threads} repeat ${r + 1}/${repeats}: per-block ${a.at(-1)!.toFixed(1)}, engine default ${c.at(-1)!.toFixed(1)}, fused ${b.at(-1)!.toFixed(1)} tokens/s\n`,
+        `bench: ${name} ${weights} threads=${threads} repeat ${r + 1}/${repeats}: per-block ${a.at(-1)!.toFixed(1)}, engine default ${c.at(-1)!.toFixed(1)}, fused ${b.at(-1)!.toFixed(1)} tokens/s\n`,
       );
     }
     rows.push({
       model: name,
       threads,
+      weights,
       perBlockTokensPerSecond: median(a),
       engineDefaultTokensPerSecond: median(c),
       fusedTokensPerSecond: median(b),
@@ -119,11 +133,11 @@ for (const name of values.models.split(',')) {
 }
 
 const table = [
-  '| model | threads | engine, block by block | engine, default | bare fused-graph loop | block by block / fused |',
-  '|---|---:|---:|---:|---:|---:|',
+  '| model | threads | weights | engine, block by block | engine, default | bare fused-graph loop | block by block / fused |',
+  '|---|---:|---|---:|---:|---:|---:|',
   ...rows.map(
     (r) =>
-      `| ${r.model} | ${r.threads} | ${r.perBlockTokensPerSecond.toFixed(1)} | ${r.engineDefaultTokensPerSecond.toFixed(1)} | ${r.fusedTokensPerSecond.toFixed(1)} | ${(100 * r.perBlockOverFused).toFixed(1)}% |`,
+      `| ${r.model} | ${r.threads} | ${r.weights} | ${r.perBlockTokensPerSecond.toFixed(1)} | ${r.engineDefaultTokensPerSecond.toFixed(1)} | ${r.fusedTokensPerSecond.toFixed(1)} | ${(100 * r.perBlockOverFused).toFixed(1)}% |`,
   ),
 ].join('\n');
 process.stdout.write(`${table}\n`);

@@ -8,14 +8,16 @@
  * - a synth shape (stories15M, stories110M, ...): random weights of a real
  *   shape, seed 0 (speed at realistic size only; exits say nothing there).
  *
+ * Either compiled with float32 or int8 linear layers (`--quantize`).
+ *
  * @module
  */
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Checkpoint } from '../src/model/index.js';
-import { isPreparedModel, PROJECT_ROOT, prepareModel, readManifest, resolveModel } from '../src/model/index.js';
+import type { Checkpoint, Quantization } from '../src/model/index.js';
+import { isPreparedModel, PROJECT_ROOT, prepareModel, readManifest, resolveModel, weightsLabel } from '../src/model/index.js';
 import { exportHfOnnx } from '../src/model/export-hf.js';
 import { importLlama2c } from '../src/model/llama2c.js';
 import { SYNTH_SHAPES, synthCheckpoint, synthTokenizer, type SynthShape } from '../src/model/synth.js';
@@ -40,17 +42,17 @@ function checkName(name: string): void {
   if (name !== 'stories260K' && !(name in SYNTH_SHAPES)) throw new Error(`unknown bench model ${JSON.stringify(name)}: stories260K or one of ${Object.keys(SYNTH_SHAPES).join(', ')}`);
 }
 
-/** offramp's prepared directory for `name`, compiled once. */
-export async function prepareBenchModel(name: string, log: (line: string) => void): Promise<BenchModel> {
+/** offramp's prepared directory for `name`, compiled once per quantization. */
+export async function prepareBenchModel(name: string, log: (line: string) => void, quantization: Quantization = 'none'): Promise<BenchModel> {
   checkName(name);
   let dir: string;
   if (name === 'stories260K') {
-    dir = await resolveModel(STORIES260K.checkpoint, { tokenizer: STORIES260K.tokenizer, log });
+    dir = await resolveModel(STORIES260K.checkpoint, { tokenizer: STORIES260K.tokenizer, quantization, log });
   } else {
-    dir = path.join(PREPARED, `synth-${name}-seed0`);
+    dir = path.join(PREPARED, `synth-${name}-seed0${quantization === 'none' ? '' : `-${quantization}`}`);
     if (!isPreparedModel(dir)) {
-      log(`writing random-weight ${name} to ${dir}`);
-      prepareModel(synthCheckpoint(name as SynthShape, 0, synthTokenizer(name as SynthShape, path.join(SHARED_MODELS, 'tokenizers'))), dir);
+      log(`writing random-weight ${name} (${weightsLabel(quantization)} weights) to ${dir}`);
+      prepareModel(synthCheckpoint(name as SynthShape, 0, synthTokenizer(name as SynthShape, path.join(SHARED_MODELS, 'tokenizers'))), dir, { quantization });
     }
   }
   return { name, realWeights: name === 'stories260K', dir, maxSeqLen: readManifest(dir).config.maxSeqLen };

@@ -14,7 +14,19 @@ import { z } from 'zod';
 import { EXITS_OFF } from './engine/engine.js';
 import { LocalEngine } from './engine/local.js';
 import { serveCommand } from './server/serve.js';
-import { exportHfOnnx, HF_ONNX_MODEL, importCheckpoint, Model, prepareModel, PROJECT_ROOT, resolveModel, type Device } from './model/index.js';
+import {
+  exportHfOnnx,
+  HF_ONNX_MODEL,
+  importCheckpoint,
+  Model,
+  prepareModel,
+  PROJECT_ROOT,
+  QUANTIZATIONS,
+  resolveModel,
+  weightsLabel,
+  type Device,
+  type Quantization,
+} from './model/index.js';
 import { SYNTH_SHAPES, synthCheckpoint, synthTokenizer, type SynthShape } from './model/synth.js';
 
 /** Wrong command-line use; the message says what to type instead. */
@@ -37,6 +49,8 @@ model options (serve, generate):
                    registry name (stories260K, stories15M, stories42M, stories110M);
                    default: $OFFRAMP_MODEL, else stories260K
   --tokenizer T    llama2.c tokenizer .bin for a .bin checkpoint
+  --quantize Q     none | int8: how a checkpoint's linear layers are compiled (default
+                   none = float32; int8 = 8-bit blocks, smaller and faster on CPU)
   --device D       cpu | cuda | webgpu (default cpu)
   --threads N      onnxruntime threads per session (default 1)
 
@@ -44,9 +58,9 @@ generate options:
   --prompt TEXT  --max-tokens N (default 256)  --temperature T (default 1)
   --top-p P  --top-k K  --min-p P  --seed S
 
-prepare SOURCE --out DIR [--tokenizer T]
+prepare SOURCE --out DIR [--tokenizer T] [--quantize none|int8]
 export SOURCE --format hf-onnx --out DIR [--tokenizer T]
-synth --shape ${Object.keys(SYNTH_SHAPES).join('|')} --out DIR [--seed S]
+synth --shape ${Object.keys(SYNTH_SHAPES).join('|')} --out DIR [--seed S] [--quantize none|int8]
       [--tokenizers DIR]  real tokenizers (default ../shared/models/tokenizers)
 
 'offramp serve --help' lists the server's options`;
@@ -54,6 +68,7 @@ synth --shape ${Object.keys(SYNTH_SHAPES).join('|')} --out DIR [--seed S]
 const modelOptions = {
   model: { type: 'string' },
   tokenizer: { type: 'string' },
+  quantize: { type: 'string' }, // no default: given, it also checks a prepared directory (see resolveModel)
   device: { type: 'string', default: 'cpu' },
   threads: { type: 'string', default: '1' },
   help: { type: 'boolean', short: 'h' },
@@ -76,9 +91,12 @@ function flag<T>(name: string, schema: z.ZodType<T>, value: unknown): T {
 
 const num = (schema: z.ZodNumber = z.number()) => z.coerce.number().pipe(schema);
 
+const quantizeFlag = (value: unknown): Quantization => flag('quantize', z.enum(QUANTIZATIONS), value);
+
 export interface LoadedModelOptions {
   model?: string;
   tokenizer?: string;
+  quantize?: string;
   device: string;
   threads: string;
 }
@@ -86,18 +104,22 @@ export interface LoadedModelOptions {
 /** Resolves, compiles if needed, and loads the model named on the command line. */
 export async function loadModel(values: LoadedModelOptions): Promise<Model> {
   const source = values.model ?? process.env.OFFRAMP_MODEL ?? 'stories260K';
-  const dir = await resolveModel(source, { tokenizer: values.tokenizer, log: (line) => process.stderr.write(`offramp: ${line}\n`) });
+  const quantization = values.quantize === undefined ? undefined : quantizeFlag(values.quantize);
+  const dir = await resolveModel(source, { tokenizer: values.tokenizer, quantization, log: (line) => process.stderr.write(`offramp: ${line}\n`) });
   const device = flag<Device>('device', z.enum(['cpu', 'cuda', 'webgpu']), values.device);
   const threads = flag('threads', num(z.number().int().min(0).max(os.cpus().length * 4)), values.threads);
   return Model.load(dir, { device, threads });
 }
 
 async function prepareCommand(args: string[]): Promise<void> {
-  const { values, positionals } = parse(args, { out: { type: 'string' }, tokenizer: { type: 'string' } }, true);
-  if (positionals.length !== 1 || !values.out) throw new UsageError('usage: offramp prepare SOURCE --out DIR [--tokenizer T]');
-  const manifest = prepareModel(importCheckpoint(positionals[0]!, values.tokenizer), values.out);
+  const { values, positionals } = parse(args, { out: { type: 'string' }, tokenizer: { type: 'string' }, quantize: { type: 'string', default: 'none' } }, true);
+  if (positionals.length !== 1 || !values.out) throw new UsageError('usage: offramp prepare SOURCE --out DIR [--tokenizer T] [--quantize none|int8]');
+  const quantization = quantizeFlag(values.quantize);
+  const manifest = prepareModel(importCheckpoint(positionals[0]!, values.tokenizer), values.out, { quantization });
   const c = manifest.config;
-  process.stdout.write(`prepared ${c.architecture} model (${c.numLayers} blocks, dim ${c.dim}, vocab ${c.vocabSize}) in ${values.out}\n`);
+  process.stdout.write(
+    `prepared ${c.architecture} model (${c.numLayers} blocks, dim ${c.dim}, vocab ${c.vocabSize}, ${weightsLabel(manifest.quantization)} weights) in ${values.out}\n`,
+  );
 }
 
 /** The benchmark lives in bench/ (never imported by src): run it as its own process. */
@@ -123,13 +145,15 @@ async function synthCommand(args: string[]): Promise<void> {
     shape: { type: 'string' },
     out: { type: 'string' },
     seed: { type: 'string', default: '0' },
+    quantize: { type: 'string', default: 'none' },
     tokenizers: { type: 'string', default: path.join(PROJECT_ROOT, '..', 'shared', 'models', 'tokenizers') },
   });
   const shape = flag<SynthShape>('shape', z.enum(Object.keys(SYNTH_SHAPES) as [SynthShape, ...SynthShape[]]), values.shape);
-  if (!values.out) throw new UsageError('usage: offramp synth --shape SHAPE --out DIR [--seed S]');
+  if (!values.out) throw new UsageError('usage: offramp synth --shape SHAPE --out DIR [--seed S] [--quantize none|int8]');
   const seed = flag('seed', num(z.number().int().nonnegative()), values.seed);
-  prepareModel(synthCheckpoint(shape, seed, synthTokenizer(shape, values.tokenizers)), values.out);
-  process.stdout.write(`wrote random-weight ${shape} (seed ${seed}) to ${values.out}\n`);
+  const quantization = quantizeFlag(values.quantize);
+  prepareModel(synthCheckpoint(shape, seed, synthTokenizer(shape, values.tokenizers)), values.out, { quantization });
+  process.stdout.write(`wrote random-weight ${shape} (seed ${seed}, ${weightsLabel(quantization)} weights) to ${values.out}\n`);
 }
 
 async function generateCommand(args: string[]): Promise<void> {
@@ -169,7 +193,7 @@ async function generateCommand(args: string[]): Promise<void> {
   const decodeMs = performance.now() - firstTokenAt;
   const perSecond = completionTokens > 1 ? ((completionTokens - 1) / decodeMs) * 1000 : 0;
   process.stderr.write(
-    `offramp: ${promptTokens.length} prompt + ${completionTokens} generated tokens; first token ${(firstTokenAt - started).toFixed(1)} ms, then ${perSecond.toFixed(1)} tokens/s\n`,
+    `offramp: ${weightsLabel(model.manifest.quantization)} weights, ${promptTokens.length} prompt + ${completionTokens} generated tokens; first token ${(firstTokenAt - started).toFixed(1)} ms, then ${perSecond.toFixed(1)} tokens/s\n`,
   );
   model.release();
 }

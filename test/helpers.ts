@@ -11,7 +11,7 @@ import { EXITS_OFF } from '../src/engine/engine.js';
 import { LocalEngine } from '../src/engine/local.js';
 import type { GenerateRequest } from '../src/engine/types.js';
 import { GREEDY } from '../src/engine/sampler.js';
-import { Model, prepareModel, type Checkpoint, type ModelConfig } from '../src/model/index.js';
+import { KvCache, Model, prepareModel, type Checkpoint, type ModelConfig, type PrepareOptions } from '../src/model/index.js';
 import { convertLlama2cTokenizer } from '../src/model/llama2c-tokenizer.js';
 import { randomCheckpoint } from '../src/model/synth.js';
 import { sharedModelPath } from './shared.js';
@@ -25,12 +25,37 @@ export function tempDir(t: { after(fn: () => void): void }, prefix = 'offramp-te
 }
 
 /** Compiles `ckpt` into a temp dir and loads it (`fused: false`: blocks one call each, always). */
-export async function compileAndLoad(t: { after(fn: () => void): void }, ckpt: Checkpoint, options: { fused?: boolean } = {}): Promise<Model> {
+export async function compileAndLoad(
+  t: { after(fn: () => void): void },
+  ckpt: Checkpoint,
+  { quantization, ...options }: { fused?: boolean } & PrepareOptions = {},
+): Promise<Model> {
   const dir = path.join(tempDir(t), 'model');
-  prepareModel(ckpt, dir);
+  prepareModel(ckpt, dir, { quantization });
   const model = await Model.load(dir, { device: 'cpu', threads: 1, ...options });
   t.after(() => model.release());
   return model;
+}
+
+/** A prompt in stories260K's 512-token vocabulary (which the tiny random models share). */
+export const PROMPT_TOKENS = [1, 403, 407, 261, 378, 11, 263, 400, 268, 293, 271, 330, 266];
+
+/** Runs `tokens` through the compiled model as one prompt; returns every block's output and the logits. */
+export function compiledForward(model: Model, tokens: number[]): { blocks: Float32Array[]; logits: Float32Array } {
+  const { dim, vocabSize, numLayers } = model.config;
+  const kv = new KvCache(model.config, 1, model.config.maxSeqLen);
+  const rows = { firstSlot: 0, numRows: 1, seqLen: tokens.length, pastLengths: [0] };
+  let hidden = model.embed(tokens, tokens.map((_, i) => i));
+  const blocks: Float32Array[] = [];
+  for (let layer = 0; layer < numLayers; layer++) {
+    const out = new Float32Array(tokens.length * dim);
+    model.runBlock(layer, hidden, out, rows, kv);
+    blocks.push(out);
+    hidden = out;
+  }
+  const logits = new Float32Array(tokens.length * vocabSize);
+  model.runHead(hidden, tokens.length, logits);
+  return { blocks, logits };
 }
 
 /** A tiny random model with stories260K's 512-token vocabulary (needs ../shared/models). */

@@ -8,35 +8,17 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
-import { KvCache, Model, TextTokenizer, type Checkpoint, type Tensor } from '../src/model/index.js';
+import { KvCache, Model, TextTokenizer, weightsLabel, type Checkpoint, type Tensor } from '../src/model/index.js';
 import { convertLlama2cTokenizer } from '../src/model/llama2c-tokenizer.js';
 import { importLlama2c } from '../src/model/llama2c.js';
 import { writeSafetensors } from '../src/model/safetensors.js';
 import { importHfLlama } from '../src/model/hf-llama.js';
 import { interleavedToHalf } from '../src/model/tensors.js';
-import { compileAndLoad, generateTogether, runCli, tempDir, tinyCheckpoint } from './helpers.js';
+import { compiledForward, compileAndLoad, generateTogether, PROMPT_TOKENS, runCli, tempDir, tinyCheckpoint } from './helpers.js';
 import { referenceForward, relativeError } from './reference.js';
 import { requireSharedModels, sharedModelPath } from './shared.js';
 
 const STORIES = (file: string) => sharedModelPath('stories260K', file);
-
-/** Runs `tokens` through the compiled model as one prompt; returns every block's output and the logits. */
-function compiledForward(model: Model, tokens: number[]): { blocks: Float32Array[]; logits: Float32Array } {
-  const { dim, vocabSize, numLayers } = model.config;
-  const kv = new KvCache(model.config, 1, model.config.maxSeqLen);
-  const rows = { firstSlot: 0, numRows: 1, seqLen: tokens.length, pastLengths: [0] };
-  let hidden = model.embed(tokens, tokens.map((_, i) => i));
-  const blocks: Float32Array[] = [];
-  for (let layer = 0; layer < numLayers; layer++) {
-    const out = new Float32Array(tokens.length * dim);
-    model.runBlock(layer, hidden, out, rows, kv);
-    blocks.push(out);
-    hidden = out;
-  }
-  const logits = new Float32Array(tokens.length * vocabSize);
-  model.runHead(hidden, tokens.length, logits);
-  return { blocks, logits };
-}
 
 /** Decodes `tokens` one position per call through the KV cache; returns the last position's logits. */
 function cachedLogits(model: Model, tokens: number[]): Float32Array {
@@ -72,8 +54,6 @@ function assertMatchesReference(ckpt: Checkpoint, model: Model, tokens: number[]
     assert.ok(err < 1e-4, `logits at position ${pos}: relative error ${err}`);
   });
 }
-
-const PROMPT_TOKENS = [1, 403, 407, 261, 378, 11, 263, 400, 268, 293, 271, 330, 266];
 
 for (const [name, file] of [
   ['version-1', 'stories260K.bin'],
@@ -185,10 +165,10 @@ test('stories260K written as a Hugging Face Llama directory compiles to the same
   assert.ok(err < 1e-5, `relative error ${err}`);
 });
 
-for (const fused of [true, false]) {
-  test(`sequences of different lengths decoded in one batch give the tokens each gives alone (${fused ? 'fused graph' : 'block by block'})`, async (t) => {
+for (const [fused, quantization] of [[true, 'none'], [false, 'none'], [true, 'int8'], [false, 'int8']] as const) {
+  test(`sequences of different lengths decoded in one batch give the tokens each gives alone (${fused ? 'fused graph' : 'block by block'}, ${weightsLabel(quantization)})`, async (t) => {
     if (!requireSharedModels(t)) return;
-    const model = await compileAndLoad(t, importLlama2c(STORIES('stories260K.bin'), STORIES('tok512.bin')), { fused });
+    const model = await compileAndLoad(t, importLlama2c(STORIES('stories260K.bin'), STORIES('tok512.bin')), { fused, quantization });
     const prompts = ['Once upon a time', 'Tom and his dog', 'The sun', 'Lily wanted to play with her friends in the park'].map((p) =>
       model.tokenizer.encode(p),
     );

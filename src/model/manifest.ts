@@ -10,7 +10,20 @@ import { ModelConfigSchema, ModelFormatError } from './checkpoint.js';
 
 export const MANIFEST_FILE = 'manifest.json';
 export const WEIGHTS_FILE = 'weights.bin';
-export const MANIFEST_FORMAT = 'offramp-model/3';
+export const MANIFEST_FORMAT = 'offramp-model/4';
+
+/**
+ * How the linear layers' weights are stored: 'none' in float32 (MatMul),
+ * 'int8' in 8-bit blocks of 32 with a float scale each (MatMulNBits; see
+ * quantize.ts). The token embedding stays float32 either way.
+ */
+export const QUANTIZATIONS = ['none', 'int8'] as const;
+export type Quantization = (typeof QUANTIZATIONS)[number];
+
+/** The weights' format as logs and tables name it. */
+export function weightsLabel(quantization: Quantization): string {
+  return quantization === 'none' ? 'float32' : quantization;
+}
 
 const WeightRefSchema = z.object({
   offset: z.number().int().nonnegative(),
@@ -24,6 +37,8 @@ export const ManifestSchema = z.object({
   /** The checkpoint it was compiled from. */
   source: z.string(),
   config: ModelConfigSchema,
+  /** How the linear layers' weights are stored. */
+  quantization: z.enum(QUANTIZATIONS),
   graphs: z.object({
     blocks: z.array(z.string()),
     head: z.string(),

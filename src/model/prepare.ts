@@ -2,7 +2,8 @@
  * Compiles an imported Checkpoint into a prepared model directory:
  *
  *   manifest.json          shapes, conventions, where each weight lies, graph files
- *   weights.bin            every weight once, 64-byte aligned (ONNX external data)
+ *   weights.bin            every weight once, 64-byte aligned (ONNX external data);
+ *                          linear layers in float32, or int8 blocks with `quantization: 'int8'`
  *   block_{i}.onnx         decoder block i
  *   head.onnx              final norm + LM head (the output, and every ramp)
  *   tokenizer.json         Hugging Face tokenizer (+ tokenizer_config.json when known)
@@ -14,10 +15,11 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { getTensor, type Checkpoint, type ModelConfig, type Tensor } from './checkpoint.js';
+import { getTensor, type Checkpoint, type Tensor } from './checkpoint.js';
 import { buildBlockGraph, buildFusedGraph, buildHeadGraph, StoredWeights } from './graphs.js';
-import { MANIFEST_FILE, MANIFEST_FORMAT, WEIGHTS_FILE, type Manifest } from './manifest.js';
+import { MANIFEST_FILE, MANIFEST_FORMAT, WEIGHTS_FILE, type Manifest, type Quantization } from './manifest.js';
 import type { WeightRef } from './onnx.js';
+import { quantizeInt8 } from './quantize.js';
 import { concatRows, ropeTables, transpose } from './tensors.js';
 
 const ALIGN = 64;
@@ -29,15 +31,41 @@ const ALIGN = 64;
  */
 const RAMP_VOCAB = 8192;
 
-/** The tensors as the graphs read them: fused, transposed to [in, out], rotary tables added. */
-function storedTensors(ckpt: Checkpoint): Map<string, Tensor> {
+export interface PrepareOptions {
+  /** How the linear layers' weights are stored (default 'none': float32). */
+  quantization?: Quantization;
+}
+
+/** A tensor as written to weights.bin: float32, or int8 codes as uint8. */
+interface StoredTensor {
+  dims: number[];
+  data: Float32Array | Uint8Array;
+}
+
+/**
+ * The tensors as the graphs read them: linear layers fused and either
+ * transposed to [in, out] or quantized, rotary tables added. A float32 head
+ * tied to the embedding is not stored apart (see prepareModel).
+ */
+function storedTensors(ckpt: Checkpoint, quantization: Quantization): Map<string, StoredTensor> {
   const c = ckpt.config;
   const qDim = c.numHeads * c.headDim;
   const kvDim = c.numKvHeads * c.headDim;
   const get = (name: string, dims: number[]) => getTensor(ckpt, name, dims);
-  const out = new Map<string, Tensor>();
-  out.set(StoredWeights.embeddings, get('tok_embeddings', [c.vocabSize, c.dim]));
-  if (!c.tiedEmbeddings) out.set(StoredWeights.head, get('output', [c.vocabSize, c.dim]));
+  const out = new Map<string, StoredTensor>();
+  /** Stores a linear layer's weight, given [out, in] as checkpoints hold it, in the form the graphs' `linear` reads. */
+  const putLinear = (name: string, weight: Tensor) => {
+    if (quantization === 'none') return void out.set(name, transpose(weight));
+    const { dims, codes, scales } = quantizeInt8(weight);
+    out.set(name, { dims, data: codes });
+    out.set(StoredWeights.scales(name), { dims: [scales.length], data: scales });
+  };
+  const embeddings = get('tok_embeddings', [c.vocabSize, c.dim]);
+  out.set(StoredWeights.embeddings, embeddings); // float32 always: the runtime looks tokens up in it
+  const head = c.tiedEmbeddings ? embeddings : get('output', [c.vocabSize, c.dim]);
+  // The head stays [vocab, dim] in float32 (Gemm with transB), so a tied one is the embedding's bytes.
+  if (quantization === 'int8') putLinear(StoredWeights.head, head);
+  else if (!c.tiedEmbeddings) out.set(StoredWeights.head, head);
   out.set(StoredWeights.finalNorm, get('norm', [c.dim]));
   if (c.architecture === 'llama') {
     const { cos, sin } = ropeTables(c);
@@ -50,19 +78,20 @@ function storedTensors(ckpt: Checkpoint): Map<string, Tensor> {
   for (let i = 0; i < c.numLayers; i++) {
     const layer = (name: string, dims: number[]) => get(`layers.${i}.${name}`, dims);
     const put = (name: string, t: Tensor) => out.set(StoredWeights.layer(i, name), t);
+    const linear = (name: string, t: Tensor) => putLinear(StoredWeights.layer(i, name), t);
     put('attention_norm', layer('attention_norm', [c.dim]));
     put('ffn_norm', layer('ffn_norm', [c.dim]));
-    put('wqkv', transpose(concatRows([layer('wq', [qDim, c.dim]), layer('wk', [kvDim, c.dim]), layer('wv', [kvDim, c.dim])])));
+    linear('wqkv', concatRows([layer('wq', [qDim, c.dim]), layer('wk', [kvDim, c.dim]), layer('wv', [kvDim, c.dim])]));
     if (c.attentionBias) put('bqkv', concatRows([layer('bq', [qDim]), layer('bk', [kvDim]), layer('bv', [kvDim])]));
-    put('wo', transpose(layer('wo', [c.dim, qDim])));
-    put('w2', transpose(layer('w2', [c.dim, c.hiddenDim])));
+    linear('wo', layer('wo', [c.dim, qDim]));
+    linear('w2', layer('w2', [c.dim, c.hiddenDim]));
     if (c.architecture === 'llama') {
-      put('w13', transpose(concatRows([layer('w1', [c.hiddenDim, c.dim]), layer('w3', [c.hiddenDim, c.dim])])));
+      linear('w13', concatRows([layer('w1', [c.hiddenDim, c.dim]), layer('w3', [c.hiddenDim, c.dim])]));
     } else {
       put('attention_norm_bias', layer('attention_norm_bias', [c.dim]));
       put('ffn_norm_bias', layer('ffn_norm_bias', [c.dim]));
       put('bo', layer('bo', [c.dim]));
-      put('w1', transpose(layer('w1', [c.hiddenDim, c.dim])));
+      linear('w1', layer('w1', [c.hiddenDim, c.dim]));
       put('b1', layer('b1', [c.hiddenDim]));
       put('b2', layer('b2', [c.dim]));
     }
@@ -71,7 +100,7 @@ function storedTensors(ckpt: Checkpoint): Map<string, Tensor> {
 }
 
 /** Writes the tensors back to back, aligned, and returns where each landed. */
-function writeWeights(file: string, tensors: Map<string, Tensor>): Record<string, WeightRef> {
+function writeWeights(file: string, tensors: Map<string, StoredTensor>): Record<string, WeightRef> {
   const refs: Record<string, WeightRef> = {};
   const fd = fs.openSync(file, 'w');
   try {
@@ -82,7 +111,7 @@ function writeWeights(file: string, tensors: Map<string, Tensor>): Record<string
       offset += padding;
       const bytes = new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
       fs.writeSync(fd, bytes);
-      refs[name] = { offset, byteLength: bytes.length, dims: t.dims, type: 'float' };
+      refs[name] = { offset, byteLength: bytes.length, dims: t.dims, type: t.data instanceof Uint8Array ? 'uint8' : 'float' };
       offset += bytes.length;
     }
   } finally {
@@ -92,13 +121,15 @@ function writeWeights(file: string, tensors: Map<string, Tensor>): Record<string
 }
 
 /** Compiles `ckpt` into `outDir`, replacing what was there only once the new directory is complete. */
-export function prepareModel(ckpt: Checkpoint, outDir: string): Manifest {
+export function prepareModel(ckpt: Checkpoint, outDir: string, { quantization = 'none' }: PrepareOptions = {}): Manifest {
   const finalDir = path.resolve(outDir);
   fs.mkdirSync(path.dirname(finalDir), { recursive: true });
   const tmpDir = fs.mkdtempSync(`${finalDir}.partial-`);
   try {
     const config = ckpt.config;
-    const weights = writeWeights(path.join(tmpDir, WEIGHTS_FILE), storedTensors(ckpt));
+    const weights = writeWeights(path.join(tmpDir, WEIGHTS_FILE), storedTensors(ckpt, quantization));
+    // A tied float32 head is the embedding's bytes: recorded under the head's name too, which the graphs read.
+    weights[StoredWeights.head] ??= weights[StoredWeights.embeddings]!;
     const lookup = (name: string): WeightRef => {
       const ref = weights[name];
       if (!ref) throw new Error(`internal error: graph needs weight ${name}, which was not stored`);
@@ -122,6 +153,7 @@ export function prepareModel(ckpt: Checkpoint, outDir: string): Manifest {
       format: MANIFEST_FORMAT,
       source: ckpt.source,
       config,
+      quantization,
       graphs: { blocks, head: 'head.onnx', ramp, fused: 'fused.onnx' },
       // A ramp can follow any block but the last (whose output is the model's own).
       rampCandidates: Array.from({ length: config.numLayers - 1 }, (_, i) => i),

@@ -19,7 +19,7 @@ import { ModelFormatError, type Checkpoint } from './checkpoint.js';
 import { importGpt2 } from './gpt2.js';
 import { importHfLlama } from './hf-llama.js';
 import { importLlama2c } from './llama2c.js';
-import { isPreparedModel, MANIFEST_FILE, MANIFEST_FORMAT } from './manifest.js';
+import { isPreparedModel, MANIFEST_FILE, MANIFEST_FORMAT, readManifest, weightsLabel, type Quantization } from './manifest.js';
 import { prepareModel } from './prepare.js';
 
 /** The offramp checkout (or installed package) this code runs from: the nearest folder above with a package.json. */
@@ -55,6 +55,11 @@ const LLAMA2C_TOKENIZER_URL = 'https://raw.githubusercontent.com/karpathy/llama2
 export interface ResolveOptions {
   /** llama2.c tokenizer .bin for a .bin checkpoint. */
   tokenizer?: string;
+  /**
+   * How a checkpoint's linear layers are compiled (default 'none': float32).
+   * When given, a prepared directory must already be in that form.
+   */
+  quantization?: Quantization;
   /** Progress lines (to stderr in the CLI). */
   log?: (line: string) => void;
 }
@@ -139,10 +144,11 @@ export function importCheckpoint(source: string, tokenizer?: string): Checkpoint
   return importLlama2c(file, tokenizerFile);
 }
 
-/** A cache key that changes when the source file or directory changes. */
-function fingerprint(source: string, tokenizer?: string): string {
+/** A cache key that changes when the source file or directory, or the compiled form asked for, changes. */
+function fingerprint(source: string, quantization: Quantization, tokenizer?: string): string {
   const hash = createHash('sha256');
   hash.update(`${MANIFEST_FORMAT}\n`); // a new compiler output format compiles again
+  hash.update(`quantization:${quantization}\n`);
   for (const p of [source, tokenizer].filter((x): x is string => !!x)) {
     const stat = fs.statSync(p);
     const files = stat.isDirectory() ? fs.readdirSync(p).sort().map((f) => path.join(p, f)) : [p];
@@ -152,6 +158,19 @@ function fingerprint(source: string, tokenizer?: string): string {
     }
   }
   return hash.digest('hex').slice(0, 12);
+}
+
+/** `dir`, unless it was prepared in another form than `quantization` asks for (a flag must not be silently ignored). */
+function checkPrepared(dir: string, quantization: Quantization | undefined): string {
+  if (quantization === undefined) return dir;
+  const manifest = readManifest(dir);
+  if (manifest.quantization !== quantization) {
+    throw new ModelFormatError(
+      dir,
+      `prepared with ${weightsLabel(manifest.quantization)} weights, not ${weightsLabel(quantization)}: pass its checkpoint (${manifest.source}) with --quantize ${quantization}, or leave --quantize out`,
+    );
+  }
+  return dir;
 }
 
 /** Returns a prepared model directory for `source`, compiling (and downloading) it once if needed. */
@@ -165,12 +184,14 @@ export async function resolveModel(source: string, options: ResolveOptions = {})
     ({ checkpoint: local, tokenizer } = await downloadRegistryModel(source, log));
   }
   // A prepared directory is used as it is (an outdated one is refused when loaded, saying to prepare it again).
-  if (fs.existsSync(path.join(local, MANIFEST_FILE))) return path.resolve(local);
+  if (fs.existsSync(path.join(local, MANIFEST_FILE))) return checkPrepared(path.resolve(local), options.quantization);
   if (!fs.existsSync(local)) throw new ModelFormatError(path.resolve(local), 'no such file or directory');
+  const quantization = options.quantization ?? 'none';
   const name = path.basename(local).replace(/\.bin$/, '');
-  const prepared = path.join(cacheDir(), 'prepared', `${name}-${fingerprint(local, tokenizer)}`);
+  const form = quantization === 'none' ? '' : `-${quantization}`;
+  const prepared = path.join(cacheDir(), 'prepared', `${name}${form}-${fingerprint(local, quantization, tokenizer)}`);
   if (isPreparedModel(prepared)) return prepared;
-  log(`compiling ${local} into ${prepared}`);
-  prepareModel(importCheckpoint(local, tokenizer), prepared);
+  log(`compiling ${local} into ${prepared} (${weightsLabel(quantization)} weights)`);
+  prepareModel(importCheckpoint(local, tokenizer), prepared, { quantization });
   return prepared;
 }

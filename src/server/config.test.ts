@@ -16,12 +16,15 @@ test('serve flags: defaults, $PORT and $OFFRAMP_MODEL, and overrides', () => {
   const { config: custom } = parseServeArgs(['--port', '0', '--max-running', '4', '--max-queued', '0', '--max-context', '128', '--device', 'cpu'], { PORT: '9001' });
   assert.deepEqual([custom.port, custom.maxRunning, custom.maxQueued, custom.maxContext], [0, 4, 0, 128]);
   assert.equal(parseServeArgs(['--help'], {}).help, true);
+  assert.equal(config.quantize, undefined, 'unset: float32, and a prepared directory is taken as it is');
+  assert.equal(parseServeArgs(['--quantize', 'int8'], {}).config.quantize, 'int8');
 });
 
 test('serve flags: a bad value names its flag', () => {
   assert.throws(() => parseServeArgs(['--max-running', 'many'], {}), (e: Error) => e instanceof ServeConfigError && /--max-running/.test(e.message));
   assert.throws(() => parseServeArgs(['--port', '70000'], {}), /--port/);
   assert.throws(() => parseServeArgs(['--device', 'tpu'], {}), /--device/);
+  assert.throws(() => parseServeArgs(['--quantize', 'int4'], {}), /--quantize/);
   assert.throws(() => parseServeArgs(['--bogus'], {}), ServeConfigError);
 });
 

@@ -7,6 +7,7 @@
 import os from 'node:os';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { z } from 'zod';
+import { QUANTIZATIONS } from '../model/index.js';
 import { ORIGIN_PATTERN } from './security.js';
 
 const int = () => z.coerce.number().int();
@@ -16,6 +17,8 @@ export const ServeConfigSchema = z.object({
   model: z.string().min(1),
   /** llama2.c tokenizer .bin for a .bin checkpoint. */
   tokenizer: z.string().optional(),
+  /** How a checkpoint's linear layers are compiled ('none': float32). Unset: float32, and a prepared directory is taken as it is. */
+  quantize: z.enum(QUANTIZATIONS).optional(),
   /** onnxruntime execution provider. */
   device: z.enum(['cpu', 'cuda', 'webgpu']).default('cpu'),
   /** onnxruntime intra-op threads per session; 0 lets it choose. */
@@ -64,6 +67,8 @@ export const SERVE_USAGE = `usage: offramp serve [options]
   --model M              prepared dir, llama2.c .bin, Hugging Face dir, hf:ORG/NAME, or a
                          registry name; default $OFFRAMP_MODEL, else stories260K
   --tokenizer T          llama2.c tokenizer .bin for a .bin checkpoint
+  --quantize Q           none | int8: how a checkpoint's linear layers are compiled
+                         (default none = float32; int8 = 8-bit blocks, faster on CPU)
   --device D             cpu | cuda | webgpu (default cpu)
   --threads N            onnxruntime threads per session (default 1)
   --port P               default $PORT, else 8000 (0: any free port)
@@ -100,6 +105,7 @@ export class ServeConfigError extends Error {
 const FLAGS = {
   model: 'model',
   tokenizer: 'tokenizer',
+  quantize: 'quantize',
   device: 'device',
   threads: 'threads',
   port: 'port',

@@ -9,12 +9,13 @@
  * @module
  */
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
-import { ModelFormatError, resolveModel } from '../model/index.js';
+import { ModelFormatError, resolveModel, type Quantization } from '../model/index.js';
 import { DownloadError } from '../model/resolve.js';
 
 interface ResolveJob {
   source: string;
   tokenizer?: string;
+  quantization?: Quantization;
 }
 
 type ResolveMessage =
@@ -61,7 +62,7 @@ if (!isMainThread && parentPort) {
   const job = workerData as ResolveJob;
   const post = (message: ResolveMessage): void => port.postMessage(message);
   try {
-    const dir = await resolveModel(job.source, { tokenizer: job.tokenizer, log: (line) => post({ type: 'log', line }) });
+    const dir = await resolveModel(job.source, { tokenizer: job.tokenizer, quantization: job.quantization, log: (line) => post({ type: 'log', line }) });
     post({ type: 'done', dir });
   } catch (error) {
     const { name, message } = error as Error;

@@ -19,7 +19,7 @@ import path from 'node:path';
 import { serve, type ServerType } from '@hono/node-server';
 import { UsageError } from '../cli.js';
 import { EngineDeadError, WorkerEngine } from '../engine/worker-client.js';
-import { DeviceError, readManifest, TextTokenizer } from '../model/index.js';
+import { DeviceError, readManifest, TextTokenizer, weightsLabel } from '../model/index.js';
 import { createApp, type ServerApp } from './app.js';
 import { parseServeArgs, SERVE_USAGE, ServeConfigError, type ServeConfig } from './config.js';
 import { maxCharsPerToken } from './prompt.js';
@@ -64,8 +64,9 @@ function listen(server: ServerType): Promise<AddressInfo> {
 
 /** Resolves the model here, loads it in the worker, and returns what the routes need. */
 async function loadModel(config: ServeConfig, engine: WorkerEngine, log: (line: string) => void, signal: AbortSignal): Promise<ModelInfo> {
-  const dir = await resolveModelInWorker({ source: config.model, tokenizer: config.tokenizer }, log, signal);
-  const { maxSeqLen } = readManifest(dir).config;
+  const dir = await resolveModelInWorker({ source: config.model, tokenizer: config.tokenizer, quantization: config.quantize }, log, signal);
+  const manifest = readManifest(dir);
+  const { maxSeqLen } = manifest.config;
   if (config.maxContext !== undefined && config.maxContext > maxSeqLen) {
     throw new UsageError(`--max-context: ${config.maxContext} exceeds the model's ${maxSeqLen} positions`);
   }
@@ -93,7 +94,8 @@ async function loadModel(config: ServeConfig, engine: WorkerEngine, log: (line: 
     if (error instanceof EngineDeadError && error.causeName === 'DeviceError') throw new DeviceError(error.message);
     throw error;
   }
-  log(`model ${dir} loaded in ${((performance.now() - started) / 1000).toFixed(1)} s (context ${maxContext}, ${config.maxRunning} slots)`);
+  const weights = weightsLabel(manifest.quantization);
+  log(`model ${dir} loaded in ${((performance.now() - started) / 1000).toFixed(1)} s (${weights} weights, context ${maxContext}, ${config.maxRunning} slots)`);
   return { id: config.servedModelName ?? defaultModelName(config.model), maxContext, tokenizer, maxCharsPerToken: maxCharsPerToken(tokenizer) };
 }
 
