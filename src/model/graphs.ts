@@ -6,8 +6,15 @@
  * Every block graph takes any number of new positions per sequence on top of
  * that sequence's cached past: one (decode), many (prefill), or the run of
  * positions whose deep layers were deferred (the early-exit catch-up pass).
- * The KV cache is updated in place by onnxruntime's GroupQueryAttention
- * (past and present share one preallocated buffer), so no step copies it.
+ * The KV cache is an input only. Attention is written in plain ops over the
+ * cached positions (masked per row) and the new ones (causal), and each call
+ * returns just the new positions' keys and values (`new_key`, `new_value`),
+ * which the runtime appends to its cache. Two measured reasons, against
+ * onnxruntime's GroupQueryAttention updating the cache in place:
+ * onnxruntime-node copies every output, the in-place cache included, into a
+ * fresh JavaScript buffer after each call (megabytes a step, and the
+ * garbage collection after them); and that kernel's per-row, per-head
+ * overhead dominated a batched step at small head sizes.
  *
  * @module
  */
@@ -19,13 +26,13 @@ import { INT8_BLOCK_SIZE } from './quantize.js';
 export const BlockIO = {
   hidden: 'hidden', // [batch, seq, dim]
   positions: 'positions', // [batch, seq] int64, absolute positions (rotary models only)
-  pastKey: 'past_key', // [batch, kvHeads, context, headDim], also written as present_key
+  pastKey: 'past_key', // [batch, kvHeads, context, headDim]: the cache, read only
   pastValue: 'past_value',
-  seqlensK: 'seqlens_k', // [batch] int32: each row's total length minus one
-  totalLength: 'total_sequence_length', // [1] int32: the KV buffer's length
+  pastMask: 'past_mask', // [batch, 1, 1, context]: 0 where a row has a cached position, -inf after
+  newMask: 'new_mask', // [heads / kvHeads * seq, seq]: causal among the new positions (0 or -inf)
   hiddenOut: 'hidden_out',
-  presentKey: 'present_key',
-  presentValue: 'present_value',
+  newKey: 'new_key', // [batch, seq, kvHeads * headDim]: the new positions' keys (rotated), to append
+  newValue: 'new_value',
 } as const;
 
 export const HeadIO = { hidden: 'hidden', logits: 'logits' } as const; // [rows, dim] -> [rows, vocab]
@@ -102,11 +109,36 @@ interface BlockWiring {
   positions: string;
   pastKey: string;
   pastValue: string;
-  seqlensK: string;
-  totalLength: string;
+  pastMask: string;
+  newMask: string;
   hiddenOut: string;
-  presentKey: string;
-  presentValue: string;
+  newKey: string;
+  newValue: string;
+}
+
+/**
+ * Attention of the new positions q [batch, seq, heads * headDim] over the
+ * cached ones (`io.pastKey`, masked per row by `io.pastMask`) and over
+ * themselves (k, v [batch, seq, kvHeads * headDim], causal by `io.newMask`),
+ * in one softmax. Grouped-query heads share their KV head: the queries of a
+ * group are stacked as rows, [batch, kvHeads, group * seq, headDim], so
+ * every product is one batched MatMul. Returns [batch, seq, heads * headDim].
+ */
+function attention(g: GraphBuilder, config: ModelConfig, q: string, k: string, v: string, io: BlockWiring): string {
+  const { numHeads, numKvHeads, headDim } = config;
+  const group = numHeads / numKvHeads;
+  const heads = (x: string, perm: number[], shape: number[]) => g.op('Transpose', [g.op('Reshape', [x, g.constant(shape)])], { perm });
+  const queries = g.op('Reshape', [heads(q, [0, 2, 3, 1, 4], [0, 0, numKvHeads, group, headDim]), g.constant([0, 0, -1, headDim])]);
+  const newKeys = heads(k, [0, 2, 1, 3], [0, 0, numKvHeads, headDim]); // [batch, kvHeads, seq, headDim]
+  const newValues = heads(v, [0, 2, 1, 3], [0, 0, numKvHeads, headDim]);
+  const scores = (keys: string, mask: string) =>
+    g.op('Add', [g.op('FusedMatMul', [queries, keys], { transB: 1, alpha: { float: 1 / Math.sqrt(headDim) } }, MS), mask]);
+  const probs = g.op('Softmax', [g.op('Concat', [scores(io.pastKey, io.pastMask), scores(newKeys, io.newMask)], { axis: -1 })], { axis: -1 });
+  const lengths = g.op('Concat', [g.op('Shape', [io.pastKey], { start: 2, end: 3 }), g.op('Shape', [newKeys], { start: 2, end: 3 })], { axis: 0 });
+  const [pastProbs, newProbs] = g.node('Split', [probs, lengths], { axis: -1 }, 2) as [string, string];
+  const out = g.op('Add', [g.op('MatMul', [pastProbs, io.pastValue]), g.op('MatMul', [newProbs, newValues])]); // [batch, kvHeads, group * seq, headDim]
+  const bySeq = g.op('Transpose', [g.op('Reshape', [out, g.constant([0, 0, group, -1, headDim])])], { perm: [0, 3, 1, 2, 4] });
+  return g.op('Reshape', [bySeq, g.constant([0, 0, -1])]);
 }
 
 /** Adds decoder block `layer` of a Llama-architecture model to `g`. */
@@ -122,20 +154,17 @@ function llamaBlock(g: GraphBuilder, config: ModelConfig, layer: number, weight:
   if (config.attentionBias) qkv = g.op('Add', [qkv, w('bqkv')]);
   const qDim = numHeads * headDim;
   const kvDim = numKvHeads * headDim;
-  const [q0, k0, v] = g.node('Split', [qkv, g.constant([qDim, kvDim, kvDim])], { axis: -1 }, 3) as [string, string, string];
+  const [q0, k0, v] = g.node('Split', [qkv, g.constant([qDim, kvDim, kvDim])], { axis: -1 }, [`q_${layer}`, `k_${layer}`, io.newValue]) as [
+    string,
+    string,
+    string,
+  ];
   const cos = g.weight(StoredWeights.ropeCos, weight(StoredWeights.ropeCos));
   const sin = g.weight(StoredWeights.ropeSin, weight(StoredWeights.ropeSin));
   const interleaved = config.rope?.layout === 'interleaved' ? 1 : 0;
   const q = g.op('RotaryEmbedding', [q0, io.positions, cos, sin], { interleaved, num_heads: numHeads }, MS);
-  const k = g.op('RotaryEmbedding', [k0, io.positions, cos, sin], { interleaved, num_heads: numKvHeads }, MS);
-  const [attn] = g.node(
-    'GroupQueryAttention',
-    [q, k, v, io.pastKey, io.pastValue, io.seqlensK, io.totalLength],
-    { num_heads: numHeads, kv_num_heads: numKvHeads },
-    [`attn_${layer}`, io.presentKey, io.presentValue],
-    MS,
-  ) as [string];
-  const attnOut = linearLayer(attn, 'wo', qDim);
+  const [k] = g.node('RotaryEmbedding', [k0, io.positions, cos, sin], { interleaved, num_heads: numKvHeads }, [io.newKey], MS) as [string];
+  const attnOut = linearLayer(attention(g, config, q, k, v, io), 'wo', qDim);
 
   // Feed-forward: h + W2 · (silu(W1·m) * W3·m), m = rmsnorm(h), h = x + attention
   const [ffnIn, , , h] = g.node(
@@ -154,21 +183,14 @@ function llamaBlock(g: GraphBuilder, config: ModelConfig, layer: number, weight:
 
 /** Adds decoder block `layer` of a GPT-2 model to `g`. */
 function gpt2Block(g: GraphBuilder, config: ModelConfig, layer: number, weight: WeightLookup, io: BlockWiring): void {
-  const { dim, hiddenDim, numHeads, normEps } = config;
+  const { dim, hiddenDim, normEps } = config;
   const w = (name: string) => g.weight(StoredWeights.layer(layer, name), weight(StoredWeights.layer(layer, name)));
   const linearLayer = (x: string, name: string, inFeatures: number) => linear(g, weight, x, StoredWeights.layer(layer, name), inFeatures);
   const x = io.hidden;
   const normed = g.op('LayerNormalization', [x, w('attention_norm'), w('attention_norm_bias')], { axis: -1, epsilon: normEps });
   const qkv = g.op('Add', [linearLayer(normed, 'wqkv', dim), w('bqkv')]);
-  const [q, k, v] = g.node('Split', [qkv, g.constant([dim, dim, dim])], { axis: -1 }, 3) as [string, string, string];
-  const [attn] = g.node(
-    'GroupQueryAttention',
-    [q, k, v, io.pastKey, io.pastValue, io.seqlensK, io.totalLength],
-    { num_heads: numHeads, kv_num_heads: numHeads },
-    [`attn_${layer}`, io.presentKey, io.presentValue],
-    MS,
-  ) as [string];
-  const attnOut = linearLayer(attn, 'wo', dim);
+  const [q, k, v] = g.node('Split', [qkv, g.constant([dim, dim, dim])], { axis: -1 }, [`q_${layer}`, io.newKey, io.newValue]) as [string, string, string];
+  const attnOut = linearLayer(attention(g, config, q, k, v, io), 'wo', dim);
   // SkipLayerNormalization adds the output projection's bias, the residual, and normalizes in one kernel.
   const [ffnIn, , , h] = g.node(
     'SkipLayerNormalization',
@@ -189,10 +211,10 @@ function blockInputs(g: GraphBuilder, config: ModelConfig, kvSuffix: string): Om
     positions: config.rope ? g.input(BlockIO.positions, 'int64', ['batch', 'seq']) : '',
     pastKey: g.input(BlockIO.pastKey + kvSuffix, 'float', kvDims),
     pastValue: g.input(BlockIO.pastValue + kvSuffix, 'float', kvDims),
-    seqlensK: g.input(BlockIO.seqlensK, 'int32', ['batch']),
-    totalLength: g.input(BlockIO.totalLength, 'int32', [1]),
-    presentKey: BlockIO.presentKey + kvSuffix,
-    presentValue: BlockIO.presentValue + kvSuffix,
+    pastMask: g.input(BlockIO.pastMask, 'float', ['batch', 1, 1, 'context']),
+    newMask: g.input(BlockIO.newMask, 'float', ['group_seq', 'seq']),
+    newKey: BlockIO.newKey + kvSuffix,
+    newValue: BlockIO.newValue + kvSuffix,
   };
 }
 
@@ -222,9 +244,9 @@ export function buildBlockGraph(config: ModelConfig, layer: number, weight: Weig
 }
 
 function declareBlockOutputs(g: GraphBuilder, config: ModelConfig, kvSuffix: string): void {
-  const kvDims = ['batch', config.numKvHeads, 'context', config.headDim];
-  g.output(BlockIO.presentKey + kvSuffix, 'float', kvDims);
-  g.output(BlockIO.presentValue + kvSuffix, 'float', kvDims);
+  const newDims = ['batch', 'seq', config.numKvHeads * config.headDim];
+  g.output(BlockIO.newKey + kvSuffix, 'float', newDims);
+  g.output(BlockIO.newValue + kvSuffix, 'float', newDims);
 }
 
 /**

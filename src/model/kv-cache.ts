@@ -1,24 +1,31 @@
 /**
  * The KV cache: per layer, one buffer of fixed slots
  * `[numSlots, kvHeads, capacity, headDim]`. A sequence owns one slot for its
- * life; GroupQueryAttention writes new keys and values into it in place.
+ * life. The graphs read it and return the new positions' keys and values,
+ * which `append` writes in after each call.
  *
  * A batched call covers a contiguous run of slots, because onnxruntime takes
  * each input as one dense tensor; rows of that run that are not part of the
  * call get harmless writes at their own next position (see `Model.runBlock`).
  *
  * The capacity follows the longest sequence held (in steps of 32 positions,
- * up to `maxContext`) instead of sitting at `maxContext`, because onnxruntime-node
- * copies every output into a fresh JavaScript buffer after each call, the
- * in-place KV outputs included: a call costs time in proportion to the
- * capacity of the rows it covers. (Returning only the new positions instead,
- * with GroupQueryAttention's past and present apart, measured slower: its
- * kernel then copies the past and runs about 3x longer at small head sizes.)
+ * up to `maxContext`) instead of sitting at `maxContext`: attention scores
+ * every row against the whole capacity (masking what a row has not filled).
  *
  * @module
  */
 import ort from 'onnxruntime-node';
 import type { ModelConfig } from './checkpoint.js';
+
+/** The slots one call covers and where each row's new positions go. */
+export interface BlockRows {
+  firstSlot: number;
+  numRows: number;
+  /** New positions per row (every row of one call has the same count). */
+  seqLen: number;
+  /** Per row, how many positions this layer has cached already. */
+  pastLengths: ArrayLike<number>;
+}
 
 export interface KvView {
   key: ort.Tensor;
@@ -65,7 +72,7 @@ export class KvCache {
     if (target > this.positions || target * 2 <= this.positions) this.resize(target);
   }
 
-  /** Tensors over slots [firstSlot, firstSlot + numRows) of `layer`: fed as past, given as present. */
+  /** Tensors over slots [firstSlot, firstSlot + numRows) of `layer`, fed as the past. */
   view(layer: number, firstSlot: number, numRows: number): KvView {
     const key = (layer * this.numSlots + firstSlot) * (this.numSlots + 1) + numRows;
     let view = this.views.get(key);
@@ -74,6 +81,27 @@ export class KvCache {
       this.views.set(key, view);
     }
     return view;
+  }
+
+  /** Writes each row's new keys and values ([numRows, seqLen, kvHeads * headDim]) of `layer` after its past. */
+  append(layer: number, rows: BlockRows, newKeys: Float32Array, newValues: Float32Array): void {
+    const { numKvHeads, headDim } = this.config;
+    const keys = this.keys[layer]!;
+    const values = this.values[layer]!;
+    for (let r = 0; r < rows.numRows; r++) {
+      for (let s = 0; s < rows.seqLen; s++) {
+        const position = rows.pastLengths[r]! + s;
+        const from = (r * rows.seqLen + s) * numKvHeads * headDim;
+        for (let h = 0; h < numKvHeads; h++) {
+          const to = (((rows.firstSlot + r) * numKvHeads + h) * this.positions + position) * headDim;
+          const src = from + h * headDim;
+          for (let d = 0; d < headDim; d++) {
+            keys[to + d] = newKeys[src + d]!;
+            values[to + d] = newValues[src + d]!;
+          }
+        }
+      }
+    }
   }
 
   /** Bytes held, for logs and metrics. */

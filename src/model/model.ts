@@ -13,7 +13,9 @@ import path from 'node:path';
 import ort from 'onnxruntime-node';
 import type { ModelConfig } from './checkpoint.js';
 import { BlockIO, HeadIO, StoredWeights } from './graphs.js';
-import type { KvCache } from './kv-cache.js';
+import type { BlockRows, KvCache, KvView } from './kv-cache.js';
+
+export type { BlockRows } from './kv-cache.js';
 import { readManifest, WEIGHTS_FILE, type Manifest } from './manifest.js';
 import { openSession, type SyncSession } from './session.js';
 import { TextTokenizer } from './tokenizer.js';
@@ -37,14 +39,6 @@ export interface RuntimeOptions {
 export const FUSED_MAX_BYTES = 64 * 1024 * 1024;
 
 /** Which rows a block call covers. Row r is KV slot `firstSlot + r`. */
-export interface BlockRows {
-  firstSlot: number;
-  numRows: number;
-  /** New positions per row (every row of one call has the same count). */
-  seqLen: number;
-  /** Per row, how many positions this layer has cached already. */
-  pastLengths: ArrayLike<number>;
-}
 
 const INSTALL_HINT: Record<Device, string> = {
   cpu: '',
@@ -76,11 +70,11 @@ function createSession(file: string, options: RuntimeOptions): SyncSession {
   }
 }
 
+/** The per-call inputs every block shares, for one shape of call. */
 interface PositionTensors {
   positions: BigInt64Array; // [rows, seq]
-  seqlensK: Int32Array; // [rows]
-  totalLength: Int32Array; // [1]
-  tensors: { positions: ort.Tensor; seqlensK: ort.Tensor; totalLength: ort.Tensor };
+  pastMask: Float32Array; // [rows, 1, 1, context]
+  tensors: { positions: ort.Tensor; pastMask: ort.Tensor; newMask: ort.Tensor };
 }
 
 const tensorCache = new WeakMap<Float32Array, ort.Tensor>();
@@ -96,6 +90,7 @@ function tensorOver(data: Float32Array, dims: number[]): ort.Tensor {
 
 export class Model {
   private readonly positionCache = new Map<string, PositionTensors>();
+  private readonly newKvCache = new Map<string, KvView[]>();
 
   private constructor(
     readonly dir: string,
@@ -167,17 +162,15 @@ export class Model {
   runBlock(layer: number, input: Float32Array, output: Float32Array, rows: BlockRows, kv: KvCache): void {
     const cache = kv.view(layer, rows.firstSlot, rows.numRows);
     const dims = [rows.numRows, rows.seqLen, this.config.dim];
+    const added = this.newKvTensors(1, rows)[0]!;
     const feeds: Record<string, ort.Tensor> = {
       [BlockIO.hidden]: tensorOver(input, dims),
       [BlockIO.pastKey]: cache.key,
       [BlockIO.pastValue]: cache.value,
       ...this.positionFeeds(rows, kv),
     };
-    this.blocks[layer]!.run(feeds, {
-      [BlockIO.hiddenOut]: tensorOver(output, dims),
-      [BlockIO.presentKey]: cache.key,
-      [BlockIO.presentValue]: cache.value,
-    });
+    this.blocks[layer]!.run(feeds, { [BlockIO.hiddenOut]: tensorOver(output, dims), [BlockIO.newKey]: added.key, [BlockIO.newValue]: added.value });
+    kv.append(layer, rows, added.key.data as Float32Array, added.value.data as Float32Array);
   }
 
   /** Logits [numRows, vocab] into `logits` from hidden states [numRows, dim]: the final head, or a ramp. */
@@ -201,12 +194,36 @@ export class Model {
     const { numLayers, dim, vocabSize } = this.config;
     const feeds: Record<string, ort.Tensor> = { [BlockIO.hidden]: tensorOver(input, [rows.numRows, rows.seqLen, dim]), ...this.positionFeeds(rows, kv) };
     const fetches: Record<string, ort.Tensor> = { [HeadIO.logits]: tensorOver(logits, [rows.numRows, vocabSize]) };
+    const added = this.newKvTensors(numLayers, rows);
     for (let layer = 0; layer < numLayers; layer++) {
       const cache = kv.view(layer, rows.firstSlot, rows.numRows);
-      feeds[`${BlockIO.pastKey}_${layer}`] = fetches[`${BlockIO.presentKey}_${layer}`] = cache.key;
-      feeds[`${BlockIO.pastValue}_${layer}`] = fetches[`${BlockIO.presentValue}_${layer}`] = cache.value;
+      feeds[`${BlockIO.pastKey}_${layer}`] = cache.key;
+      feeds[`${BlockIO.pastValue}_${layer}`] = cache.value;
+      fetches[`${BlockIO.newKey}_${layer}`] = added[layer]!.key;
+      fetches[`${BlockIO.newValue}_${layer}`] = added[layer]!.value;
     }
     this.fused!.run(feeds, fetches);
+    for (let layer = 0; layer < numLayers; layer++) {
+      kv.append(layer, rows, added[layer]!.key.data as Float32Array, added[layer]!.value.data as Float32Array);
+    }
+  }
+
+  /** Output tensors for `count` layers' new keys and values over `rows`; decoding's are reused. */
+  private newKvTensors(count: number, rows: BlockRows): KvView[] {
+    const dims = [rows.numRows, rows.seqLen, this.config.numKvHeads * this.config.headDim];
+    const make = () => {
+      const tensor = () => new ort.Tensor('float32', new Float32Array(dims[0]! * dims[1]! * dims[2]!), dims);
+      return Array.from({ length: count }, () => ({ key: tensor(), value: tensor() }));
+    };
+    // Prompt chunks come in many lengths, and keeping theirs would hold megabytes for nothing.
+    if (rows.seqLen > 1) return make();
+    const key = `${count}:${rows.numRows}`;
+    let tensors = this.newKvCache.get(key);
+    if (!tensors) {
+      tensors = make();
+      this.newKvCache.set(key, tensors);
+    }
+    return tensors;
   }
 
   /** Token ids a ramp scores (0..rampVocab-1). */
@@ -222,44 +239,50 @@ export class Model {
     );
   }
 
-  /** Positions, seqlens_k and the KV length for `rows`: the inputs every block shares. */
+  /** Positions and attention masks for `rows`: the inputs every block shares. */
   private positionFeeds(rows: BlockRows, kv: KvCache): Record<string, ort.Tensor> {
     const { numRows, seqLen, pastLengths } = rows;
-    const io = this.positionTensors(numRows, seqLen);
+    const context = kv.capacity;
+    const io = this.positionTensors(numRows, seqLen, context);
     for (let r = 0; r < numRows; r++) {
       const past = pastLengths[r]!;
-      if (past + seqLen > kv.capacity) throw new RangeError(`row ${r} needs ${past + seqLen} positions, the KV cache has ${kv.capacity}`);
-      io.seqlensK[r] = past + seqLen - 1;
+      if (past + seqLen > context) throw new RangeError(`row ${r} needs ${past + seqLen} positions, the KV cache has ${context}`);
+      io.pastMask.fill(0, r * context, r * context + past).fill(-Infinity, r * context + past, (r + 1) * context);
       for (let s = 0; s < seqLen; s++) io.positions[r * seqLen + s] = BigInt(past + s);
     }
-    io.totalLength[0] = kv.capacity;
-    const feeds: Record<string, ort.Tensor> = { [BlockIO.seqlensK]: io.tensors.seqlensK, [BlockIO.totalLength]: io.tensors.totalLength };
+    const feeds: Record<string, ort.Tensor> = { [BlockIO.pastMask]: io.tensors.pastMask, [BlockIO.newMask]: io.tensors.newMask };
     if (this.config.rope) feeds[BlockIO.positions] = io.tensors.positions;
     return feeds;
   }
 
-  /** The small per-call inputs, reused per shape: decoding asks for the same few shapes every step. */
-  private positionTensors(numRows: number, seqLen: number): PositionTensors {
-    const key = `${numRows}x${seqLen}`;
+  /** The per-call inputs of one shape; decoding's (one new position a row) are reused, being asked for every step. */
+  private positionTensors(numRows: number, seqLen: number, context: number): PositionTensors {
+    if (seqLen > 1) return this.makePositionTensors(numRows, seqLen, context); // prompt chunks come in many lengths
+    const key = `${numRows}x${context}`;
     let io = this.positionCache.get(key);
     if (!io) {
-      if (this.positionCache.size >= 256) this.positionCache.clear(); // prompt chunks come in many lengths
-      const positions = new BigInt64Array(numRows * seqLen);
-      const seqlensK = new Int32Array(numRows);
-      const totalLength = new Int32Array(1);
-      io = {
-        positions,
-        seqlensK,
-        totalLength,
-        tensors: {
-          positions: new ort.Tensor('int64', positions, [numRows, seqLen]),
-          seqlensK: new ort.Tensor('int32', seqlensK, [numRows]),
-          totalLength: new ort.Tensor('int32', totalLength, [1]),
-        },
-      };
+      io = this.makePositionTensors(numRows, seqLen, context);
       this.positionCache.set(key, io);
     }
     return io;
+  }
+
+  private makePositionTensors(numRows: number, seqLen: number, context: number): PositionTensors {
+    const positions = new BigInt64Array(numRows * seqLen);
+    const pastMask = new Float32Array(numRows * context);
+    // Causal among the new positions, for each query head of a group (the rows attention() stacks).
+    const group = this.config.numHeads / this.config.numKvHeads;
+    const newMask = new Float32Array(group * seqLen * seqLen);
+    for (let row = 0; row < group * seqLen; row++) newMask.fill(-Infinity, row * seqLen + (row % seqLen) + 1, (row + 1) * seqLen);
+    return {
+      positions,
+      pastMask,
+      tensors: {
+        positions: new ort.Tensor('int64', positions, [numRows, seqLen]),
+        pastMask: new ort.Tensor('float32', pastMask, [numRows, 1, 1, context]),
+        newMask: new ort.Tensor('float32', newMask, [group * seqLen, seqLen]),
+      },
+    };
   }
 
   release(): void {
