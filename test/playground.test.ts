@@ -249,10 +249,19 @@ test('the playground in headless Chromium on stories260K', { timeout: 90_000 }, 
     await page.fill('#prompt', 'Tom and his dog');
     await page.keyboard.press('Enter');
     const reply = page.locator('.message-reply').nth(before);
-    // Checked in the page at each frame, so that Escape comes early however fast the server is.
-    await page.waitForFunction((n) => (document.querySelectorAll('.message-reply')[n]?.querySelectorAll('.tok').length ?? 0) >= 10, before, { polling: 'raf' });
-    assert.equal(await page.locator('#stop').isEnabled(), true);
-    await page.keyboard.press('Escape');
+    // Escape is pressed from inside the page, on the frame that shows the 10th token, so that it comes
+    // while the reply is still going however fast the server is (a round trip from here may come too late).
+    const stopWasEnabled = await page.waitForFunction(
+      (n) => {
+        if ((document.querySelectorAll('.message-reply')[n]?.querySelectorAll('.tok').length ?? 0) < 10) return false;
+        const enabled = !(document.querySelector('#stop') as HTMLButtonElement).disabled;
+        document.dispatchEvent(new KeyboardEvent('keydown', { key: 'Escape', bubbles: true }));
+        return { enabled };
+      },
+      before,
+      { polling: 'raf' },
+    );
+    assert.deepEqual(await stopWasEnabled.jsonValue(), { enabled: true });
     await reply.locator('.status').waitFor();
     assert.equal(await reply.getAttribute('data-state'), 'stopped');
     assert.match(await reply.locator('.status').innerText(), /^Stopped by you/);

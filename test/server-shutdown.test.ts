@@ -73,7 +73,8 @@ async function startStream(url: string, maxTokens?: number): Promise<{ frames: P
 test('SIGTERM: in-flight streams finish cleanly, new requests get 503, then the process exits 0', { timeout: 60_000 }, async (t) => {
   if (!requireSharedModels(t)) return;
   const child = await serveInChild(t, ['--max-running', '8']);
-  const streams = await Promise.all(Array.from({ length: 8 }, () => startStream(child.url, 200)));
+  // Full-context streams (505 tokens each), so they are still running when the refused request arrives.
+  const streams = await Promise.all(Array.from({ length: 8 }, () => startStream(child.url)));
   child.process.kill('SIGTERM');
   // Ask only once the server has taken the signal: a busy event loop may still be serving I/O it read before.
   while (!/finishing \d+ request/.test(child.stderr())) await new Promise((resolve) => setTimeout(resolve, 5));
