@@ -11,7 +11,7 @@ import { AutoModelForCausalLM, AutoTokenizer, env, Tensor, type PreTrainedModel 
 import type { Checkpoint } from '../src/model/index.js';
 import { exportHfOnnx, HF_ONNX_MODEL } from '../src/model/export-hf.js';
 import { importLlama2c } from '../src/model/llama2c.js';
-import { tempDir, tinyCheckpoint } from './helpers.js';
+import { tempDir, tinyVariants } from './helpers.js';
 import { referenceForward, relativeError } from './reference.js';
 import { requireSharedModels, sharedModelPath } from './shared.js';
 
@@ -59,12 +59,7 @@ test('transformers.js on the stories260K export reproduces the golden greedy tex
 
 test('exported tiny models match the reference logits and batch with left padding', async (t) => {
   if (!requireSharedModels(t)) return;
-  const variants: [string, Checkpoint][] = [
-    ['llama gqa, interleaved rope', tinyCheckpoint({})],
-    ['llama untied + bias + half rope', tinyCheckpoint({ tiedEmbeddings: false, attentionBias: true, rope: { theta: 500000, layout: 'half' } })],
-    ['gpt2', tinyCheckpoint({ architecture: 'gpt2', numKvHeads: 4, rope: null, attentionBias: true, hiddenDim: 128 })],
-  ];
-  for (const [name, ckpt] of variants) {
+  for (const [name, ckpt] of tinyVariants()) {
     await t.test(name, async (t) => {
       const { model } = await exportAndLoad(t, ckpt);
       const { vocabSize } = ckpt.config;

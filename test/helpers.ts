@@ -89,6 +89,15 @@ export function tinyCheckpoint(overrides: Partial<ModelConfig>, seed = 7): Check
   return ckpt;
 }
 
+/** The tiny random architectures every model-level test covers: GQA, untied head, q/k/v bias, rotate-half rotary, GPT-2. */
+export function tinyVariants(): [string, Checkpoint][] {
+  return [
+    ['llama gqa, interleaved rope', tinyCheckpoint({})],
+    ['llama untied + bias + half rope', tinyCheckpoint({ tiedEmbeddings: false, attentionBias: true, rope: { theta: 500000, layout: 'half' } })],
+    ['gpt2', tinyCheckpoint({ architecture: 'gpt2', numKvHeads: 4, rope: null, attentionBias: true, hiddenDim: 128 })],
+  ];
+}
+
 /** Greedy tokens for each prompt, all submitted together to one engine. */
 export async function generateTogether(model: Model, prompts: number[][], maxTokens: number, maxRunning = prompts.length): Promise<number[][]> {
   const engine = new LocalEngine(model, { maxRunning, maxStepTokens: 256, maxContext: model.config.maxSeqLen, earlyExit: EXITS_OFF });

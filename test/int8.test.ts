@@ -17,7 +17,7 @@ import { test } from 'node:test';
 import { argmax } from '../src/engine/sampler.js';
 import { TextTokenizer, type Checkpoint, type Model } from '../src/model/index.js';
 import { importLlama2c } from '../src/model/llama2c.js';
-import { compiledForward, compileAndLoad, PROMPT_TOKENS, runCli, tempDir, tinyCheckpoint } from './helpers.js';
+import { compiledForward, compileAndLoad, PROMPT_TOKENS, runCli, tempDir, tinyCheckpoint, tinyVariants } from './helpers.js';
 import { relativeError } from './reference.js';
 import { requireSharedModels, sharedModelPath } from './shared.js';
 
@@ -49,12 +49,7 @@ function worstRelativeError(float: Float32Array, int8: Float32Array, vocab: numb
  */
 test('int8 logits stay within 8% of float32 on tiny random models', async (t) => {
   if (!requireSharedModels(t)) return;
-  const variants: [string, Checkpoint][] = [
-    ['llama gqa', tinyCheckpoint({})],
-    ['llama untied + bias + half rope', tinyCheckpoint({ tiedEmbeddings: false, attentionBias: true, rope: { theta: 500000, layout: 'half' } })],
-    ['gpt2', tinyCheckpoint({ architecture: 'gpt2', numKvHeads: 4, rope: null, attentionBias: true, hiddenDim: 128 })],
-  ];
-  for (const [name, ckpt] of variants) {
+  for (const [name, ckpt] of tinyVariants()) {
     await t.test(name, async (t) => {
       const { float, int8 } = await bothLogits(t, ckpt, PROMPT_TOKENS);
       const err = worstRelativeError(float, int8, ckpt.config.vocabSize);

@@ -14,7 +14,7 @@ import { importLlama2c } from '../src/model/llama2c.js';
 import { writeSafetensors } from '../src/model/safetensors.js';
 import { importHfLlama } from '../src/model/hf-llama.js';
 import { interleavedToHalf } from '../src/model/tensors.js';
-import { compiledForward, compileAndLoad, generateTogether, PROMPT_TOKENS, runCli, tempDir, tinyCheckpoint } from './helpers.js';
+import { compiledForward, compileAndLoad, generateTogether, PROMPT_TOKENS, runCli, tempDir, tinyCheckpoint, tinyVariants } from './helpers.js';
 import { referenceForward, relativeError } from './reference.js';
 import { requireSharedModels, sharedModelPath } from './shared.js';
 
@@ -87,12 +87,7 @@ test('each block of stories260K matches the reference forward pass within 1e-4',
 
 test('tiny random models match the reference: GQA, untied head, q/k/v bias, rotate-half, GPT-2', async (t) => {
   if (!requireSharedModels(t)) return;
-  const variants: [string, Checkpoint][] = [
-    ['llama gqa', tinyCheckpoint({})],
-    ['llama untied + bias + half rope', tinyCheckpoint({ tiedEmbeddings: false, attentionBias: true, rope: { theta: 500000, layout: 'half' } })],
-    ['gpt2', tinyCheckpoint({ architecture: 'gpt2', numKvHeads: 4, rope: null, attentionBias: true, hiddenDim: 128 })],
-  ];
-  for (const [name, ckpt] of variants) {
+  for (const [name, ckpt] of tinyVariants()) {
     await t.test(name, async (t) => assertMatchesReference(ckpt, await compileAndLoad(t, ckpt), PROMPT_TOKENS));
   }
 });
