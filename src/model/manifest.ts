@@ -10,7 +10,7 @@ import { ModelConfigSchema, ModelFormatError } from './checkpoint.js';
 
 export const MANIFEST_FILE = 'manifest.json';
 export const WEIGHTS_FILE = 'weights.bin';
-export const MANIFEST_FORMAT = 'offramp-model/6';
+export const MANIFEST_FORMAT = 'offramp-model/7';
 
 /**
  * How the linear layers' weights are stored: 'none' in float32 (MatMul),

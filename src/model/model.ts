@@ -73,8 +73,8 @@ function createSession(file: string, options: RuntimeOptions): SyncSession {
 /** The per-call inputs every block shares, for one shape of call. */
 interface PositionTensors {
   positions: BigInt64Array; // [rows, seq]
-  pastMask: Float32Array; // [rows, 1, 1, context]
-  tensors: { positions: ort.Tensor; pastMask: ort.Tensor; newMask: ort.Tensor };
+  mask: Float32Array; // [rows, 1, group * seq, context + seq]
+  tensors: { positions: ort.Tensor; mask: ort.Tensor };
 }
 
 const tensorCache = new WeakMap<Float32Array, ort.Tensor>();
@@ -239,18 +239,25 @@ export class Model {
     );
   }
 
-  /** Positions and attention masks for `rows`: the inputs every block shares. */
+  /** Positions and the attention mask for `rows`: the inputs every block shares. */
   private positionFeeds(rows: BlockRows, kv: KvCache): Record<string, ort.Tensor> {
     const { numRows, seqLen, pastLengths } = rows;
     const context = kv.capacity;
     const io = this.positionTensors(numRows, seqLen, context);
+    const group = this.config.numHeads / this.config.numKvHeads;
+    const width = context + seqLen;
     for (let r = 0; r < numRows; r++) {
       const past = pastLengths[r]!;
       if (past + seqLen > context) throw new RangeError(`row ${r} needs ${past + seqLen} positions, the KV cache has ${context}`);
-      io.pastMask.fill(0, r * context, r * context + past).fill(-Infinity, r * context + past, (r + 1) * context);
       for (let s = 0; s < seqLen; s++) io.positions[r * seqLen + s] = BigInt(past + s);
+      // Query row q of a group is new position q % seqLen: it sees the row's cached positions and the new ones up to itself.
+      for (let q = 0; q < group * seqLen; q++) {
+        const at = (r * group * seqLen + q) * width;
+        io.mask.fill(0, at, at + past).fill(-Infinity, at + past, at + context);
+        io.mask.fill(0, at + context, at + context + (q % seqLen) + 1).fill(-Infinity, at + context + (q % seqLen) + 1, at + width);
+      }
     }
-    const feeds: Record<string, ort.Tensor> = { [BlockIO.pastMask]: io.tensors.pastMask, [BlockIO.newMask]: io.tensors.newMask };
+    const feeds: Record<string, ort.Tensor> = { [BlockIO.attentionMask]: io.tensors.mask };
     if (this.config.rope) feeds[BlockIO.positions] = io.tensors.positions;
     return feeds;
   }
@@ -268,19 +275,15 @@ export class Model {
   }
 
   private makePositionTensors(numRows: number, seqLen: number, context: number): PositionTensors {
-    const positions = new BigInt64Array(numRows * seqLen);
-    const pastMask = new Float32Array(numRows * context);
-    // Causal among the new positions, for each query head of a group (the rows attention() stacks).
     const group = this.config.numHeads / this.config.numKvHeads;
-    const newMask = new Float32Array(group * seqLen * seqLen);
-    for (let row = 0; row < group * seqLen; row++) newMask.fill(-Infinity, row * seqLen + (row % seqLen) + 1, (row + 1) * seqLen);
+    const positions = new BigInt64Array(numRows * seqLen);
+    const mask = new Float32Array(numRows * group * seqLen * (context + seqLen));
     return {
       positions,
-      pastMask,
+      mask,
       tensors: {
         positions: new ort.Tensor('int64', positions, [numRows, seqLen]),
-        pastMask: new ort.Tensor('float32', pastMask, [numRows, 1, 1, context]),
-        newMask: new ort.Tensor('float32', newMask, [group * seqLen, seqLen]),
+        mask: new ort.Tensor('float32', mask, [numRows, 1, group * seqLen, context + seqLen]),
       },
     };
   }
