@@ -63,11 +63,10 @@ async function faultMidStream(t: TestContext, kind: FaultKind): Promise<void> {
   };
   const before = await solo();
 
-  // Four streams hold the four slots ("Tom and his dog" runs to the end of the context); two more wait.
+  // Four streams hold the four slots ("Tom and his dog" runs to the end of the context); two more come
+  // after them. The fault goes in at once: four streams of 505 tokens can end in a quarter of a second.
   const running = await Promise.all(Array.from({ length: 4 }, () => openStream(server, 'Tom and his dog')));
   const waiting = [openStream(server, 'Lily wanted to'), openStream(server, 'The sun was hot and')];
-  await until('two wait', async () => (await metric(server.url, 'offramp:num_requests_waiting')) === 2);
-
   server.engine.injectFault(kind);
   // The worker comes back within a second or so; /health must say so meanwhile.
   let sawRestarting = false;
@@ -90,9 +89,10 @@ async function faultMidStream(t: TestContext, kind: FaultKind): Promise<void> {
     assert.equal(error.error?.type, 'server_error', frames.at(-2));
     assert.match(error.error.message, /restarting/);
   }
+  // Whether the two later requests reached the failing worker (500) or came during the restart (503) is a race.
   for (const stream of await Promise.all(waiting)) {
-    assert.equal(stream.status, 500, JSON.stringify(stream.body));
-    assert.match((stream.body as { error: { message: string } }).error.message, /restarting/);
+    assert.ok(stream.status === 500 || stream.status === 503, JSON.stringify(stream.body));
+    assert.match((stream.body as { error: { message: string } }).error.message, /restart/);
   }
 
   await until('/health is ready again', async () => (await fetch(`${server.url}/health`)).status === 200);
