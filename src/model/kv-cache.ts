@@ -17,7 +17,7 @@
 import ort from 'onnxruntime-node';
 import type { ModelConfig } from './checkpoint.js';
 
-/** The slots one call covers and where each row's new positions go. */
+/** Which slots a block call covers (row r is slot `firstSlot + r`) and where each row's new positions go. */
 export interface BlockRows {
   firstSlot: number;
   numRows: number;

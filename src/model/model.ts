@@ -14,11 +14,11 @@ import ort from 'onnxruntime-node';
 import type { ModelConfig } from './checkpoint.js';
 import { BlockIO, HeadIO, StoredWeights } from './graphs.js';
 import type { BlockRows, KvCache, KvView } from './kv-cache.js';
-
-export type { BlockRows } from './kv-cache.js';
 import { readManifest, WEIGHTS_FILE, type Manifest } from './manifest.js';
 import { openSession, type SyncSession } from './session.js';
 import { TextTokenizer } from './tokenizer.js';
+
+export type { BlockRows } from './kv-cache.js';
 
 export type Device = 'cpu' | 'cuda' | 'webgpu';
 
@@ -37,8 +37,6 @@ export interface RuntimeOptions {
 
 /** Below this size of weights.bin the fused graph is loaded by default. */
 export const FUSED_MAX_BYTES = 64 * 1024 * 1024;
-
-/** Which rows a block call covers. Row r is KV slot `firstSlot + r`. */
 
 const INSTALL_HINT: Record<Device, string> = {
   cpu: '',
@@ -75,6 +73,22 @@ interface PositionTensors {
   positions: BigInt64Array; // [rows, seq]
   mask: Float32Array; // [rows, 1, group * seq, context + seq]
   tensors: { positions: ort.Tensor; mask: ort.Tensor };
+}
+
+/**
+ * What `make` builds for a call with `seqLen` new positions a row: built anew
+ * for prompt chunks (they come in many lengths, and keeping theirs would hold
+ * megabytes for nothing), and reused per `key` for decoding, which asks for
+ * the same few shapes every step.
+ */
+function reusedForDecoding<T>(cache: Map<string, T>, seqLen: number, key: string, make: () => T): T {
+  if (seqLen > 1) return make();
+  let value = cache.get(key);
+  if (value === undefined) {
+    value = make();
+    cache.set(key, value);
+  }
+  return value;
 }
 
 const tensorCache = new WeakMap<Float32Array, ort.Tensor>();
@@ -208,22 +222,13 @@ export class Model {
     }
   }
 
-  /** Output tensors for `count` layers' new keys and values over `rows`; decoding's are reused. */
+  /** Output tensors for `count` layers' new keys and values over `rows`. */
   private newKvTensors(count: number, rows: BlockRows): KvView[] {
     const dims = [rows.numRows, rows.seqLen, this.config.numKvHeads * this.config.headDim];
-    const make = () => {
+    return reusedForDecoding(this.newKvCache, rows.seqLen, `${count}:${rows.numRows}`, () => {
       const tensor = () => new ort.Tensor('float32', new Float32Array(dims[0]! * dims[1]! * dims[2]!), dims);
       return Array.from({ length: count }, () => ({ key: tensor(), value: tensor() }));
-    };
-    // Prompt chunks come in many lengths, and keeping theirs would hold megabytes for nothing.
-    if (rows.seqLen > 1) return make();
-    const key = `${count}:${rows.numRows}`;
-    let tensors = this.newKvCache.get(key);
-    if (!tensors) {
-      tensors = make();
-      this.newKvCache.set(key, tensors);
-    }
-    return tensors;
+    });
   }
 
   /** Token ids a ramp scores (0..rampVocab-1). */
@@ -262,30 +267,21 @@ export class Model {
     return feeds;
   }
 
-  /** The per-call inputs of one shape; decoding's (one new position a row) are reused, being asked for every step. */
+  /** The per-call inputs of one shape (filled by positionFeeds). */
   private positionTensors(numRows: number, seqLen: number, context: number): PositionTensors {
-    if (seqLen > 1) return this.makePositionTensors(numRows, seqLen, context); // prompt chunks come in many lengths
-    const key = `${numRows}x${context}`;
-    let io = this.positionCache.get(key);
-    if (!io) {
-      io = this.makePositionTensors(numRows, seqLen, context);
-      this.positionCache.set(key, io);
-    }
-    return io;
-  }
-
-  private makePositionTensors(numRows: number, seqLen: number, context: number): PositionTensors {
-    const group = this.config.numHeads / this.config.numKvHeads;
-    const positions = new BigInt64Array(numRows * seqLen);
-    const mask = new Float32Array(numRows * group * seqLen * (context + seqLen));
-    return {
-      positions,
-      mask,
-      tensors: {
-        positions: new ort.Tensor('int64', positions, [numRows, seqLen]),
-        mask: new ort.Tensor('float32', mask, [numRows, 1, group * seqLen, context + seqLen]),
-      },
-    };
+    return reusedForDecoding(this.positionCache, seqLen, `${numRows}x${context}`, () => {
+      const group = this.config.numHeads / this.config.numKvHeads;
+      const positions = new BigInt64Array(numRows * seqLen);
+      const mask = new Float32Array(numRows * group * seqLen * (context + seqLen));
+      return {
+        positions,
+        mask,
+        tensors: {
+          positions: new ort.Tensor('int64', positions, [numRows, seqLen]),
+          mask: new ort.Tensor('float32', mask, [numRows, 1, group * seqLen, context + seqLen]),
+        },
+      };
+    });
   }
 
   release(): void {
