@@ -144,11 +144,18 @@ function attention(g: GraphBuilder, config: ModelConfig, q: string, k: string, v
   return g.op('Reshape', [bySeq, g.constant([0, 0, -1])]);
 }
 
+/** Block `layer`'s weights by their short names: `w` as a graph input, `linearLayer` applied to x. */
+function layerWeights(g: GraphBuilder, weight: WeightLookup, layer: number) {
+  return {
+    w: (name: string) => g.weight(StoredWeights.layer(layer, name), weight(StoredWeights.layer(layer, name))),
+    linearLayer: (x: string, name: string, inFeatures: number) => linear(g, weight, x, StoredWeights.layer(layer, name), inFeatures),
+  };
+}
+
 /** Adds decoder block `layer` of a Llama-architecture model to `g`. */
 function llamaBlock(g: GraphBuilder, config: ModelConfig, layer: number, weight: WeightLookup, io: BlockWiring): void {
   const { dim, numHeads, numKvHeads, headDim, hiddenDim, normEps } = config;
-  const w = (name: string) => g.weight(StoredWeights.layer(layer, name), weight(StoredWeights.layer(layer, name)));
-  const linearLayer = (x: string, name: string, inFeatures: number) => linear(g, weight, x, StoredWeights.layer(layer, name), inFeatures);
+  const { w, linearLayer } = layerWeights(g, weight, layer);
   const x = io.hidden;
 
   // Attention: x + Wo · attn(rope(Wq·n), rope(Wk·n), Wv·n), n = rmsnorm(x)
@@ -187,8 +194,7 @@ function llamaBlock(g: GraphBuilder, config: ModelConfig, layer: number, weight:
 /** Adds decoder block `layer` of a GPT-2 model to `g`. */
 function gpt2Block(g: GraphBuilder, config: ModelConfig, layer: number, weight: WeightLookup, io: BlockWiring): void {
   const { dim, hiddenDim, normEps } = config;
-  const w = (name: string) => g.weight(StoredWeights.layer(layer, name), weight(StoredWeights.layer(layer, name)));
-  const linearLayer = (x: string, name: string, inFeatures: number) => linear(g, weight, x, StoredWeights.layer(layer, name), inFeatures);
+  const { w, linearLayer } = layerWeights(g, weight, layer);
   const x = io.hidden;
   const normed = g.op('LayerNormalization', [x, w('attention_norm'), w('attention_norm_bias')], { axis: -1, epsilon: normEps });
   const qkv = g.op('Add', [linearLayer(normed, 'wqkv', dim), w('bqkv')]);
