@@ -6,18 +6,20 @@ import { SYNTH_SHAPES } from './synth.js';
 const config = { ...SYNTH_SHAPES.stories15M, numLayers: 2, numKvHeads: 2, headDim: 4 };
 const stored = (layer: number, row: number, position: number, d: number) => layer * 1e6 + row * 1e3 + position * 4 + d;
 
-/** Writes a distinct value at every (slot, head, position, dim) below `positions` of both layers. */
+/** Appends a distinct value at every (slot, head, position, dim) below `positions` of both layers. */
 function fill(kv: KvCache, positions: number): void {
+  const rows = { firstSlot: 0, numRows: kv.numSlots, seqLen: positions, pastLengths: new Int32Array(kv.numSlots) };
   for (let layer = 0; layer < 2; layer++) {
-    const { key, value } = kv.view(layer, 0, kv.numSlots);
-    for (let row = 0; row < kv.numSlots * 2; row++) {
+    // [slot, position, head, dim], as the graphs return new keys and values; row = slot * 2 + head in the cache.
+    const keys = new Float32Array(kv.numSlots * positions * 2 * 4);
+    for (let slot = 0; slot < kv.numSlots; slot++) {
       for (let p = 0; p < positions; p++) {
-        for (let d = 0; d < 4; d++) {
-          (key.data as Float32Array)[(row * kv.capacity + p) * 4 + d] = stored(layer, row, p, d);
-          (value.data as Float32Array)[(row * kv.capacity + p) * 4 + d] = -stored(layer, row, p, d);
+        for (let h = 0; h < 2; h++) {
+          for (let d = 0; d < 4; d++) keys[((slot * positions + p) * 2 + h) * 4 + d] = stored(layer, slot * 2 + h, p, d);
         }
       }
     }
+    kv.append(layer, rows, keys, keys.map((x) => -x));
   }
 }
 
