@@ -17,7 +17,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Checkpoint, Quantization } from '../src/model/index.js';
-import { isPreparedModel, PROJECT_ROOT, prepareModel, readManifest, resolveModel, weightsLabel } from '../src/model/index.js';
+import { isPreparedModel, PROJECT_ROOT, prepareModel, quantizationSuffix, readManifest, resolveModel, weightsLabel } from '../src/model/index.js';
 import { exportHfOnnx } from '../src/model/export-hf.js';
 import { importLlama2c } from '../src/model/llama2c.js';
 import { SYNTH_SHAPES, synthCheckpoint, synthTokenizer, type SynthShape } from '../src/model/synth.js';
@@ -49,7 +49,7 @@ export async function prepareBenchModel(name: string, log: (line: string) => voi
   if (name === 'stories260K') {
     dir = await resolveModel(STORIES260K.checkpoint, { tokenizer: STORIES260K.tokenizer, quantization, log });
   } else {
-    dir = path.join(PREPARED, `synth-${name}-seed0${quantization === 'none' ? '' : `-${quantization}`}`);
+    dir = path.join(PREPARED, `synth-${name}-seed0${quantizationSuffix(quantization)}`);
     if (!isPreparedModel(dir)) {
       log(`writing random-weight ${name} (${weightsLabel(quantization)} weights) to ${dir}`);
       prepareModel(synthCheckpoint(name as SynthShape, 0, synthTokenizer(name as SynthShape, path.join(SHARED_MODELS, 'tokenizers'))), dir, { quantization });

@@ -6,7 +6,7 @@
  */
 export { ModelFormatError, type Checkpoint, type ModelConfig, type Tensor } from './checkpoint.js';
 export { KvCache } from './kv-cache.js';
-export { isPreparedModel, QUANTIZATIONS, readManifest, weightsLabel, type Manifest, type Quantization } from './manifest.js';
+export { isPreparedModel, QUANTIZATIONS, quantizationSuffix, readManifest, weightsLabel, type Manifest, type Quantization } from './manifest.js';
 export { DeviceError, Model, type BlockRows, type Device, type RuntimeOptions } from './model.js';
 export { prepareModel, type PrepareOptions } from './prepare.js';
 export { exportHfOnnx, HF_ONNX_MODEL } from './export-hf.js';

@@ -25,6 +25,11 @@ export function weightsLabel(quantization: Quantization): string {
   return quantization === 'none' ? 'float32' : quantization;
 }
 
+/** What a prepared directory's name carries after the model's name: nothing for float32, `-int8` for int8. */
+export function quantizationSuffix(quantization: Quantization): string {
+  return quantization === 'none' ? '' : `-${quantization}`;
+}
+
 const WeightRefSchema = z.object({
   offset: z.number().int().nonnegative(),
   byteLength: z.number().int().nonnegative(),

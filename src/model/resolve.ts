@@ -19,7 +19,7 @@ import { ModelFormatError, type Checkpoint } from './checkpoint.js';
 import { importGpt2 } from './gpt2.js';
 import { importHfLlama } from './hf-llama.js';
 import { importLlama2c } from './llama2c.js';
-import { isPreparedModel, MANIFEST_FILE, MANIFEST_FORMAT, readManifest, weightsLabel, type Quantization } from './manifest.js';
+import { isPreparedModel, MANIFEST_FILE, MANIFEST_FORMAT, quantizationSuffix, readManifest, weightsLabel, type Quantization } from './manifest.js';
 import { prepareModel } from './prepare.js';
 
 /** The offramp checkout (or installed package) this code runs from: the nearest folder above with a package.json. */
@@ -188,8 +188,7 @@ export async function resolveModel(source: string, options: ResolveOptions = {})
   if (!fs.existsSync(local)) throw new ModelFormatError(path.resolve(local), 'no such file or directory');
   const quantization = options.quantization ?? 'none';
   const name = path.basename(local).replace(/\.bin$/, '');
-  const form = quantization === 'none' ? '' : `-${quantization}`;
-  const prepared = path.join(cacheDir(), 'prepared', `${name}${form}-${fingerprint(local, quantization, tokenizer)}`);
+  const prepared = path.join(cacheDir(), 'prepared', `${name}${quantizationSuffix(quantization)}-${fingerprint(local, quantization, tokenizer)}`);
   if (isPreparedModel(prepared)) return prepared;
   log(`compiling ${local} into ${prepared} (${weightsLabel(quantization)} weights)`);
   prepareModel(importCheckpoint(local, tokenizer), prepared, { quantization });
