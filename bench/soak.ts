@@ -41,6 +41,8 @@ const MAX_BODY_BYTES = 64 * 1024;
 const REQUEST_TIMEOUT_MS = 60_000;
 /** After the worker is back, its failure may still show this long (streams that were mid-frame). */
 const FAULT_GRACE_MS = 2000;
+/** How long a restarted worker serves load before the second memory baseline (the first waits the whole warm-up). */
+const RESTART_WARMUP_MS = 5000;
 
 export interface SoakOptions {
   /** Length of the mixed-load phase. */
@@ -430,7 +432,10 @@ export async function runSoak(input: Partial<SoakOptions> = {}): Promise<SoakRep
       log(fault.recoveredAfterMs === null ? 'the worker did not come back' : `worker back after ${fault.recoveredAfterMs} ms`);
       if (fault.recoveredAfterMs === null) return;
       // A restarted worker is a new warm-up: the dead thread's malloc arena stays mapped, a one-time
-      // step in RSS. Growth is measured from the higher of the two baselines.
+      // step in RSS, and the new worker grows its KV cache, onnxruntime arenas and JIT code as the
+      // first one did before the first baseline. So the second baseline, like the first, is taken
+      // after a warm-up under load. Growth is measured from the higher of the two baselines.
+      await sleep(Math.min(RESTART_WARMUP_MS, warmupMs));
       const afterRestart = await settledRss(server);
       if (afterRestart !== null && memory.baselineKb !== null && afterRestart > memory.baselineKb) {
         log(`RSS ${afterRestart} kB after the restart: the baseline from here on`);
