@@ -2,34 +2,73 @@
  * What blocks and ramps cost, measured on the decode path: the controller's
  * notion of time saved by exits and time lost to ramps comes from here.
  *
+ * Each cost is the median of its last samples: one garbage-collection pause
+ * inside a timed call must not move a cost that may then go unmeasured for
+ * a long time (ramps the budget no longer allows are never timed again).
+ *
  * @module
  */
 import type { Costs } from '../exits/index.js';
 
-/** Weight of a new sample in the moving averages. */
-const ALPHA = 0.05;
+/** Samples each median is taken over. */
+const WINDOW = 64;
+
+/** The median of the last WINDOW samples; 0 before the first. */
+class RecentMedian {
+  private readonly samples: number[] = [];
+  private next = 0;
+
+  add(ms: number): void {
+    if (this.samples.length < WINDOW) this.samples.push(ms);
+    else this.samples[this.next] = ms;
+    this.next = (this.next + 1) % WINDOW;
+  }
+
+  get value(): number {
+    if (this.samples.length === 0) return 0;
+    const sorted = [...this.samples].sort((a, b) => a - b);
+    return sorted[sorted.length >> 1]!;
+  }
+}
 
 export class CostMeter {
-  private readonly blockMs: number[];
-  private rampMs = 0;
+  private readonly blocks: RecentMedian[];
+  private readonly ramp = new RecentMedian();
+  private readonly head = new RecentMedian();
+  private readonly fused = new RecentMedian();
 
   constructor(numLayers: number) {
-    this.blockMs = new Array<number>(numLayers).fill(0);
+    this.blocks = Array.from({ length: numLayers }, () => new RecentMedian());
   }
 
   addBlock(layer: number, ms: number): void {
-    this.blockMs[layer] = this.blockMs[layer]! === 0 ? ms : this.blockMs[layer]! + ALPHA * (ms - this.blockMs[layer]!);
+    this.blocks[layer]!.add(ms);
   }
 
   addRamp(ms: number): void {
-    this.rampMs = this.rampMs === 0 ? ms : this.rampMs + ALPHA * (ms - this.rampMs);
+    this.ramp.add(ms);
+  }
+
+  /** The final head, on the block-by-block path. */
+  addHead(ms: number): void {
+    this.head.add(ms);
+  }
+
+  /** A whole decode step in one fused call. */
+  addFused(ms: number): void {
+    this.fused.add(ms);
   }
 
   /** Null until every block has been timed at least once. */
   snapshot(): Costs | null {
-    if (this.blockMs.some((ms) => ms === 0)) return null;
+    const blockMs = this.blocks.map((b) => b.value);
+    if (blockMs.some((ms) => ms === 0)) return null;
+    const head = this.head.value;
+    const fused = this.fused.value;
     // Before any ramp has run, assume one costs what the final head does: about a block's worth.
-    const rampMs = this.rampMs || Math.max(...this.blockMs);
-    return { blockMs: [...this.blockMs], rampMs };
+    const rampMs = this.ramp.value || head || Math.max(...blockMs);
+    // Unknown (0) until both paths have been timed.
+    const splitMs = fused > 0 && head > 0 ? Math.max(0, blockMs.reduce((a, b) => a + b, 0) + head - fused) : 0;
+    return { blockMs, rampMs, splitMs };
   }
 }

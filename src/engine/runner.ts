@@ -42,6 +42,9 @@ export interface ExitOptions {
   maxDeferred: number;
 }
 
+/** While ramps are active, one step in this many is timed on the fused graph instead. */
+const FUSED_SAMPLE_STEPS = 64;
+
 /** The full model's verdict on a token: which ramps agreed with its argmax. */
 function verdict(scores: RampScore[], finalArgmax: number, exitLayer: number | null): TokenRecord {
   return { ramps: scores.map((s) => ({ layer: s.layer, confidence: s.confidence, agrees: s.argmax === finalArgmax })), exitLayer };
@@ -59,6 +62,8 @@ export class ModelRunner {
   /** Reused activation buffers by purpose and size: decoding asks for the same few every step. */
   private readonly buffers = new Map<string, Float32Array>();
   readonly costs: CostMeter;
+  /** Decode steps that could have run fused while ramps were active (see timesFusedNow). */
+  private stepsOffFused = 0;
 
   constructor(
     readonly model: Model,
@@ -121,7 +126,7 @@ export class ModelRunner {
       const position = seq.numComputed;
       return { seq, position, hidden: this.model.embed([seq.tokens[position]!], [position]), scores: [] };
     });
-    if (this.model.hasFused && active.every((row) => this.needsNoSingleBlock(row))) return this.decodeFused(active);
+    if (this.model.hasFused && (active.every((row) => this.needsNoSingleBlock(row)) || this.timesFusedNow(active))) return this.decodeFused(active);
     for (let layer = 0; layer < numLayers && active.length > 0; layer++) {
       const synced = active.filter((r) => r.seq.layerLengths[layer] === r.position);
       if (synced.length > 0) this.batchedBlock(layer, synced);
@@ -132,7 +137,9 @@ export class ModelRunner {
     if (active.length === 0) return;
     const gathered = this.buffer('gathered', active.length * dim);
     active.forEach((row, i) => gathered.set(row.hidden, i * dim));
+    const started = performance.now();
     const logits = this.head(gathered, active.length);
+    this.costs.addHead(performance.now() - started);
     active.forEach((row, i) => {
       const rowLogits = logits.subarray(i * vocabSize, (i + 1) * vocabSize);
       const finalArgmax = argmax(rowLogits);
@@ -149,13 +156,25 @@ export class ModelRunner {
     return true;
   }
 
+  /**
+   * While ramps are active, one decode step in FUSED_SAMPLE_STEPS runs fused
+   * anyway when every row may (nothing deferred, no plan or trace to follow),
+   * so that the controller knows what leaving the fused graph costs.
+   */
+  private timesFusedNow(rows: Row[]): boolean {
+    const mayFuse = (row: Row) => row.seq.deferred.length === 0 && (this.feedsController(row.seq) || this.needsNoSingleBlock(row));
+    return rows.every(mayFuse) && ++this.stepsOffFused % FUSED_SAMPLE_STEPS === 0;
+  }
+
   /** The whole batch through the fused graph: one call for every block and the head. */
   private decodeFused(rows: Row[]): void {
     const vocabSize = this.model.config.vocabSize;
     // layerLengths[0] is the longest: every layer writes a stray row's position there before reading it.
     const { firstSlot, numRows, input, pastLengths } = this.slotRange(rows, 0);
     const logits = this.buffer('fused-logits', numRows * vocabSize);
+    const started = performance.now();
     this.model.runFused(input, { firstSlot, numRows, seqLen: 1, pastLengths }, this.kv, logits);
+    this.costs.addFused(performance.now() - started);
     for (const row of rows) {
       row.seq.layerLengths.fill(row.position + 1);
       // The controller counts tokens even while no ramp is active: its clock decides when to try ramps again.

@@ -25,9 +25,10 @@ test('spread: centres of equal bins over the candidates', () => {
   assert.deepEqual(spreadLayers([0, 1, 2], 0), []);
 });
 
-test('utility: savings of exits minus overhead of passes', () => {
+test('utility: savings of exits minus overhead of passes, minus the ramp\'s share of the split cost', () => {
   const costs = { blockMs: blocks(8), rampMs: 0.5 };
-  assert.equal(utilityMs(costs, 3, { exits: 10, passes: 20 }), 10 * 4 - 20 * 0.5);
+  assert.equal(utilityMs(costs, 3, { exits: 10, passes: 20, share: 12 }), 10 * 4 - 20 * 0.5);
+  assert.equal(utilityMs({ ...costs, splitMs: 2 }, 3, { exits: 10, passes: 20, share: 12 }), 10 * 4 - 20 * 0.5 - 12 * 2);
 });
 
 test('new ramp: middle of the widest stretch without an exit, only where exiting pays', () => {
@@ -46,9 +47,9 @@ test('plan: negative once → probation, negative again → deactivate, room →
   const base: AdjustInput = {
     active: [1, 3, 5],
     usage: new Map([
-      [1, { exits: 100, passes: 400 }],
-      [3, { exits: 0, passes: 400 }],
-      [5, { exits: 50, passes: 200 }],
+      [1, { exits: 100, passes: 400, share: 0 }],
+      [3, { exits: 0, passes: 400, share: 0 }],
+      [5, { exits: 50, passes: 200, share: 0 }],
     ]),
     onProbation: new Set(),
     costs: { blockMs: blocks(8), rampMs: 0.2 },
@@ -70,4 +71,27 @@ test('plan: negative once → probation, negative again → deactivate, room →
 
   const recovered = planAdjustment({ ...base, onProbation: new Set([1]) });
   assert.deepEqual(recovered.recovered, [1]);
+});
+
+test('plan: no new ramp beside one that lost time, nor right after the last one goes', () => {
+  const base: AdjustInput = {
+    active: [1, 5],
+    usage: new Map([
+      [1, { exits: 0, passes: 400, share: 0 }],
+      [5, { exits: 50, passes: 200, share: 0 }],
+    ]),
+    onProbation: new Set(),
+    costs: { blockMs: blocks(8), rampMs: 0.2 },
+    numLayers: 8,
+    candidates: [0, 1, 2, 3, 4, 5, 6],
+    maxActive: 3,
+    blocked: new Set(),
+  };
+  assert.deepEqual(planAdjustment(base).probation, [1]);
+  assert.equal(planAdjustment(base).activate, null, 'layer 1 is losing time');
+  const paying = { ...base, usage: new Map([...base.usage, [1, { exits: 100, passes: 300, share: 0 }]]) };
+  assert.equal(planAdjustment(paying).activate, 3, 'both pay: room is used');
+  const lastGoes = planAdjustment({ ...base, active: [1], onProbation: new Set([1]) });
+  assert.deepEqual(lastGoes.deactivate, [1]);
+  assert.equal(lastGoes.activate, null);
 });

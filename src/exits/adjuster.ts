@@ -7,10 +7,16 @@
  *   about one ramp): Σ rampMs ≤ rampBudget × (Σ blockMs + rampMs).
  * - Start: ramps spread evenly over the candidate layers, all at threshold 0.
  * - Every period: utility = ms saved by tokens that exited at the ramp −
- *   rampMs × tokens that passed it without exiting. A negative ramp gets one
+ *   rampMs × tokens that passed it without exiting − the ramp's share of
+ *   splitMs (each token's split cost divided among the ramps it read on its
+ *   way out): a ramp also pays for keeping decoding off the fused graph, which
+ *   on a small model costs more than the ramp itself. A negative ramp gets one
  *   re-tune (probation); negative again at the next adjustment, it goes.
- * - While the budget and maxRamps leave room, one new ramp is tried per
- *   adjustment: the farthest-point rule puts it in the middle of the widest
+ * - While the budget and maxRamps leave room, and every ramp that stays
+ *   paid for itself over the period, one new ramp is tried per adjustment
+ *   (a ramp still losing time is not joined by another untested one, and a
+ *   set that has just emptied is left empty: the controller waits out a
+ *   backoff before it tries again): the farthest-point rule puts it in the middle of the widest
  *   stretch of blocks with no exit chance (the model's input and its last
  *   block count as ends), only at layers where one exit saves more than a
  *   ramp costs (else it cannot pay: the last layers rarely can), and not at
@@ -47,11 +53,13 @@ export interface RampUsage {
   exits: number;
   /** Tokens that evaluated this ramp and went on (exited later or at the full model). */
   passes: number;
+  /** Tokens that read this ramp, each counted as 1 / (ramps it read): the ramp's share of the split cost. */
+  share: number;
 }
 
 /** Net latency the ramp bought over the period, in ms. */
 export function utilityMs(costs: Costs, layer: number, usage: RampUsage): number {
-  return usage.exits * savedMs(costs, layer) - usage.passes * costs.rampMs;
+  return usage.exits * savedMs(costs, layer) - usage.passes * costs.rampMs - usage.share * (costs.splitMs ?? 0);
 }
 
 export interface AdjustInput {
@@ -86,13 +94,15 @@ export interface AdjustPlan {
 export function planAdjustment(input: AdjustInput): AdjustPlan {
   const plan: AdjustPlan = { utilities: new Map(), probation: [], deactivate: [], recovered: [], activate: null };
   for (const layer of input.active) {
-    const u = utilityMs(input.costs, layer, input.usage.get(layer) ?? { exits: 0, passes: 0 });
+    const u = utilityMs(input.costs, layer, input.usage.get(layer) ?? { exits: 0, passes: 0, share: 0 });
     plan.utilities.set(layer, u);
     if (u < 0) (input.onProbation.has(layer) ? plan.deactivate : plan.probation).push(layer);
     else if (input.onProbation.has(layer)) plan.recovered.push(layer);
   }
   const remaining = input.active.filter((l) => !plan.deactivate.includes(l));
-  if (remaining.length < input.maxActive) {
+  const allPay = remaining.every((l) => plan.utilities.get(l)! >= 0);
+  const justEmptied = remaining.length === 0 && input.active.length > 0;
+  if (remaining.length < input.maxActive && allPay && !justEmptied) {
     const blocked = new Set([...input.blocked, ...plan.deactivate]);
     plan.activate = chooseNewLayer(input.candidates, remaining, input.costs, input.numLayers, blocked);
   }

@@ -151,6 +151,38 @@ test('a ramp with negative utility gets one re-tune, then is deactivated; retrie
   assert.ok(c.state().ramps.every((r) => r.layer === 3 || (r.utilityMs ?? 0) > 0));
 });
 
+test('when no ramp pays, the set empties and trials come ever more rarely', () => {
+  const ramps = new Map<number, RampBehaviour>(CANDIDATES.map((l) => [l, silent()]));
+  const c = controller({ logSize: 1_000 });
+  const t = trace(ramps, 40_000);
+  let tokensWithRamps = 0;
+  for (const token of t.tokens) {
+    replay(c, { header: t.header, tokens: [token] });
+    if (c.activeRamps().length > 0) tokensWithRamps++;
+  }
+  const trials = c.state().log.filter((e) => e.kind === 'activate').map((e) => e.token);
+  // Start at 0; emptied at the second adjustment (1,000), then idle 4, 8, 16, 32 adjustments
+  // of 500 tokens, each trial taking two adjustments: 3,000, 8,000, 17,000, 34,000.
+  assert.deepEqual(trials, [0, 3_000, 8_000, 17_000, 34_000]);
+  assert.ok(tokensWithRamps / t.tokens.length < 0.15, `${tokensWithRamps} of ${t.tokens.length} tokens ran with ramps`);
+});
+
+test('a ramp that pays for itself but not for leaving the fused graph is dropped', () => {
+  const ramps = new Map<number, RampBehaviour>([[3, informative(0.9)]]);
+  const run = (splitMs: number) => {
+    const c = controller({ candidateLayers: [3], costs: { ...costs, splitMs } });
+    replay(c, synthTrace({ numLayers: NUM_LAYERS, costs: { ...costs, splitMs }, tokens: 2_000, ramps, seed: 3 }));
+    return c.state();
+  };
+  const cheap = run(0);
+  assert.ok(cheap.ramps[0]!.utilityMs! > 0, `utility ${cheap.ramps[0]!.utilityMs}`);
+  assert.deepEqual(cheap.ramps.map((r) => r.layer), [3]);
+  // 4 ms saved per exit at about half the tokens is < 3 ms lost by every token.
+  const dear = run(3);
+  assert.deepEqual(dear.ramps, []);
+  assert.equal(dear.log.find((e) => e.kind === 'deactivate')?.token, 1_000);
+});
+
 test('respects the ramp budget: never more ramps than it allows; setCosts drops the least useful', () => {
   const ramps = informativeRamps();
   ramps.set(1, silent());

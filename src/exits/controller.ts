@@ -57,6 +57,13 @@ export class ExitController {
   private readonly probation = new Set<number>();
   /** Dropped layers: blocked until adjustment `until`; `times` drives the backoff. */
   private readonly retired = new Map<number, { until: number; times: number }>();
+  /**
+   * Once every ramp has been dropped, no ramp is tried before adjustment
+   * `until`. `times` doubles the wait each time the set empties again with no
+   * ramp having paid in between: on a model where exits cannot pay for
+   * themselves, trials become rare and decoding stays on the fused path.
+   */
+  private idle = { until: 0, times: 0 };
   private adjustments = 0;
   private readonly counts = { tunes: 0, retunes: 0, emergencies: 0, activations: 0, deactivations: 0 };
   private readonly log: ControllerEvent[] = [];
@@ -100,10 +107,13 @@ export class ExitController {
     if (ok) this.windowCorrect++;
     this.totalTokens++;
     if (ok) this.totalCorrect++;
-    for (const s of copy.ramps) {
-      const u = this.usage.get(s.layer) ?? { exits: 0, passes: 0 };
+    // Ramps read on the token's way out; deeper ones were scored later, off its critical path.
+    const read = copy.ramps.filter((s) => copy.exitLayer === null || s.layer <= copy.exitLayer);
+    for (const s of read) {
+      const u = this.usage.get(s.layer) ?? { exits: 0, passes: 0, share: 0 };
       if (s.layer === copy.exitLayer) u.exits++;
-      else if (copy.exitLayer === null || s.layer < copy.exitLayer) u.passes++;
+      else u.passes++;
+      u.share += 1 / read.length;
       this.usage.set(s.layer, u);
     }
     this.sinceTune++;
@@ -177,7 +187,7 @@ export class ExitController {
       })),
       maxActiveRamps: this.maxActive(),
       violationStreak: this.violationStreak,
-      costs: { blockMs: [...this.costs.blockMs], rampMs: this.costs.rampMs },
+      costs: { ...this.costs, blockMs: [...this.costs.blockMs] },
       counts: { ...this.counts },
       log: this.log.map((e) => ({ ...e, layers: [...e.layers], ramps: e.ramps.map((r) => ({ ...r })) })),
     };
@@ -248,7 +258,8 @@ export class ExitController {
   private adjust(): void {
     this.sinceAdjust = 0;
     this.adjustments++;
-    const blocked = new Set([...this.retired].filter(([, r]) => r.until > this.adjustments).map(([layer]) => layer));
+    const blocked =
+      this.adjustments < this.idle.until ? new Set(this.candidates) : new Set([...this.retired].filter(([, r]) => r.until > this.adjustments).map(([layer]) => layer));
     const plan = planAdjustment({
       active: this.ramps.map((r) => r.layer),
       usage: this.usage,
@@ -261,6 +272,7 @@ export class ExitController {
     });
     this.usage = new Map();
     this.utilities = plan.utilities;
+    if ([...plan.utilities.values()].some((u) => u > 0)) this.idle.times = 0;
     for (const layer of plan.recovered) this.probation.delete(layer);
     for (const layer of plan.deactivate) {
       this.probation.delete(layer);
@@ -270,7 +282,13 @@ export class ExitController {
     }
     if (plan.deactivate.length > 0) {
       this.setRamps(this.ramps.filter((r) => !plan.deactivate.includes(r.layer)));
-      this.event('deactivate', plan.deactivate, `utility still negative after a re-tune (${this.utilityText(plan.deactivate)})`);
+      let why = `utility still negative after a re-tune (${this.utilityText(plan.deactivate)})`;
+      if (this.ramps.length === 0) {
+        const wait = this.options.retryAfter * 2 ** this.idle.times;
+        this.idle = { until: this.adjustments + wait, times: this.idle.times + 1 };
+        why += `; no ramp left, the next is tried after ${wait} adjustments`;
+      }
+      this.event('deactivate', plan.deactivate, why);
     }
     if (plan.probation.length > 0) {
       for (const layer of plan.probation) this.probation.add(layer);

@@ -19,6 +19,8 @@ export const CostsSchema = z.object({
   blockMs: z.array(z.number().min(0)),
   /** Milliseconds per ramp evaluation. */
   rampMs: z.number().min(0),
+  /** Milliseconds per step lost to decoding block by block instead of fused (see Costs). */
+  splitMs: z.number().min(0).optional(),
 });
 
 export const ExitControllerOptionsSchema = z
@@ -60,7 +62,11 @@ export const ExitControllerOptionsSchema = z
     minStep: z.number().gt(0).max(1).default(0.001),
     /** Consecutive violations that reset the failing ramps to threshold 0 at once. */
     emergencyAfter: count().default(2),
-    /** Adjustments a dropped layer waits before it may be tried again; doubles each time it is dropped. */
+    /**
+     * Adjustments a dropped layer waits before it may be tried again; doubles
+     * each time it is dropped. Once no ramp is left, every layer waits this
+     * long, doubling while none pays.
+     */
     retryAfter: count().default(4),
     /** Events kept in `state().log`. */
     logSize: count().default(64),

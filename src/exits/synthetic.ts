@@ -71,7 +71,7 @@ export function synthTrace(o: SynthOptions): Trace {
     tokens.push({ ramps, final });
   }
   return {
-    header: { format: TRACE_FORMAT, model: 'synthetic', numLayers: o.numLayers, candidateLayers: layers, costs: { blockMs: [...o.costs.blockMs], rampMs: o.costs.rampMs } },
+    header: { format: TRACE_FORMAT, model: 'synthetic', numLayers: o.numLayers, candidateLayers: layers, costs: { ...o.costs, blockMs: [...o.costs.blockMs] } },
     tokens,
   };
 }

@@ -31,6 +31,12 @@ export interface Costs {
   blockMs: readonly number[];
   /** Milliseconds for one ramp evaluation (the final head costs about the same). */
   rampMs: number;
+  /**
+   * Milliseconds a step loses by running block by block, so that ramps can be
+   * read, instead of in one fused call: paid by every token while any ramp is
+   * active. Absent or 0 when the model has no fused graph.
+   */
+  splitMs?: number;
 }
 
 /** An active ramp: its layer and the uncertainty (1 − confidence) it tolerates. */
