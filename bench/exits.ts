@@ -4,7 +4,14 @@
  * earliest ramp whose argmax is the full model's, recorded from a full run:
  * the token sequence is unchanged, so this is the most exits can save here).
  *
- *   npm run build && node dist/bench/exits.js [--concurrency 1,8] [--max-tokens 128] [--accuracy 0.99] [--rounds 3]
+ *   npm run build && node dist/bench/exits.js [--concurrency 1,8] [--max-tokens 128] [--accuracy 0.99] [--warmup 2] [--rounds 4]
+ *
+ * A round is one pass over the prompts. Each variant first runs --warmup
+ * rounds unmeasured (the controller's first feedback); then the variants take
+ * turns, one measured round each, in an order that rotates, so that a noisy
+ * neighbour on the machine slows all three alike. Figures pool every
+ * measured round: tokens/s is all tokens over all wall time, ramp trials and
+ * all.
  *
  * In-process engine (no HTTP), greedy, prompts/ story openings. Latency is
  * measured at the engine's token events, as a client reading the stream
@@ -29,7 +36,8 @@ const { values } = parseArgs({
     'max-tokens': { type: 'string', default: '128' },
     accuracy: { type: 'string', default: '0.99' },
     'ramp-budget': { type: 'string', default: '0.2' },
-    rounds: { type: 'string', default: '3' },
+    warmup: { type: 'string', default: '2' },
+    rounds: { type: 'string', default: '4' },
     out: { type: 'string', default: path.join(PROJECT_ROOT, 'bench', 'results', 'exits.json') },
   },
 });
@@ -49,9 +57,9 @@ interface RequestResult {
   gaps: number[];
 }
 
-/** Runs every prompt `rounds` times at `concurrency` streams; returns per-request results and the wall time. */
+/** One round: every prompt once, at `concurrency` streams; returns per-request results and the wall time. */
 async function drive(engine: LocalEngine, concurrency: number, plans?: Map<number, (number | null)[]>): Promise<{ results: RequestResult[]; wallMs: number }> {
-  const queue = Array.from({ length: Number(values.rounds) }, () => prompts.map((_, i) => i)).flat();
+  const queue = prompts.map((_, i) => i);
   const results: RequestResult[] = [];
   const started = performance.now();
   let next = 0;
@@ -133,9 +141,18 @@ for (const concurrency of values.concurrency.split(',').map(Number)) {
     { name: `exits on @${values.accuracy}`, engine: new LocalEngine(model, { ...engineOptions, earlyExit: exitsOn }) },
     { name: 'oracle exits', engine: new LocalEngine(model, { ...engineOptions, earlyExit: EXITS_OFF }), plans },
   ];
-  for (const variant of variants) {
-    await drive(variant.engine, concurrency, variant.plans); // warm-up (and, for the controller, a first round of feedback)
-    const { results, wallMs } = await drive(variant.engine, concurrency, variant.plans);
+  for (const variant of variants) for (let r = 0; r < Number(values.warmup); r++) await drive(variant.engine, concurrency, variant.plans);
+  const measured = variants.map(() => ({ results: [] as RequestResult[], wallMs: 0 }));
+  for (let round = 0; round < Number(values.rounds); round++) {
+    for (let k = 0; k < variants.length; k++) {
+      const v = (round + k) % variants.length;
+      const { results, wallMs } = await drive(variants[v]!.engine, concurrency, variants[v]!.plans);
+      measured[v]!.results.push(...results);
+      measured[v]!.wallMs += wallMs;
+    }
+  }
+  for (const [v, variant] of variants.entries()) {
+    const { results, wallMs } = measured[v]!;
     const gaps = results.flatMap((r) => r.gaps);
     const exitMix: Record<string, number> = {};
     for (const layer of results.flatMap((r) => r.exitLayers)) exitMix[layer === null ? 'full' : String(layer)] = (exitMix[layer === null ? 'full' : String(layer)] ?? 0) + 1;

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { budgetRampCount, chooseNewLayer, planAdjustment, spreadLayers, utilityMs, type AdjustInput } from './adjuster.js';
+import { budgetRampCount, ceilingMs, chooseNewLayer, planAdjustment, spreadLayers, utilityMs, type AdjustInput } from './adjuster.js';
 
 const blocks = (n: number, ms = 1) => new Array<number>(n).fill(ms);
 
@@ -27,8 +27,10 @@ test('spread: centres of equal bins over the candidates', () => {
 
 test('utility: savings of exits minus overhead of passes, minus the ramp\'s share of the split cost', () => {
   const costs = { blockMs: blocks(8), rampMs: 0.5 };
-  assert.equal(utilityMs(costs, 3, { exits: 10, passes: 20, share: 12 }), 10 * 4 - 20 * 0.5);
-  assert.equal(utilityMs({ ...costs, splitMs: 2 }, 3, { exits: 10, passes: 20, share: 12 }), 10 * 4 - 20 * 0.5 - 12 * 2);
+  assert.equal(utilityMs(costs, 3, { exits: 10, passes: 20, share: 12, agreed: 15 }), 10 * 4 - 20 * 0.5);
+  assert.equal(utilityMs({ ...costs, splitMs: 2 }, 3, { exits: 10, passes: 20, share: 12, agreed: 15 }), 10 * 4 - 20 * 0.5 - 12 * 2);
+  // The ceiling: all 15 agreeing tokens exit, the other 15 readers pass.
+  assert.equal(ceilingMs({ ...costs, splitMs: 2 }, 3, { exits: 10, passes: 20, share: 12, agreed: 15 }), 15 * 4 - 15 * 0.5 - 12 * 2);
 });
 
 test('new ramp: middle of the widest stretch without an exit, only where exiting pays', () => {
@@ -47,9 +49,9 @@ test('plan: negative once → probation, negative again → deactivate, room →
   const base: AdjustInput = {
     active: [1, 3, 5],
     usage: new Map([
-      [1, { exits: 100, passes: 400, share: 0 }],
-      [3, { exits: 0, passes: 400, share: 0 }],
-      [5, { exits: 50, passes: 200, share: 0 }],
+      [1, { exits: 100, passes: 400, share: 0, agreed: 200 }],
+      [3, { exits: 0, passes: 400, share: 0, agreed: 200 }],
+      [5, { exits: 50, passes: 200, share: 0, agreed: 200 }],
     ]),
     onProbation: new Set(),
     costs: { blockMs: blocks(8), rampMs: 0.2 },
@@ -71,14 +73,19 @@ test('plan: negative once → probation, negative again → deactivate, room →
 
   const recovered = planAdjustment({ ...base, onProbation: new Set([1]) });
   assert.deepEqual(recovered.recovered, [1]);
+
+  // Agreeing on 10 of 400 tokens, no threshold could make layer 3 pay: no probation.
+  const hopeless = planAdjustment({ ...base, usage: new Map([...base.usage, [3, { exits: 0, passes: 400, share: 0, agreed: 10 }]]) });
+  assert.deepEqual(hopeless.probation, []);
+  assert.deepEqual(hopeless.deactivate, [3]);
 });
 
 test('plan: no new ramp beside one that lost time, nor right after the last one goes', () => {
   const base: AdjustInput = {
     active: [1, 5],
     usage: new Map([
-      [1, { exits: 0, passes: 400, share: 0 }],
-      [5, { exits: 50, passes: 200, share: 0 }],
+      [1, { exits: 0, passes: 400, share: 0, agreed: 200 }],
+      [5, { exits: 50, passes: 200, share: 0, agreed: 200 }],
     ]),
     onProbation: new Set(),
     costs: { blockMs: blocks(8), rampMs: 0.2 },
@@ -89,7 +96,7 @@ test('plan: no new ramp beside one that lost time, nor right after the last one 
   };
   assert.deepEqual(planAdjustment(base).probation, [1]);
   assert.equal(planAdjustment(base).activate, null, 'layer 1 is losing time');
-  const paying = { ...base, usage: new Map([...base.usage, [1, { exits: 100, passes: 300, share: 0 }]]) };
+  const paying = { ...base, usage: new Map([...base.usage, [1, { exits: 100, passes: 300, share: 0, agreed: 200 }]]) };
   assert.equal(planAdjustment(paying).activate, 3, 'both pay: room is used');
   const lastGoes = planAdjustment({ ...base, active: [1], onProbation: new Set([1]) });
   assert.deepEqual(lastGoes.deactivate, [1]);

@@ -11,7 +11,9 @@
  *   splitMs (each token's split cost divided among the ramps it read on its
  *   way out): a ramp also pays for keeping decoding off the fused graph, which
  *   on a small model costs more than the ramp itself. A negative ramp gets one
- *   re-tune (probation); negative again at the next adjustment, it goes.
+ *   re-tune (probation); negative again at the next adjustment, it goes. It
+ *   goes at once when no threshold could have made it pay: even had every
+ *   token it agreed on exited there, its utility would be negative.
  * - While the budget and maxRamps leave room, and every ramp that stays
  *   paid for itself over the period, one new ramp is tried per adjustment
  *   (a ramp still losing time is not joined by another untested one, and a
@@ -55,11 +57,19 @@ export interface RampUsage {
   passes: number;
   /** Tokens that read this ramp, each counted as 1 / (ramps it read): the ramp's share of the split cost. */
   share: number;
+  /** Tokens that read this ramp while it agreed with the full model: the most that could have exited there. */
+  agreed: number;
 }
 
 /** Net latency the ramp bought over the period, in ms. */
 export function utilityMs(costs: Costs, layer: number, usage: RampUsage): number {
   return usage.exits * savedMs(costs, layer) - usage.passes * costs.rampMs - usage.share * (costs.splitMs ?? 0);
+}
+
+/** The utility had every token the ramp agreed on exited there (and no other): what a re-tune could reach at best. */
+export function ceilingMs(costs: Costs, layer: number, usage: RampUsage): number {
+  const readers = usage.exits + usage.passes;
+  return utilityMs(costs, layer, { ...usage, exits: usage.agreed, passes: readers - usage.agreed });
 }
 
 export interface AdjustInput {
@@ -82,7 +92,7 @@ export interface AdjustPlan {
   utilities: Map<number, number>;
   /** Negative for the first time: re-tune once and watch. */
   probation: number[];
-  /** Negative again after their re-tune: deactivate. */
+  /** Negative again after their re-tune, or beyond any re-tune's help: deactivate. */
   deactivate: number[];
   /** Back to non-negative: off probation. */
   recovered: number[];
@@ -94,9 +104,11 @@ export interface AdjustPlan {
 export function planAdjustment(input: AdjustInput): AdjustPlan {
   const plan: AdjustPlan = { utilities: new Map(), probation: [], deactivate: [], recovered: [], activate: null };
   for (const layer of input.active) {
-    const u = utilityMs(input.costs, layer, input.usage.get(layer) ?? { exits: 0, passes: 0, share: 0 });
+    const usage = input.usage.get(layer) ?? { exits: 0, passes: 0, share: 0, agreed: 0 };
+    const u = utilityMs(input.costs, layer, usage);
     plan.utilities.set(layer, u);
-    if (u < 0) (input.onProbation.has(layer) ? plan.deactivate : plan.probation).push(layer);
+    const hopeless = ceilingMs(input.costs, layer, usage) < 0;
+    if (u < 0) (input.onProbation.has(layer) || hopeless ? plan.deactivate : plan.probation).push(layer);
     else if (input.onProbation.has(layer)) plan.recovered.push(layer);
   }
   const remaining = input.active.filter((l) => !plan.deactivate.includes(l));

@@ -110,9 +110,10 @@ export class ExitController {
     // Ramps read on the token's way out; deeper ones were scored later, off its critical path.
     const read = copy.ramps.filter((s) => copy.exitLayer === null || s.layer <= copy.exitLayer);
     for (const s of read) {
-      const u = this.usage.get(s.layer) ?? { exits: 0, passes: 0, share: 0 };
+      const u = this.usage.get(s.layer) ?? { exits: 0, passes: 0, share: 0, agreed: 0 };
       if (s.layer === copy.exitLayer) u.exits++;
       else u.passes++;
+      if (s.agrees) u.agreed++;
       u.share += 1 / read.length;
       this.usage.set(s.layer, u);
     }
@@ -282,7 +283,7 @@ export class ExitController {
     }
     if (plan.deactivate.length > 0) {
       this.setRamps(this.ramps.filter((r) => !plan.deactivate.includes(r.layer)));
-      let why = `utility still negative after a re-tune (${this.utilityText(plan.deactivate)})`;
+      let why = `utility negative after its re-tune, or beyond any re-tune's reach (${this.utilityText(plan.deactivate)})`;
       if (this.ramps.length === 0) {
         const wait = this.options.retryAfter * 2 ** this.idle.times;
         this.idle = { until: this.adjustments + wait, times: this.idle.times + 1 };
