@@ -51,14 +51,21 @@ test('the KV cache grows in steps of 32 positions and keeps every stored positio
   assert.throws(() => kv.fit(501), /exceed/);
 });
 
-test('the KV cache shrinks only once the need falls to half, keeping what fits', () => {
+test('the KV cache shrinks only once the need has stayed at half for 256 fits, keeping what fits', () => {
   const kv = new KvCache(config, 2, 1024, 0);
   kv.fit(300);
   assert.equal(kv.capacity, 320);
   fill(kv, 100);
   kv.fit(170);
   assert.equal(kv.capacity, 320, 'a need above half the capacity does not copy the cache');
+  for (let i = 0; i < 255; i++) kv.fit(100);
+  kv.fit(200);
+  for (let i = 0; i < 255; i++) kv.fit(100);
+  assert.equal(kv.capacity, 320, 'a need back above half restarts the count');
   kv.fit(100);
   assert.equal(kv.capacity, 128);
+  assertKept(kv, 100);
+  kv.fit(300);
+  assert.equal(kv.capacity, 320);
   assertKept(kv, 100);
 });

@@ -8,9 +8,12 @@
  * each input as one dense tensor; rows of that run that are not part of the
  * call get harmless writes at their own next position (see `Model.runBlock`).
  *
- * The capacity follows the longest sequence held (in steps of 32 positions,
- * up to `maxContext`) instead of sitting at `maxContext`: attention scores
- * every row against the whole capacity (masking what a row has not filled).
+ * The buffers are allocated once, for `maxContext` positions per slot, but
+ * laid out for the current capacity, which follows the longest sequence held
+ * (in steps of 32 positions): attention scores every row against the whole
+ * capacity (masking what a row has not filled), so a short batch should not
+ * pay for the longest context. A change of capacity re-lays the rows out in
+ * place: no allocation, so no garbage for the collector.
  *
  * @module
  */
@@ -35,10 +38,18 @@ export interface KvView {
 /** Capacity grows in steps of this many positions: each growth copies the cache once, about what one call's outputs cost. */
 const CAPACITY_STEP = 32;
 
+/**
+ * Consecutive fits at half the capacity or less before it shrinks: between
+ * one request and the next the need drops for a moment, and shrinking then
+ * would only grow back, a copy each way, several times per request.
+ */
+const SHRINK_AFTER = 256;
+
 export class KvCache {
-  private keys: Float32Array[];
-  private values: Float32Array[];
+  private readonly keys: Float32Array[];
+  private readonly values: Float32Array[];
   private positions: number;
+  private fitsAtHalf = 0;
   /** Tensor views are reused: building them every call is measurable garbage at small model sizes. */
   private readonly views = new Map<number, KvView>();
 
@@ -62,14 +73,14 @@ export class KvCache {
 
   /**
    * Makes every slot hold at least `length` positions, keeping what is
-   * stored. Grows to the next multiple of 32; shrinks only once the need is
-   * half the capacity, so sequences ending and starting around one size do
-   * not copy the cache back and forth.
+   * stored. Grows to the next multiple of 32 at once; shrinks only once the
+   * need has stayed at half the capacity or less for SHRINK_AFTER fits.
    */
   fit(length: number): void {
     if (length > this.maxContext) throw new RangeError(`${length} positions exceed the KV cache's ${this.maxContext}`);
     const target = Math.min(this.maxContext, Math.max(1, Math.ceil(length / CAPACITY_STEP)) * CAPACITY_STEP);
-    if (target > this.positions || target * 2 <= this.positions) this.resize(target);
+    this.fitsAtHalf = target * 2 <= this.positions ? this.fitsAtHalf + 1 : 0;
+    if (target > this.positions || this.fitsAtHalf >= SHRINK_AFTER) this.relayout(target);
   }
 
   /** Tensors over slots [firstSlot, firstSlot + numRows) of `layer`, fed as the past. */
@@ -106,7 +117,7 @@ export class KvCache {
 
   /** Bytes held, for logs and metrics. */
   get byteLength(): number {
-    return this.keys.length * 2 * this.numSlots * this.slotFloats * 4;
+    return this.keys.length * 2 * this.keys[0]!.byteLength;
   }
 
   private get slotFloats(): number {
@@ -114,26 +125,29 @@ export class KvCache {
   }
 
   private allocate(): Float32Array[] {
-    return Array.from({ length: this.config.numLayers }, () => new Float32Array(this.numSlots * this.slotFloats));
+    const { numLayers, numKvHeads, headDim } = this.config;
+    return Array.from({ length: numLayers }, () => new Float32Array(this.numSlots * numKvHeads * this.maxContext * headDim));
   }
 
-  private resize(positions: number): void {
-    const { numKvHeads, headDim } = this.config;
+  /**
+   * Changes the row stride (a row is one slot's head: `positions` × headDim
+   * floats) in place, keeping each row's first min(old, new) positions.
+   * Growing moves rows from the last one down, shrinking from the first one
+   * up, so that no row is overwritten before it has moved.
+   */
+  private relayout(positions: number): void {
+    const headDim = this.config.headDim;
+    const rows = this.numSlots * this.config.numKvHeads;
     const oldStride = this.positions * headDim;
     const newStride = positions * headDim;
     const kept = Math.min(oldStride, newStride);
-    const copy = (from: Float32Array, to: Float32Array) => {
-      for (let row = 0; row < this.numSlots * numKvHeads; row++) to.set(from.subarray(row * oldStride, row * oldStride + kept), row * newStride);
-    };
-    this.positions = positions;
-    const keys = this.allocate();
-    const values = this.allocate();
-    for (let layer = 0; layer < this.config.numLayers; layer++) {
-      copy(this.keys[layer]!, keys[layer]!);
-      copy(this.values[layer]!, values[layer]!);
+    const move = (buffer: Float32Array, row: number) => buffer.copyWithin(row * newStride, row * oldStride, row * oldStride + kept);
+    for (const buffer of [...this.keys, ...this.values]) {
+      if (newStride > oldStride) for (let row = rows - 1; row > 0; row--) move(buffer, row);
+      else for (let row = 1; row < rows; row++) move(buffer, row);
     }
-    this.keys = keys;
-    this.values = values;
+    this.positions = positions;
+    this.fitsAtHalf = 0;
     this.views.clear();
   }
 
