@@ -45,6 +45,15 @@ export interface ExitOptions {
 /** While ramps are active, one step in this many is timed on the fused graph instead. */
 const FUSED_SAMPLE_STEPS = 64;
 
+/**
+ * One decode step in this many is a shadow step (see `isShadowStep`) while
+ * the controller has too few shadow records to judge a ramp by, then one in
+ * SHADOW_STEPS: rare enough that about 0.2% of tokens pay for it (a step with
+ * a ramp at every candidate layer), even at one stream.
+ */
+const SHADOW_STEPS_EARLY = 64;
+const SHADOW_STEPS = 512;
+
 /** The full model's verdict on a token: which ramps agreed with its argmax. */
 function verdict(scores: RampScore[], finalArgmax: number, exitLayer: number | null): TokenRecord {
   return { ramps: scores.map((s) => ({ layer: s.layer, confidence: s.confidence, agrees: s.argmax === finalArgmax })), exitLayer };
@@ -64,6 +73,10 @@ export class ModelRunner {
   readonly costs: CostMeter;
   /** Decode steps that could have run fused while ramps were active (see timesFusedNow). */
   private stepsOffFused = 0;
+  /** Decode steps that could have been shadow steps. */
+  private shadowCandidates = 0;
+  /** This step is a shadow step. */
+  private shadowing = false;
 
   constructor(
     readonly model: Model,
@@ -79,6 +92,7 @@ export class ModelRunner {
     // The decode batch goes first: its stray writes into rows that are mid-prompt
     // land at positions the prompt chunks below then overwrite.
     if (plan.decode.length > 0) this.decode(plan.decode);
+    this.shadowing = false;
     for (const { seq, numTokens } of plan.prefill) this.prefill(seq, numTokens);
   }
 
@@ -126,7 +140,8 @@ export class ModelRunner {
       const position = seq.numComputed;
       return { seq, position, hidden: this.model.embed([seq.tokens[position]!], [position]), scores: [] };
     });
-    if (this.model.hasFused && (active.every((row) => this.needsNoSingleBlock(row)) || this.timesFusedNow(active))) return this.decodeFused(active);
+    this.shadowing = this.isShadowStep(batch);
+    if (this.model.hasFused && !this.shadowing && (active.every((row) => this.needsNoSingleBlock(row)) || this.timesFusedNow(active))) return this.decodeFused(active);
     for (let layer = 0; layer < numLayers && active.length > 0; layer++) {
       const synced = active.filter((r) => r.seq.layerLengths[layer] === r.position);
       if (synced.length > 0) this.batchedBlock(layer, synced);
@@ -143,7 +158,11 @@ export class ModelRunner {
     active.forEach((row, i) => {
       const rowLogits = logits.subarray(i * vocabSize, (i + 1) * vocabSize);
       const finalArgmax = argmax(rowLogits);
-      if (this.feedsController(row.seq)) this.exits.controller!.record(verdict(row.scores, finalArgmax, null));
+      if (this.feedsController(row.seq)) {
+        const record = verdict(row.scores, finalArgmax, null);
+        if (this.shadowing) this.exits.controller!.recordShadow(record);
+        else this.exits.controller!.record(record);
+      }
       const trace = row.seq.request.traceRamps ? { ramps: row.scores, finalArgmax } : undefined;
       this.sampleAndEmit(row.seq, rowLogits, { layer: null, confidence: null, trace });
     });
@@ -154,6 +173,19 @@ export class ModelRunner {
     if (row.seq.deferred.length > 0) return false;
     for (let layer = 0; layer < this.model.config.numLayers - 1; layer++) if (this.looksAt(row, layer)) return false;
     return true;
+  }
+
+  /**
+   * A shadow step scores every candidate ramp and lets no row exit: the
+   * controller learns what ramps that are not active could do, without the
+   * cost of trying them (on a small model, leaving the fused graph for every
+   * token). Only steps where every row feeds the controller and none has
+   * deferred positions qualify.
+   */
+  private isShadowStep(batch: Sequence[]): boolean {
+    if (!batch.every((seq) => this.feedsController(seq) && seq.deferred.length === 0)) return false;
+    const period = this.exits.controller!.hasShadowEvidence ? SHADOW_STEPS : SHADOW_STEPS_EARLY;
+    return ++this.shadowCandidates % period === 0;
   }
 
   /**
@@ -288,7 +320,7 @@ export class ModelRunner {
   /** Whether a row evaluates the ramp after `layer`. */
   private looksAt(row: Row, layer: number): boolean {
     const request = row.seq.request;
-    if (request.traceRamps) return this.model.manifest.rampCandidates.includes(layer);
+    if (request.traceRamps || this.shadowing) return this.model.manifest.rampCandidates.includes(layer);
     if (request.exitPlan) return request.exitPlan[row.seq.numGenerated] === layer;
     if (!this.feedsController(row.seq)) return false;
     return this.exits.controller!.activeRamps().some((r) => r.layer === layer);
@@ -296,7 +328,7 @@ export class ModelRunner {
 
   private exitsAt(row: Row, layer: number, confidence: number): boolean {
     const request = row.seq.request;
-    if (request.traceRamps) return false;
+    if (request.traceRamps || this.shadowing) return false;
     if (request.exitPlan) return true; // looksAt already matched the planned layer
     if (row.seq.deferred.length >= this.exits.maxDeferred) return false;
     return this.exits.controller!.exitAt(layer, confidence);

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { budgetRampCount, ceilingMs, chooseNewLayer, planAdjustment, spreadLayers, utilityMs, type AdjustInput } from './adjuster.js';
+import { budgetRampCount, ceilingMs, chooseNewLayer, planAdjustment, shadowCeilingsMs, spreadLayers, utilityMs, type AdjustInput } from './adjuster.js';
 
 const blocks = (n: number, ms = 1) => new Array<number>(n).fill(ms);
 
@@ -101,4 +101,21 @@ test('plan: no new ramp beside one that lost time, nor right after the last one 
   const lastGoes = planAdjustment({ ...base, active: [1], onProbation: new Set([1]) });
   assert.deepEqual(lastGoes.deactivate, [1]);
   assert.equal(lastGoes.activate, null);
+});
+
+test('shadow ceilings: what each candidate could buy as a new ramp, with the split cost only when none is active', () => {
+  const costs = { blockMs: blocks(4), rampMs: 0.1, splitMs: 1 };
+  // Layer 0 agrees on 1 token in 4, layer 2 on 3 in 4.
+  const records = [true, false, false, false].map((agrees0, i) => ({
+    ramps: [
+      { layer: 0, confidence: 0.5, agrees: agrees0 },
+      { layer: 2, confidence: 0.5, agrees: i < 3 },
+    ],
+    exitLayer: null,
+  }));
+  const alone = shadowCeilingsMs(records, [0, 2], costs, true);
+  assert.ok(Math.abs(alone.get(0)! - (1 * 3 - 3 * 0.1 - 4 * 1)) < 1e-12);
+  assert.ok(Math.abs(alone.get(2)! - (3 * 1 - 1 * 0.1 - 4 * 1)) < 1e-12);
+  const beside = shadowCeilingsMs(records, [0, 2], costs, false);
+  assert.ok(Math.abs(beside.get(2)! - (3 * 1 - 1 * 0.1)) < 1e-12);
 });

@@ -22,12 +22,15 @@
  *   stretch of blocks with no exit chance (the model's input and its last
  *   block count as ends), only at layers where one exit saves more than a
  *   ramp costs (else it cannot pay: the last layers rarely can), and not at
- *   a layer still cooling off after being dropped. Ties go to the earlier
+ *   a layer still cooling off after being dropped, nor at one whose shadow
+ *   ceiling is negative (see shadowCeilingsMs: the engine now and then
+ *   scores every candidate on a step that cannot exit, so a ramp that could
+ *   never pay is known without trying it). Ties go to the earlier
  *   layer, which saves more per exit.
  *
  * @module
  */
-import { savedMs, type Costs } from './types.js';
+import { savedMs, type Costs, type TokenRecord } from './types.js';
 
 /** How many ramps the budget allows, capped by maxRamps. Free ramps (rampMs 0) are capped by maxRamps only. */
 export function budgetRampCount(costs: Costs, rampBudget: number, maxRamps: number): number {
@@ -70,6 +73,29 @@ export function utilityMs(costs: Costs, layer: number, usage: RampUsage): number
 export function ceilingMs(costs: Costs, layer: number, usage: RampUsage): number {
   const readers = usage.exits + usage.passes;
   return utilityMs(costs, layer, { ...usage, exits: usage.agreed, passes: readers - usage.agreed });
+}
+
+/**
+ * Each candidate's ceiling as a new ramp, from shadow records (tokens on
+ * which every candidate ramp was scored and none could exit): what it would
+ * have bought over those tokens had every token it agreed on exited there.
+ * `paysSplit`: no ramp is active now, so a new one would bring the split
+ * cost back for every token; otherwise that cost is being paid already.
+ */
+export function shadowCeilingsMs(records: readonly TokenRecord[], candidates: readonly number[], costs: Costs, paysSplit: boolean): Map<number, number> {
+  const ceilings = new Map<number, number>();
+  for (const layer of candidates) {
+    let readers = 0;
+    let agreed = 0;
+    for (const rec of records) {
+      const score = rec.ramps.find((r) => r.layer === layer);
+      if (!score) continue;
+      readers++;
+      if (score.agrees) agreed++;
+    }
+    ceilings.set(layer, ceilingMs(costs, layer, { exits: 0, passes: readers, share: paysSplit ? readers : 0, agreed }));
+  }
+  return ceilings;
 }
 
 export interface AdjustInput {

@@ -183,6 +183,28 @@ test('a ramp that pays for itself but not for leaving the fused graph is dropped
   assert.equal(dear.log.find((e) => e.kind === 'deactivate')?.token, 1_000);
 });
 
+test('shadow records veto new ramps that could never pay, and let through one that could', () => {
+  const run = (agreeRate: number) => {
+    const c = controller({ candidateLayers: [3], costs: { ...costs, splitMs: 2 }, logSize: 1_000 });
+    // Two adjustments of real records drop the start ramp (it never exits); shadow records come 1 in 10.
+    const t = synthTrace({ numLayers: NUM_LAYERS, costs, tokens: 20_000, ramps: new Map([[3, silent(agreeRate)]]), seed: 5 });
+    t.tokens.forEach((token, i) => {
+      const rec = { ramps: token.ramps.map((r) => ({ layer: r.layer, confidence: r.confidence, agrees: r.argmax === token.final })), exitLayer: null };
+      if (i % 10 === 0) c.recordShadow(rec);
+      else c.record(c.activeRamps().length > 0 ? rec : { ramps: [], exitLayer: null });
+    });
+    return c.state();
+  };
+  // Layer 3 saves 4 ms an exit: agreeing on 20% of tokens buys at most 0.8 ms of the 2 ms split.
+  const poor = run(0.2);
+  assert.ok(poor.shadow.ceilingMs['3']! < 0);
+  assert.deepEqual(poor.log.filter((e) => e.kind === 'activate').map((e) => e.token), [0], 'only the start');
+  // Agreeing on 90% it could pay, so it is tried again after the idle backoff (and dropped again: it never exits).
+  const rich = run(0.9);
+  assert.ok(rich.shadow.ceilingMs['3']! > 0);
+  assert.ok(rich.log.filter((e) => e.kind === 'activate').length > 1);
+});
+
 test('respects the ramp budget: never more ramps than it allows; setCosts drops the least useful', () => {
   const ramps = informativeRamps();
   ramps.set(1, silent());

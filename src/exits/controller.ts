@@ -15,7 +15,7 @@
  *
  * @module
  */
-import { budgetRampCount, planAdjustment, spreadLayers, type RampUsage } from './adjuster.js';
+import { budgetRampCount, planAdjustment, shadowCeilingsMs, spreadLayers, type RampUsage } from './adjuster.js';
 import { CostsSchema, ExitControllerOptionsSchema, type ExitControllerInput, type ExitControllerOptions } from './options.js';
 import { tuneThresholds } from './tuner.js';
 import type { ControllerEvent, ControllerEventKind, ControllerState } from './state.js';
@@ -42,6 +42,8 @@ export class ExitController {
   private frozen = false;
 
   private readonly records: Ring<TokenRecord>;
+  /** Tokens with every candidate scored and none exiting: evidence about ramps not active. */
+  private readonly shadow: Ring<TokenRecord>;
   private readonly outcomes: Ring<boolean>;
   private windowCorrect = 0;
   private totalTokens = 0;
@@ -77,6 +79,7 @@ export class ExitController {
     this.costs = o.costs ?? { blockMs: new Array<number>(o.numLayers).fill(1), rampMs: 0 };
     this.records = new Ring(o.tuneWindow);
     this.outcomes = new Ring(o.accuracyWindow);
+    this.shadow = new Ring(o.shadowWindow);
     this.spreadRamps('start');
   }
 
@@ -127,6 +130,21 @@ export class ExitController {
     else if (holds) this.violationStreak = 0;
     if (holds && this.violationStreak === 0 && this.sinceTune >= this.options.tunePeriod) this.tune(false, 'tune', 'periodic tune with slack');
     if (this.sinceAdjust >= this.options.adjustPeriod) this.adjust();
+  }
+
+  /**
+   * Feeds back one token of a shadow step: every candidate ramp was scored,
+   * none could exit, and the token came from the full model. It counts as
+   * an ordinary token, and its scores say what ramps not active could do.
+   */
+  recordShadow(rec: TokenRecord): void {
+    this.shadow.push({ ramps: rec.ramps.map((r) => ({ ...r })), exitLayer: null });
+    this.record({ ramps: [], exitLayer: null });
+  }
+
+  /** Whether there are enough shadow records (minShadow) to judge ramps that are not active. */
+  get hasShadowEvidence(): boolean {
+    return this.shadow.size >= this.options.minShadow;
   }
 
   /** New measured costs; drops ramps (lowest utility first) if the budget no longer fits them. */
@@ -187,6 +205,7 @@ export class ExitController {
         onProbation: this.probation.has(r.layer),
       })),
       maxActiveRamps: this.maxActive(),
+      shadow: { records: this.shadow.size, ceilingMs: Object.fromEntries(this.shadowCeilings()) },
       violationStreak: this.violationStreak,
       costs: { ...this.costs, blockMs: [...this.costs.blockMs] },
       counts: { ...this.counts },
@@ -261,6 +280,7 @@ export class ExitController {
     this.adjustments++;
     const blocked =
       this.adjustments < this.idle.until ? new Set(this.candidates) : new Set([...this.retired].filter(([, r]) => r.until > this.adjustments).map(([layer]) => layer));
+    for (const [layer, ceiling] of this.shadowCeilings()) if (ceiling < 0) blocked.add(layer);
     const plan = planAdjustment({
       active: this.ramps.map((r) => r.layer),
       usage: this.usage,
@@ -304,6 +324,12 @@ export class ExitController {
   }
 
   // --- helpers ---------------------------------------------------------------
+
+  /** Each candidate's ceiling as a new ramp, from the shadow records; empty until there are minShadow of them. */
+  private shadowCeilings(): Map<number, number> {
+    if (!this.hasShadowEvidence) return new Map();
+    return shadowCeilingsMs(this.shadow.last(), this.candidates, this.costs, this.ramps.length === 0);
+  }
 
   private maxActive(): number {
     return budgetRampCount(this.costs, this.options.rampBudget, this.options.maxRamps);

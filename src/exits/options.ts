@@ -68,6 +68,10 @@ export const ExitControllerOptionsSchema = z
      * long, doubling while none pays.
      */
     retryAfter: count().default(4),
+    /** Shadow records kept (tokens with every candidate ramp scored, none exiting; see recordShadow). */
+    shadowWindow: count().default(512),
+    /** Shadow records needed before they may veto a new ramp. */
+    minShadow: count().default(32),
     /** Events kept in `state().log`. */
     logSize: count().default(64),
     /**

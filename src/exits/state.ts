@@ -45,6 +45,11 @@ export interface ControllerState {
   ramps: RampState[];
   /** Ramps allowed by the budget and maxRamps. */
   maxActiveRamps: number;
+  /**
+   * Shadow records held, and each candidate's ceiling as a new ramp over
+   * them in ms (empty until there are enough): a negative one is not tried.
+   */
+  shadow: { records: number; ceilingMs: Record<string, number> };
   violationStreak: number;
   costs: Costs;
   /** tunes: tuner runs that moved a threshold; retunes: runs from all zeros (violations, negative utility). */
