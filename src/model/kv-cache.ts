@@ -115,9 +115,9 @@ export class KvCache {
     }
   }
 
-  /** Bytes held, for logs and metrics. */
-  get byteLength(): number {
-    return this.keys.length * 2 * this.keys[0]!.byteLength;
+  /** Bytes a cache of `numSlots` × `maxContext` positions allocates (keys and values of every layer). */
+  static byteLengthFor(config: ModelConfig, numSlots: number, maxContext: number): number {
+    return config.numLayers * 2 * numSlots * config.numKvHeads * maxContext * config.headDim * Float32Array.BYTES_PER_ELEMENT;
   }
 
   private get slotFloats(): number {
