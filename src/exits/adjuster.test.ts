@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { budgetRampCount, ceilingMs, chooseNewLayer, planAdjustment, shadowCeilingsMs, spreadLayers, utilityMs, type AdjustInput } from './adjuster.js';
+import { budgetRampCount, ceilingMs, chooseNewLayer, planAdjustment, shadowCeilingsMs, spreadLayers, utilityMs, type AdjustInput, type RampUsage } from './adjuster.js';
 
 const blocks = (n: number, ms = 1) => new Array<number>(n).fill(ms);
 
@@ -45,21 +45,25 @@ test('new ramp: middle of the widest stretch without an exit, only where exiting
   assert.equal(chooseNewLayer([0, 1, 2, 3, 4, 5, 6], [1, 3, 5], { blockMs: blocks(8), rampMs: 0 }, 8, new Set()), 0);
 });
 
+/** An 8-block model with 0.2 ms ramps; the active layers are those `usage` names. */
+const adjustInput = (usage: [number, RampUsage][]): AdjustInput => ({
+  active: usage.map(([layer]) => layer),
+  usage: new Map(usage),
+  onProbation: new Set(),
+  costs: { blockMs: blocks(8), rampMs: 0.2 },
+  numLayers: 8,
+  candidates: [0, 1, 2, 3, 4, 5, 6],
+  maxActive: 3,
+  blocked: new Set(),
+});
+const use = (exits: number, passes: number, agreed = 200): RampUsage => ({ exits, passes, share: 0, agreed });
+
 test('plan: negative once → probation, negative again → deactivate, room → activate', () => {
-  const base: AdjustInput = {
-    active: [1, 3, 5],
-    usage: new Map([
-      [1, { exits: 100, passes: 400, share: 0, agreed: 200 }],
-      [3, { exits: 0, passes: 400, share: 0, agreed: 200 }],
-      [5, { exits: 50, passes: 200, share: 0, agreed: 200 }],
-    ]),
-    onProbation: new Set(),
-    costs: { blockMs: blocks(8), rampMs: 0.2 },
-    numLayers: 8,
-    candidates: [0, 1, 2, 3, 4, 5, 6],
-    maxActive: 3,
-    blocked: new Set(),
-  };
+  const base = adjustInput([
+    [1, use(100, 400)],
+    [3, use(0, 400)],
+    [5, use(50, 200)],
+  ]);
   const first = planAdjustment(base);
   assert.deepEqual(first.probation, [3]);
   assert.deepEqual(first.deactivate, []);
@@ -75,28 +79,19 @@ test('plan: negative once → probation, negative again → deactivate, room →
   assert.deepEqual(recovered.recovered, [1]);
 
   // Agreeing on 10 of 400 tokens, no threshold could make layer 3 pay: no probation.
-  const hopeless = planAdjustment({ ...base, usage: new Map([...base.usage, [3, { exits: 0, passes: 400, share: 0, agreed: 10 }]]) });
+  const hopeless = planAdjustment({ ...base, usage: new Map([...base.usage, [3, use(0, 400, 10)]]) });
   assert.deepEqual(hopeless.probation, []);
   assert.deepEqual(hopeless.deactivate, [3]);
 });
 
 test('plan: no new ramp beside one that lost time, nor right after the last one goes', () => {
-  const base: AdjustInput = {
-    active: [1, 5],
-    usage: new Map([
-      [1, { exits: 0, passes: 400, share: 0, agreed: 200 }],
-      [5, { exits: 50, passes: 200, share: 0, agreed: 200 }],
-    ]),
-    onProbation: new Set(),
-    costs: { blockMs: blocks(8), rampMs: 0.2 },
-    numLayers: 8,
-    candidates: [0, 1, 2, 3, 4, 5, 6],
-    maxActive: 3,
-    blocked: new Set(),
-  };
+  const base = adjustInput([
+    [1, use(0, 400)],
+    [5, use(50, 200)],
+  ]);
   assert.deepEqual(planAdjustment(base).probation, [1]);
   assert.equal(planAdjustment(base).activate, null, 'layer 1 is losing time');
-  const paying = { ...base, usage: new Map([...base.usage, [1, { exits: 100, passes: 300, share: 0, agreed: 200 }]]) };
+  const paying = { ...base, usage: new Map([...base.usage, [1, use(100, 300)]]) };
   assert.equal(planAdjustment(paying).activate, 3, 'both pay: room is used');
   const lastGoes = planAdjustment({ ...base, active: [1], onProbation: new Set([1]) });
   assert.deepEqual(lastGoes.deactivate, [1]);
