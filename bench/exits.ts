@@ -4,7 +4,7 @@
  * earliest ramp whose argmax is the full model's, recorded from a full run:
  * the token sequence is unchanged, so this is the most exits can save here).
  *
- *   npm run build && node dist/bench/exits.js [--concurrency 1,8] [--max-tokens 128] [--accuracy 0.99] [--warmup 2] [--rounds 4]
+ *   npm run build && node dist/bench/exits.js [--concurrency 1,8] [--max-tokens 128] [--accuracy 0.99] [--warmup 2] [--rounds 8]
  *
  * A round is one pass over the prompts. Each variant first runs --warmup
  * rounds unmeasured (the controller's first feedback); then the variants take
@@ -37,7 +37,7 @@ const { values } = parseArgs({
     accuracy: { type: 'string', default: '0.99' },
     'ramp-budget': { type: 'string', default: '0.2' },
     warmup: { type: 'string', default: '2' },
-    rounds: { type: 'string', default: '4' },
+    rounds: { type: 'string', default: '8' },
     out: { type: 'string', default: path.join(PROJECT_ROOT, 'bench', 'results', 'exits.json') },
   },
 });
