@@ -58,15 +58,19 @@ export class ServerMetrics {
   private readonly rejected = this.registry.counter('offramp:requests_rejected_total', 'Requests refused before generation, by HTTP status.');
   private readonly restarts = this.registry.counter('offramp:engine_restarts_total', 'Times the engine worker was restarted after a failure.');
   private restartsSeen = 0;
+  /** One label object per (model, exit layer), so that counting a token builds none. */
+  private readonly tokenLabels = new Map<string, { model: Labels; byExit: Map<number | null, Labels> }>();
 
   /** Starts timing a request that arrived at `arrivedMs` (performance.now()). */
   startRequest(model: string, arrivedMs: number): RequestTimer {
-    const labels: Labels = { model_name: model };
+    const { model: labels, byExit } = this.labelsFor(model);
     let lastTokenMs = -1;
     let finished = false;
     return {
       token: (exitLayer) => {
-        this.exitTokens.inc({ ...labels, exit_layer: exitLayer === null ? 'full' : String(exitLayer) });
+        let exitLabels = byExit.get(exitLayer);
+        if (!exitLabels) byExit.set(exitLayer, (exitLabels = { ...labels, exit_layer: exitLayer === null ? 'full' : String(exitLayer) }));
+        this.exitTokens.inc(exitLabels);
         const now = performance.now();
         if (lastTokenMs < 0) this.ttft.observe((now - arrivedMs) / 1000, labels);
         else this.itl.observe((now - lastTokenMs) / 1000, labels);
@@ -81,6 +85,12 @@ export class ServerMetrics {
         this.success.inc({ ...labels, finished_reason: reason });
       },
     };
+  }
+
+  private labelsFor(model: string): { model: Labels; byExit: Map<number | null, Labels> } {
+    let entry = this.tokenLabels.get(model);
+    if (!entry) this.tokenLabels.set(model, (entry = { model: { model_name: model }, byExit: new Map() }));
+    return entry;
   }
 
   /** Counts a request answered with an error status before it ran. */

@@ -26,6 +26,22 @@ function formatLabels(labels: Labels): string {
   return `{${entries.map(([k, v]) => `${k}="${escapeLabelValue(v)}"`).join(',')}}`;
 }
 
+/**
+ * Series keys by label object: the request path passes the same few label
+ * objects for every token, and formatting them each time showed in profiles.
+ * Label objects are read-only, so a cached key cannot go stale.
+ */
+const seriesKeys = new WeakMap<Labels, string>();
+
+function seriesKey(labels: Labels): string {
+  let key = seriesKeys.get(labels);
+  if (key === undefined) {
+    key = formatLabels(labels);
+    seriesKeys.set(labels, key);
+  }
+  return key;
+}
+
 function formatValue(value: number): string {
   if (Number.isNaN(value)) return 'NaN';
   if (value === Infinity) return '+Inf';
@@ -47,7 +63,7 @@ abstract class Metric<S> {
   protected abstract lines(labels: Labels, state: S): string[];
 
   protected stateOf(labels: Labels): S {
-    const key = formatLabels(labels);
+    const key = seriesKey(labels);
     let entry = this.series.get(key);
     if (!entry) {
       entry = { labels, state: this.initial() };
