@@ -20,21 +20,16 @@
  *
  * @module
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { PROJECT_ROOT } from '../src/model/index.js';
 import { Rng } from '../src/util/rng.js';
 import { loadPrompts } from './prompts.js';
 import { exchange, malformedCatalogue, send, type Outcome, type SoakCase } from './soak-requests.js';
-
-/** dist/src/main.js, beside this file's dist/bench/soak.js. */
-const MAIN = fileURLToPath(new URL('../src/main.js', import.meta.url));
-const SHARED = path.resolve(PROJECT_ROOT, '..', 'shared', 'models', 'stories260K');
+import { residentKb, scrape, settledRss, startServer, waitIdle } from './soak-server.js';
 /** The server's body limit in the soak: small, so the "too large" case is cheap to send. */
 const MAX_BODY_BYTES = 64 * 1024;
 /** A request with no complete answer after this long counts as hung. */
@@ -123,8 +118,6 @@ function random(seed: number): () => number {
   return () => generator.next();
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
-
 /** Prompts with known answers: story openings (completions, some with a stop string) and chat turns. */
 function soakCases(): SoakCase[] {
   const lengths = [16, 48, 96];
@@ -136,105 +129,6 @@ function soakCases(): SoakCase[] {
         ? { id: p.id, path: '/v1/completions', body: { prompt: p.prompt, ...common } }
         : { id: p.id, path: '/v1/chat/completions', body: { messages: p.messages, ...common } };
     });
-}
-
-// --- the server child
-
-interface Server {
-  url: string;
-  apiKey: string;
-  pid: number;
-  log: string[];
-  stop(): Promise<number | null>;
-}
-
-async function startServer(options: SoakOptions): Promise<Server> {
-  const cache = fs.mkdtempSync(path.join(os.tmpdir(), 'offramp-soak-'));
-  const apiKey = `soak-${randomUUID()}`;
-  const env: NodeJS.ProcessEnv = { ...process.env, OFFRAMP_CACHE_DIR: cache, OFFRAMP_API_KEY: apiKey };
-  delete env.NODE_TEST_CONTEXT; // a child that sees it reports to the test runner
-  const args = [
-    MAIN,
-    'serve',
-    ...['--model', path.join(SHARED, 'stories260K.bin'), '--tokenizer', path.join(SHARED, 'tok512.bin'), '--host', '127.0.0.1', '--port', '0'],
-    ...['--early-exit', 'off', '--max-running', String(options.maxRunning), '--max-queued', String(options.maxQueued)],
-    ...['--max-body-bytes', String(MAX_BODY_BYTES), '--queue-timeout', '30', '--shutdown-grace', '5', '--debug-routes'],
-  ];
-  // --expose-gc (workers inherit it): POST /debug/gc before each memory reading.
-  const child: ChildProcess = spawn(process.execPath, ['--expose-gc', ...args], { env, stdio: ['ignore', 'ignore', 'pipe'] });
-  const log: string[] = [];
-  let pending = '';
-  child.stderr!.on('data', (bytes: Buffer) => {
-    pending += bytes.toString();
-    const lines = pending.split('\n');
-    pending = lines.pop() ?? '';
-    log.push(...lines);
-    if (log.length > 200) log.splice(0, log.length - 200);
-  });
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  const stop = async (): Promise<number | null> => {
-    if (child.exitCode === null) child.kill('SIGTERM');
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), 20_000)));
-    const code = await Promise.race([exited, timeout]);
-    clearTimeout(timer);
-    if (code === 'timeout') child.kill('SIGKILL');
-    fs.rmSync(cache, { recursive: true, force: true });
-    return code === 'timeout' ? null : code;
-  };
-  const deadline = Date.now() + 120_000;
-  let url = '';
-  while (Date.now() < deadline && child.exitCode === null) {
-    url ||= log.map((l) => /listening on (http:\/\/\S+)/.exec(l)?.[1]).find((u) => u) ?? '';
-    if (url && (await fetch(`${url}/health`).then((r) => r.status, () => 0)) === 200) return { url, apiKey, pid: child.pid!, log, stop };
-    await sleep(50);
-  }
-  await stop();
-  throw new Error(`the server did not become ready:\n${log.join('\n')}`);
-}
-
-/** Collects garbage in the server's threads, lets it settle, and reads its VmRSS. */
-async function settledRss(server: Server): Promise<number | null> {
-  for (let i = 0; i < 2; i++) {
-    await fetch(`${server.url}/debug/gc`, { method: 'POST', headers: { authorization: `Bearer ${server.apiKey}` } });
-    await sleep(300);
-  }
-  return residentKb(server.pid);
-}
-
-/** VmRSS of a process in kB (Linux), or null. */
-function residentKb(pid: number): number | null {
-  try {
-    const match = /^VmRSS:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return match ? Number(match[1]) : null;
-  } catch {
-    return null;
-  }
-}
-
-async function scrape(server: Server): Promise<Map<string, number>> {
-  const text = await (await fetch(`${server.url}/metrics`, { headers: { authorization: `Bearer ${server.apiKey}` } })).text();
-  const values = new Map<string, number>();
-  for (const line of text.split('\n')) {
-    if (line.startsWith('#') || !line) continue;
-    const at = line.lastIndexOf(' ');
-    values.set(line.slice(0, at), Number(line.slice(at + 1)));
-  }
-  return values;
-}
-
-async function waitIdle(server: Server, maxRunning: number, timeoutMs: number): Promise<Map<string, number>> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const m = await scrape(server);
-    const idle =
-      m.get('offramp:num_requests_running') === 0 &&
-      m.get('offramp:num_requests_waiting') === 0 &&
-      m.get('offramp:num_requests_in_flight') === 0 &&
-      m.get('offramp:num_free_slots') === maxRunning;
-    if (idle || Date.now() > deadline) return m;
-    await sleep(100);
-  }
 }
 
 // --- the run
@@ -259,7 +153,7 @@ export async function runSoak(input: Partial<SoakOptions> = {}): Promise<SoakRep
   let total = 0;
 
   log(`starting the server (stories260K, ${options.maxRunning} slots, queue ${options.maxQueued})`);
-  const server = await startServer(options);
+  const server = await startServer({ ...options, maxBodyBytes: MAX_BODY_BYTES });
   const started = performance.now();
   const expected = new Map<string, string>();
   let exitCode: number | null = null;
