@@ -9,24 +9,22 @@
  * @module
  */
 import type { Costs } from '../exits/index.js';
+import { Ring } from '../util/ring.js';
 
 /** Samples each median is taken over. */
 const WINDOW = 64;
 
 /** The median of the last WINDOW samples; 0 before the first. */
 class RecentMedian {
-  private readonly samples: number[] = [];
-  private next = 0;
+  private readonly samples = new Ring<number>(WINDOW);
 
   add(ms: number): void {
-    if (this.samples.length < WINDOW) this.samples.push(ms);
-    else this.samples[this.next] = ms;
-    this.next = (this.next + 1) % WINDOW;
+    this.samples.push(ms);
   }
 
   get value(): number {
-    if (this.samples.length === 0) return 0;
-    const sorted = [...this.samples].sort((a, b) => a - b);
+    if (this.samples.size === 0) return 0;
+    const sorted = this.samples.last().sort((a, b) => a - b);
     return sorted[sorted.length >> 1]!;
   }
 }

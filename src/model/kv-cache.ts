@@ -117,7 +117,12 @@ export class KvCache {
 
   /** Bytes a cache of `numSlots` × `maxContext` positions allocates (keys and values of every layer). */
   static byteLengthFor(config: ModelConfig, numSlots: number, maxContext: number): number {
-    return config.numLayers * 2 * numSlots * config.numKvHeads * maxContext * config.headDim * Float32Array.BYTES_PER_ELEMENT;
+    return config.numLayers * 2 * KvCache.layerFloats(config, numSlots, maxContext) * Float32Array.BYTES_PER_ELEMENT;
+  }
+
+  /** Floats in one layer's keys (or values) for `numSlots` × `maxContext` positions. */
+  private static layerFloats(config: ModelConfig, numSlots: number, maxContext: number): number {
+    return numSlots * config.numKvHeads * maxContext * config.headDim;
   }
 
   private get slotFloats(): number {
@@ -125,8 +130,8 @@ export class KvCache {
   }
 
   private allocate(): Float32Array[] {
-    const { numLayers, numKvHeads, headDim } = this.config;
-    return Array.from({ length: numLayers }, () => new Float32Array(this.numSlots * numKvHeads * this.maxContext * headDim));
+    const floats = KvCache.layerFloats(this.config, this.numSlots, this.maxContext);
+    return Array.from({ length: this.config.numLayers }, () => new Float32Array(floats));
   }
 
   /**

@@ -1,6 +1,7 @@
 /**
- * A fixed-capacity ring of the newest items: the controller's sliding
- * windows of feedback records. Pushing past capacity evicts the oldest.
+ * A fixed-capacity ring of the newest items: the exit controller's sliding
+ * windows of feedback records, the cost meter's recent timings. Pushing past
+ * capacity evicts the oldest.
  *
  * @module
  */

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { Ring } from './window.js';
+import { Ring } from './ring.js';
 
 test('ring keeps the newest items, oldest first, and returns what it evicts', () => {
   const ring = new Ring<number>(3);
