@@ -17,11 +17,11 @@
  * @module
  */
 import type { Context } from 'hono';
-import { streamSSE, type SSEStreamingApi } from 'hono/streaming';
 import { RequestError } from '../engine/engine.js';
 import type { EngineClient, EngineEvent, GenerateRequest } from '../engine/types.js';
 import { ApiError } from './errors.js';
 import { completeResponse, contentChunk, roleChunk, usageChunk, type ResponseMeta } from './format.js';
+import { SSE_HEADERS, SseStream } from './sse.js';
 import type { RequestTimer } from './metrics.js';
 import type { Admission } from './state.js';
 
@@ -55,10 +55,6 @@ async function firstEvent(events: AsyncIterator<EngineEvent>, timeoutMs: number)
   } finally {
     clearTimeout(timer);
   }
-}
-
-async function writeJson(sse: SSEStreamingApi, value: unknown): Promise<void> {
-  await sse.writeSSE({ data: JSON.stringify(value) });
 }
 
 /**
@@ -134,39 +130,52 @@ export async function respond(c: Context, engine: EngineClient, job: Job, admiss
     }
   }
 
-  return streamSSE(c, async (sse) => {
-    // write() swallows a closed connection on purpose; this is how a disconnect is heard.
-    sse.onAbort(abort);
-    try {
-      const role = roleChunk(meta);
-      if (role) await writeJson(sse, role);
-      for (; !next.done; next = await events.next()) {
-        const event = next.value;
-        if (event.type === 'token') {
-          timer.token(event.exitLayer);
-          if (event.text) await writeJson(sse, contentChunk(meta, event.text, null, event.exitLayer, event.confidence));
-          continue;
-        }
-        if (event.type === 'finished' && (event.finishReason === 'stop' || event.finishReason === 'length')) {
-          timer.finish(event.finishReason, event.usage);
-          if (event.text) await writeJson(sse, contentChunk(meta, event.text));
-          await writeJson(sse, contentChunk(meta, '', event.finishReason));
-          if (meta.includeUsage) await writeJson(sse, usageChunk(meta, event.usage));
-        } else {
-          // Aborted (the client left, or the shutdown grace ran out) or failed.
-          if (event.type === 'finished') timer.finish(event.finishReason, event.usage);
-          // Whoever is still listening learns why the stream ends early (OpenAI clients raise it).
-          if (event.type === 'error' || admission.shutdownSignal.aborted) await writeJson(sse, failure(event, admission).body);
-        }
-        break;
+  const sse = new SseStream(abort);
+  // streamEvents logs what fails inside the stream; this catches only what could fail after it (ending the iterator).
+  void streamEvents(sse, next, events, meta, admission, timer, cleanup).catch((error) => console.error('offramp: stream cleanup failed:', error));
+  return c.body(sse.body, 200, SSE_HEADERS);
+}
+
+/** Writes the events from `first` on as SSE frames, ending with [DONE]. */
+async function streamEvents(
+  sse: SseStream,
+  first: IteratorResult<EngineEvent>,
+  events: AsyncIterator<EngineEvent>,
+  meta: ResponseMeta,
+  admission: Admission,
+  timer: RequestTimer,
+  cleanup: () => void,
+): Promise<void> {
+  try {
+    const role = roleChunk(meta);
+    if (role) sse.send(role);
+    for (let next = first; !next.done; next = await events.next()) {
+      const event = next.value;
+      if (event.type === 'token') {
+        timer.token(event.exitLayer);
+        if (event.text) sse.send(contentChunk(meta, event.text, null, event.exitLayer, event.confidence));
+        continue;
       }
-      await sse.writeSSE({ data: '[DONE]' });
-    } catch (error) {
-      console.error('offramp: stream failed:', error);
-      await writeJson(sse, new ApiError(500, 'the stream failed').body);
-    } finally {
-      cleanup();
-      await events.return?.();
+      if (event.type === 'finished' && (event.finishReason === 'stop' || event.finishReason === 'length')) {
+        timer.finish(event.finishReason, event.usage);
+        const held = event.text ? [contentChunk(meta, event.text)] : [];
+        const usage = meta.includeUsage ? [usageChunk(meta, event.usage)] : [];
+        sse.send(...held, contentChunk(meta, '', event.finishReason), ...usage);
+      } else {
+        // Aborted (the client left, or the shutdown grace ran out) or failed.
+        if (event.type === 'finished') timer.finish(event.finishReason, event.usage);
+        // Whoever is still listening learns why the stream ends early (OpenAI clients raise it).
+        if (event.type === 'error' || admission.shutdownSignal.aborted) sse.send(failure(event, admission).body);
+      }
+      break;
     }
-  });
+    sse.done();
+  } catch (error) {
+    console.error('offramp: stream failed:', error);
+    sse.send(new ApiError(500, 'the stream failed').body);
+    sse.close();
+  } finally {
+    cleanup();
+    await events.return?.();
+  }
 }
