@@ -116,8 +116,10 @@ export class Engine {
     const plan = this.scheduler.schedule();
     if (plan.decode.length === 0 && plan.prefill.length === 0) return;
     // Room for every running sequence's known tokens, plus one position for stray writes (see KvCache).
-    const longest = Math.max(...this.scheduler.running.map((seq) => seq.tokens.length));
-    this.runner.kv.fit(Math.min(this.options.maxContext, longest + 1));
+    const running = this.scheduler.running;
+    const longest = Math.max(...running.map((seq) => seq.tokens.length));
+    const slotsInUse = Math.max(...running.map((seq) => seq.slot)) + 1;
+    this.runner.kv.fit(Math.min(this.options.maxContext, longest + 1), slotsInUse);
     this.runner.execute(plan);
     for (const seq of [...plan.decode, ...plan.prefill.map((p) => p.seq)]) {
       if (seq.finishReason) this.finish(seq, seq.finishReason);

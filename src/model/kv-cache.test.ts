@@ -23,11 +23,12 @@ function fill(kv: KvCache, positions: number): void {
   }
 }
 
-function assertKept(kv: KvCache, positions: number): void {
+/** Checks the first `positions` of every row of slots 0..slots-1. */
+function assertKept(kv: KvCache, positions: number, slots = kv.numSlots): void {
   for (let layer = 0; layer < 2; layer++) {
     const { key, value } = kv.view(layer, 0, kv.numSlots);
     assert.deepEqual(key.dims, [kv.numSlots, 2, kv.capacity, 4]);
-    for (let row = 0; row < kv.numSlots * 2; row++) {
+    for (let row = 0; row < slots * 2; row++) {
       for (let p = 0; p < positions; p++) {
         const at = (row * kv.capacity + p) * 4;
         assert.equal((key.data as Float32Array)[at + 3], stored(layer, row, p, 3));
@@ -51,16 +52,16 @@ test('the KV cache grows in steps of 32 positions and keeps every stored positio
   assert.throws(() => kv.fit(501), /exceed/);
 });
 
-test('the KV cache shrinks only once the need has stayed at half for 256 fits, keeping what fits', () => {
+test('the KV cache shrinks only once the need has stayed at half for 16 fits, keeping what fits', () => {
   const kv = new KvCache(config, 2, 1024, 0);
   kv.fit(300);
   assert.equal(kv.capacity, 320);
   fill(kv, 100);
   kv.fit(170);
   assert.equal(kv.capacity, 320, 'a need above half the capacity does not copy the cache');
-  for (let i = 0; i < 255; i++) kv.fit(100);
+  for (let i = 0; i < 15; i++) kv.fit(100);
   kv.fit(200);
-  for (let i = 0; i < 255; i++) kv.fit(100);
+  for (let i = 0; i < 15; i++) kv.fit(100);
   assert.equal(kv.capacity, 320, 'a need back above half restarts the count');
   kv.fit(100);
   assert.equal(kv.capacity, 128);
@@ -68,4 +69,16 @@ test('the KV cache shrinks only once the need has stayed at half for 256 fits, k
   kv.fit(300);
   assert.equal(kv.capacity, 320);
   assertKept(kv, 100);
+});
+
+test('a change of capacity keeps the slots in use, growing and shrinking', () => {
+  const kv = new KvCache(config, 4, 512, 0);
+  kv.fit(20);
+  fill(kv, 20);
+  kv.fit(100, 2);
+  assert.equal(kv.capacity, 128);
+  assertKept(kv, 20, 2);
+  for (let i = 0; i < 16; i++) kv.fit(30, 3);
+  assert.equal(kv.capacity, 32);
+  assertKept(kv, 20, 2);
 });
