@@ -42,14 +42,15 @@ function row(point: BenchPoint, off: BenchPoint | undefined): string {
     pct(m.exitedShare),
     pct(m.agreementStreamed, 2),
     pct(m.sequenceIdenticalShare, 0),
+    pct(m.engineBusy, 0),
     `${signedPct(m.metricsTtftRelativeDiff)} / ${signedPct(m.metricsItlRelativeDiff)}${metricsOk}`,
     String(m.errors),
   ].join(' | ');
 }
 
 const HEADER = [
-  '| load | variant | output tokens/s | vs exits-off | requests/s | TTFT p50 / p90 / p99 ms | ITL p50 / p90 / p99 ms | TPOT p50 ms | e2e p50 ms | from ramps | exit agreement | same text as exits-off | vs /metrics TTFT / ITL | errors |',
-  '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+  '| load | variant | output tokens/s | vs exits-off | requests/s | TTFT p50 / p90 / p99 ms | ITL p50 / p90 / p99 ms | TPOT p50 ms | e2e p50 ms | from ramps | exit agreement | same text as exits-off | engine busy | vs /metrics TTFT / ITL | errors |',
+  '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
 ];
 
 /** The tables alone (what the bench prints). */
@@ -84,6 +85,7 @@ ${markdownTables(result)}
 - TTFT: to the first content chunk; ITL: gaps between content chunks; TPOT: (e2e − TTFT) / (tokens − 1); all client side, milliseconds.
 - transformers.js serves one request at a time in this process (no HTTP): at concurrency > 1 and under Poisson arrivals its requests queue, so its throughput is sequential serving's and its TTFT includes the wait.
 - from ramps: share of streamed chunks that carried \`exit_layer\`. exit agreement: share of this point's exit-controller verdicts where the streamed token equalled the full model's argmax (GET /exits before and after). same text: requests whose whole text equals exits-off's for the same prompt and seed.
+- engine busy: share of the point's wall time the server's engine thread spent in steps (\`offramp:engine_busy_seconds_total\`); near 100%, the engine is what limits throughput.
 - vs /metrics: client mean minus the server's histogram mean (sum/count increase over the point), relative; ✓ when every repeat is within 10% on both. ${checks.filter(Boolean).length} of ${checks.length} runs within 10%.
 `;
 }

@@ -73,6 +73,8 @@ export interface MetricsCheck {
   generationTokens: { client: number; server: number };
   /** offramp:generation_tokens_by_exit_total's increase, by exit_layer ("full": the whole model). */
   serverExitTokens: Record<string, number>;
+  /** offramp:engine_busy_seconds_total's increase over the point's duration: near 1, the engine thread is the limit. */
+  engineBusy: number | null;
 }
 
 /** The exit controller over the point, from GET /exits before and after. */
@@ -149,7 +151,7 @@ function meanCheck(client: number | null, serverSum: number, serverCount: number
   return { clientMeanMs: client, serverMeanMs, relativeDiff, within10Percent: relativeDiff === null ? null : Math.abs(relativeDiff) <= 0.1, serverCount };
 }
 
-function metricsCheck(ok: readonly RequestRecord[], before: Sample[], after: Sample[], clientTtftMean: number | null): MetricsCheck {
+function metricsCheck(ok: readonly RequestRecord[], before: Sample[], after: Sample[], clientTtftMean: number | null, durationS: number): MetricsCheck {
   const delta = (name: string) => total(after, name) - total(before, name);
   let spanMs = 0;
   let gaps = 0;
@@ -170,6 +172,7 @@ function metricsCheck(ok: readonly RequestRecord[], before: Sample[], after: Sam
     itl: meanCheck(gaps > 0 ? spanMs / gaps : null, delta('offramp:inter_token_latency_seconds_sum'), delta('offramp:inter_token_latency_seconds_count')),
     generationTokens: { client: ok.reduce((s, r) => s + r.outputTokens, 0), server: delta('offramp:generation_tokens_total') },
     serverExitTokens,
+    engineBusy: durationS > 0 && after.some((s) => s.name === 'offramp:engine_busy_seconds_total') ? delta('offramp:engine_busy_seconds_total') / durationS : null,
   };
 }
 
@@ -235,7 +238,7 @@ export function runStats(repeat: number, records: readonly RequestRecord[], befo
     exitedShare: contentChunks > 0 ? exited / contentChunks : null,
     agreement: agreementStats(before?.exits ?? null, after?.exits ?? null),
     serverMetrics:
-      before?.metrics && after?.metrics ? metricsCheck(ok, parsePrometheus(before.metrics), parsePrometheus(after.metrics), ttftSummary?.mean ?? null) : null,
+      before?.metrics && after?.metrics ? metricsCheck(ok, parsePrometheus(before.metrics), parsePrometheus(after.metrics), ttftSummary?.mean ?? null, durationS) : null,
     sequenceAgreement: null,
   };
 }
@@ -273,6 +276,7 @@ export interface PointMedians {
   sequenceIdenticalShare: number | null;
   metricsTtftRelativeDiff: number | null;
   metricsItlRelativeDiff: number | null;
+  engineBusy: number | null;
   errors: number;
 }
 
@@ -298,6 +302,7 @@ export function pointMedians(runs: readonly RunStats[]): PointMedians {
     sequenceIdenticalShare: medianOf(runs.map((r) => r.sequenceAgreement?.identicalShare)),
     metricsTtftRelativeDiff: medianOf(runs.map((r) => r.serverMetrics?.ttft.relativeDiff)),
     metricsItlRelativeDiff: medianOf(runs.map((r) => r.serverMetrics?.itl.relativeDiff)),
+    engineBusy: medianOf(runs.map((r) => r.serverMetrics?.engineBusy)),
     errors: runs.reduce((s, r) => s + r.requests.errors, 0),
   };
 }

@@ -71,6 +71,8 @@ test('bench --quick runs every variant and its report adds up', { timeout: 120_0
         assert.equal(Object.values(metrics.serverExitTokens).reduce((s, n) => s + n, 0), run.outputTokens, `${at}: server exit mix covers every token`);
         assert.equal(metrics.ttft.serverCount, run.requests.finished, `${at}: one server TTFT per request`);
         assert.ok(metrics.ttft.relativeDiff !== null && metrics.itl.relativeDiff !== null, `${at}: /metrics comparison made`);
+        // The worker reports its busy time every 50 ms, so a short point's share is only roughly right.
+        assert.ok(metrics.engineBusy !== null && metrics.engineBusy > 0 && metrics.engineBusy < 1.5, `${at}: engine busy ${metrics.engineBusy}`);
       }
       if (point.variant === 'exits-off') {
         assert.deepEqual(Object.keys(run.exitMix), ['full'], `${at}: exits off streams from the full model only`);

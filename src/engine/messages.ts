@@ -33,6 +33,8 @@ export interface EngineStats {
   /** Sequences admitted by the engine but waiting for a slot. */
   waiting: number;
   freeSlots: number;
+  /** Seconds this worker has spent in engine steps since it started: a running total, back to 0 in a new worker. */
+  busySeconds: number;
   /** The early-exit controller's state (GET /exits), or null with exits off. */
   exits: ControllerState | null;
 }

@@ -28,10 +28,13 @@ const init = workerData as WorkerInit;
 
 const post = (message: FromWorkerMessage): void => port.postMessage(message);
 
+/** Milliseconds spent in Engine.step() so far. */
+let busyMs = 0;
+
 function statsOf(engine: Engine): EngineStats {
   const { numRunning, numWaiting } = engine;
   const exits = engine.controller?.state() ?? null;
-  return { running: numRunning, waiting: numWaiting, freeSlots: init.engine.maxRunning - numRunning, exits };
+  return { running: numRunning, waiting: numWaiting, freeSlots: init.engine.maxRunning - numRunning, busySeconds: busyMs / 1000, exits };
 }
 
 /** What an injected `step` fault throws: stands for any exception out of Engine.step(). */
@@ -74,7 +77,7 @@ async function main(): Promise<void> {
   // than a millisecond, and the gauges only need to be fresh for a scrape.
   const statsTimer = setInterval(() => {
     const now = statsOf(engine);
-    if (now.running === last.running && now.waiting === last.waiting && now.exits?.tokens === last.exits?.tokens) return;
+    if (now.running === last.running && now.waiting === last.waiting && now.busySeconds === last.busySeconds && now.exits?.tokens === last.exits?.tokens) return;
     last = now;
     post({ type: 'stats', stats: now });
   }, init.statsIntervalMs);
@@ -106,7 +109,9 @@ async function main(): Promise<void> {
           pendingFault = null;
           throw new InjectedFault('injected fault (test only)');
         }
+        const started = performance.now();
         engine.step();
+        busyMs += performance.now() - started;
         flush();
         await yieldToEventLoop();
       }

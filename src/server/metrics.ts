@@ -58,6 +58,11 @@ export class ServerMetrics {
   private readonly rejected = this.registry.counter('offramp:requests_rejected_total', 'Requests refused before generation, by HTTP status.');
   private readonly restarts = this.registry.counter('offramp:engine_restarts_total', 'Times the engine worker was restarted after a failure.');
   private restartsSeen = 0;
+  private readonly busy = this.registry.counter(
+    'offramp:engine_busy_seconds_total',
+    "Seconds the engine thread spent running steps; its rate is the engine's utilization (near 1: the engine is what limits throughput).",
+  );
+  private busySeen = 0;
   /** One label object per (model, exit layer), so that counting a token builds none. */
   private readonly tokenLabels = new Map<string, { model: Labels; byExit: Map<number | null, Labels> }>();
 
@@ -108,6 +113,9 @@ export class ServerMetrics {
       this.running.set(engine.running);
       this.waiting.set(engine.waiting);
       this.freeSlots.set(engine.freeSlots);
+      // A smaller total than last seen is a new worker's, counted from its own start.
+      this.busy.inc({}, engine.busySeconds >= this.busySeen ? engine.busySeconds - this.busySeen : engine.busySeconds);
+      this.busySeen = engine.busySeconds;
       if (engine.exits) this.setExitGauges(engine.exits);
     } else {
       this.running.set(http.started);
