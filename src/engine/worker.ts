@@ -28,10 +28,8 @@ const init = workerData as WorkerInit;
 
 const post = (message: FromWorkerMessage): void => port.postMessage(message);
 
-/** Milliseconds spent in Engine.step() so far. */
-let busyMs = 0;
-
-function statsOf(engine: Engine): EngineStats {
+/** The engine's occupancy now; `busyMs`: time spent in Engine.step() so far. */
+function statsOf(engine: Engine, busyMs: number): EngineStats {
   const { numRunning, numWaiting } = engine;
   const exits = engine.controller?.state() ?? null;
   return { running: numRunning, waiting: numWaiting, freeSlots: init.engine.maxRunning - numRunning, busySeconds: busyMs / 1000, exits };
@@ -70,13 +68,14 @@ async function main(): Promise<void> {
     port.close();
     return;
   }
-  let last = statsOf(engine);
+  let busyMs = 0;
+  let last = statsOf(engine, busyMs);
   post({ type: 'ready', stats: last });
 
   // Occupancy is sampled rather than pushed per step: a step is often shorter
   // than a millisecond, and the gauges only need to be fresh for a scrape.
   const statsTimer = setInterval(() => {
-    const now = statsOf(engine);
+    const now = statsOf(engine, busyMs);
     if (now.running === last.running && now.waiting === last.waiting && now.busySeconds === last.busySeconds && now.exits?.tokens === last.exits?.tokens) return;
     last = now;
     post({ type: 'stats', stats: now });

@@ -113,7 +113,8 @@ export class ServerMetrics {
       this.running.set(engine.running);
       this.waiting.set(engine.waiting);
       this.freeSlots.set(engine.freeSlots);
-      // A smaller total than last seen is a new worker's, counted from its own start.
+      // A smaller total than last seen is a restarted worker's, counted from its own start (a new worker
+      // that has already passed the old total by the next scrape is undercounted: rare, and only once).
       this.busy.inc({}, engine.busySeconds >= this.busySeen ? engine.busySeconds - this.busySeen : engine.busySeconds);
       this.busySeen = engine.busySeconds;
       if (engine.exits) this.setExitGauges(engine.exits);
