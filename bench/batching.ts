@@ -19,6 +19,7 @@ import { LocalEngine } from '../src/engine/local.js';
 import { GREEDY } from '../src/engine/sampler.js';
 import { KvCache, Model, PROJECT_ROOT, resolveModel } from '../src/model/index.js';
 import { storyPrompts } from './prompts.js';
+import { median } from './stats.js';
 
 const SHARED = path.join(PROJECT_ROOT, '..', 'shared', 'models', 'stories260K');
 const MAX_TOKENS = 128;
@@ -36,7 +37,6 @@ const model = await Model.load(await resolveModel(path.join(SHARED, 'stories260K
   device: 'cpu',
   threads: 1,
 });
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 /** One fused decode step over `rows` rows whose pasts fill `capacity` but one position, ready to run. */
 function stepRunner(rows: number, capacity: number): () => void {
@@ -58,7 +58,7 @@ function stepTimes(): { rows: number; capacity: number; stepMs: number }[] {
       cell.times.push((performance.now() - started) / 100);
     }
   }
-  return cells.map(({ rows, capacity, times }) => ({ rows, capacity, stepMs: median(times) }));
+  return cells.map(({ rows, capacity, times }) => ({ rows, capacity, stepMs: median(times)! }));
 }
 
 /** Tokens/s of the engine at `streams` closed-loop clients, each sending `perStream` requests of `prompt`. */
@@ -100,7 +100,7 @@ for (const [label, prompt] of [['shortest', byLength[0]!], ['longest', byLength.
     single.push(await engineTokensPerSecond(1, prompt, 4));
     sixteen.push(await engineTokensPerSecond(16, prompt, 2));
   }
-  const row = { prompt: label, promptTokens: prompt.length, oneStream: median(single), sixteenStreams: median(sixteen) };
+  const row = { prompt: label, promptTokens: prompt.length, oneStream: median(single)!, sixteenStreams: median(sixteen)! };
   engineRows.push(row);
   console.log(`engine, ${label} prompt (${prompt.length} tokens): 1 stream ${row.oneStream.toFixed(0)} tokens/s, 16 streams ${row.sixteenStreams.toFixed(0)} (${(row.sixteenStreams / row.oneStream).toFixed(1)}x)`);
 }
