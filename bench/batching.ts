@@ -14,10 +14,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { EXITS_OFF } from '../src/engine/engine.js';
-import { LocalEngine } from '../src/engine/local.js';
-import { GREEDY } from '../src/engine/sampler.js';
-import { KvCache, Model, PROJECT_ROOT, resolveModel } from '../src/model/index.js';
+import { EXITS_OFF, GREEDY, LocalEngine } from '../src/engine/index.js';
+import { KvCache, Model, resolveModel } from '../src/model/index.js';
+import { PROJECT_ROOT } from '../src/util/index.js';
 import { storyPrompts } from './prompts.js';
 import { median } from './stats.js';
 

@@ -16,7 +16,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { TextTokenizer } from '../src/model/index.js';
-import { ChatPrompter, encodeCompletionPrompt } from '../src/server/prompt.js';
+import { ChatPrompter, encodeCompletionPrompt } from '../src/server/index.js';
 import { connect, startOfframp } from './http-target.js';
 import { loadLabel, runClosedLoop, runOpenLoop, type Load } from './load.js';
 import { prepareBenchModel, exportPeerModel, type BenchModel } from './models.js';
@@ -25,46 +25,11 @@ import { PeerTarget } from './peer.js';
 import { Progress } from './progress.js';
 import { loadPrompts, type Prompt } from './prompts.js';
 import { markdownReport, markdownTables } from './report.js';
-import { addItlHistogram, ITL_HISTOGRAM, pointMedians, runStats, sequenceAgreement, type PointMedians, type RunStats } from './stats.js';
+import { addItlHistogram, ITL_HISTOGRAM, pointMedians, runStats, sequenceAgreement, type RunStats } from './stats.js';
+import { BENCH_SCHEMA, type BenchPoint, type BenchResult, type BenchVariant } from './result.js';
 import { svgChart } from './svg.js';
 import type { RequestRecord, Target } from './target.js';
 import { buildWork, poissonArrivals, type Work } from './workload.js';
-
-export const BENCH_SCHEMA = 'offramp-bench/1';
-
-export interface BenchVariant {
-  /** Column name: exits-off, exits-on@0.99, transformers.js, or the URL of a server benched as it runs. */
-  id: string;
-  kind: 'offramp' | 'peer' | 'external';
-  earlyExit: 'on' | 'off' | null;
-  accuracy: number | null;
-  url: string | null;
-}
-
-export interface BenchPoint {
-  variant: string;
-  load: Load;
-  /** Requests per repeat. */
-  requests: number;
-  runs: RunStats[];
-  median: PointMedians;
-  /** ITL gaps of all repeats, in ITL_HISTOGRAM's log bins. */
-  itlHistogram: number[];
-}
-
-export interface BenchResult {
-  schema: typeof BENCH_SCHEMA;
-  date: string;
-  command: string;
-  machine: { cpus: number; cpuModel: string; node: string; platform: string; loadAverageStart: number[]; loadAverageEnd: number[] };
-  model: { name: string; realWeights: boolean; maxSeqLen: number; maxContext: number };
-  config: Omit<BenchOptions, 'out' | 'url'> & { urls: string[]; maxRunning: number; prompts: { used: number; skipped: string[] } };
-  variants: BenchVariant[];
-  loads: Load[];
-  itlHistogram: typeof ITL_HISTOGRAM;
-  points: BenchPoint[];
-  durationS: number;
-}
 
 const OFF = 'exits-off';
 const PEER = 'transformers.js';

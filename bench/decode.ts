@@ -15,10 +15,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { EXITS_OFF } from '../src/engine/engine.js';
-import { LocalEngine } from '../src/engine/local.js';
-import { argmax, GREEDY } from '../src/engine/sampler.js';
-import { KvCache, Model, PROJECT_ROOT, QUANTIZATIONS, weightsLabel, type Quantization } from '../src/model/index.js';
+import { argmax, EXITS_OFF, GREEDY, LocalEngine } from '../src/engine/index.js';
+import { KvCache, Model, QUANTIZATIONS, weightsLabel, type Quantization } from '../src/model/index.js';
+import { PROJECT_ROOT } from '../src/util/index.js';
 import { prepareBenchModel } from './models.js';
 
 const PROMPT = 'Once upon a time';

@@ -12,10 +12,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { EXITS_OFF } from '../src/engine/engine.js';
-import { LocalEngine } from '../src/engine/local.js';
-import { GREEDY } from '../src/engine/sampler.js';
-import { Model, PROJECT_ROOT } from '../src/model/index.js';
+import { EXITS_OFF, GREEDY, LocalEngine } from '../src/engine/index.js';
+import { Model } from '../src/model/index.js';
+import { PROJECT_ROOT } from '../src/util/index.js';
 import { prepareBenchModel } from './models.js';
 
 const { values } = parseArgs({

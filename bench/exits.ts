@@ -22,11 +22,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { EXITS_OFF, type EarlyExitOptions } from '../src/engine/engine.js';
-import { LocalEngine } from '../src/engine/local.js';
-import { argmax, GREEDY } from '../src/engine/sampler.js';
-import type { GenerateRequest } from '../src/engine/types.js';
-import { KvCache, Model, PROJECT_ROOT, resolveModel } from '../src/model/index.js';
+import { argmax, type EarlyExitOptions, EXITS_OFF, type GenerateRequest, GREEDY, LocalEngine } from '../src/engine/index.js';
+import { KvCache, Model, resolveModel } from '../src/model/index.js';
+import { PROJECT_ROOT } from '../src/util/index.js';
 import { storyPrompts } from './prompts.js';
 
 const SHARED = path.join(PROJECT_ROOT, '..', 'shared', 'models', 'stories260K');

@@ -16,11 +16,8 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Checkpoint, Quantization } from '../src/model/index.js';
-import { isPreparedModel, PROJECT_ROOT, prepareModel, quantizationSuffix, readManifest, resolveModel, weightsLabel } from '../src/model/index.js';
-import { exportHfOnnx } from '../src/model/export-hf.js';
-import { importLlama2c } from '../src/model/llama2c.js';
-import { SYNTH_SHAPES, synthCheckpoint, synthTokenizer, type SynthShape } from '../src/model/synth.js';
+import { type Checkpoint, exportHfOnnx, importLlama2c, isPreparedModel, prepareModel, type Quantization, quantizationSuffix, readManifest, resolveModel, SYNTH_SHAPES, synthCheckpoint, type SynthShape, synthTokenizer, weightsLabel } from '../src/model/index.js';
+import { PROJECT_ROOT } from '../src/util/index.js';
 
 export const SHARED_MODELS = path.join(PROJECT_ROOT, '..', 'shared', 'models');
 const PREPARED = path.join(PROJECT_ROOT, 'models', 'prepared');

@@ -7,8 +7,8 @@
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
-import { PROJECT_ROOT } from '../src/model/index.js';
-import { SYNTH_SHAPES } from '../src/model/synth.js';
+import { PROJECT_ROOT } from '../src/util/index.js';
+import { SYNTH_SHAPES } from '../src/model/index.js';
 
 export const RESULTS_DIR = path.join(PROJECT_ROOT, 'bench', 'results');
 

@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
-import { PROJECT_ROOT } from '../src/model/index.js';
+import { PROJECT_ROOT } from '../src/util/index.js';
 
 const MessageSchema = z.object({ role: z.enum(['system', 'user', 'assistant']), content: z.string() });
 

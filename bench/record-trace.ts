@@ -8,12 +8,11 @@
  */
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { EXITS_OFF } from '../src/engine/engine.js';
-import { LocalEngine } from '../src/engine/local.js';
-import { GREEDY } from '../src/engine/sampler.js';
+import { EXITS_OFF, GREEDY, LocalEngine } from '../src/engine/index.js';
 import { CONFIDENCE_KINDS, TraceWriter } from '../src/exits/index.js';
 import { z } from 'zod';
-import { KvCache, Model, PROJECT_ROOT, resolveModel } from '../src/model/index.js';
+import { KvCache, Model, resolveModel } from '../src/model/index.js';
+import { PROJECT_ROOT } from '../src/util/index.js';
 import { storyPrompts } from './prompts.js';
 
 const SHARED = path.join(PROJECT_ROOT, '..', 'shared', 'models', 'stories260K');

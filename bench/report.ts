@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { BenchPoint, BenchResult } from './bench.js';
+import type { BenchPoint, BenchResult } from './result.js';
 import { loadLabel } from './load.js';
 import type { PointMedians } from './stats.js';
 

@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { PROJECT_ROOT } from '../src/model/index.js';
+import { PROJECT_ROOT } from '../src/util/index.js';
 
 /** dist/src/main.js, beside this file's dist/bench/soak-server.js. */
 const MAIN = fileURLToPath(new URL('../src/main.js', import.meta.url));

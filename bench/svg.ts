@@ -6,7 +6,7 @@
  *
  * @module
  */
-import type { BenchResult } from './bench.js';
+import type { BenchResult } from './result.js';
 import { fmt } from './report.js';
 
 const PALETTE = ['#4e79a7', '#f28e2b', '#59a14f', '#e15759', '#b07aa1', '#76b7b2', '#edc948', '#9c755f'];

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { Rng } from '../src/util/rng.js';
+import { Rng } from '../src/util/index.js';
 import type { Prompt } from './prompts.js';
 
 /** One request to make. */

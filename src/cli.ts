@@ -11,28 +11,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { z } from 'zod';
-import { EXITS_OFF } from './engine/engine.js';
-import { LocalEngine } from './engine/local.js';
-import { serveCommand } from './server/serve.js';
-import {
-  exportHfOnnx,
-  HF_ONNX_MODEL,
-  importCheckpoint,
-  Model,
-  prepareModel,
-  PROJECT_ROOT,
-  QUANTIZATIONS,
-  resolveModel,
-  weightsLabel,
-  type Device,
-  type Quantization,
-} from './model/index.js';
-import { SYNTH_SHAPES, synthCheckpoint, synthTokenizer, type SynthShape } from './model/synth.js';
-
-/** Wrong command-line use; the message says what to type instead. */
-export class UsageError extends Error {
-  override name = 'UsageError';
-}
+import { EXITS_OFF, LocalEngine } from './engine/index.js';
+import { serveCommand } from './server/index.js';
+import { type Device, exportHfOnnx, HF_ONNX_MODEL, importCheckpoint, Model, prepareModel, type Quantization, QUANTIZATIONS, resolveModel, SYNTH_SHAPES, synthCheckpoint, type SynthShape, synthTokenizer, weightsLabel } from './model/index.js';
+import { PROJECT_ROOT, UsageError } from './util/index.js';
 
 const USAGE = `usage: offramp <command> [options]
 

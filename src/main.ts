@@ -4,10 +4,10 @@
  * Errors a user can fix print one line and exit 2; anything else is a bug
  * and keeps its stack trace.
  */
-import { runCli, UsageError } from './cli.js';
-import { ModelFormatError, DeviceError } from './model/index.js';
-import { DownloadError } from './model/resolve.js';
-import { RequestError } from './engine/engine.js';
+import { runCli } from './cli.js';
+import { RequestError } from './engine/index.js';
+import { DeviceError, DownloadError, ModelFormatError } from './model/index.js';
+import { UsageError } from './util/index.js';
 
 const USER_ERRORS = [UsageError, ModelFormatError, DeviceError, DownloadError, RequestError];
 

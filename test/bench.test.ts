@@ -11,7 +11,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import type { BenchResult } from '../bench/bench.js';
+import type { BenchResult } from '../bench/result.js';
 import { tempDir } from './helpers.js';
 import { requireSharedModels } from './shared.js';
 

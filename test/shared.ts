@@ -7,7 +7,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { TestContext } from 'node:test';
-import { PROJECT_ROOT } from '../src/model/index.js';
+import { PROJECT_ROOT } from '../src/util/index.js';
 
 const SHARED_MODELS_DIR = path.resolve(PROJECT_ROOT, '..', 'shared', 'models');
 

@@ -9,7 +9,7 @@
  * @module
  */
 import type { Costs } from '../exits/index.js';
-import { Ring } from '../util/ring.js';
+import { Ring } from '../util/index.js';
 
 /** Samples each median is taken over. */
 const WINDOW = 64;

@@ -6,7 +6,7 @@
  */
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import type { Model } from '../model/index.js';
-import { AsyncQueue } from '../util/async-queue.js';
+import { AsyncQueue } from '../util/index.js';
 import { Engine, RequestError, type EngineOptions } from './engine.js';
 import type { EngineClient, EngineEvent, GenerateRequest } from './types.js';
 

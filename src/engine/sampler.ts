@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { Rng } from '../util/rng.js';
+import { Rng } from '../util/index.js';
 
 export { Rng };
 

@@ -20,7 +20,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import type { RuntimeOptions } from '../model/index.js';
-import { AsyncQueue } from '../util/async-queue.js';
+import { AsyncQueue } from '../util/index.js';
 import { RequestError, type EngineOptions } from './engine.js';
 import type { EngineHealth, EngineStats, FaultKind, FromWorkerMessage, RequestEventMessage, ToWorkerMessage, WorkerInit } from './messages.js';
 import type { EngineClient, EngineEvent, GenerateRequest } from './types.js';

@@ -20,7 +20,7 @@ import { CostsSchema, ExitControllerOptionsSchema, type ExitControllerInput, typ
 import { tuneThresholds } from './tuner.js';
 import type { ControllerEvent, ControllerEventKind, ControllerState } from './state.js';
 import { clears, streamedAgrees, type Costs, type Ramp, type TokenRecord } from './types.js';
-import { Ring } from '../util/ring.js';
+import { Ring } from '../util/index.js';
 
 /**
  * Owns the active ramps and thresholds; see the module comment for its loops.

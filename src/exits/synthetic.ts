@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { Rng } from '../util/rng.js';
+import { Rng } from '../util/index.js';
 import { TRACE_FORMAT, type Trace, type TraceToken } from './trace.js';
 import type { Costs } from './types.js';
 

@@ -1,7 +1,8 @@
 /**
- * The ONNX graphs of a prepared model: one per decoder block, and one head
- * (final norm + LM head) that serves both as the model's output and as the
- * early-exit ramp on any block's output.
+ * The ONNX graphs of a prepared model: one per decoder block; the head
+ * (final norm + LM head, the model's output); the ramp head, the same head
+ * over a smaller vocabulary that scores any block's output for an early
+ * exit (see buildHeadGraph); and the fused graph of the whole model.
  *
  * Every block graph takes any number of new positions per sequence on top of
  * that sequence's cached past: one (decode), many (prefill), or the run of

@@ -11,4 +11,6 @@ export { DeviceError, Model, type BlockRows, type Device, type RuntimeOptions } 
 export { prepareModel, type PrepareOptions } from './prepare.js';
 export { exportHfOnnx, HF_ONNX_MODEL } from './export-hf.js';
 export { IncrementalDecoder, TextTokenizer } from './tokenizer.js';
-export { importCheckpoint, PROJECT_ROOT, resolveModel, type ResolveOptions } from './resolve.js';
+export { importLlama2c } from './llama2c.js';
+export { DownloadError, importCheckpoint, resolveModel, type ResolveOptions } from './resolve.js';
+export { SYNTH_SHAPES, synthCheckpoint, synthTokenizer, type SynthShape } from './synth.js';

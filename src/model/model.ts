@@ -1,10 +1,12 @@
 /**
- * A loaded model: one onnxruntime session per decoder block plus the head,
- * the token embedding read straight from weights.bin, and the tokenizer.
+ * A loaded model: one onnxruntime session per decoder block, the head, the
+ * ramp head and (for small models) the fused whole-model graph, the token
+ * embedding read straight from weights.bin, and the tokenizer.
  *
- * `runBlock` and `runHead` are the only two things the engine asks of the
- * model, so it can stop after any block, score a ramp, and come back later
- * for the deep blocks of deferred positions.
+ * The engine asks for `embed`, `runBlock`, `runRamp` and `runHead` one call
+ * at a time, so it can stop after any block, score a ramp, and come back
+ * later for the deep blocks of deferred positions; `runFused` does every
+ * block and the head in one call when a step needs none of that.
  *
  * @module
  */

@@ -14,26 +14,13 @@
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { ModelFormatError, type Checkpoint } from './checkpoint.js';
 import { importGpt2 } from './gpt2.js';
 import { importHfLlama } from './hf-llama.js';
 import { importLlama2c } from './llama2c.js';
 import { isPreparedModel, MANIFEST_FILE, MANIFEST_FORMAT, quantizationSuffix, readManifest, weightsLabel, type Quantization } from './manifest.js';
 import { prepareModel } from './prepare.js';
-
-/** The offramp checkout (or installed package) this code runs from: the nearest folder above with a package.json. */
-export const PROJECT_ROOT = findProjectRoot();
-
-function findProjectRoot(): string {
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  while (!fs.existsSync(path.join(dir, 'package.json'))) {
-    const parent = path.dirname(dir);
-    if (parent === dir) throw new Error(`no package.json above ${fileURLToPath(import.meta.url)}`);
-    dir = parent;
-  }
-  return dir;
-}
+import { PROJECT_ROOT } from '../util/index.js';
 
 /** Where downloads and compiled models live: OFFRAMP_CACHE_DIR, else the project's models/ folder. */
 export function cacheDir(): string {

@@ -16,7 +16,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Hono, type Context } from 'hono';
-import { PROJECT_ROOT } from '../model/index.js';
+import { PROJECT_ROOT } from '../util/index.js';
 
 /** The only kinds of file served, by extension: never the .ts sources or tsconfig. */
 const CONTENT_TYPES: Record<string, string> = {

@@ -7,8 +7,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { Hono, type Context } from 'hono';
-import type { EngineHealth, EngineStats, FaultKind } from '../engine/messages.js';
-import type { EngineClient } from '../engine/types.js';
+import type { EngineClient, EngineHealth, EngineStats, FaultKind } from '../engine/index.js';
 import { playgroundRoutes } from '../playground/index.js';
 import { bodyLimit } from './body-limit.js';
 import { ApiError, fromZodError, toErrorResponse } from './errors.js';

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { Usage } from '../engine/types.js';
+import type { Usage } from '../engine/index.js';
 
 export type Endpoint = 'chat' | 'completion';
 

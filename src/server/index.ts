@@ -8,6 +8,6 @@ export { createApp, DEFAULT_APP_OPTIONS, type AppDeps, type AppOptions, type Ser
 export { parseServeArgs, SERVE_USAGE, ServeConfigSchema, type ServeConfig } from './config.js';
 export { ApiError, toErrorResponse, type ErrorBody } from './errors.js';
 export { ServerMetrics } from './metrics.js';
-export { renderPlainChat, type PromptTokenizer } from './prompt.js';
+export { ChatPrompter, encodeCompletionPrompt, renderPlainChat, type PromptTokenizer } from './prompt.js';
 export { serveCommand, startServer, type RunningServer } from './serve.js';
 export { ServerState, type ModelInfo, type Phase } from './state.js';

@@ -5,9 +5,8 @@
  *
  * @module
  */
-import type { EngineStats } from '../engine/messages.js';
+import type { EngineStats, FinishReason, Usage } from '../engine/index.js';
 import type { ControllerState } from '../exits/index.js';
-import type { FinishReason, Usage } from '../engine/types.js';
 import { Registry, type Labels } from './prometheus.js';
 
 // Buckets: vLLM's, extended downwards, because a tiny model on a CPU decodes in well under a millisecond.

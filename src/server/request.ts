@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { GenerateRequest } from '../engine/types.js';
+import type { GenerateRequest } from '../engine/index.js';
 import { ApiError } from './errors.js';
 import type { GenerationBody } from './schemas.js';
 import type { ModelInfo } from './state.js';

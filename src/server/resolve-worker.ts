@@ -9,8 +9,7 @@
  * @module
  */
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
-import { ModelFormatError, resolveModel, type Quantization } from '../model/index.js';
-import { DownloadError } from '../model/resolve.js';
+import { DownloadError, ModelFormatError, type Quantization, resolveModel } from '../model/index.js';
 
 interface ResolveJob {
   source: string;

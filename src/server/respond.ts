@@ -17,8 +17,7 @@
  * @module
  */
 import type { Context } from 'hono';
-import { RequestError } from '../engine/engine.js';
-import type { EngineClient, EngineEvent, GenerateRequest } from '../engine/types.js';
+import { type EngineClient, type EngineEvent, type GenerateRequest, RequestError } from '../engine/index.js';
 import { ApiError } from './errors.js';
 import { completeResponse, contentChunk, roleChunk, usageChunk, type ResponseMeta } from './format.js';
 import { SSE_HEADERS, SseStream } from './sse.js';

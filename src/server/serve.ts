@@ -17,8 +17,8 @@
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { serve, type ServerType } from '@hono/node-server';
-import { UsageError } from '../cli.js';
-import { EngineDeadError, WorkerEngine } from '../engine/worker-client.js';
+import { UsageError } from '../util/index.js';
+import { EngineDeadError, WorkerEngine } from '../engine/index.js';
 import { DeviceError, KvCache, readManifest, TextTokenizer, weightsLabel } from '../model/index.js';
 import { createApp, type ServerApp } from './app.js';
 import { parseServeArgs, SERVE_USAGE, ServeConfigError, type ServeConfig } from './config.js';

@@ -6,7 +6,7 @@
  * @module
  */
 import { createParser } from 'eventsource-parser';
-import type { EngineClient, EngineEvent, GenerateRequest } from '../engine/types.js';
+import type { EngineClient, EngineEvent, GenerateRequest } from '../engine/index.js';
 import type { Hono } from 'hono';
 import type { PromptTokenizer } from './prompt.js';
 import type { ModelInfo } from './state.js';

@@ -1,0 +1,13 @@
+/**
+ * The engine: continuous batching, the decode loop with early exits, and
+ * its hosts: LocalEngine (in the calling thread) and WorkerEngine (in a
+ * worker thread, for the server).
+ *
+ * @module
+ */
+export { EXITS_OFF, RequestError, type EarlyExitOptions, type EngineOptions } from './engine.js';
+export { LocalEngine } from './local.js';
+export type { EngineHealth, EngineStats, FaultKind } from './messages.js';
+export { argmax, GREEDY, type SamplingParams, type TokenLogprobs } from './sampler.js';
+export type { EngineClient, EngineEvent, FinishReason, FinishedEvent, GenerateRequest, RequestId, TokenEvent, Usage } from './types.js';
+export { EngineDeadError, EngineRestartingError, WorkerEngine, type RestartPolicy, type WorkerEngineOptions } from './worker-client.js';
