@@ -64,7 +64,9 @@ async function drive(engine: LocalEngine, concurrency: number, plans?: Map<numbe
   const worker = async () => {
     while (next < queue.length) {
       const index = queue[next++]!;
-      const request: GenerateRequest = { id: `b${next}`, promptTokens: prompts[index]!, sampling: GREEDY, maxTokens, stop: [], earlyExit: true, exitPlan: plans?.get(index) };
+      const plan = plans?.get(index);
+      const exitOverride = plan && { kind: 'plan' as const, layers: plan };
+      const request: GenerateRequest = { id: `b${next}`, promptTokens: prompts[index]!, sampling: GREEDY, maxTokens, stop: [], earlyExit: true, exitOverride };
       const result: RequestResult = { promptTokens: request.promptTokens, tokens: [], exitLayers: [], gaps: [] };
       let last = 0;
       for await (const event of engine.generate(request)) {
@@ -119,7 +121,7 @@ async function oraclePlans(): Promise<Map<number, (number | null)[]>> {
   const plans = new Map<number, (number | null)[]>();
   for (const [index, promptTokens] of prompts.entries()) {
     const plan: (number | null)[] = [];
-    for await (const event of engine.generate({ id: 'oracle', promptTokens, sampling: GREEDY, maxTokens, stop: [], earlyExit: false, traceRamps: true })) {
+    for await (const event of engine.generate({ id: 'oracle', promptTokens, sampling: GREEDY, maxTokens, stop: [], earlyExit: false, exitOverride: { kind: 'trace' } })) {
       if (event.type !== 'token') continue;
       // The first token comes from the prompt pass, where no ramp runs (and no trace is taken).
       const trace = event.trace;

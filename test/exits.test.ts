@@ -58,11 +58,11 @@ test('exits at the oracle layers change no token, and catch-up keeps the KV cach
   const engine = engineFor(model, EXITS_OFF);
   for (const prompt of PROMPTS) {
     const promptTokens = model.tokenizer.encode(prompt);
-    const traced = await tokenEvents(engine, { promptTokens, traceRamps: true, earlyExit: false });
+    const traced = await tokenEvents(engine, { promptTokens, exitOverride: { kind: 'trace' }, earlyExit: false });
     // The oracle: the earliest ramp whose argmax is the full model's (the first token comes from the prompt pass).
     const plan = traced.map((e, i) => (i === 0 ? null : (e.trace!.ramps.find((r) => r.argmax === e.trace!.finalArgmax)?.layer ?? null)));
     const reference = await tokenEvents(engine, { promptTokens, earlyExit: false, logprobs: 3 });
-    const exited = await tokenEvents(engine, { promptTokens, exitPlan: plan, logprobs: 3 });
+    const exited = await tokenEvents(engine, { promptTokens, exitOverride: { kind: 'plan', layers: plan }, logprobs: 3 });
     assert.deepEqual(tokensOf(exited), tokensOf(reference), prompt);
     assert.deepEqual(
       exited.map((e) => e.exitLayer),
@@ -94,8 +94,8 @@ test('forced exits in a batch: sequences exiting at different ramps keep their o
   // but each sequence must equal the same plan run alone.
   const plans = prompts.map((_, s) => Array.from({ length: 60 }, (_, i) => (i % 2 === 1 ? s % 4 : null)));
   const soloPlanned = [];
-  for (const [s, promptTokens] of prompts.entries()) soloPlanned.push(tokensOf(await tokenEvents(engine, { promptTokens, exitPlan: plans[s] })));
-  const together = await Promise.all(prompts.map((promptTokens, s) => tokenEvents(engine, { promptTokens, exitPlan: plans[s] })));
+  for (const [s, promptTokens] of prompts.entries()) soloPlanned.push(tokensOf(await tokenEvents(engine, { promptTokens, exitOverride: { kind: 'plan', layers: plans[s]! } })));
+  const together = await Promise.all(prompts.map((promptTokens, s) => tokenEvents(engine, { promptTokens, exitOverride: { kind: 'plan', layers: plans[s]! } })));
   assert.deepEqual(together.map(tokensOf), soloPlanned);
   assert.ok(together.every((events) => events.some((e) => e.exitLayer !== null)));
 });

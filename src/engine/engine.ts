@@ -1,17 +1,22 @@
 /**
- * The decode loop: `step()` is plan, run, finish (vLLM's EngineCore.step).
+ * The decode loop: `step()` is plan, run, apply (vLLM's EngineCore.step).
  * Requests come in with `add`, leave with `abort` or when they finish; every
- * outcome leaves as an EngineEvent through the listener. Tokens are emitted
- * the moment the runner decides them (an early exit mid-step included);
- * requests that end are finished at the step boundary.
+ * outcome leaves as an EngineEvent through the listener.
+ *
+ * The engine is the one owner of a request's state: the runner reports what
+ * it sampled (a StepResult) and `apply` appends the tokens and decides the
+ * endings. A token from a ramp is streamed (`stream`) the moment the runner
+ * hands it over, mid-step, because leaving before the deep blocks run is
+ * the point of exiting; `apply` then records it like any other. Requests
+ * that end are finished at the step boundary, after the runner has settled
+ * their deferred positions.
  *
  * @module
  */
 import { ExitController, type ConfidenceKind, type ExitControllerInput } from '../exits/index.js';
-import { KvCache, type Model } from '../model/index.js';
-import { OutputProcessor } from './output.js';
-import { ModelRunner, type ExitInfo } from './runner.js';
-import { Scheduler, type SchedulerOptions } from './scheduler.js';
+import type { Model } from '../model/index.js';
+import { ModelRunner, type SampledToken, type StepResult } from './runner.js';
+import { Scheduler, type SchedulerOptions, type StepPlan } from './scheduler.js';
 import { Sequence } from './sequence.js';
 import type { EngineEvent, FinishReason, GenerateRequest } from './types.js';
 
@@ -46,7 +51,6 @@ export class Engine {
   readonly scheduler: Scheduler;
   readonly controller: ExitController | null;
   private readonly runner: ModelRunner;
-  private readonly outputs = new Map<string, OutputProcessor>();
   private readonly sequences = new Map<string, Sequence>();
   private numSteps = 0;
 
@@ -67,14 +71,13 @@ export class Engine {
     };
     this.controller = exits.enabled ? new ExitController(controllerOptions) : null;
     this.scheduler = new Scheduler(options);
-    const kv = new KvCache(model.config, options.maxRunning, options.maxContext, 0);
-    this.runner = new ModelRunner(
-      model,
-      kv,
-      this.scheduler,
-      { controller: this.controller, confidence: exits.confidence, maxDeferred: exits.maxDeferred },
-      (seq, token, exit) => this.accept(seq, token, exit),
-    );
+    this.runner = new ModelRunner(model, {
+      controller: this.controller,
+      confidence: exits.confidence,
+      maxDeferred: exits.maxDeferred,
+      maxRunning: options.maxRunning,
+      maxContext: options.maxContext,
+    });
   }
 
   /** Queues a request. Throws RequestError when it cannot fit. */
@@ -87,9 +90,8 @@ export class Engine {
       );
     }
     if (this.sequences.has(request.id)) throw new RequestError(`request id ${request.id} is already running`);
-    const seq = new Sequence(request, this.model.config.numLayers);
+    const seq = new Sequence(request, this.model.config.numLayers, this.model.tokenizer);
     this.sequences.set(seq.id, seq);
-    this.outputs.set(seq.id, new OutputProcessor(this.model.tokenizer, request.promptTokens, request.stop));
     this.scheduler.add(seq);
   }
 
@@ -115,15 +117,9 @@ export class Engine {
     for (const seq of this.sequences.values()) if (seq.abortRequested) this.finish(seq, 'abort');
     const plan = this.scheduler.schedule();
     if (plan.decode.length === 0 && plan.prefill.length === 0) return;
-    // Room for every running sequence's known tokens, plus one position for stray writes (see KvCache).
-    const running = this.scheduler.running;
-    const longest = Math.max(...running.map((seq) => seq.tokens.length));
-    const slotsInUse = Math.max(...running.map((seq) => seq.slot)) + 1;
-    this.runner.kv.fit(Math.min(this.options.maxContext, longest + 1), slotsInUse);
-    this.runner.execute(plan);
-    for (const seq of [...plan.decode, ...plan.prefill.map((p) => p.seq)]) {
-      if (seq.finishReason) this.finish(seq, seq.finishReason);
-    }
+    const result = this.runner.execute(plan, (token) => this.stream(token));
+    this.apply(result);
+    this.finishEnded(plan);
     if (this.controller && ++this.numSteps % COST_UPDATE_STEPS === 0) {
       const costs = this.runner.costs.snapshot();
       if (costs) this.controller.setCosts(costs);
@@ -139,33 +135,53 @@ export class Engine {
     }
   }
 
-  /** A token decided by the runner: streamed now; an ending is applied at the step boundary. */
-  private accept(seq: Sequence, token: number, exit: ExitInfo): void {
-    if (seq.abortRequested || seq.finishReason) return;
-    if (this.model.config.eosTokenIds.includes(token)) {
-      seq.finishReason = 'stop';
-      return;
-    }
-    seq.tokens.push(token);
-    const { text, stopped } = this.outputs.get(seq.id)!.push(token);
+  /** Streams a sampled token to its client: a ramp's at once (see runner.ts), the others from `apply`. */
+  private stream({ seq, tokenId, exit }: SampledToken): void {
+    if (seq.abortRequested || this.isEos(tokenId)) return;
+    const text = seq.output.push(tokenId);
     this.emit({
       type: 'token',
       requestId: seq.id,
       text,
-      tokenIds: [token],
+      tokenIds: [tokenId],
       exitLayer: exit.layer,
       confidence: exit.confidence,
       ...(exit.trace && { trace: exit.trace }),
       ...(exit.logprobs && { logprobs: exit.logprobs }),
     });
-    if (stopped) seq.finishReason = 'stop';
-    else if (seq.numGenerated >= seq.request.maxTokens || seq.tokens.length >= this.options.maxContext) seq.finishReason = 'length';
+  }
+
+  /** Applies a step's tokens to their sequences, in the order the runner decided them; sets the endings. */
+  private apply(result: StepResult): void {
+    for (const token of result.tokens) {
+      const { seq, tokenId, exit } = token;
+      if (seq.abortRequested) continue;
+      if (exit.layer === null) this.stream(token);
+      if (this.isEos(tokenId)) {
+        seq.finishReason = 'stop';
+        continue;
+      }
+      seq.tokens.push(tokenId);
+      if (seq.output.stopped) seq.finishReason = 'stop';
+      else if (seq.numGenerated >= seq.request.maxTokens || seq.tokens.length >= this.options.maxContext) seq.finishReason = 'length';
+    }
+  }
+
+  /** Finishes the step's sequences that ended; exited tokens still owe the controller their verdicts. */
+  private finishEnded(plan: StepPlan): void {
+    for (const seq of [...plan.decode, ...plan.prefill.map((p) => p.seq)]) {
+      if (!seq.finishReason) continue;
+      if (seq.deferred.length > 0) this.runner.settle(seq);
+      this.finish(seq, seq.finishReason);
+    }
+  }
+
+  private isEos(tokenId: number): boolean {
+    return this.model.config.eosTokenIds.includes(tokenId);
   }
 
   private finish(seq: Sequence, reason: FinishReason): void {
-    const text = reason === 'abort' ? '' : this.outputs.get(seq.id)!.finish();
-    // Exited tokens still owe the controller their verdicts.
-    if (reason !== 'abort' && seq.deferred.length > 0) this.runner.flush(seq);
+    const text = reason === 'abort' ? '' : seq.output.finish();
     this.scheduler.release(seq);
     this.forget(seq);
     this.emit({
@@ -179,6 +195,5 @@ export class Engine {
 
   private forget(seq: Sequence): void {
     this.sequences.delete(seq.id);
-    this.outputs.delete(seq.id);
   }
 }

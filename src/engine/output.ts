@@ -24,7 +24,7 @@ export class OutputProcessor {
   private readonly decoder: IncrementalDecoder;
   /** Decoded text not yet released because it may start a stop string. */
   private held = '';
-  private stopped = false;
+  private matched = false;
 
   constructor(
     tokenizer: TextTokenizer,
@@ -34,31 +34,36 @@ export class OutputProcessor {
     this.decoder = new IncrementalDecoder(tokenizer, promptTokens);
   }
 
-  /** Adds a generated token; returns the text to release and whether a stop string matched. */
-  push(tokenId: number): { text: string; stopped: boolean } {
-    if (this.stopped) return { text: '', stopped: true };
+  /** Adds a generated token; returns the text to release (see `stopped`). */
+  push(tokenId: number): string {
+    if (this.matched) return '';
     return this.release(this.held + this.decoder.push(tokenId), false);
+  }
+
+  /** Whether a stop string has matched: generation ends there. */
+  get stopped(): boolean {
+    return this.matched;
   }
 
   /** Releases what is still held when generation ends for another reason. */
   finish(): string {
-    if (this.stopped) return '';
-    return this.release(this.held + this.decoder.flush(), true).text;
+    if (this.matched) return '';
+    return this.release(this.held + this.decoder.flush(), true);
   }
 
-  private release(text: string, final: boolean): { text: string; stopped: boolean } {
+  private release(text: string, final: boolean): string {
     let cut = -1;
     for (const stop of this.stops) {
       const at = text.indexOf(stop);
       if (at >= 0 && (cut < 0 || at < cut)) cut = at;
     }
     if (cut >= 0) {
-      this.stopped = true;
+      this.matched = true;
       this.held = '';
-      return { text: text.slice(0, cut), stopped: true };
+      return text.slice(0, cut);
     }
     const keep = final ? 0 : heldSuffixLength(text, this.stops);
     this.held = text.slice(text.length - keep);
-    return { text: text.slice(0, text.length - keep), stopped: false };
+    return text.slice(0, text.length - keep);
   }
 }

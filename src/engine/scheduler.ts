@@ -25,6 +25,14 @@ export interface StepPlan {
   decode: Sequence[];
   /** Several positions of one sequence each (prompt chunks). */
   prefill: { seq: Sequence; numTokens: number }[];
+  /**
+   * Per KV slot, its owner's positions computed per layer (a live view: the
+   * runner advances it), or null for a free slot. A batched call covers a
+   * range of slots and needs every one's past length.
+   */
+  slotLengths: (Int32Array | null)[];
+  /** Known tokens (prompt + generated) of the longest running sequence: the KV cache must hold them. */
+  longestSequence: number;
 }
 
 export class Scheduler {
@@ -44,11 +52,6 @@ export class Scheduler {
     return this.waiting.length > 0 || this.running.length > 0;
   }
 
-  /** The sequence in `slot`, if any. */
-  ownerOf(slot: number): Sequence | null {
-    return this.slotOwners[slot] ?? null;
-  }
-
   /** Frees a sequence's slot (finished or aborted). */
   release(seq: Sequence): void {
     const waitingIndex = this.waiting.indexOf(seq);
@@ -57,7 +60,6 @@ export class Scheduler {
     if (runningIndex >= 0) this.running.splice(runningIndex, 1);
     if (seq.slot >= 0) this.slotOwners[seq.slot] = null;
     seq.slot = -1;
-    seq.state = 'finished';
   }
 
   schedule(): StepPlan {
@@ -66,7 +68,6 @@ export class Scheduler {
       if (this.slotOwners[slot]) continue;
       const seq = this.waiting.shift()!;
       seq.slot = slot;
-      seq.state = 'running';
       this.slotOwners[slot] = seq;
       this.running.push(seq);
     }
@@ -81,6 +82,8 @@ export class Scheduler {
       prefill.push({ seq, numTokens });
       budget -= numTokens;
     }
-    return { decode, prefill };
+    const slotLengths = this.slotOwners.map((seq) => seq?.layerLengths ?? null);
+    const longestSequence = Math.max(0, ...this.running.map((seq) => seq.tokens.length));
+    return { decode, prefill, slotLengths, longestSequence };
   }
 }

@@ -10,17 +10,10 @@
  *
  * @module
  */
+import type { TextTokenizer } from '../model/index.js';
+import { OutputProcessor } from './output.js';
 import { Rng } from './sampler.js';
-import type { FinishReason, GenerateRequest } from './types.js';
-
-export type SequenceState = 'waiting' | 'running' | 'finished';
-
-/** What one ramp said about one position's next token. */
-export interface RampScore {
-  layer: number;
-  confidence: number;
-  argmax: number;
-}
+import type { FinishReason, GenerateRequest, RampReading } from './types.js';
 
 /** A position whose token was emitted from a ramp and whose deeper layers have not run yet. */
 export interface DeferredPosition {
@@ -31,8 +24,8 @@ export interface DeferredPosition {
   layer: number;
   /** The ramp the token was emitted from. */
   exitLayer: number;
-  /** Every active ramp's verdict on this position so far (deeper ones are added during catch-up). */
-  scores: RampScore[];
+  /** Every active ramp's reading of this position so far (deeper ones are added during catch-up). */
+  readings: RampReading[];
 }
 
 export class Sequence {
@@ -43,18 +36,21 @@ export class Sequence {
   /** Deferred positions, oldest first. */
   readonly deferred: DeferredPosition[] = [];
   slot = -1;
-  state: SequenceState = 'waiting';
-  /** Set when a token ends the request mid-step; the engine finishes it at the step boundary. */
+  /** Set when the engine applies the token that ends the request; it finishes it at the step boundary. */
   finishReason: FinishReason | null = null;
   readonly rng: Rng;
+  /** The generated text released so far (held-back characters and stop strings). */
+  readonly output: OutputProcessor;
   /** Set by abort(); honoured at the next step boundary. */
   abortRequested = false;
 
   constructor(
     readonly request: GenerateRequest,
     numLayers: number,
+    tokenizer: TextTokenizer,
   ) {
     this.tokens = [...request.promptTokens];
+    this.output = new OutputProcessor(tokenizer, request.promptTokens, request.stop);
     this.layerLengths = new Int32Array(numLayers);
     this.rng = new Rng(request.seed ?? Rng.randomSeed());
   }

@@ -10,6 +10,22 @@ export type RequestId = string;
 
 export type FinishReason = 'stop' | 'length' | 'abort' | 'error';
 
+/**
+ * Exits a benchmark or fixture forces, replacing the controller's decisions:
+ * `plan`: the ramp layer each generated token must exit at (null: the full
+ * model; the oracle plan makes exits that change nothing); `trace`: score
+ * every candidate ramp for every token, exit nowhere, and send the readings
+ * with each token.
+ */
+export type ExitOverride = { kind: 'plan'; layers: (number | null)[] } | { kind: 'trace' };
+
+/** What one ramp read for one position's next token (the engine's view; the controller gets a TokenRecord). */
+export interface RampReading {
+  layer: number;
+  confidence: number;
+  argmax: number;
+}
+
 /** A generation request, already tokenized and validated. */
 export interface GenerateRequest {
   id: RequestId;
@@ -22,13 +38,8 @@ export interface GenerateRequest {
   stop: string[];
   /** Stream tokens from early-exit ramps when the controller allows (the server's default). */
   earlyExit: boolean;
-  /**
-   * Benchmarks only: the ramp layer each generated token must exit at (null: the full model),
-   * replacing the controller's decisions. The oracle plan makes exits that change nothing.
-   */
-  exitPlan?: (number | null)[];
-  /** Benchmarks and fixtures only: score every candidate ramp for every token, exit nowhere. */
-  traceRamps?: boolean;
+  /** Benchmarks and fixtures only: exits decided by the request instead of the controller (see ExitOverride). */
+  exitOverride?: ExitOverride;
   /** Return each token's log-probability and this many alternatives (OpenAI's logprobs / top_logprobs). */
   logprobs?: number;
 }
@@ -44,8 +55,8 @@ export interface TokenEvent {
   exitLayer: number | null;
   /** The ramp's confidence when it exited; null for the full model. */
   confidence: number | null;
-  /** Every candidate ramp's view of the token (traceRamps requests only). */
-  trace?: { ramps: { layer: number; confidence: number; argmax: number }[]; finalArgmax: number };
+  /** Every candidate ramp's reading of the token (`trace` overrides only). */
+  trace?: { ramps: RampReading[]; finalArgmax: number };
   /** When the request asked for logprobs: from the distribution the token was sampled from (ramp or full model). */
   logprobs?: TokenLogprobs;
 }
