@@ -5,16 +5,20 @@
  * and keeps its stack trace.
  */
 import { runCli } from './cli.js';
-import { RequestError } from './engine/index.js';
+import { EngineError } from './engine/index.js';
 import { DeviceError, DownloadError, ModelFormatError } from './model/index.js';
 import { UsageError } from './util/index.js';
 
-const USER_ERRORS = [UsageError, ModelFormatError, DeviceError, DownloadError, RequestError];
+const USER_ERRORS = [UsageError, ModelFormatError, DeviceError, DownloadError];
+
+/** An error the user can fix: said in one line, no stack trace. */
+const isUserError = (error: unknown): boolean =>
+  USER_ERRORS.some((kind) => error instanceof kind) || (error instanceof EngineError && error.userFixable);
 
 try {
   await runCli(process.argv.slice(2));
 } catch (error) {
-  if (USER_ERRORS.some((kind) => error instanceof kind)) {
+  if (isUserError(error)) {
     process.stderr.write(`offramp: error: ${(error as Error).message}\n`);
     process.exit(2);
   }

@@ -14,7 +14,7 @@ import { test, type TestContext } from 'node:test';
 import { EXITS_OFF } from '../src/engine/engine.js';
 import type { FaultKind } from '../src/engine/messages.js';
 import { GREEDY } from '../src/engine/sampler.js';
-import { EngineDeadError, WorkerEngine } from '../src/engine/worker-client.js';
+import { EngineDeadError, WorkerEngine } from '../src/engine/index.js';
 import { resolveModel } from '../src/model/index.js';
 import { ServeConfigSchema, startServer, type RunningServer } from '../src/server/index.js';
 import { metric, sseFrames, until } from './http.js';

@@ -15,6 +15,7 @@
  */
 import { ExitController, type ConfidenceKind, type ExitControllerInput } from '../exits/index.js';
 import type { Model } from '../model/index.js';
+import { RequestError, requestProblem } from './errors.js';
 import { ModelRunner, type SampledToken, type StepResult } from './runner.js';
 import { Scheduler, type SchedulerOptions, type StepPlan } from './scheduler.js';
 import { Sequence } from './sequence.js';
@@ -38,11 +39,6 @@ export interface EngineOptions extends SchedulerOptions {
 }
 
 export const EXITS_OFF: EarlyExitOptions = { enabled: false, accuracy: 0.99, rampBudget: 0.1, confidence: 'margin', maxDeferred: 16 };
-
-/** A request the engine refuses before it runs (too long, empty). */
-export class RequestError extends Error {
-  override name = 'RequestError';
-}
 
 /** How often (steps) measured costs reach the controller. */
 const COST_UPDATE_STEPS = 64;
@@ -82,13 +78,11 @@ export class Engine {
 
   /** Queues a request. Throws RequestError when it cannot fit. */
   add(request: GenerateRequest): void {
-    const promptLength = request.promptTokens.length;
-    if (promptLength === 0) throw new RequestError('the prompt is empty after tokenization');
-    if (promptLength + request.maxTokens > this.options.maxContext) {
-      throw new RequestError(
-        `this model's context is ${this.options.maxContext} tokens; the prompt has ${promptLength} and max_tokens asks for ${request.maxTokens} more`,
-      );
-    }
+    const { maxContext } = this.options;
+    const numPromptTokens = request.promptTokens.length;
+    const problem = requestProblem(numPromptTokens, request.maxTokens, maxContext);
+    if (problem === 'empty') throw new RequestError('the prompt is empty after tokenization');
+    if (problem) throw new RequestError(`this model's context is ${maxContext} tokens; the prompt has ${numPromptTokens} and max_tokens asks for ${request.maxTokens} more`);
     if (this.sequences.has(request.id)) throw new RequestError(`request id ${request.id} is already running`);
     const seq = new Sequence(request, this.model.config.numLayers, this.model.tokenizer);
     this.sequences.set(seq.id, seq);
@@ -99,6 +93,11 @@ export class Engine {
   abort(requestId: string): void {
     const seq = this.sequences.get(requestId);
     if (seq) seq.abortRequested = true;
+  }
+
+  /** Ends every request at the next step boundary. */
+  abortAll(): void {
+    for (const seq of this.sequences.values()) seq.abortRequested = true;
   }
 
   get hasWork(): boolean {

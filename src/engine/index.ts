@@ -5,9 +5,10 @@
  *
  * @module
  */
-export { EXITS_OFF, RequestError, type EarlyExitOptions, type EngineOptions } from './engine.js';
+export { EXITS_OFF, type EarlyExitOptions, type EngineOptions } from './engine.js';
+export { EngineDeadError, EngineError, EngineRestartingError, RequestError, requestProblem, type EngineErrorKind, type RequestProblem } from './errors.js';
 export { LocalEngine } from './local.js';
-export type { EngineHealth, EngineStats, FaultKind } from './messages.js';
+export type { EngineHealth, EngineStats, FaultKind, ServedEngine } from './messages.js';
 export { argmax, GREEDY, type SamplingParams, type TokenLogprobs } from './sampler.js';
 export type { EngineClient, EngineEvent, FinishReason, FinishedEvent, GenerateRequest, RequestId, TokenEvent, Usage } from './types.js';
-export { EngineDeadError, EngineRestartingError, WorkerEngine, type RestartPolicy, type WorkerEngineOptions } from './worker-client.js';
+export { WorkerEngine, type RestartPolicy, type WorkerEngineOptions } from './worker-client.js';

@@ -1,36 +1,47 @@
 /**
- * The engine in the calling thread: for `offramp generate`, tests, and the
- * worker thread that hosts it for the server.
+ * The engine in the calling thread: for `offramp generate`, tests and
+ * benchmarks. The worker thread hosts the same loop (host.ts) for the server.
  *
  * @module
  */
-import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import type { Model } from '../model/index.js';
 import { AsyncQueue } from '../util/index.js';
-import { Engine, RequestError, type EngineOptions } from './engine.js';
+import type { Engine, EngineOptions } from './engine.js';
+import { EngineHost } from './host.js';
 import type { EngineClient, EngineEvent, GenerateRequest } from './types.js';
 
 export class LocalEngine implements EngineClient {
-  readonly engine: Engine;
+  private readonly host: EngineHost;
   private readonly listeners = new Map<string, (event: EngineEvent) => void>();
-  private looping = false;
 
   constructor(model: Model, options: EngineOptions) {
-    this.engine = new Engine(model, options, (event) => this.listeners.get(event.requestId)?.(event));
+    this.host = new EngineHost(model, options, {
+      onEvent: (event) => this.listeners.get(event.requestId)?.(event),
+      // Nothing here can be trusted any more: the requests in flight end with the error, new ones are refused.
+      onFatal: (error) => this.host.engine.failAll(error.message),
+    });
   }
 
-  /** Adds a request whose events go to `listener`; starts the loop if idle. Throws RequestError. */
+  get engine(): Engine {
+    return this.host.engine;
+  }
+
+  /** Adds a request whose events go to `listener`. Throws RequestError (refused) or EngineDeadError (a step failed before). */
   submit(request: GenerateRequest, listener: (event: EngineEvent) => void): void {
-    this.engine.add(request);
     this.listeners.set(request.id, (event) => {
       if (event.type !== 'token') this.listeners.delete(request.id);
       listener(event);
     });
-    void this.loop();
+    try {
+      this.host.submit(request);
+    } catch (error) {
+      this.listeners.delete(request.id);
+      throw error;
+    }
   }
 
   abort(requestId: string): void {
-    this.engine.abort(requestId);
+    this.host.abort(requestId);
   }
 
   async *generate(request: GenerateRequest, signal?: AbortSignal): AsyncIterable<EngineEvent> {
@@ -49,24 +60,4 @@ export class LocalEngine implements EngineClient {
       this.abort(request.id);
     }
   }
-
-  private async loop(): Promise<void> {
-    if (this.looping) return;
-    this.looping = true;
-    try {
-      while (this.engine.hasWork) {
-        try {
-          this.engine.step();
-        } catch (error) {
-          this.engine.failAll(`inference failed: ${(error as Error).message}`);
-        }
-        // Let aborts and new requests in between steps.
-        await yieldToEventLoop();
-      }
-    } finally {
-      this.looping = false;
-    }
-  }
 }
-
-export { RequestError };

@@ -4,17 +4,19 @@
  *
  * main → worker: `submit`, `abort`, `close`, and the test-only `fault` and `gc`.
  * worker → main: `ready` (or `fatal`), then `events` (each step's `token` /
- * `finished` / `error` events, in order) or a lone `error` for a refused
- * submit, and `stats` whenever the engine's occupancy changes. A
- * `fatal` after `ready` means the engine loop failed: the worker stops and
- * the main side restarts it (see WorkerEngine).
+ * `finished` / `error` events, in order) or `refused` for a submit the
+ * engine would not take, and `stats` whenever the engine's occupancy
+ * changes. A `fatal` after `ready` means the engine loop failed: the worker
+ * stops and the main side restarts it (see WorkerEngine). Errors cross as
+ * EngineErrorData and are rebuilt as the same EngineError on the main side.
  *
  * @module
  */
 import type { ControllerState } from '../exits/index.js';
 import type { RuntimeOptions } from '../model/index.js';
 import type { EngineOptions } from './engine.js';
-import type { FinishedEvent, GenerateRequest, TokenEvent } from './types.js';
+import type { EngineErrorData } from './errors.js';
+import type { EngineClient, EngineEvent, GenerateRequest } from './types.js';
 
 /** What the worker needs to start: `workerData`. */
 export interface WorkerInit {
@@ -87,15 +89,11 @@ export type ToWorkerMessage = SubmitMessage | AbortMessage | CloseMessage | Faul
 
 // --- worker → main
 
-export type TokenMessage = TokenEvent;
-export type FinishedMessage = FinishedEvent;
-
-export interface ErrorMessage {
-  type: 'error';
+/** The engine would not take a submitted request (RequestError): the client's to fix. */
+export interface RefusedMessage {
+  type: 'refused';
   requestId: string;
-  message: string;
-  /** True when the engine refused the request before running it (RequestError): the client's fault. */
-  refused: boolean;
+  error: EngineErrorData;
 }
 
 export interface ReadyMessage {
@@ -111,21 +109,17 @@ export interface StatsMessage {
 /** The worker cannot go on: the model failed to load (before `ready`), or the decode loop threw (after it). */
 export interface FatalMessage {
   type: 'fatal';
-  /** The error's class name (ModelFormatError, DeviceError, …), so the main thread can tell user errors from bugs. */
-  name: string;
-  message: string;
+  /** An EngineDeadError; `userFixable` when the model could not load for a reason the user can fix. */
+  error: EngineErrorData;
 }
-
-/** What one request hears from the engine. */
-export type RequestEventMessage = TokenMessage | FinishedMessage | ErrorMessage;
 
 /** The request events of one engine step (or of one early exit), in order. */
 export interface EventsMessage {
   type: 'events';
-  events: RequestEventMessage[];
+  events: EngineEvent[];
 }
 
-export type FromWorkerMessage = ErrorMessage | EventsMessage | ReadyMessage | StatsMessage | FatalMessage;
+export type FromWorkerMessage = RefusedMessage | EventsMessage | ReadyMessage | StatsMessage | FatalMessage;
 
 /**
  * The engine as the HTTP side sees it: `restarting` after its worker failed
@@ -133,3 +127,17 @@ export type FromWorkerMessage = ErrorMessage | EventsMessage | ReadyMessage | St
  * `dead` when it cannot come back (a restart failed, or too many failures).
  */
 export type EngineHealth = 'starting' | 'ready' | 'restarting' | 'dead';
+
+/** What the HTTP side reads from, and (in tests and soaks) does to, the engine it serves: WorkerEngine. */
+export interface ServedEngine extends EngineClient {
+  /** The engine's occupancy for /metrics; null before it is ready and while it restarts. */
+  readonly stats: EngineStats | null;
+  /** /health answers 503 while it restarts or once it is dead. */
+  readonly health: EngineHealth;
+  /** Restarts after a failure, for /metrics. */
+  readonly restarts: number;
+  /** Makes the engine fail on purpose; served only with `debugRoutes`. */
+  injectFault(kind: FaultKind): void;
+  /** A full garbage collection in the engine; served only with `debugRoutes`. */
+  collectGarbage(): void;
+}

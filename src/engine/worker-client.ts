@@ -21,8 +21,9 @@
 import { Worker } from 'node:worker_threads';
 import type { RuntimeOptions } from '../model/index.js';
 import { AsyncQueue } from '../util/index.js';
-import { RequestError, type EngineOptions } from './engine.js';
-import type { EngineHealth, EngineStats, FaultKind, FromWorkerMessage, RequestEventMessage, ToWorkerMessage, WorkerInit } from './messages.js';
+import type { EngineOptions } from './engine.js';
+import { EngineDeadError, EngineError, EngineRestartingError } from './errors.js';
+import type { EngineHealth, EngineStats, FaultKind, FromWorkerMessage, ServedEngine, ToWorkerMessage, WorkerInit } from './messages.js';
 import type { EngineClient, EngineEvent, GenerateRequest } from './types.js';
 
 export interface WorkerEngineOptions {
@@ -43,48 +44,39 @@ export interface RestartPolicy {
   log?: (line: string) => void;
 }
 
-/** The worker could not start, or died and could not be restarted; `name` is the worker-side error's class name. */
-export class EngineDeadError extends Error {
-  override name = 'EngineDeadError';
-  constructor(
-    message: string,
-    /** The class name of the error inside the worker (ModelFormatError, DeviceError, …). */
-    readonly causeName = 'Error',
-  ) {
-    super(message);
-  }
-}
-
-/** The worker failed and a new one is loading: retry shortly. */
-export class EngineRestartingError extends Error {
-  override name = 'EngineRestartingError';
-}
-
 /** How long close() (or a restart) waits for a worker to release the model and end before terminating it. */
 const CLOSE_TIMEOUT_MS = 5000;
 
-type Listener = (event: EngineEvent | { type: 'refused'; message: string }) => void;
+/** What a request's listener hears: its events, or the error its generate() throws (a refusal). */
+type Listener = (item: EngineEvent | EngineError) => void;
 
 /** A started worker and a promise of its end. */
 interface Thread {
   worker: Worker;
   exited: Promise<void>;
+  /** It said `ready`: it serves now, and losing it means a restart. */
   ready: boolean;
 }
 
+/**
+ * The engine's health, as one state with what each state holds: the worker
+ * loading or serving (`thread`), the failed worker being waited for while it
+ * releases its model (`failed`, never two models at once), why it died.
+ */
+type Phase =
+  | { state: 'starting'; thread: Thread | null }
+  | { state: 'ready'; thread: Thread }
+  | { state: 'restarting'; failed: Thread | null; thread: Thread | null }
+  | { state: 'dead'; error: EngineDeadError; thread: Thread | null }
+  | { state: 'closed' };
+
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
-export class WorkerEngine implements EngineClient {
+export class WorkerEngine implements ServedEngine {
   private init: WorkerInit | null = null;
-  private thread: Thread | null = null;
-  /** A failed worker being waited for while it releases its model. */
-  private failedThread: Thread | null = null;
+  private phase: Phase = { state: 'starting', thread: null };
   private readonly listeners = new Map<string, Listener>();
-  private state: EngineHealth = 'starting';
-  private dead: EngineDeadError | null = null;
   private latestStats: EngineStats | null = null;
-  private everReady = false;
-  private closing = false;
   /** When recent failures happened (ms since epoch), for the crash-loop limit. */
   private failures: number[] = [];
   private numRestarts = 0;
@@ -99,11 +91,11 @@ export class WorkerEngine implements EngineClient {
 
   /** False once the engine is dead for good (it could not be restarted); true while it restarts. */
   get alive(): boolean {
-    return this.dead === null;
+    return this.phase.state !== 'dead';
   }
 
   get health(): EngineHealth {
-    return this.state;
+    return this.phase.state === 'closed' ? 'dead' : this.phase.state;
   }
 
   /** Workers started after a failure that came up ready. */
@@ -120,14 +112,15 @@ export class WorkerEngine implements EngineClient {
   async start(dir: string, options: WorkerEngineOptions): Promise<void> {
     if (this.init) throw new Error('WorkerEngine.start: already started');
     this.init = { dir, runtime: options.runtime, engine: options.engine, statsIntervalMs: options.statsIntervalMs ?? 50 };
+    const { thread, ready } = this.spawn();
+    this.phase = { state: 'starting', thread };
     try {
-      await this.spawn();
+      await ready;
     } catch (error) {
       this.die(error as EngineDeadError);
       throw error;
     }
-    this.state = 'ready';
-    this.everReady = true;
+    if (this.phase.state === 'starting') this.phase = { state: 'ready', thread };
   }
 
   /**
@@ -138,13 +131,13 @@ export class WorkerEngine implements EngineClient {
    * engine's next token boundary.
    */
   async *generate(request: GenerateRequest, signal?: AbortSignal): AsyncIterable<EngineEvent> {
-    if (this.dead) throw this.dead;
-    if (this.state === 'restarting') throw new EngineRestartingError('the engine is restarting after a failure; retry shortly');
-    if (!this.thread?.ready) throw new EngineDeadError('the engine has not been started');
-    const queue = new AsyncQueue<EngineEvent | { type: 'refused'; message: string }>();
-    this.listeners.set(request.id, (event) => {
-      queue.push(event);
-      if (event.type !== 'token') {
+    if (this.phase.state === 'dead') throw this.phase.error;
+    if (this.phase.state === 'restarting') throw new EngineRestartingError('the engine is restarting after a failure; retry shortly');
+    if (this.phase.state !== 'ready') throw new EngineDeadError('the engine has not been started');
+    const queue = new AsyncQueue<EngineEvent | EngineError>();
+    this.listeners.set(request.id, (item) => {
+      queue.push(item);
+      if (item instanceof EngineError || item.type !== 'token') {
         this.listeners.delete(request.id);
         queue.end();
       }
@@ -157,10 +150,10 @@ export class WorkerEngine implements EngineClient {
     try {
       this.post({ type: 'submit', request });
       if (signal?.aborted) abort();
-      for await (const event of queue) {
-        if (event.type === 'refused') throw new RequestError(event.message);
-        if (event.type !== 'token') done = true;
-        yield event;
+      for await (const item of queue) {
+        if (item instanceof EngineError) throw item;
+        if (item.type !== 'token') done = true;
+        yield item;
       }
     } finally {
       signal?.removeEventListener('abort', abort);
@@ -186,36 +179,40 @@ export class WorkerEngine implements EngineClient {
 
   /** Asks the worker to release the model and exit; terminates it if it takes too long. */
   async close(): Promise<void> {
-    if (this.closing) return;
-    this.closing = true;
-    if (this.failedThread) await this.failedThread.worker.terminate();
-    const thread = this.thread;
-    this.thread = null;
+    const phase = this.phase;
+    if (phase.state === 'closed') return;
+    this.phase = { state: 'closed' };
+    if (phase.state === 'restarting' && phase.failed) await phase.failed.worker.terminate();
+    const thread = phase.thread;
     if (!thread) return;
-    // Nothing to release yet (or any more): a worker still loading is just stopped.
-    if (this.dead || !thread.ready) return void (await thread.worker.terminate());
+    // Nothing to release yet (or any more): a worker still loading, or a dead one, is just stopped.
+    if (phase.state !== 'ready') return void (await thread.worker.terminate());
     thread.worker.postMessage({ type: 'close' } satisfies ToWorkerMessage);
     await this.reap(thread);
   }
 
-  private post(message: ToWorkerMessage): void {
-    if (this.thread?.ready) this.thread.worker.postMessage(message);
+  /** The worker that loads or serves now, if any. */
+  private get current(): Thread | null {
+    return this.phase.state === 'closed' ? null : this.phase.thread;
   }
 
-  /** Starts a worker on `init`; resolves when it is ready, rejects with EngineDeadError if it fails first. */
-  private spawn(): Promise<void> {
+  private post(message: ToWorkerMessage): void {
+    if (this.phase.state === 'ready') this.phase.thread.worker.postMessage(message);
+  }
+
+  /** Starts a worker on `init`; `ready` resolves when it is, or rejects with EngineDeadError if it fails first. */
+  private spawn(): { thread: Thread; ready: Promise<void> } {
     const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: this.init });
     const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
     const thread: Thread = { worker, exited, ready: false };
-    this.thread = thread;
-    return new Promise<void>((resolve, reject) => {
+    const ready = new Promise<void>((resolve, reject) => {
       const lost = (error: EngineDeadError): void => {
         if (!thread.ready) return reject(error);
         void this.recover(thread, error);
       };
       worker.on('message', (message: FromWorkerMessage) => {
         // A replaced worker's last words (stats, events) are nobody's business now.
-        if (this.thread !== thread) return;
+        if (this.current !== thread) return;
         switch (message.type) {
           case 'ready':
             thread.ready = true;
@@ -226,57 +223,53 @@ export class WorkerEngine implements EngineClient {
             this.latestStats = message.stats;
             return;
           case 'fatal':
-            lost(new EngineDeadError(message.message, message.name));
+            lost(new EngineDeadError(message.error.message, message.error.userFixable));
             return;
-          case 'error':
-            this.deliver(message);
+          case 'refused':
+            this.listeners.get(message.requestId)?.(EngineError.fromData(message.error));
             return;
           case 'events':
-            for (const event of message.events) this.deliver(event);
+            for (const event of message.events) this.listeners.get(event.requestId)?.(event);
         }
       });
-      worker.on('error', (error) => lost(new EngineDeadError(`the engine worker crashed: ${error.message}`, error.name)));
+      worker.on('error', (error) => lost(new EngineDeadError(`the engine worker crashed: ${error.message}`)));
       worker.on('exit', (code) => lost(new EngineDeadError(`the engine worker exited (code ${code})`)));
     });
-  }
-
-  private deliver(event: RequestEventMessage): void {
-    const listener = this.listeners.get(event.requestId);
-    if (event.type === 'error') listener?.(event.refused ? { type: 'refused', message: event.message } : event);
-    else listener?.(event);
+    return { thread, ready };
   }
 
   /** A serving worker failed: fail what it held, then start another (or give up). */
   private async recover(thread: Thread, error: EngineDeadError): Promise<void> {
-    if (this.thread !== thread || this.closing || this.dead) return;
-    this.thread = null;
+    if (this.phase.state !== 'ready' || this.phase.thread !== thread) return;
+    this.phase = { state: 'restarting', failed: thread, thread: null };
     this.latestStats = null;
-    this.state = 'restarting';
     this.failInFlight(`the engine failed and is restarting (${error.message}); retry the request`);
     const now = Date.now();
     this.failures = [...this.failures.filter((t) => now - t < this.policy.restartWindowMs), now];
     if (this.failures.length > this.policy.maxRestarts) {
       const seconds = this.policy.restartWindowMs / 1000;
-      this.die(new EngineDeadError(`the engine failed ${this.failures.length} times within ${seconds} s; not restarting (last: ${error.message})`, error.causeName));
+      this.dieServing(new EngineDeadError(`the engine failed ${this.failures.length} times within ${seconds} s; not restarting (last: ${error.message})`, error.userFixable));
       void this.reap(thread);
       return;
     }
     this.policy.log?.(`engine worker failed (${error.message}); restarting`);
     // The old worker releases its model after a caught failure; never hold two models at once.
-    this.failedThread = thread;
     await this.reap(thread);
-    this.failedThread = null;
+    if (this.phase.state !== 'restarting') return;
+    this.phase = { state: 'restarting', failed: null, thread: null };
     await sleep(this.policy.restartDelayMs * 2 ** (this.failures.length - 1));
-    if (this.closing) return;
+    if (this.phase.state !== 'restarting') return;
     const started = performance.now();
+    const next = this.spawn();
+    this.phase = { state: 'restarting', failed: null, thread: next.thread };
     try {
-      await this.spawn();
+      await next.ready;
     } catch (restartError) {
-      if (!this.closing) this.die(restartError as EngineDeadError);
+      if (this.phase.state === 'restarting') this.dieServing(restartError as EngineDeadError);
       return;
     }
-    if (this.closing) return;
-    this.state = 'ready';
+    if (this.phase.state !== 'restarting') return;
+    this.phase = { state: 'ready', thread: next.thread };
     this.numRestarts += 1;
     this.policy.log?.(`engine worker restarted in ${((performance.now() - started) / 1000).toFixed(1)} s`);
   }
@@ -294,11 +287,15 @@ export class WorkerEngine implements EngineClient {
 
   /** The engine cannot serve any more: fail everything in flight; later generate() calls throw. */
   private die(error: EngineDeadError): void {
-    if (this.dead) return;
-    this.dead = error;
-    this.state = 'dead';
+    if (this.phase.state === 'dead' || this.phase.state === 'closed') return;
+    this.phase = { state: 'dead', error, thread: this.current };
     this.latestStats = null;
-    if (this.everReady && !this.closing) this.reportDeath(error);
     this.failInFlight(error.message);
+  }
+
+  /** Dies after having served: the server above should stop. */
+  private dieServing(error: EngineDeadError): void {
+    this.die(error);
+    this.reportDeath(error);
   }
 }

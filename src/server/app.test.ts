@@ -215,16 +215,17 @@ test('requests are timed and counted in /metrics', async () => {
 
 test('/metrics shows the engine’s own stats when it reports them', async () => {
   const engine = new FakeEngine();
-  let busySeconds = 1.5;
-  const { app } = createApp({ engine, model: fakeModel(), engineStats: () => ({ running: 3, waiting: 2, freeSlots: 13, busySeconds, exits: null }) });
+  const stats = { running: 3, waiting: 2, freeSlots: 13, busySeconds: 1.5, exits: null };
+  engine.stats = stats;
+  const { app } = createApp({ engine, model: fakeModel() });
   const text = await (await app.request('/metrics')).text();
   assert.match(text, /^offramp:num_requests_running 3$/m);
   assert.match(text, /^offramp:num_requests_waiting 2$/m);
   assert.match(text, /^offramp:num_free_slots 13$/m);
   assert.match(text, /^offramp:engine_busy_seconds_total 1\.5$/m);
-  busySeconds = 2;
+  stats.busySeconds = 2;
   assert.match(await (await app.request('/metrics')).text(), /^offramp:engine_busy_seconds_total 2$/m);
-  busySeconds = 0.25; // a restarted worker counts from its own start
+  stats.busySeconds = 0.25; // a restarted worker counts from its own start
   assert.match(await (await app.request('/metrics')).text(), /^offramp:engine_busy_seconds_total 2\.25$/m);
 });
 

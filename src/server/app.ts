@@ -7,7 +7,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { Hono, type Context } from 'hono';
-import type { EngineClient, EngineHealth, EngineStats, FaultKind } from '../engine/index.js';
+import type { ServedEngine } from '../engine/index.js';
 import { playgroundRoutes } from '../playground/index.js';
 import { bodyLimit } from './body-limit.js';
 import { ApiError, fromZodError, toErrorResponse } from './errors.js';
@@ -53,20 +53,11 @@ export const DEFAULT_APP_OPTIONS: AppOptions = {
 };
 
 export interface AppDeps {
-  engine: EngineClient;
+  /** The engine, with its health, occupancy and (behind `debugRoutes`) fault injection. */
+  engine: ServedEngine;
   /** The served model, or null while it loads: then model routes answer 503 until `state.setReady(model)`. */
   model: ModelInfo | null;
   options?: Partial<AppOptions>;
-  /** The engine's own occupancy for /metrics (WorkerEngine.stats); the HTTP side's counts otherwise. */
-  engineStats?: () => EngineStats | null;
-  /** The engine's health (WorkerEngine.health): /health answers 503 while it restarts or once it is dead. */
-  engineHealth?: () => EngineHealth;
-  /** How many times the engine was restarted after a failure (WorkerEngine.restarts), for /metrics. */
-  engineRestarts?: () => number;
-  /** Makes the engine fail on purpose (WorkerEngine.injectFault); served only with `debugRoutes`. */
-  injectFault?: (kind: FaultKind) => void;
-  /** A full garbage collection in the engine (WorkerEngine.collectGarbage); served only with `debugRoutes`. */
-  collectGarbage?: () => void;
 }
 
 export interface ServerApp {
@@ -101,21 +92,21 @@ export function createApp(deps: AppDeps): ServerApp {
   app.use('*', bodyLimit(options.maxBodyBytes, () => new ApiError(413, `the request body is larger than ${options.maxBodyBytes} bytes`, { code: 'request_too_large' })));
 
   app.get('/health', (c) => {
-    const engine = deps.engineHealth?.();
+    const engine = deps.engine.health;
     if (state.phase === 'ready' && engine === 'restarting') return c.json({ status: 'restarting' }, 503);
     if (state.phase === 'ready' && engine === 'dead') return c.json({ status: 'engine_dead' }, 503);
     return c.json({ status: state.phase }, state.phase === 'ready' ? 200 : 503);
   });
 
   app.get('/metrics', (c) => {
-    const http = { inFlight: state.inFlight, started: state.started, engineRestarts: deps.engineRestarts?.() ?? 0 };
-    const text = metrics.render(deps.engineStats?.() ?? null, http);
+    const http = { inFlight: state.inFlight, started: state.started, engineRestarts: deps.engine.restarts };
+    const text = metrics.render(deps.engine.stats, http);
     return c.body(text, 200, { 'content-type': PROMETHEUS_CONTENT_TYPE });
   });
 
   // The early-exit controller's state: active ramps, thresholds, agreement, exit rates, utilities, recent adjustments.
   app.get('/exits', (c) => {
-    const stats = deps.engineStats?.() ?? null;
+    const stats = deps.engine.stats;
     return c.json(stats?.exits ? { enabled: true, ...stats.exits } : { enabled: false });
   });
 
@@ -156,20 +147,19 @@ export function createApp(deps: AppDeps): ServerApp {
   app.post('/v1/completions', (c) => generate(c, 'completion'));
 
   // Test and soak use only: fail the engine worker on purpose to exercise recovery. Off unless --debug-routes.
-  const injectFault = deps.injectFault;
-  if (options.debugRoutes && injectFault) {
+  if (options.debugRoutes) {
     app.post('/debug/fault', async (c) => {
       const json = await readJson(c);
       const kind = (json as { kind?: unknown } | null)?.kind ?? 'crash';
       if (kind !== 'crash' && kind !== 'step') throw new ApiError(400, 'kind: must be "crash" or "step"', { param: 'kind', code: 'invalid_value' });
-      injectFault(kind);
+      deps.engine.injectFault(kind);
       return c.json({ injected: kind }, 202);
     });
     // Both threads collect garbage (with node --expose-gc), so the soak compares resident memory like with like.
     app.post('/debug/gc', (c) => {
       const gc = (globalThis as { gc?: () => void }).gc;
       gc?.();
-      deps.collectGarbage?.();
+      deps.engine.collectGarbage();
       return c.json({ collected: gc !== undefined }, 202);
     });
   }

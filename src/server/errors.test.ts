@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { RequestError } from '../engine/engine.js';
+import { RequestError } from '../engine/index.js';
 import { createApp, type AppOptions } from './app.js';
 import { FakeEngine, fakeModel, gate, post } from './testing.js';
 

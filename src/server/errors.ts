@@ -5,6 +5,7 @@
  * @module
  */
 import type { z } from 'zod';
+import { EngineError } from '../engine/index.js';
 
 /** OpenAI's error body. */
 export interface ErrorBody {
@@ -59,6 +60,17 @@ export function toErrorResponse(error: unknown): Response {
   const headers: Record<string, string> = { ...apiError.fields.headers, 'content-type': 'application/json' };
   if (apiError.fields.retryAfter !== undefined) headers['retry-after'] = String(apiError.fields.retryAfter);
   return new Response(JSON.stringify(apiError.body), { status: apiError.status, headers });
+}
+
+/**
+ * The engine's refusal or unavailability as the client's answer: the one
+ * place an engine error becomes HTTP. A refusal (too long, empty) is the
+ * client's to fix; anything else means the engine cannot take requests now.
+ */
+export function fromEngineError(error: unknown): ApiError {
+  if (error instanceof EngineError && error.kind === 'refused') return new ApiError(400, error.message, { code: 'invalid_request' });
+  const message = error instanceof Error ? error.message : String(error);
+  return new ApiError(503, `the engine is unavailable: ${message}`, { code: 'engine_unavailable', retryAfter: 1 });
 }
 
 /** `messages[0].content` for zod's path `['messages', 0, 'content']`. */

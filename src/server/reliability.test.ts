@@ -4,7 +4,6 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import type { EngineHealth, FaultKind } from '../engine/messages.js';
 import { createApp, type AppOptions } from './app.js';
 import { FakeEngine, fakeModel, gate, post, sseData, token } from './testing.js';
 
@@ -61,19 +60,18 @@ test('queue timeout 0 waits as long as it takes', async () => {
 });
 
 test('/health says restarting (503) while the engine restarts and engine_dead once it cannot; /metrics counts restarts', async () => {
-  let health: EngineHealth = 'ready';
-  let restarts = 0;
-  const { app } = createApp({ engine: new FakeEngine(), model: fakeModel(), engineHealth: () => health, engineRestarts: () => restarts });
+  const engine = new FakeEngine();
+  const { app } = createApp({ engine, model: fakeModel() });
   assert.equal((await app.request('/health')).status, 200);
-  health = 'restarting';
+  engine.health = 'restarting';
   let res = await app.request('/health');
   assert.equal(res.status, 503);
   assert.deepEqual(await res.json(), { status: 'restarting' });
-  health = 'ready';
-  restarts = 2;
+  engine.health = 'ready';
+  engine.restarts = 2;
   assert.equal((await app.request('/health')).status, 200);
   assert.match(await (await app.request('/metrics')).text(), /^offramp:engine_restarts_total 2$/m);
-  health = 'dead';
+  engine.health = 'dead';
   res = await app.request('/health');
   assert.equal(res.status, 503);
   assert.deepEqual(await res.json(), { status: 'engine_dead' });
@@ -91,15 +89,14 @@ test('an engine that cannot take the request (restarting) is a 503 with Retry-Af
 });
 
 test('POST /debug/fault exists only with debugRoutes', async () => {
-  const injected: FaultKind[] = [];
-  const injectFault = (kind: FaultKind): void => void injected.push(kind);
-  const off = createApp({ engine: new FakeEngine(), model: fakeModel(), injectFault });
+  const off = createApp({ engine: new FakeEngine(), model: fakeModel() });
   assert.equal((await post(off.app, '/debug/fault', { kind: 'crash' })).status, 404);
-  const on = createApp({ engine: new FakeEngine(), model: fakeModel(), injectFault, options: { debugRoutes: true, apiKeys: ['k'] } });
+  const engine = new FakeEngine();
+  const on = createApp({ engine, model: fakeModel(), options: { debugRoutes: true, apiKeys: ['k'] } });
   assert.equal((await post(on.app, '/debug/fault', { kind: 'crash' })).status, 401, 'keys apply to it too');
   const auth = { authorization: 'Bearer k' };
   assert.equal((await post(on.app, '/debug/fault', { kind: 'crash' }, auth)).status, 202);
   assert.equal((await post(on.app, '/debug/fault', { kind: 'step' }, auth)).status, 202);
   assert.equal((await post(on.app, '/debug/fault', { kind: 'meteor' }, auth)).status, 400);
-  assert.deepEqual(injected, ['crash', 'step']);
+  assert.deepEqual(engine.faults, ['crash', 'step']);
 });

@@ -1,11 +1,11 @@
 /**
  * From a validated body and its prompt ids to the engine's GenerateRequest,
- * with the checks only the server can make: the model's name and the
- * context length.
+ * with the checks only the server can make (the model's name) and the
+ * engine's own (requestProblem) made first, to name the field at fault.
  *
  * @module
  */
-import type { GenerateRequest } from '../engine/index.js';
+import { requestProblem, type GenerateRequest } from '../engine/index.js';
 import { ApiError } from './errors.js';
 import type { GenerationBody } from './schemas.js';
 import type { ModelInfo } from './state.js';
@@ -19,28 +19,31 @@ export function checkModel(requested: string | null | undefined, model: ModelInf
 /**
  * The number of tokens to generate: max_completion_tokens, else max_tokens,
  * else the rest of the context (vLLM's default; the model's EOS or a stop
- * string usually ends it sooner). Throws a 400 when the prompt plus that
- * number cannot fit.
+ * string usually ends it sooner). Throws a 400 naming the field at fault
+ * when the engine would refuse the request (see requestProblem).
  */
 export function resolveMaxTokens(body: GenerationBody, numPromptTokens: number, maxContext: number, promptParam: string): number {
-  if (numPromptTokens >= maxContext) {
-    throw new ApiError(
-      400,
-      `This model's maximum context length is ${maxContext} tokens, and the prompt alone has ${numPromptTokens}, leaving no room for a completion. Please shorten the ${promptParam}.`,
-      { param: promptParam, code: 'context_length_exceeded' },
-    );
-  }
   const param = body.max_completion_tokens != null ? 'max_completion_tokens' : 'max_tokens';
-  const requested = body.max_completion_tokens ?? body.max_tokens;
-  if (requested === null || requested === undefined) return maxContext - numPromptTokens;
-  if (numPromptTokens + requested > maxContext) {
-    throw new ApiError(
-      400,
-      `This model's maximum context length is ${maxContext} tokens. However, you requested ${numPromptTokens + requested} tokens (${numPromptTokens} in the ${promptParam}, ${requested} for the completion). Please reduce the length of the ${promptParam} or ${param} (at most ${maxContext - numPromptTokens} here).`,
-      { param, code: 'context_length_exceeded' },
-    );
+  const requested = body.max_completion_tokens ?? body.max_tokens ?? null;
+  const maxTokens = requested ?? maxContext - numPromptTokens;
+  const problem = requestProblem(numPromptTokens, maxTokens, maxContext);
+  if (problem === null) return maxTokens;
+  switch (problem) {
+    case 'empty':
+      throw new ApiError(400, `${promptParam}: the prompt is empty after tokenization`, { param: promptParam });
+    case 'prompt fills the context':
+      throw new ApiError(
+        400,
+        `This model's maximum context length is ${maxContext} tokens, and the prompt alone has ${numPromptTokens}, leaving no room for a completion. Please shorten the ${promptParam}.`,
+        { param: promptParam, code: 'context_length_exceeded' },
+      );
+    case 'completion does not fit':
+      throw new ApiError(
+        400,
+        `This model's maximum context length is ${maxContext} tokens. However, you requested ${numPromptTokens + maxTokens} tokens (${numPromptTokens} in the ${promptParam}, ${maxTokens} for the completion). Please reduce the length of the ${promptParam} or ${param} (at most ${maxContext - numPromptTokens} here).`,
+        { param, code: 'context_length_exceeded' },
+      );
   }
-  return requested;
 }
 
 function stopStrings(stop: GenerationBody['stop']): string[] {
@@ -49,7 +52,6 @@ function stopStrings(stop: GenerationBody['stop']): string[] {
 }
 
 export function toGenerateRequest(id: string, body: GenerationBody, promptTokens: number[], model: ModelInfo, promptParam: 'messages' | 'prompt'): GenerateRequest {
-  if (promptTokens.length === 0) throw new ApiError(400, `${promptParam}: the prompt is empty after tokenization`, { param: promptParam });
   const maxTokens = resolveMaxTokens(body, promptTokens.length, model.maxContext, promptParam);
   const topK = body.top_k ?? 0;
   const request: GenerateRequest = {

@@ -17,8 +17,8 @@
  * @module
  */
 import type { Context } from 'hono';
-import { type EngineClient, type EngineEvent, type GenerateRequest, RequestError } from '../engine/index.js';
-import { ApiError } from './errors.js';
+import type { EngineClient, EngineEvent, GenerateRequest } from '../engine/index.js';
+import { ApiError, fromEngineError } from './errors.js';
 import { completeResponse, contentChunk, roleChunk, usageChunk, type ResponseMeta } from './format.js';
 import { SSE_HEADERS, SseStream } from './sse.js';
 import type { RequestTimer } from './metrics.js';
@@ -93,9 +93,7 @@ export async function respond(c: Context, engine: EngineClient, job: Job, admiss
   } catch (error) {
     if (error instanceof ApiError) throw error;
     cleanup();
-    // The engine's own refusal (too long, empty): the client's to fix.
-    if (error instanceof RequestError) throw new ApiError(400, error.message, { code: 'invalid_request' });
-    throw new ApiError(503, `the engine is unavailable: ${(error as Error).message}`, { code: 'engine_unavailable', retryAfter: 1 });
+    throw fromEngineError(error);
   }
   const first = next.done ? undefined : next.value;
   if (!first || first.type === 'error' || (first.type === 'finished' && first.finishReason === 'abort')) {

@@ -18,8 +18,8 @@ import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { serve, type ServerType } from '@hono/node-server';
 import { UsageError } from '../util/index.js';
-import { EngineDeadError, WorkerEngine } from '../engine/index.js';
-import { DeviceError, KvCache, readManifest, TextTokenizer, weightsLabel } from '../model/index.js';
+import { WorkerEngine } from '../engine/index.js';
+import { KvCache, readManifest, TextTokenizer, weightsLabel } from '../model/index.js';
 import { createApp, type ServerApp } from './app.js';
 import { parseServeArgs, SERVE_USAGE, ServeConfigError, type ServeConfig } from './config.js';
 import { maxCharsPerToken } from './prompt.js';
@@ -73,27 +73,21 @@ async function loadModel(config: ServeConfig, engine: WorkerEngine, log: (line: 
   const maxContext = config.maxContext ?? maxSeqLen;
   const tokenizer = await TextTokenizer.load(dir);
   const started = performance.now();
-  try {
-    await engine.start(dir, {
-      runtime: { device: config.device, threads: config.threads },
-      engine: {
-        maxRunning: config.maxRunning,
-        maxStepTokens: Math.max(config.maxStepTokens, config.maxRunning),
-        maxContext,
-        earlyExit: {
-          enabled: config.earlyExit === 'on',
-          accuracy: config.accuracy,
-          rampBudget: config.rampBudget,
-          confidence: config.confidence,
-          maxDeferred: config.maxDeferred,
-        },
+  await engine.start(dir, {
+    runtime: { device: config.device, threads: config.threads },
+    engine: {
+      maxRunning: config.maxRunning,
+      maxStepTokens: Math.max(config.maxStepTokens, config.maxRunning),
+      maxContext,
+      earlyExit: {
+        enabled: config.earlyExit === 'on',
+        accuracy: config.accuracy,
+        rampBudget: config.rampBudget,
+        confidence: config.confidence,
+        maxDeferred: config.maxDeferred,
       },
-    });
-  } catch (error) {
-    // The worker's DeviceError is a user error (wrong --device); keep its class for main.ts.
-    if (error instanceof EngineDeadError && error.causeName === 'DeviceError') throw new DeviceError(error.message);
-    throw error;
-  }
+    },
+  });
   const weights = weightsLabel(manifest.quantization);
   const kvMiB = KvCache.byteLengthFor(manifest.config, config.maxRunning, maxContext) / 2 ** 20;
   log(`model ${dir} loaded in ${((performance.now() - started) / 1000).toFixed(1)} s (${weights} weights, context ${maxContext}, ${config.maxRunning} slots, KV cache ${kvMiB.toFixed(0)} MiB)`);
@@ -115,11 +109,6 @@ export async function startServer(config: ServeConfig, log: (line: string) => vo
       corsOrigins: config.corsOrigins,
       debugRoutes: config.debugRoutes,
     },
-    engineStats: () => engine.stats,
-    engineHealth: () => engine.health,
-    engineRestarts: () => engine.restarts,
-    injectFault: (kind) => engine.injectFault(kind),
-    collectGarbage: () => engine.collectGarbage(),
   });
   const server = serve({ fetch: served.app.fetch, port: config.port, hostname: config.host });
   const address = await listen(server);

@@ -6,7 +6,7 @@
  * @module
  */
 import { createParser } from 'eventsource-parser';
-import type { EngineClient, EngineEvent, GenerateRequest } from '../engine/index.js';
+import type { EngineEvent, EngineHealth, EngineStats, FaultKind, GenerateRequest, ServedEngine } from '../engine/index.js';
 import type { Hono } from 'hono';
 import type { PromptTokenizer } from './prompt.js';
 import type { ModelInfo } from './state.js';
@@ -55,10 +55,14 @@ export function gate(): { promise: Promise<void>; open: () => void } {
   return { promise, open };
 }
 
-/** An EngineClient that plays `script` and records what it was asked. */
-export class FakeEngine implements EngineClient {
+/** An engine that plays `script` and records what it was asked; a test sets its health, stats and restarts. */
+export class FakeEngine implements ServedEngine {
   readonly requests: GenerateRequest[] = [];
   readonly aborted: string[] = [];
+  readonly faults: FaultKind[] = [];
+  stats: EngineStats | null = null;
+  health: EngineHealth = 'ready';
+  restarts = 0;
   constructor(public script: Script = tokens(['Hello', ',', ' world'])) {}
 
   async *generate(request: GenerateRequest, signal?: AbortSignal): AsyncIterable<EngineEvent> {
@@ -66,6 +70,12 @@ export class FakeEngine implements EngineClient {
     signal?.addEventListener('abort', () => this.aborted.push(request.id));
     yield* this.script(request, signal);
   }
+
+  injectFault(kind: FaultKind): void {
+    this.faults.push(kind);
+  }
+
+  collectGarbage(): void {}
 }
 
 /** POSTs a JSON body (a string is sent as it is). */
