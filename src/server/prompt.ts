@@ -137,11 +137,6 @@ export class ChatPrompter {
     this.template = template;
   }
 
-  /** True when the model's own template is used. */
-  get hasTemplate(): boolean {
-    return this.template !== null;
-  }
-
   /** Prompt ids for `messages`; a 400 when the rendered text is too long for `limit` (see maxCharsPerToken). */
   encode(messages: readonly ChatMessage[], limit: PromptLimit = { maxContext: Infinity }): number[] {
     const maxChars = maxCharsOf(limit);
