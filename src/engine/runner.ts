@@ -17,6 +17,9 @@
  *
  * Prompt chunks run after the decode batch, all blocks, no exits (`prefill`).
  *
+ * The model calls themselves (reused buffers, timings, the KV cache, the
+ * one ramp helper) are in model-calls.ts.
+ *
  * Early emission: a token that leaves at a ramp goes to `onExit` the moment
  * its ramp decides, so the engine streams it before the deep blocks run
  * (that is the point of exiting); it is in the StepResult too, where the
@@ -27,11 +30,11 @@
  * @module
  */
 import { scoreLogits, type ConfidenceKind, type ExitController, type TokenRecord } from '../exits/index.js';
-import { KvCache, type Model } from '../model/index.js';
-import { Buffers } from './buffers.js';
-import { CostMeter } from './cost-meter.js';
+import type { Model } from '../model/index.js';
+import type { CostMeter } from './cost-meter.js';
 import { choosePolicy, feedsController, type ExitPolicy, type PolicyContext } from './exit-policy.js';
 import { argmax, logprobsOf, sample, type TokenLogprobs } from './sampler.js';
+import { ModelCalls, type SlotLengths } from './model-calls.js';
 import type { StepPlan } from './scheduler.js';
 import type { Sequence } from './sequence.js';
 import type { RampReading } from './types.js';
@@ -102,17 +105,14 @@ interface Row {
 
 /** What the parts of one execute() call share. */
 interface Step {
-  /** Per slot, its owner's positions per layer (live: the runner advances them), or null for a free slot. */
-  slotLengths: readonly (Int32Array | null)[];
+  slotLengths: SlotLengths;
   tokens: SampledToken[];
   onExit: ExitSink;
 }
 
 export class ModelRunner {
-  private readonly buffers = new Buffers();
-  private readonly kv: KvCache;
+  private readonly calls: ModelCalls;
   private readonly policies: PolicyContext;
-  readonly costs: CostMeter;
   /** Decode steps that could have run fused while ramps were active (see timesFusedNow). */
   private stepsOffFused = 0;
   /** Decode steps that could have been shadow steps. */
@@ -122,13 +122,17 @@ export class ModelRunner {
     readonly model: Model,
     private readonly options: RunnerOptions,
   ) {
-    this.kv = new KvCache(model.config, options.maxRunning, options.maxContext, 0);
+    this.calls = new ModelCalls(model, options.maxRunning, options.maxContext);
     this.policies = { controller: options.controller, candidates: model.manifest.rampCandidates, maxDeferred: options.maxDeferred };
-    this.costs = new CostMeter(model.config.numLayers);
+  }
+
+  /** What the model calls have cost so far, for the controller. */
+  get costs(): CostMeter {
+    return this.calls.costs;
   }
 
   execute(plan: StepPlan, onExit: ExitSink): StepResult {
-    this.fitKv(plan);
+    this.calls.fitKv(plan.longestSequence, plan.slotLengths);
     const step: Step = { slotLengths: plan.slotLengths, tokens: [], onExit };
     // The decode batch goes first: its stray writes into rows that are mid-prompt
     // land at positions the prompt chunks below then overwrite.
@@ -147,15 +151,6 @@ export class ModelRunner {
       if (layer >= numLayers) break;
       this.catchUp(seq, policy, layer, null);
     }
-  }
-
-  /** Room for every running sequence's known tokens, plus one position for stray writes (see KvCache). */
-  private fitKv(plan: StepPlan): void {
-    let slotsInUse = 0;
-    plan.slotLengths.forEach((lengths, slot) => {
-      if (lengths) slotsInUse = slot + 1;
-    });
-    this.kv.fit(Math.min(this.options.maxContext, plan.longestSequence + 1), slotsInUse);
   }
 
   private decode(batch: Sequence[], step: Step): void {
@@ -204,12 +199,7 @@ export class ModelRunner {
   /** The whole batch through the fused graph: one call for every block and the head. */
   private decodeFused(rows: Row[], step: Step): void {
     const vocabSize = this.model.config.vocabSize;
-    // layerLengths[0] is the longest: every layer writes a stray row's position there before reading it.
-    const { firstSlot, numRows, input, pastLengths } = this.slotRange(rows, 0, step);
-    const logits = this.buffers.get('fused-logits', numRows * vocabSize);
-    const started = performance.now();
-    this.model.runFused(input, { firstSlot, numRows, seqLen: 1, pastLengths }, this.kv, logits);
-    this.costs.addFused(performance.now() - started);
+    const { logits, firstSlot } = this.calls.fusedBatch(rows, step.slotLengths);
     for (const row of rows) {
       row.seq.layerLengths.fill(row.position + 1);
       // The controller counts tokens even while no ramp is active: its clock decides when to try ramps again.
@@ -225,7 +215,7 @@ export class ModelRunner {
     let active = rows;
     for (let layer = 0; layer < numLayers && active.length > 0; layer++) {
       const synced = active.filter((row) => row.seq.layerLengths[layer] === row.position);
-      if (synced.length > 0) this.batchedBlock(layer, synced, step);
+      if (synced.length > 0) this.calls.batchedBlock(layer, synced, step.slotLengths);
       for (const row of active) if (row.seq.layerLengths[layer]! < row.position) this.catchUp(row.seq, row.policy, layer, row);
       for (const row of active) row.seq.layerLengths[layer] = row.position + 1;
       if (layer < numLayers - 1) active = this.ramp(layer, active, step);
@@ -233,44 +223,11 @@ export class ModelRunner {
     if (active.length > 0) this.finalHead(active, step);
   }
 
-  /** One call over the contiguous slot range of `rows`, all at their next position. */
-  private batchedBlock(layer: number, rows: Row[], step: Step): void {
-    const dim = this.model.config.dim;
-    const { firstSlot, numRows, input, pastLengths } = this.slotRange(rows, layer, step);
-    const output = this.buffers.get('output', numRows * dim);
-    const started = performance.now();
-    this.model.runBlock(layer, input, output, { firstSlot, numRows, seqLen: 1, pastLengths }, this.kv);
-    this.costs.addBlock(layer, performance.now() - started);
-    for (const row of rows) row.hidden.set(output.subarray((row.seq.slot - firstSlot) * dim, (row.seq.slot - firstSlot + 1) * dim));
-  }
-
-  /**
-   * The contiguous slot range a batched call over `rows` covers, its input
-   * (each row's hidden state, zeros elsewhere) and each slot's past length at
-   * `layer`. Slots in the range that are not part of the call get a stray write
-   * at their own next position for that layer, which their own later call
-   * overwrites before anything reads it.
-   */
-  private slotRange(rows: Row[], layer: number, step: Step): { firstSlot: number; numRows: number; input: Float32Array; pastLengths: Int32Array } {
-    const dim = this.model.config.dim;
-    const slots = rows.map((row) => row.seq.slot);
-    const firstSlot = Math.min(...slots);
-    const numRows = Math.max(...slots) - firstSlot + 1;
-    const input = this.buffers.get('input', numRows * dim).fill(0);
-    const pastLengths = new Int32Array(numRows);
-    for (let r = 0; r < numRows; r++) pastLengths[r] = Math.min(step.slotLengths[firstSlot + r]?.[layer] ?? 0, this.kv.capacity - 1);
-    for (const row of rows) input.set(row.hidden, (row.seq.slot - firstSlot) * dim);
-    return { firstSlot, numRows, input, pastLengths };
-  }
-
   /** The ramp after `layer`: reads the rows whose policy looks here, hands on the ones that exit; returns the rest. */
   private ramp(layer: number, active: Row[], step: Step): Row[] {
     const looking = active.filter((row) => row.policy.looksAt(layer));
     if (looking.length === 0) return active;
-    const dim = this.model.config.dim;
-    const gathered = this.buffers.get('gathered', looking.length * dim);
-    looking.forEach((row, i) => gathered.set(row.hidden, i * dim));
-    const { logits, width } = this.rampLogits(layer, gathered, looking.length);
+    const { logits, width } = this.calls.rampRows(layer, looking);
     const exited = new Set<Row>();
     looking.forEach((row, i) => {
       const rowLogits = logits.subarray(i * width, (i + 1) * width);
@@ -286,12 +243,8 @@ export class ModelRunner {
 
   /** The rows that went all the way: the head, their verdicts, their tokens. */
   private finalHead(rows: Row[], step: Step): void {
-    const { dim, vocabSize } = this.model.config;
-    const gathered = this.buffers.get('gathered', rows.length * dim);
-    rows.forEach((row, i) => gathered.set(row.hidden, i * dim));
-    const started = performance.now();
-    const logits = this.head(gathered, rows.length);
-    this.costs.addHead(performance.now() - started);
+    const vocabSize = this.model.config.vocabSize;
+    const logits = this.calls.timedHead(rows);
     rows.forEach((row, i) => {
       const rowLogits = logits.subarray(i * vocabSize, (i + 1) * vocabSize);
       const finalArgmax = argmax(rowLogits);
@@ -314,9 +267,7 @@ export class ModelRunner {
     const input = new Float32Array(numRows * dim);
     waiting.forEach((d, i) => input.set(d.hidden, i * dim));
     if (current) input.set(current.hidden, waiting.length * dim);
-    const output = new Float32Array(numRows * dim);
-    const rows = { firstSlot: seq.slot, numRows: 1, seqLen: numRows, pastLengths: [seq.layerLengths[layer]!] };
-    this.model.runBlock(layer, input, output, rows, this.kv);
+    const output = this.calls.sequenceBlock(layer, seq, seq.layerLengths[layer]!, input, numRows);
     waiting.forEach((d, i) => {
       d.hidden = output.slice(i * dim, (i + 1) * dim);
       d.layer = layer;
@@ -330,60 +281,25 @@ export class ModelRunner {
     if (feedback && (isLast || policy.looksAt(layer))) {
       const hidden = output.subarray(0, waiting.length * dim);
       if (isLast) {
-        const logits = this.head(hidden, waiting.length);
+        const logits = this.calls.head(hidden, waiting.length);
         waiting.forEach((d, i) => feedback(verdict(d.readings, argmax(logits.subarray(i * vocabSize, (i + 1) * vocabSize)), d.exitLayer)));
       } else {
-        const { logits, width } = this.rampLogits(layer, hidden, waiting.length);
+        const { logits, width } = this.calls.ramp(layer, hidden, waiting.length);
         waiting.forEach((d, i) => d.readings.push({ layer, ...scoreLogits(logits.subarray(i * width, (i + 1) * width), this.options.confidence) }));
       }
     }
     if (isLast) seq.deferred.splice(0, seq.deferred.length, ...seq.deferred.filter((d) => !waiting.includes(d)));
   }
 
+  /** A prompt chunk through every block; the chunk that ends the prompt samples the first token. */
   private prefill(seq: Sequence, numTokens: number, step: Step): void {
-    const { dim, numLayers, vocabSize } = this.model.config;
     const start = seq.numComputed;
     const positions = Array.from({ length: numTokens }, (_, i) => start + i);
-    let input = this.model.embed(seq.tokens.slice(start, start + numTokens), positions);
-    const rows = { firstSlot: seq.slot, numRows: 1, seqLen: numTokens, pastLengths: Int32Array.of(start) };
+    const input = this.model.embed(seq.tokens.slice(start, start + numTokens), positions);
     const endsPrompt = start + numTokens === seq.tokens.length;
-    if (this.model.hasFused) {
-      const logits = this.buffers.get('fused-logits', vocabSize);
-      this.model.runFused(input, rows, this.kv, logits);
-      seq.layerLengths.fill(start + numTokens);
-      if (endsPrompt) this.sample(seq, logits, { layer: null, confidence: null }, step);
-      return;
-    }
-    for (let layer = 0; layer < numLayers; layer++) {
-      const output = this.buffers.get(layer % 2 ? 'odd' : 'even', input.length);
-      this.model.runBlock(layer, input, output, rows, this.kv);
-      input = output;
-    }
+    const logits = this.calls.sequenceChunk(seq, start, input, numTokens, endsPrompt);
     seq.layerLengths.fill(start + numTokens);
-    if (!endsPrompt) return;
-    const logits = this.head(input.slice((numTokens - 1) * dim), 1).subarray(0, vocabSize);
-    this.sample(seq, logits, { layer: null, confidence: null }, step);
-  }
-
-  /** Final-head logits [rows, vocab] over `hidden` rows. */
-  private head(hidden: Float32Array, numRows: number): Float32Array {
-    const logits = this.buffers.get('logits', numRows * this.model.config.vocabSize);
-    this.model.runHead(hidden, numRows, logits);
-    return logits;
-  }
-
-  /**
-   * The ramp after `layer` over `hidden` rows: logits [rows, width], timed
-   * for the controller. Every ramp call goes through here. Today one ramp
-   * head serves every layer and its column i is token id i.
-   */
-  private rampLogits(layer: number, hidden: Float32Array, numRows: number): { logits: Float32Array; width: number } {
-    const width = this.model.rampVocab;
-    const logits = this.buffers.get('ramp', numRows * width);
-    const started = performance.now();
-    this.model.runRamp(hidden, numRows, logits);
-    this.costs.addRamp(performance.now() - started);
-    return { logits, width };
+    if (logits) this.sample(seq, logits, { layer: null, confidence: null }, step);
   }
 
   /** Samples the next token from one row of logits; a ramp's token also goes to onExit at once. */
