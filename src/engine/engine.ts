@@ -112,6 +112,7 @@ export class Engine {
     return this.scheduler.waiting.length;
   }
 
+  /** Plan, run, apply; then end what ended, at the step boundary. */
   step(): void {
     for (const seq of this.sequences.values()) if (seq.abortRequested) this.finish(seq, 'abort');
     const plan = this.scheduler.schedule();
@@ -119,10 +120,14 @@ export class Engine {
     const result = this.runner.execute(plan, (token) => this.stream(token));
     this.apply(result);
     this.finishEnded(plan);
-    if (this.controller && ++this.numSteps % COST_UPDATE_STEPS === 0) {
-      const costs = this.runner.costs.snapshot();
-      if (costs) this.controller.setCosts(costs);
-    }
+    this.shareCosts();
+  }
+
+  /** Every COST_UPDATE_STEPS steps, the measured costs reach the controller. */
+  private shareCosts(): void {
+    if (!this.controller || ++this.numSteps % COST_UPDATE_STEPS !== 0) return;
+    const costs = this.runner.costs.snapshot();
+    if (costs) this.controller.setCosts(costs);
   }
 
   /** Ends every request with an error (the engine cannot go on). */
