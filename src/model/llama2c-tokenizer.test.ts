@@ -6,7 +6,7 @@ import path from 'node:path';
 import { ModelFormatError } from './checkpoint.js';
 import { convertLlama2cTokenizer } from './llama2c-tokenizer.js';
 import { TextTokenizer } from './tokenizer.js';
-import { Rng } from '../util/index.js';
+import { Rng } from '../util/rng.js';
 import { requireSharedModels, sharedModelPath } from '../../test/shared.js';
 
 // ---------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { ModelFormatError, type Checkpoint, type ModelConfig, type Tensor, type TokenizerFiles } from './checkpoint.js';
 import { readTokenizerFiles } from './hf-llama.js';
 import { convertLlama2cTokenizer } from './llama2c-tokenizer.js';
-import { Rng } from '../util/index.js';
+import { Rng } from '../util/rng.js';
 
 export type SynthShape = 'stories15M' | 'stories110M' | 'smollm-135m' | 'gpt2';
 
