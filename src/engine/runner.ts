@@ -360,7 +360,7 @@ export class ModelRunner {
 
   /** Samples the next token from one row of logits and hands it to the engine. */
   private sampleAndEmit(seq: Sequence, logits: Float32Array, exit: ExitInfo): void {
-    const token = sample(logits, seq.request.sampling, seq.rng);
+    const token = sample(logits, seq.request.sampling, seq.drawKey(seq.tokens.length));
     const topN = seq.request.logprobs;
     this.emit(seq, token, topN === undefined ? exit : { ...exit, logprobs: logprobsOf(logits, token, topN) });
   }

@@ -10,7 +10,8 @@
  *
  * @module
  */
-import { Rng } from './sampler.js';
+import { Rng } from '../util/rng.js';
+import { drawKey } from './sampler.js';
 import type { FinishReason, GenerateRequest } from './types.js';
 
 export type SequenceState = 'waiting' | 'running' | 'finished';
@@ -46,7 +47,8 @@ export class Sequence {
   state: SequenceState = 'waiting';
   /** Set when a token ends the request mid-step; the engine finishes it at the step boundary. */
   finishReason: FinishReason | null = null;
-  readonly rng: Rng;
+  /** The request's seed, or a random one: with the position, it fixes every draw (see drawKey). */
+  readonly seed: number;
   /** Set by abort(); honoured at the next step boundary. */
   abortRequested = false;
 
@@ -56,7 +58,12 @@ export class Sequence {
   ) {
     this.tokens = [...request.promptTokens];
     this.layerLengths = new Int32Array(numLayers);
-    this.rng = new Rng(request.seed ?? Rng.randomSeed());
+    this.seed = request.seed ?? Rng.randomSeed();
+  }
+
+  /** The draw key of the token at `index` (prompt included): the same for a ramp and the full model. */
+  drawKey(index: number): number {
+    return drawKey(this.seed, index);
   }
 
   get id(): string {
