@@ -302,9 +302,12 @@ export class ModelRunner {
     if (logits) this.sample(seq, logits, { layer: null, confidence: null }, step);
   }
 
-  /** Samples the next token from one row of logits; a ramp's token also goes to onExit at once. */
+  /**
+   * Samples the next token from one row of logits; a ramp's token also goes to onExit at once.
+   * The engine appends it after the step, so `seq.tokens.length` is the new token's index: its draw key.
+   */
   private sample(seq: Sequence, logits: Float32Array, exit: ExitInfo, step: Step): void {
-    const tokenId = sample(logits, seq.request.sampling, seq.rng);
+    const tokenId = sample(logits, seq.request.sampling, seq.drawKey(seq.tokens.length));
     const topN = seq.request.logprobs;
     const sampled = { seq, tokenId, exit: topN === undefined ? exit : { ...exit, logprobs: logprobsOf(logits, tokenId, topN) } };
     step.tokens.push(sampled);

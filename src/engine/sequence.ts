@@ -11,8 +11,9 @@
  * @module
  */
 import type { TextTokenizer } from '../model/index.js';
+import { Rng } from '../util/index.js';
 import { OutputProcessor } from './output.js';
-import { Rng } from './sampler.js';
+import { drawKey } from './sampler.js';
 import type { FinishReason, GenerateRequest, RampReading } from './types.js';
 
 /** A position whose token was emitted from a ramp and whose deeper layers have not run yet. */
@@ -38,9 +39,10 @@ export class Sequence {
   slot = -1;
   /** Set when the engine applies the token that ends the request; it finishes it at the step boundary. */
   finishReason: FinishReason | null = null;
-  readonly rng: Rng;
   /** The generated text released so far (held-back characters and stop strings). */
   readonly output: OutputProcessor;
+  /** The request's seed, or a random one: with the position, it fixes every draw (see drawKey). */
+  readonly seed: number;
   /** Set by abort(); honoured at the next step boundary. */
   abortRequested = false;
 
@@ -52,7 +54,12 @@ export class Sequence {
     this.tokens = [...request.promptTokens];
     this.output = new OutputProcessor(tokenizer, request.promptTokens, request.stop);
     this.layerLengths = new Int32Array(numLayers);
-    this.rng = new Rng(request.seed ?? Rng.randomSeed());
+    this.seed = request.seed ?? Rng.randomSeed();
+  }
+
+  /** The draw key of the token at `index` (prompt included): the same for a ramp and the full model. */
+  drawKey(index: number): number {
+    return drawKey(this.seed, index);
   }
 
   get id(): string {
