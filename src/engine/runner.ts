@@ -125,13 +125,20 @@ export class ModelRunner {
     return logits;
   }
 
-  /** Ramp logits [rows, rampVocab] over `hidden` rows, timed for the controller. */
-  private rampLogits(hidden: Float32Array, numRows: number): Float32Array {
-    const logits = this.buffer('ramp', numRows * this.model.rampVocab);
+  /** Ramp logits [rows, rampWidth] over block `layer`'s output rows, timed for the controller. */
+  private rampLogits(layer: number, hidden: Float32Array, numRows: number): Float32Array {
+    const logits = this.buffer('ramp', numRows * this.model.rampWidth);
     const started = performance.now();
-    this.model.runRamp(hidden, numRows, logits);
+    this.model.runRamp(layer, hidden, numRows, logits);
     this.costs.addRamp(performance.now() - started);
     return logits;
+  }
+
+  /** A ramp's score on one row of its logits, its argmax as a token id; the rest column (no single token) scores 0. */
+  private rampScore(layer: number, rowLogits: Float32Array): RampScore {
+    const { argmax, confidence } = scoreLogits(rowLogits, this.exits.confidence);
+    const token = this.model.rampToken(argmax);
+    return { layer, argmax: token, confidence: token < 0 ? 0 : confidence };
   }
 
   private decode(batch: Sequence[]): void {
@@ -279,11 +286,11 @@ export class ModelRunner {
     const isRamp = !isLast && controller.activeRamps().some((r) => r.layer === layer);
     if (!isLast && !isRamp) return;
     const hidden = output.subarray(0, waiting.length * dim);
-    const width = isRamp ? this.model.rampVocab : vocabSize;
-    const logits = isRamp ? this.rampLogits(hidden, waiting.length) : this.head(hidden, waiting.length);
+    const width = isRamp ? this.model.rampWidth : vocabSize;
+    const logits = isRamp ? this.rampLogits(layer, hidden, waiting.length) : this.head(hidden, waiting.length);
     waiting.forEach((d, i) => {
       const rowLogits = logits.subarray(i * width, (i + 1) * width);
-      if (isRamp) d.scores.push({ layer, ...scoreLogits(rowLogits, this.exits.confidence) });
+      if (isRamp) d.scores.push(this.rampScore(layer, rowLogits));
       else controller.record(verdict(d.scores, argmax(rowLogits), d.exitLayer));
     });
     if (isLast) seq.deferred.splice(0, seq.deferred.length, ...seq.deferred.filter((d) => !waiting.includes(d)));
@@ -294,19 +301,21 @@ export class ModelRunner {
     const looking = active.filter((row) => this.looksAt(row, layer));
     if (looking.length === 0) return active;
     const dim = this.model.config.dim;
-    const width = this.model.rampVocab;
+    const width = this.model.rampWidth;
     const gathered = this.buffer('gathered', looking.length * dim);
     looking.forEach((row, i) => gathered.set(row.hidden, i * dim));
-    const logits = this.rampLogits(gathered, looking.length);
+    const logits = this.rampLogits(layer, gathered, looking.length);
     const exited = new Set<Row>();
     looking.forEach((row, i) => {
       const rowLogits = logits.subarray(i * width, (i + 1) * width);
-      const score = { layer, ...scoreLogits(rowLogits, this.exits.confidence) };
+      const score = this.rampScore(layer, rowLogits);
       row.scores.push(score);
       if (!this.exitsAt(row, layer, score.confidence)) return;
       exited.add(row);
       row.seq.deferred.push({ position: row.position, hidden: row.hidden, layer, exitLayer: layer, scores: row.scores });
-      this.sampleAndEmit(row.seq, rowLogits, { layer, confidence: score.confidence });
+      // Sampled among the ramp's tokens only (never the rest column), then mapped to token ids.
+      const tokens = rowLogits.subarray(0, this.model.rampVocab);
+      this.sampleAndEmit(row.seq, tokens, { layer, confidence: score.confidence }, (column) => this.model.rampToken(column));
     });
     return exited.size === 0 ? active : active.filter((row) => !exited.has(row));
   }
@@ -358,10 +367,12 @@ export class ModelRunner {
     this.sampleAndEmit(seq, logits, { layer: null, confidence: null });
   }
 
-  /** Samples the next token from one row of logits and hands it to the engine. */
-  private sampleAndEmit(seq: Sequence, logits: Float32Array, exit: ExitInfo): void {
-    const token = sample(logits, seq.request.sampling, seq.rng);
+  /** Samples the next token from one row of logits (column c stands for token `tokenOf(c)`) and hands it to the engine. */
+  private sampleAndEmit(seq: Sequence, logits: Float32Array, exit: ExitInfo, tokenOf = (column: number) => column): void {
+    const column = sample(logits, seq.request.sampling, seq.rng);
     const topN = seq.request.logprobs;
-    this.emit(seq, token, topN === undefined ? exit : { ...exit, logprobs: logprobsOf(logits, token, topN) });
+    if (topN === undefined) return this.emit(seq, tokenOf(column), exit);
+    const { logprob, top } = logprobsOf(logits, column, topN);
+    this.emit(seq, tokenOf(column), { ...exit, logprobs: { logprob, top: top.map((t) => ({ ...t, token: tokenOf(t.token) })) } });
   }
 }

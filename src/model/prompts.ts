@@ -1,10 +1,13 @@
 /**
- * The prompt set in prompts/prompts.json, validated.
+ * The prompt set in prompts/prompts.json, validated: the benchmarks' prompts
+ * and the ramps' calibration text.
+ *
+ * @module
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
-import { PROJECT_ROOT } from '../src/model/index.js';
+import { PROJECT_ROOT } from '../util/project-root.js';
 
 const MessageSchema = z.object({ role: z.enum(['system', 'user', 'assistant']), content: z.string() });
 
