@@ -6,7 +6,7 @@
  */
 export { ModelFormatError, type Checkpoint, type ModelConfig, type Tensor } from './checkpoint.js';
 export { KvCache } from './kv-cache.js';
-export { isPreparedModel, QUANTIZATIONS, quantizationSuffix, readManifest, weightsLabel, type Manifest, type Quantization, type RampTraining } from './manifest.js';
+export { describeRamps, isPreparedModel, QUANTIZATIONS, quantizationSuffix, readManifest, weightsLabel, type Manifest, type Quantization, type RampTraining } from './manifest.js';
 export { DeviceError, Model, type BlockRows, type Device, type RuntimeOptions } from './model.js';
 export { prepareModel, type PrepareOptions, type TrainRampsMode } from './prepare.js';
 export { formatRampReport, trainRamps, TRAIN_RAMPS_DEFAULTS, type TrainRampsOptions } from './train-ramps.js';

@@ -133,6 +133,15 @@ export const ManifestSchema = z.object({
 });
 export type Manifest = z.infer<typeof ManifestSchema>;
 
+/** What a model's ramps are, for logs: trained (where, on what) or the plain head. */
+export function describeRamps(manifest: Manifest): string {
+  const trained = manifest.trainedRamps;
+  if (!trained) return `plain-head ramps (untrained; \`offramp train-ramps\` trains them)`;
+  const after = trained.ramps.map((r) => r.layer + 1).join(', ');
+  const { training } = trained;
+  return `trained ramps after blocks ${after} (${trained.candidates.dims[0]} candidate tokens, distilled on ${training.calibration.positions} positions, seed ${training.seed})`;
+}
+
 /** True when `dir` holds a model prepared by this version of the compiler (an older one compiles again). */
 export function isPreparedModel(dir: string): boolean {
   try {
