@@ -349,8 +349,11 @@ export async function trainRamps(dir: string, overrides: Partial<TrainRampsOptio
     const calibration = generated.slice(0, numCalibration).map((tokens) => ({ tokens, from: 0 }));
     const text = options.textFile ? textSequences(model, options.textFile) : [];
     calibration.push(...text.map((tokens) => ({ tokens, from: 0 })));
-    // Held out: only the positions that predicted a generated token.
-    const heldOut = generated.slice(numCalibration).map((tokens, i) => ({ tokens: tokens.slice(0, -1), from: rows[numCalibration + i]!.prompt.length - 1 }));
+    // Held out: only the positions that predicted a generated token (a prompt may have filled the context).
+    const heldOut = generated.slice(numCalibration).map((tokens, i) => ({
+      tokens: tokens.slice(0, -1),
+      from: Math.min(rows[numCalibration + i]!.prompt.length, tokens.length) - 1,
+    }));
     log(`generated ${generated.length} continuations in ${((performance.now() - started) / 1000).toFixed(1)} s`);
 
     // 2-3. Candidates from what the model said, then the positions.
