@@ -171,7 +171,7 @@ async function trainRampsCommand(args: string[]): Promise<void> {
     continuationsPerPrompt: count('continuations', values.continuations),
     newTokens: count('new-tokens', values['new-tokens']),
     threads: count('threads', values.threads, 0),
-    textFile: values.text ?? null,
+    textFile: values.text ? path.resolve(values.text) : null,
     verbose: true,
   };
   // Compiled without training here if needed: this command trains them itself.
