@@ -14,7 +14,7 @@ import { Model, prepareModel, readManifest, type Checkpoint, type Manifest } fro
 import { paramLayout, rampLogits, type FrozenHead } from '../src/model/ramp-math.js';
 import { exportRamps, installShippedRamps, readCandidates } from '../src/model/ramps-store.js';
 import { candidatesByFrequency, trainRamps, type TrainRampsOptions } from '../src/model/train-ramps.js';
-import { CLI, tempDir, tinyCheckpoint } from './helpers.js';
+import { CLI, tempDir, tinyCheckpoint, tinyVariants } from './helpers.js';
 import { requireSharedModels, sharedModelPath } from './shared.js';
 
 /** Small enough for a test (about 3 s on stories260K), large enough to show the gap. */
@@ -51,7 +51,14 @@ function storedRamp(dir: string, manifest: Manifest, layer: number): { head: Fro
   params.set(floatsAt(ramps, ramp.bias), layout.bias);
   params.set(floatsAt(ramps, ramp.restRow), layout.restRow);
   params.set(floatsAt(ramps, ramp.restBias), layout.restBias);
-  const norm = { kind: 'rms' as const, weight: floatsAt(path.join(dir, 'weights.bin'), manifest.weights.norm!), bias: null, eps: normEps };
+  const weights = path.join(dir, 'weights.bin');
+  const gpt2 = manifest.config.architecture === 'gpt2';
+  const norm = {
+    kind: gpt2 ? ('layer' as const) : ('rms' as const),
+    weight: floatsAt(weights, manifest.weights.norm!),
+    bias: gpt2 ? floatsAt(weights, manifest.weights.norm_bias!) : null,
+    eps: normEps,
+  };
   const head = { dim, norm, rows: floatsAt(ramps, trained.candidateRows), numCandidates: trained.candidateRows.dims[0]! };
   return { head, params };
 }
@@ -86,6 +93,12 @@ test('stories260K: trained ramps agree with the full model far more than the pla
   assert.equal(model.rampToken(candidates.length), -1, 'the rest column is no token');
   assert.ok(candidates.length < model.config.vocabSize && new Set(candidates).size === candidates.length);
 
+  assertGraphsComputeTheMath(model, dir);
+});
+
+/** Every stored ramp graph gives the logits the training math gives, on a few hidden states. */
+function assertGraphsComputeTheMath(model: Model, dir: string): void {
+  const manifest = readManifest(dir);
   const { dim } = model.config;
   const hidden = Float32Array.from({ length: 3 * dim }, (_, i) => 2 * Math.sin(i * 0.7));
   for (const layer of manifest.rampCandidates) {
@@ -97,6 +110,25 @@ test('stories260K: trained ramps agree with the full model far more than the pla
     const worst = fromGraph.reduce((m, x, i) => Math.max(m, Math.abs(x - fromMath[i]!)), 0);
     assert.ok(worst < 1e-3, `ramp after block ${layer + 1}: graph and math differ by ${worst}`);
   }
+}
+
+test('trained ramp graphs compute the math on every tiny architecture (RMSNorm, LayerNorm, untied head)', async (t) => {
+  if (!requireSharedModels(t)) return;
+  for (const [name, ckpt] of tinyVariants()) {
+    const dir = await compiled(t, ckpt, name.replace(/\W+/g, '-'));
+    await trainRamps(dir, TINY);
+    assertGraphsComputeTheMath(await load(t, dir), dir);
+  }
+});
+
+test('an untied int8 head: compiling leaves plain-head ramps and says why; training refuses clearly', async (t) => {
+  if (!requireSharedModels(t)) return;
+  const lines: string[] = [];
+  const dir = path.join(tempDir(t), 'int8');
+  const manifest = await prepareModel(tinyCheckpoint({ tiedEmbeddings: false }), dir, { quantization: 'int8', log: (line) => lines.push(line) });
+  assert.equal(manifest.trainedRamps, null);
+  assert.match(lines.join('\n'), /ramps left untrained \(plain head\): its LM head is stored in int8/);
+  await assert.rejects(trainRamps(dir, TINY), /cannot train the ramps of .*int8/);
 });
 
 test('stored ramps: training is reproducible, and shipped ramps install on the same checkpoint only', async (t) => {

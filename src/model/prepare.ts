@@ -23,7 +23,7 @@ import type { WeightRef } from './onnx.js';
 import { quantizeInt8 } from './quantize.js';
 import { writeWeights, type StoredTensor } from './weights-file.js';
 import { installShippedRamps } from './ramps-store.js';
-import { estimateTrainingSeconds, trainRamps, type TrainRampsOptions } from './train-ramps.js';
+import { estimateTrainingSeconds, trainRamps, untrainableReason, type TrainRampsOptions } from './train-ramps.js';
 import { concatRows, ropeTables, transpose } from './tensors.js';
 
 /**
@@ -148,9 +148,12 @@ export async function prepareModel(ckpt: Checkpoint, outDir: string, options: Pr
     fs.writeFileSync(path.join(tmpDir, MANIFEST_FILE), JSON.stringify(manifest, null, 2));
     const estimate = estimateTrainingSeconds(config, training);
     const shipped = mode === 'auto' ? installShippedRamps(tmpDir, manifest, ckpt) : null;
+    const untrainable = untrainableReason(manifest);
     if (shipped) {
       manifest = shipped.manifest;
       log(`ramps: the ones trained for this checkpoint, from ${shipped.from}`);
+    } else if (mode === 'auto' && untrainable) {
+      log(`ramps left untrained (plain head): ${untrainable}`);
     } else if (mode === 'on' || (mode === 'auto' && estimate <= AUTO_TRAIN_SECONDS)) {
       log(`training the ramps (about ${Math.ceil(estimate)} s)`);
       await trainRamps(tmpDir, training);

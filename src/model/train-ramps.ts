@@ -217,13 +217,22 @@ function capture(model: Model, sequences: { tokens: number[]; from: number }[], 
   return out;
 }
 
+/**
+ * Why the ramps of this prepared model cannot be trained, or null when they
+ * can: training reads the head in float32, which an untied int8 head is not.
+ */
+export function untrainableReason(manifest: Manifest): string | null {
+  if (manifest.config.tiedEmbeddings || manifest.weights[StoredWeights.head]?.type === 'float') return null;
+  return 'its LM head is stored in int8: train the ramps on the float32 model';
+}
+
 /** The frozen head every ramp shares, read from the prepared model's weights. */
 function frozenHead(dir: string, manifest: Manifest, candidates: Int32Array): FrozenHead {
   const { dim, architecture, normEps, tiedEmbeddings } = manifest.config;
   const bytes = fs.readFileSync(path.join(dir, WEIGHTS_FILE));
   const floats = (name: string): Float32Array => {
     const ref = manifest.weights[name]!;
-    if (ref.type !== 'float') throw new Error(`training ramps needs ${name} in float32 (it is ${ref.type}): train them on the float32 model`);
+    if (ref.type !== 'float') throw new Error(`cannot train the ramps of ${dir}: ${untrainableReason(manifest)}`);
     return new Float32Array(bytes.buffer.slice(bytes.byteOffset + ref.offset, bytes.byteOffset + ref.offset + ref.byteLength));
   };
   // A tied head is the embedding, which stays float32 in every quantization.
