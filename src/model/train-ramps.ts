@@ -11,25 +11,26 @@
  * 3. One forward pass per sequence keeps every candidate block's hidden
  *    states and the full model's next-token distribution (on the candidates,
  *    plus the mass outside them).
- * 4. Epochs of Adam per ramp over those positions (ramp-math.ts), seeded.
+ * 4. Per ramp, the least-squares affine map onto the last block's output,
+ *    then epochs of Adam over those positions (ramp-math.ts), seeded.
  * 5. Report: held-out agreement with the full model's argmax and the share
  *    exitable at 99% / 95% precision, plain head beside trained ramp.
  *
  * @module
  */
 import fs from 'node:fs';
+import path from 'node:path';
 import { argmax, GREEDY, Rng, sample, softmax, type SamplingParams } from '../engine/sampler.js';
-import { scoreLogits } from '../exits/confidence.js';
+import { scoreLogits } from '../exits/index.js';
 import { progressBar } from '../util/progress.js';
-import { RAMP_VOCAB, StoredWeights } from './graphs.js';
 import type { ModelConfig } from './checkpoint.js';
+import { RAMP_VOCAB, StoredWeights } from './graphs.js';
 import { KvCache, type BlockRows } from './kv-cache.js';
 import { readManifest, WEIGHTS_FILE, type Manifest, type RampReport, type RampTraining } from './manifest.js';
 import { Model } from './model.js';
 import { loadPrompts } from './prompts.js';
 import { Adam, exitableShare, initialParams, leastSquaresStart, paramLayout, rampLogits, rampLossAndGrad, shuffled, type FrozenHead } from './ramp-math.js';
 import { writeTrainedRamps } from './ramps-store.js';
-import path from 'node:path';
 
 export interface TrainRampsOptions {
   seed: number;
