@@ -129,7 +129,9 @@ export function installShippedRamps(dir: string, manifest: Manifest, ckpt: Check
   for (const entry of fs.readdirSync(shippedDir).filter((name) => name.endsWith('.ramps')).sort()) {
     const from = path.join(shippedDir, entry);
     const parsed = ShippedRampsSchema.safeParse(JSON.parse(fs.readFileSync(path.join(from, SHIPPED_RAMPS_JSON), 'utf8')));
-    if (!parsed.success || parsed.data.trainedRamps.ramps.some((r) => !manifest.rampCandidates.includes(r.layer))) continue;
+    // Cheap checks first: hashing a large checkpoint's weights takes a while.
+    const fits = parsed.success && parsed.data.trainedRamps.candidateRows.dims[1] === manifest.config.dim;
+    if (!fits || parsed.data.trainedRamps.ramps.some((r) => !manifest.rampCandidates.includes(r.layer))) continue;
     fingerprint ??= checkpointFingerprint(ckpt);
     if (parsed.data.checkpoint !== fingerprint) continue;
     fs.copyFileSync(path.join(from, RAMPS_FILE), path.join(dir, parsed.data.trainedRamps.file));
