@@ -49,7 +49,9 @@ export async function prepareBenchModel(name: string, log: (line: string) => voi
     dir = path.join(PREPARED, `synth-${name}-seed0${quantizationSuffix(quantization)}`);
     if (!isPreparedModel(dir)) {
       log(`writing random-weight ${name} (${weightsLabel(quantization)} weights) to ${dir}`);
-      prepareModel(synthCheckpoint(name as SynthShape, 0, synthTokenizer(name as SynthShape, path.join(SHARED_MODELS, 'tokenizers'))), dir, { quantization });
+      // Random weights: trained ramps would say nothing, and the benchmark measures cost only.
+      const ckpt = synthCheckpoint(name as SynthShape, 0, synthTokenizer(name as SynthShape, path.join(SHARED_MODELS, 'tokenizers')));
+      await prepareModel(ckpt, dir, { quantization, trainRamps: 'off' });
     }
   }
   return { name, realWeights: name === 'stories260K', dir, maxSeqLen: readManifest(dir).config.maxSeqLen };

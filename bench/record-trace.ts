@@ -29,13 +29,13 @@ const { values } = parseArgs({
 const confidence = z.enum(CONFIDENCE_KINDS).parse(values.confidence);
 const model = await Model.load(await resolveModel(values.model, { tokenizer: values.tokenizer }), { device: 'cpu', threads: 1 });
 
-/** Milliseconds of one block call and one head call for a single decoding row. */
+/** Milliseconds of one block call and one ramp call (trained, or the plain head) for a single decoding row. */
 function measureCosts(): { blockMs: number[]; rampMs: number } {
-  const { dim, vocabSize, numLayers } = model.config;
+  const { dim, numLayers } = model.config;
   const kv = new KvCache(model.config, 1, 64);
   const input = new Float32Array(dim);
   const output = new Float32Array(dim);
-  const logits = new Float32Array(vocabSize);
+  const logits = new Float32Array(model.rampWidth);
   const time = (fn: () => void) => {
     for (let i = 0; i < 50; i++) fn();
     const started = performance.now();
@@ -45,7 +45,7 @@ function measureCosts(): { blockMs: number[]; rampMs: number } {
   const blockMs = Array.from({ length: numLayers }, (_, layer) =>
     time(() => model.runBlock(layer, input, output, { firstSlot: 0, numRows: 1, seqLen: 1, pastLengths: [10] }, kv)),
   );
-  return { blockMs, rampMs: time(() => model.runHead(input, 1, logits)) };
+  return { blockMs, rampMs: time(() => model.runRamp(model.manifest.rampCandidates[0]!, input, 1, logits)) };
 }
 
 const writer = new TraceWriter(values.out, {

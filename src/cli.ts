@@ -13,7 +13,29 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { z } from 'zod';
 import { EXITS_OFF, LocalEngine } from './engine/index.js';
 import { serveCommand } from './server/index.js';
-import { type Device, exportHfOnnx, HF_ONNX_MODEL, importCheckpoint, Model, prepareModel, type Quantization, QUANTIZATIONS, resolveModel, SYNTH_SHAPES, synthCheckpoint, type SynthShape, synthTokenizer, weightsLabel } from './model/index.js';
+import {
+  exportHfOnnx,
+  exportRamps,
+  formatRampReport,
+  HF_ONNX_MODEL,
+  importCheckpoint,
+  Model,
+  prepareModel,
+  QUANTIZATIONS,
+  readManifest,
+  resolveModel,
+  SYNTH_SHAPES,
+  synthCheckpoint,
+  synthTokenizer,
+  trainRamps,
+  TRAIN_RAMPS_DEFAULTS,
+  weightsLabel,
+  type Device,
+  type Quantization,
+  type SynthShape,
+  type TrainRampsMode,
+  type TrainRampsOptions,
+} from './model/index.js';
 import { PROJECT_ROOT, UsageError } from './util/index.js';
 
 const USAGE = `usage: offramp <command> [options]
@@ -21,7 +43,8 @@ const USAGE = `usage: offramp <command> [options]
 commands:
   serve      start the OpenAI-compatible server
   generate   print a prompt's continuation
-  prepare    compile a checkpoint into a prepared model directory
+  prepare    compile a checkpoint into a prepared model directory (and train its ramps)
+  train-ramps  train (or retrain) a model's early-exit ramps, the backbone frozen
   synth      write a random-weight model of a real shape (for speed benchmarks)
   export     write a model in the layout transformers.js loads (the benchmark's peer)
   bench      the tokens-per-second benchmark (npm run bench; see bench/README.md)
@@ -40,10 +63,17 @@ generate options:
   --prompt TEXT  --max-tokens N (default 256)  --temperature T (default 1)
   --top-p P  --top-k K  --min-p P  --seed S
 
-prepare SOURCE --out DIR [--tokenizer T] [--quantize none|int8]
+prepare SOURCE --out DIR [--tokenizer T] [--quantize none|int8] [--train-ramps auto|on|off]
+        auto (default): train when it takes under two minutes, else say how long it would
+train-ramps MODEL [--tokenizer T] [--text FILE] [--report FILE.json] [--seed S] [--epochs N]
+        [--continuations N] [--new-tokens N] [--threads N] [--export DIR]
+        MODEL as serve --model takes it; distils ramps on the model's own continuations of
+        prompts/ (and --text), stores them in its prepared directory, prints the held-out report;
+        --export models/NAME.ramps ships them with the repository for that checkpoint
 export SOURCE --format hf-onnx --out DIR [--tokenizer T]
 synth --shape ${Object.keys(SYNTH_SHAPES).join('|')} --out DIR [--seed S] [--quantize none|int8]
       [--tokenizers DIR]  real tokenizers (default ../shared/models/tokenizers)
+      [--train-ramps off|on|auto]  (default off: random weights teach a ramp nothing)
 
 'offramp serve --help' lists the server's options`;
 
@@ -75,6 +105,10 @@ const num = (schema: z.ZodNumber = z.number()) => z.coerce.number().pipe(schema)
 
 const quantizeFlag = (value: unknown): Quantization => flag('quantize', z.enum(QUANTIZATIONS), value);
 
+const trainRampsFlag = (value: unknown): TrainRampsMode => flag('train-ramps', z.enum(['auto', 'on', 'off']), value);
+
+const logLine = (line: string): void => void process.stderr.write(`offramp: ${line}\n`);
+
 export interface LoadedModelOptions {
   model?: string;
   tokenizer?: string;
@@ -87,21 +121,65 @@ export interface LoadedModelOptions {
 export async function loadModel(values: LoadedModelOptions): Promise<Model> {
   const source = values.model ?? process.env.OFFRAMP_MODEL ?? 'stories260K';
   const quantization = values.quantize === undefined ? undefined : quantizeFlag(values.quantize);
-  const dir = await resolveModel(source, { tokenizer: values.tokenizer, quantization, log: (line) => process.stderr.write(`offramp: ${line}\n`) });
+  const dir = await resolveModel(source, { tokenizer: values.tokenizer, quantization, log: logLine });
   const device = flag<Device>('device', z.enum(['cpu', 'cuda', 'webgpu']), values.device);
   const threads = flag('threads', num(z.number().int().min(0).max(os.cpus().length * 4)), values.threads);
   return Model.load(dir, { device, threads });
 }
 
 async function prepareCommand(args: string[]): Promise<void> {
-  const { values, positionals } = parse(args, { out: { type: 'string' }, tokenizer: { type: 'string' }, quantize: { type: 'string', default: 'none' } }, true);
-  if (positionals.length !== 1 || !values.out) throw new UsageError('usage: offramp prepare SOURCE --out DIR [--tokenizer T] [--quantize none|int8]');
+  const { values, positionals } = parse(
+    args,
+    { out: { type: 'string' }, tokenizer: { type: 'string' }, quantize: { type: 'string', default: 'none' }, 'train-ramps': { type: 'string', default: 'auto' } },
+    true,
+  );
+  if (positionals.length !== 1 || !values.out) throw new UsageError('usage: offramp prepare SOURCE --out DIR [--tokenizer T] [--quantize none|int8] [--train-ramps auto|on|off]');
   const quantization = quantizeFlag(values.quantize);
-  const manifest = prepareModel(importCheckpoint(positionals[0]!, values.tokenizer), values.out, { quantization });
+  const trainRamps = trainRampsFlag(values['train-ramps']);
+  const manifest = await prepareModel(importCheckpoint(positionals[0]!, values.tokenizer), values.out, { quantization, trainRamps, training: { verbose: true }, log: logLine });
   const c = manifest.config;
   process.stdout.write(
-    `prepared ${c.architecture} model (${c.numLayers} blocks, dim ${c.dim}, vocab ${c.vocabSize}, ${weightsLabel(manifest.quantization)} weights) in ${values.out}\n`,
+    `prepared ${c.architecture} model (${c.numLayers} blocks, dim ${c.dim}, vocab ${c.vocabSize}, ${weightsLabel(manifest.quantization)} weights, ${manifest.trainedRamps ? 'trained' : 'plain-head'} ramps) in ${values.out}\n`,
   );
+  if (manifest.trainedRamps) process.stdout.write(`${formatRampReport(manifest.trainedRamps.training)}\n`);
+}
+
+async function trainRampsCommand(args: string[]): Promise<void> {
+  const { values, positionals } = parse(
+    args,
+    {
+      tokenizer: { type: 'string' },
+      text: { type: 'string' },
+      report: { type: 'string' },
+      export: { type: 'string' },
+      seed: { type: 'string', default: String(TRAIN_RAMPS_DEFAULTS.seed) },
+      epochs: { type: 'string', default: String(TRAIN_RAMPS_DEFAULTS.epochs) },
+      continuations: { type: 'string', default: String(TRAIN_RAMPS_DEFAULTS.continuationsPerPrompt) },
+      'new-tokens': { type: 'string', default: String(TRAIN_RAMPS_DEFAULTS.newTokens) },
+      threads: { type: 'string', default: String(TRAIN_RAMPS_DEFAULTS.threads) },
+    },
+    true,
+  );
+  if (positionals.length !== 1) throw new UsageError('usage: offramp train-ramps MODEL [--tokenizer T] [--text FILE] [--report FILE.json] [--seed S] [--epochs N]');
+  const count = (name: string, value: unknown, min = 1) => flag(name, num(z.number().int().min(min)), value);
+  const options: Partial<TrainRampsOptions> = {
+    seed: count('seed', values.seed, 0),
+    epochs: count('epochs', values.epochs),
+    continuationsPerPrompt: count('continuations', values.continuations),
+    newTokens: count('new-tokens', values['new-tokens']),
+    threads: count('threads', values.threads, 0),
+    textFile: values.text ? path.resolve(values.text) : null,
+    verbose: true,
+  };
+  // Compiled without training here if needed: this command trains them itself.
+  const dir = await resolveModel(positionals[0]!, { tokenizer: values.tokenizer, trainRamps: 'off', log: logLine });
+  const training = await trainRamps(dir, options);
+  process.stdout.write(`${formatRampReport(training)}\nstored in ${dir}\n`);
+  if (values.report) fs.writeFileSync(values.report, `${JSON.stringify({ model: dir, ...training }, null, 2)}\n`);
+  if (values.export) {
+    exportRamps(dir, readManifest(dir), importCheckpoint(readManifest(dir).source, values.tokenizer), values.export);
+    process.stdout.write(`exported the ramps to ${values.export} (installed whenever this checkpoint is compiled)\n`);
+  }
 }
 
 /** The benchmark lives in bench/ (never imported by src): run it as its own process. */
@@ -129,12 +207,14 @@ async function synthCommand(args: string[]): Promise<void> {
     seed: { type: 'string', default: '0' },
     quantize: { type: 'string', default: 'none' },
     tokenizers: { type: 'string', default: path.join(PROJECT_ROOT, '..', 'shared', 'models', 'tokenizers') },
+    'train-ramps': { type: 'string', default: 'off' },
   });
   const shape = flag<SynthShape>('shape', z.enum(Object.keys(SYNTH_SHAPES) as [SynthShape, ...SynthShape[]]), values.shape);
   if (!values.out) throw new UsageError('usage: offramp synth --shape SHAPE --out DIR [--seed S] [--quantize none|int8]');
   const seed = flag('seed', num(z.number().int().nonnegative()), values.seed);
   const quantization = quantizeFlag(values.quantize);
-  prepareModel(synthCheckpoint(shape, seed, synthTokenizer(shape, values.tokenizers)), values.out, { quantization });
+  const trainRamps = trainRampsFlag(values['train-ramps']);
+  await prepareModel(synthCheckpoint(shape, seed, synthTokenizer(shape, values.tokenizers)), values.out, { quantization, trainRamps, training: { verbose: true }, log: logLine });
   process.stdout.write(`wrote random-weight ${shape} (seed ${seed}, ${weightsLabel(quantization)} weights) to ${values.out}\n`);
 }
 
@@ -187,6 +267,8 @@ export async function runCli(argv: string[]): Promise<void> {
       return prepareCommand(args);
     case 'synth':
       return synthCommand(args);
+    case 'train-ramps':
+      return trainRampsCommand(args);
     case 'generate':
       return generateCommand(args);
     case 'serve':

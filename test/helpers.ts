@@ -24,14 +24,14 @@ export function tempDir(t: { after(fn: () => void): void }, prefix = 'offramp-te
   return dir;
 }
 
-/** Compiles `ckpt` into a temp dir and loads it (`fused: false`: blocks one call each, always). */
+/** Compiles `ckpt` into a temp dir and loads it (`fused: false`: blocks one call each, always; ramps untrained unless asked). */
 export async function compileAndLoad(
   t: { after(fn: () => void): void },
   ckpt: Checkpoint,
-  { quantization, ...options }: { fused?: boolean } & PrepareOptions = {},
+  { quantization, trainRamps = 'off', training, ...options }: { fused?: boolean } & PrepareOptions = {},
 ): Promise<Model> {
   const dir = path.join(tempDir(t), 'model');
-  prepareModel(ckpt, dir, { quantization });
+  await prepareModel(ckpt, dir, { quantization, trainRamps, training });
   const model = await Model.load(dir, { device: 'cpu', threads: 1, ...options });
   t.after(() => model.release());
   return model;

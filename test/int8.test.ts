@@ -75,7 +75,7 @@ function assertRampIsHeadPrefix(model: Model): void {
   const full = new Float32Array(2 * vocabSize);
   const ramp = new Float32Array(2 * model.rampVocab);
   model.runHead(hidden, 2, full);
-  model.runRamp(hidden, 2, ramp);
+  model.runRamp(0, hidden, 2, ramp);
   for (let row = 0; row < 2; row++) {
     const err = relativeError(ramp.subarray(row * 8192, (row + 1) * 8192), full.subarray(row * vocabSize, row * vocabSize + 8192));
     assert.ok(err < 1e-6, `row ${row}: relative error ${err}`);

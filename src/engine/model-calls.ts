@@ -116,13 +116,14 @@ export class ModelCalls {
 
   /**
    * The ramp after `layer` over `hidden` rows: logits [rows, width], timed.
-   * Today one ramp head serves every layer and its column i is token id i.
+   * Column c scores token `model.rampToken(c)`; a trained ramp's last column
+   * is the mass of the tokens it does not score.
    */
   ramp(layer: number, hidden: Float32Array, numRows: number): { logits: Float32Array; width: number } {
-    const width = this.model.rampVocab;
+    const width = this.model.rampWidth;
     const logits = this.buffers.get('ramp', numRows * width);
     const started = performance.now();
-    this.model.runRamp(hidden, numRows, logits);
+    this.model.runRamp(layer, hidden, numRows, logits);
     this.costs.addRamp(performance.now() - started);
     return { logits, width };
   }

@@ -231,12 +231,14 @@ export class ModelRunner {
     const exited = new Set<Row>();
     looking.forEach((row, i) => {
       const rowLogits = logits.subarray(i * width, (i + 1) * width);
-      const reading = { layer, ...scoreLogits(rowLogits, this.options.confidence) };
+      const reading = this.reading(layer, rowLogits);
       row.readings.push(reading);
       if (!row.policy.exits(layer, reading.confidence)) return;
       exited.add(row);
       row.seq.deferred.push({ position: row.position, hidden: row.hidden, layer, exitLayer: layer, readings: row.readings });
-      this.sample(row.seq, rowLogits, { layer, confidence: reading.confidence }, step);
+      // Drawn among the ramp's tokens only (never the rest column), each column keyed by its token id.
+      const tokens = rowLogits.subarray(0, this.model.rampVocab);
+      this.sample(row.seq, tokens, { layer, confidence: reading.confidence }, step, (column) => this.model.rampToken(column));
     });
     return exited.size === 0 ? active : active.filter((row) => !exited.has(row));
   }
@@ -285,7 +287,7 @@ export class ModelRunner {
         waiting.forEach((d, i) => feedback(verdict(d.readings, argmax(logits.subarray(i * vocabSize, (i + 1) * vocabSize)), d.exitLayer)));
       } else {
         const { logits, width } = this.calls.ramp(layer, hidden, waiting.length);
-        waiting.forEach((d, i) => d.readings.push({ layer, ...scoreLogits(logits.subarray(i * width, (i + 1) * width), this.options.confidence) }));
+        waiting.forEach((d, i) => d.readings.push(this.reading(layer, logits.subarray(i * width, (i + 1) * width))));
       }
     }
     if (isLast) seq.deferred.splice(0, seq.deferred.length, ...seq.deferred.filter((d) => !waiting.includes(d)));
@@ -302,14 +304,28 @@ export class ModelRunner {
     if (logits) this.sample(seq, logits, { layer: null, confidence: null }, step);
   }
 
+  /** What the ramp after `layer` says about one row: its argmax as a token id, and no confidence when its rest column wins. */
+  private reading(layer: number, rowLogits: Float32Array): RampReading {
+    const { argmax, confidence } = scoreLogits(rowLogits, this.options.confidence);
+    const token = this.model.rampToken(argmax);
+    return { layer, argmax: token, confidence: token < 0 ? 0 : confidence };
+  }
+
+  /** Log-probabilities over a row whose column c is token `tokenOf(c)`. */
+  private logprobs(logits: Float32Array, column: number, topN: number, tokenOf: (column: number) => number): TokenLogprobs {
+    const { logprob, top } = logprobsOf(logits, column, topN);
+    return { logprob, top: top.map((t) => ({ ...t, token: tokenOf(t.token) })) };
+  }
+
   /**
-   * Samples the next token from one row of logits; a ramp's token also goes to onExit at once.
+   * Samples the next token from one row of logits (column c is token `tokenOf(c)`); a ramp's token also goes to onExit at once.
    * The engine appends it after the step, so `seq.tokens.length` is the new token's index: its draw key.
    */
-  private sample(seq: Sequence, logits: Float32Array, exit: ExitInfo, step: Step): void {
-    const tokenId = sample(logits, seq.request.sampling, seq.drawKey(seq.tokens.length));
+  private sample(seq: Sequence, logits: Float32Array, exit: ExitInfo, step: Step, tokenOf = (column: number) => column): void {
+    const column = sample(logits, seq.request.sampling, seq.drawKey(seq.tokens.length), tokenOf);
+    const tokenId = tokenOf(column);
     const topN = seq.request.logprobs;
-    const sampled = { seq, tokenId, exit: topN === undefined ? exit : { ...exit, logprobs: logprobsOf(logits, tokenId, topN) } };
+    const sampled = { seq, tokenId, exit: topN === undefined ? exit : { ...exit, logprobs: this.logprobs(logits, column, topN, tokenOf) } };
     step.tokens.push(sampled);
     if (exit.layer !== null) step.onExit(sampled);
   }

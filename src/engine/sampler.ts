@@ -75,18 +75,18 @@ const MAX_NOISE = -Math.log(-Math.log1p(-0.5 / 4294967296));
  * the best score so far cannot win, so most of a large vocabulary needs no
  * noise at all; the result is exactly what scoring every token would give.
  */
-function gumbelMax(logits: ArrayLike<number>, temperature: number, key: number, tokens?: number[]): number {
+function gumbelMax(logits: ArrayLike<number>, temperature: number, key: number, tokenOf: (column: number) => number, tokens?: number[]): number {
   const count = tokens ? tokens.length : logits.length;
   const idAt = (k: number) => (tokens ? tokens[k]! : k);
   let first = idAt(0);
   for (let k = 1; k < count; k++) if (logits[idAt(k)]! > logits[first]!) first = idAt(k);
   let winner = first;
-  let best = logits[first]! / temperature + gumbelNoise(key, first);
+  let best = logits[first]! / temperature + gumbelNoise(key, tokenOf(first));
   for (let k = 0; k < count; k++) {
     const token = idAt(k);
     const scaled = logits[token]! / temperature;
     if (token === first || scaled + MAX_NOISE <= best) continue;
-    const score = scaled + gumbelNoise(key, token);
+    const score = scaled + gumbelNoise(key, tokenOf(token));
     if (score > best) {
       best = score;
       winner = token;
@@ -125,16 +125,17 @@ export function drawKey(seed: number, position: number): number {
 
 /**
  * Picks the next token from one row of logits, with the noise of draw `key`
- * (see drawKey). Coupled sampling: a ramp and the full model that sample the
+ * (see drawKey); returns the column, where column c scores token `tokenOf(c)`
+ * (a ramp scores a subset of the vocabulary), whose noise it gets. Coupled sampling: a ramp and the full model that sample the
  * same position with the same key pick the same token whenever their
  * (filtered) distributions are equal, and almost always when they are close,
  * so "the token the full model would have produced" means the same at any
  * temperature. Greedy (temperature 0) is the argmax and uses no noise.
  */
-export function sample(logits: ArrayLike<number>, params: SamplingParams, key: number): number {
+export function sample(logits: ArrayLike<number>, params: SamplingParams, key: number, tokenOf = (column: number) => column): number {
   if (params.temperature <= 0) return argmax(logits);
   const filtered = params.topK > 0 || params.topP < 1 || params.minP > 0;
-  return gumbelMax(logits, params.temperature, key, filtered ? keptTokens(logits, params) : undefined);
+  return gumbelMax(logits, params.temperature, key, tokenOf, filtered ? keptTokens(logits, params) : undefined);
 }
 
 export interface TokenLogprobs {

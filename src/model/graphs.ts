@@ -43,6 +43,14 @@ export const HeadIO = { hidden: 'hidden', logits: 'logits' } as const; // [rows,
 
 const MS = 'com.microsoft';
 
+/**
+ * Tokens a ramp scores at most: the plain ramps' lowest ids, or the trained
+ * ramps' most frequent calibration tokens. A full 32k-50k head costs about as much as three
+ * to five decoder blocks of a 110M model, more than an exit saves; the 8,192
+ * pieces cost about one block and hold most of what is said.
+ */
+export const RAMP_VOCAB = 8192;
+
 /** Looks up a tensor's place in weights.bin. */
 export type WeightLookup = (name: string) => WeightRef;
 
@@ -229,17 +237,20 @@ function blockInputs(g: GraphBuilder, config: ModelConfig, kvSuffix: string): Om
 
 const addBlock = (config: ModelConfig) => (config.architecture === 'llama' ? llamaBlock : gpt2Block);
 
+/** The model's final norm over `hidden` [rows, dim]. */
+function finalNorm(g: GraphBuilder, config: ModelConfig, weight: WeightLookup, hidden: string): string {
+  const norm = g.weight(StoredWeights.finalNorm, weight(StoredWeights.finalNorm));
+  return config.architecture === 'llama'
+    ? g.op('SimplifiedLayerNormalization', [hidden, norm], { axis: -1, epsilon: config.normEps })
+    : g.op('LayerNormalization', [hidden, norm, g.weight(StoredWeights.finalNormBias, weight(StoredWeights.finalNormBias))], {
+        axis: -1,
+        epsilon: config.normEps,
+      });
+}
+
 /** Adds the final norm + LM head over `hidden` [rows, dim], writing `logits` for token ids below `vocab`. */
 function head(g: GraphBuilder, config: ModelConfig, weight: WeightLookup, hidden: string, logits: string, vocab = config.vocabSize): void {
-  const norm = g.weight(StoredWeights.finalNorm, weight(StoredWeights.finalNorm));
-  const normed =
-    config.architecture === 'llama'
-      ? g.op('SimplifiedLayerNormalization', [hidden, norm], { axis: -1, epsilon: config.normEps })
-      : g.op('LayerNormalization', [hidden, norm, g.weight(StoredWeights.finalNormBias, weight(StoredWeights.finalNormBias))], {
-          axis: -1,
-          epsilon: config.normEps,
-        });
-  linear(g, weight, normed, StoredWeights.head, config.dim, { headRows: vocab, output: logits });
+  linear(g, weight, finalNorm(g, config, weight, hidden), StoredWeights.head, config.dim, { headRows: vocab, output: logits });
 }
 
 export function buildBlockGraph(config: ModelConfig, layer: number, weight: WeightLookup, weightsFile: string): Uint8Array {
@@ -291,5 +302,40 @@ export function buildFusedGraph(config: ModelConfig, weight: WeightLookup, weigh
   const last = g.op('Gather', [hidden, g.constant([-1], 'int64', [])], { axis: 1 }); // [batch, dim]
   head(g, config, weight, last, HeadIO.logits);
   g.output(HeadIO.logits, 'float', ['batch', config.vocabSize]);
+  return g.toBytes();
+}
+
+/** Where one trained ramp's tensors lie in ramps.bin (see ramp-math.ts for the math). */
+export interface TrainedRampWeights {
+  translator: WeightRef; // [dim, dim] (in, out)
+  bias: WeightRef; // [dim]
+  restRow: WeightRef; // [1, dim]
+  restBias: WeightRef; // [1]
+  candidateRows: WeightRef; // [candidates, dim]: the head's rows of the candidate tokens, shared by every ramp
+}
+
+/**
+ * A trained ramp: an affine map towards the last block's hidden state, the
+ * model's own final norm (read from weights.bin), then the head's candidate
+ * rows and one "rest" logit for every token outside them:
+ * logits [rows, candidates + 1]. Its own tensors live in `rampsFile`.
+ */
+export function buildTrainedRampGraph(
+  config: ModelConfig,
+  layer: number,
+  weight: WeightLookup,
+  ramp: TrainedRampWeights,
+  weightsFile: string,
+  rampsFile: string,
+): Uint8Array {
+  const g = new GraphBuilder(`ramp_${layer}`, weightsFile);
+  const own = (name: string, ref: WeightRef) => g.weight(`ramp.${name}`, ref, rampsFile);
+  const hidden = g.input(HeadIO.hidden, 'float', ['rows', config.dim]);
+  const translated = g.op('Gemm', [hidden, own('translator', ramp.translator), own('bias', ramp.bias)]);
+  const normed = finalNorm(g, config, weight, translated);
+  const candidates = g.op('Gemm', [normed, own('candidate_rows', ramp.candidateRows)], { transB: 1 });
+  const rest = g.op('Gemm', [normed, own('rest_row', ramp.restRow), own('rest_bias', ramp.restBias)], { transB: 1 });
+  g.node('Concat', [candidates, rest], { axis: -1 }, [HeadIO.logits]);
+  g.output(HeadIO.logits, 'float', ['rows', ramp.candidateRows.dims[0]! + 1]);
   return g.toBytes();
 }

@@ -10,7 +10,9 @@ import { ModelConfigSchema, ModelFormatError } from './checkpoint.js';
 
 export const MANIFEST_FILE = 'manifest.json';
 export const WEIGHTS_FILE = 'weights.bin';
-export const MANIFEST_FORMAT = 'offramp-model/7';
+export const MANIFEST_FORMAT = 'offramp-model/8';
+/** Trained ramps' tensors, beside weights.bin (rewritten alone by `offramp train-ramps`). */
+export const RAMPS_FILE = 'ramps.bin';
 
 /**
  * How the linear layers' weights are stored: 'none' in float32 (MatMul),
@@ -37,6 +39,76 @@ const WeightRefSchema = z.object({
   type: z.enum(['float', 'uint8', 'int8', 'int32', 'int64', 'float16']),
 });
 
+/** A ramp's quality on held-out positions, beside the full model. */
+const RampQualitySchema = z.object({
+  /** Share of positions where the ramp's argmax is the full model's. */
+  agreement: z.number(),
+  /** Largest share of positions that can exit (most confident first, by margin) at 99% / 95% precision. */
+  exitable99: z.number(),
+  exitable95: z.number(),
+});
+
+export const RampReportSchema = z.object({
+  /** Blocks run before the ramp (1…layers−1); `/exits` names it by `layer` = afterBlocks − 1. */
+  afterBlocks: z.number().int().positive(),
+  layer: z.number().int().nonnegative(),
+  /** The plain head (final norm + LM head over the whole vocabulary, no map) and the trained ramp. */
+  plain: RampQualitySchema,
+  trained: RampQualitySchema,
+});
+export type RampReport = z.infer<typeof RampReportSchema>;
+
+/** How the ramps were trained, and what they reached on held-out prompts. */
+export const RampTrainingSchema = z.object({
+  method: z.literal('distillation'),
+  seed: z.number().int(),
+  epochs: z.number().int().positive(),
+  learningRate: z.number().positive(),
+  batchSize: z.number().int().positive(),
+  calibration: z.object({
+    /** Prompt ids (prompts/prompts.json) whose continuations were the training text. */
+    prompts: z.array(z.string()),
+    /** Continuations per prompt: one greedy, the rest sampled. */
+    continuationsPerPrompt: z.number().int().positive(),
+    newTokens: z.number().int().positive(),
+    textFile: z.string().nullable(),
+    positions: z.number().int().nonnegative(),
+  }),
+  heldOut: z.object({ prompts: z.array(z.string()), positions: z.number().int().nonnegative() }),
+  /** Held-out share of the full model's probability that the candidate tokens hold. */
+  candidateMass: z.number(),
+  seconds: z.number(),
+  ramps: z.array(RampReportSchema),
+});
+export type RampTraining = z.infer<typeof RampTrainingSchema>;
+
+/**
+ * Trained ramps (see ramp-math.ts): per candidate layer, t = h·A + b (full
+ * dim×dim), the model's final norm, the head's rows of the candidate tokens
+ * and a trained rest logit. Tensors live in `file` (ramps.bin).
+ */
+export const TrainedRampsSchema = z.object({
+  file: z.string(),
+  form: z.literal('affine'),
+  /** int32 token ids the ramps score, most frequent in the calibration text first. */
+  candidates: WeightRefSchema,
+  /** [candidates, dim]: the head's rows of those tokens (float32). */
+  candidateRows: WeightRefSchema,
+  ramps: z.array(
+    z.object({
+      /** 0-based block index whose output it reads (as `/exits` names ramps). */
+      layer: z.number().int().nonnegative(),
+      graph: z.string(),
+      translator: WeightRefSchema,
+      bias: WeightRefSchema,
+      restRow: WeightRefSchema,
+      restBias: WeightRefSchema,
+    }),
+  ),
+  training: RampTrainingSchema,
+});
+export type TrainedRamps = z.infer<typeof TrainedRampsSchema>;
+
 export const ManifestSchema = z.object({
   format: z.literal(MANIFEST_FORMAT),
   /** The checkpoint it was compiled from. */
@@ -47,17 +119,28 @@ export const ManifestSchema = z.object({
   graphs: z.object({
     blocks: z.array(z.string()),
     head: z.string(),
-    /** The ramps' head: scores token ids below `vocab` (the whole vocabulary for small models). */
+    /** The plain ramps' head: scores token ids below `vocab` (the whole vocabulary for small models). */
     ramp: z.object({ file: z.string(), vocab: z.number().int().positive() }),
     /** Every block and the head in one graph (KV inputs `past_key_{layer}`). */
     fused: z.string(),
   }),
   /** Block indices whose output a ramp may read. */
   rampCandidates: z.array(z.number().int().nonnegative()),
+  /** Trained ramps, used in place of the plain head at every candidate layer; null: plain-head ramps. */
+  trainedRamps: TrainedRampsSchema.nullable(),
   /** Where each stored tensor lies in weights.bin. */
   weights: z.record(z.string(), WeightRefSchema),
 });
 export type Manifest = z.infer<typeof ManifestSchema>;
+
+/** What a model's ramps are, for logs: trained (where, on what) or the plain head. */
+export function describeRamps(manifest: Manifest): string {
+  const trained = manifest.trainedRamps;
+  if (!trained) return `plain-head ramps (untrained; \`offramp train-ramps\` trains them)`;
+  const after = trained.ramps.map((r) => r.layer + 1).join(', ');
+  const { training } = trained;
+  return `trained ramps after blocks ${after} (${trained.candidates.dims[0]} candidate tokens, distilled on ${training.calibration.positions} positions, seed ${training.seed})`;
+}
 
 /** True when `dir` holds a model prepared by this version of the compiler (an older one compiles again). */
 export function isPreparedModel(dir: string): boolean {

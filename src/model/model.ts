@@ -17,6 +17,7 @@ import type { ModelConfig } from './checkpoint.js';
 import { BlockIO, HeadIO, StoredWeights } from './graphs.js';
 import type { BlockRows, KvCache, KvView } from './kv-cache.js';
 import { readManifest, WEIGHTS_FILE, type Manifest } from './manifest.js';
+import { readCandidates } from './ramps-store.js';
 import { openSession, type SyncSession } from './session.js';
 import { TextTokenizer } from './tokenizer.js';
 
@@ -115,6 +116,9 @@ export class Model {
     private readonly blocks: SyncSession[],
     private readonly head: SyncSession,
     private readonly rampHead: SyncSession,
+    /** Trained ramps by block index, and the token ids their columns stand for; empty / null: plain-head ramps. */
+    private readonly trainedRamps: Map<number, SyncSession>,
+    private readonly candidates: Int32Array | null,
     private readonly fused: SyncSession | null,
     /** [vocab, dim] */
     private readonly embeddings: Float32Array,
@@ -145,9 +149,12 @@ export class Model {
     const blocks = manifest.graphs.blocks.map((file) => createSession(path.join(dir, file), options));
     const head = createSession(path.join(dir, manifest.graphs.head), options);
     const rampHead = manifest.graphs.ramp.file === manifest.graphs.head ? head : createSession(path.join(dir, manifest.graphs.ramp.file), options);
+    const trained = manifest.trainedRamps;
+    const trainedRamps = new Map((trained?.ramps ?? []).map((ramp) => [ramp.layer, createSession(path.join(dir, ramp.graph), options)] as const));
+    const candidates = trained ? readCandidates(dir, trained) : null;
     const useFused = options.fused ?? weightsBytes.length < FUSED_MAX_BYTES;
     const fused = useFused ? createSession(path.join(dir, manifest.graphs.fused), options) : null;
-    return new Model(dir, manifest, tokenizer, blocks, head, rampHead, fused, embeddings, positionEmbeddings);
+    return new Model(dir, manifest, tokenizer, blocks, head, rampHead, trainedRamps, candidates, fused, embeddings, positionEmbeddings);
   }
 
   /** Hidden states [tokens, dim] for `tokens` at `positions`. */
@@ -233,16 +240,34 @@ export class Model {
     });
   }
 
-  /** Token ids a ramp scores (0..rampVocab-1). */
-  get rampVocab(): number {
-    return this.manifest.graphs.ramp.vocab;
+  /** Whether the ramps are trained (see ramp-math.ts); otherwise each is the plain head. */
+  get hasTrainedRamps(): boolean {
+    return this.candidates !== null;
   }
 
-  /** Ramp logits [numRows, rampVocab] into `logits`: the head over the most frequent token ids. */
-  runRamp(hidden: Float32Array, numRows: number, logits: Float32Array): void {
-    this.rampHead.run(
+  /** How many tokens a ramp scores: the trained ramps' candidates, or the plain head's ids 0..rampVocab-1. */
+  get rampVocab(): number {
+    return this.candidates?.length ?? this.manifest.graphs.ramp.vocab;
+  }
+
+  /** Columns of a ramp's logits: one per scored token, then (trained ramps) the rest logit for every other token. */
+  get rampWidth(): number {
+    return this.rampVocab + (this.candidates ? 1 : 0);
+  }
+
+  /** The token id a ramp logit column stands for; -1 for the rest column (no single token: never exits). */
+  rampToken(column: number): number {
+    if (!this.candidates) return column;
+    return column < this.candidates.length ? this.candidates[column]! : -1;
+  }
+
+  /** Ramp logits [numRows, rampWidth] into `logits` from block `layer`'s output [numRows, dim]. */
+  runRamp(layer: number, hidden: Float32Array, numRows: number, logits: Float32Array): void {
+    const session = this.candidates ? this.trainedRamps.get(layer) : this.rampHead;
+    if (!session) throw new RangeError(`no trained ramp after block ${layer}`);
+    session.run(
       { [HeadIO.hidden]: tensorOver(hidden, [numRows, this.config.dim]) },
-      { [HeadIO.logits]: tensorOver(logits, [numRows, this.rampVocab]) },
+      { [HeadIO.logits]: tensorOver(logits, [numRows, this.rampWidth]) },
     );
   }
 
@@ -287,6 +312,6 @@ export class Model {
   }
 
   release(): void {
-    for (const session of new Set([...this.blocks, this.head, this.rampHead, this.fused])) session?.release();
+    for (const session of new Set([...this.blocks, this.head, this.rampHead, ...this.trainedRamps.values(), this.fused])) session?.release();
   }
 }

@@ -153,8 +153,8 @@ export class GraphBuilder {
     this.outputs.push(valueInfo(name, type, dims));
   }
 
-  /** An initializer whose bytes live in the shared weights file. */
-  weight(name: string, ref: WeightRef): string {
+  /** An initializer whose bytes live in the shared weights file (or in `file`, beside it). */
+  weight(name: string, ref: WeightRef, file = this.weightsFile): string {
     if (this.usedNames.has(name)) return name;
     this.usedNames.add(name);
     this.initializers.push({
@@ -163,7 +163,7 @@ export class GraphBuilder {
       dataType: DataType[ref.type],
       dataLocation: 1, // EXTERNAL
       externalData: [
-        { key: 'location', value: this.weightsFile },
+        { key: 'location', value: file },
         { key: 'offset', value: String(ref.offset) },
         { key: 'length', value: String(ref.byteLength) },
       ],

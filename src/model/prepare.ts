@@ -5,41 +5,46 @@
  *   weights.bin            every weight once, 64-byte aligned (ONNX external data);
  *                          linear layers in float32, or int8 blocks with `quantization: 'int8'`
  *   block_{i}.onnx         decoder block i
- *   head.onnx              final norm + LM head (the output, and every ramp)
+ *   head.onnx              final norm + LM head (the output, and every plain ramp)
+ *   ramps.bin, ramp_{i}.onnx  trained ramps, when trained (see train-ramps.ts)
  *   tokenizer.json         Hugging Face tokenizer (+ tokenizer_config.json when known)
  *
- * The directory appears whole or not at all: it is written beside its final
- * place and renamed into it.
+ * The directory appears whole or not at all: it is written (and its ramps
+ * trained) beside its final place and renamed into it.
  *
  * @module
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import { getTensor, type Checkpoint, type Tensor } from './checkpoint.js';
-import { buildBlockGraph, buildFusedGraph, buildHeadGraph, StoredWeights } from './graphs.js';
-import { MANIFEST_FILE, MANIFEST_FORMAT, WEIGHTS_FILE, type Manifest, type Quantization } from './manifest.js';
+import { buildBlockGraph, buildFusedGraph, buildHeadGraph, RAMP_VOCAB, StoredWeights } from './graphs.js';
+import { MANIFEST_FILE, MANIFEST_FORMAT, readManifest, WEIGHTS_FILE, type Manifest, type Quantization } from './manifest.js';
 import type { WeightRef } from './onnx.js';
 import { quantizeInt8 } from './quantize.js';
+import { writeWeights, type StoredTensor } from './weights-file.js';
+import { installShippedRamps } from './ramps-store.js';
+import { estimateTrainingSeconds, trainRamps, untrainableReason, type TrainRampsOptions } from './train-ramps.js';
 import { concatRows, ropeTables, transpose } from './tensors.js';
 
-const ALIGN = 64;
-
 /**
- * Token ids a ramp scores. A full 32k-50k head costs about as much as three
- * to five decoder blocks of a 110M model, more than an exit saves; the 8,192
- * most frequent pieces cost about one block and hold most of what is said.
+ * Whether compiling also trains the ramps: 'auto' (the default) installs the
+ * ramps shipped for this very checkpoint (models/NAME.ramps/), or else trains
+ * them when that should take under AUTO_TRAIN_SECONDS, or else says how long
+ * it would take and leaves plain-head ramps (`offramp train-ramps` later).
+ * 'on' always trains; 'off' leaves plain-head ramps.
  */
-const RAMP_VOCAB = 8192;
+export type TrainRampsMode = 'auto' | 'on' | 'off';
+
+/** 'auto' trains the ramps when the estimate is under this (stories260K: about 20-40 s on 2 shared cores). */
+const AUTO_TRAIN_SECONDS = 120;
 
 export interface PrepareOptions {
   /** How the linear layers' weights are stored (default 'none': float32). */
   quantization?: Quantization;
-}
-
-/** A tensor as written to weights.bin: float32, or int8 codes as uint8. */
-interface StoredTensor {
-  dims: number[];
-  data: Float32Array | Uint8Array;
+  trainRamps?: TrainRampsMode;
+  training?: Partial<TrainRampsOptions>;
+  /** Progress lines (to stderr in the CLI). */
+  log?: (line: string) => void;
 }
 
 /**
@@ -99,29 +104,9 @@ function storedTensors(ckpt: Checkpoint, quantization: Quantization): Map<string
   return out;
 }
 
-/** Writes the tensors back to back, aligned, and returns where each landed. */
-function writeWeights(file: string, tensors: Map<string, StoredTensor>): Record<string, WeightRef> {
-  const refs: Record<string, WeightRef> = {};
-  const fd = fs.openSync(file, 'w');
-  try {
-    let offset = 0;
-    for (const [name, t] of tensors) {
-      const padding = (ALIGN - (offset % ALIGN)) % ALIGN;
-      if (padding) fs.writeSync(fd, new Uint8Array(padding));
-      offset += padding;
-      const bytes = new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
-      fs.writeSync(fd, bytes);
-      refs[name] = { offset, byteLength: bytes.length, dims: t.dims, type: t.data instanceof Uint8Array ? 'uint8' : 'float' };
-      offset += bytes.length;
-    }
-  } finally {
-    fs.closeSync(fd);
-  }
-  return refs;
-}
-
-/** Compiles `ckpt` into `outDir`, replacing what was there only once the new directory is complete. */
-export function prepareModel(ckpt: Checkpoint, outDir: string, { quantization = 'none' }: PrepareOptions = {}): Manifest {
+/** Compiles `ckpt` into `outDir` and trains its ramps (see TrainRampsMode), replacing what was there only once the new directory is complete. */
+export async function prepareModel(ckpt: Checkpoint, outDir: string, options: PrepareOptions = {}): Promise<Manifest> {
+  const { quantization = 'none', trainRamps: mode = 'auto', training = {}, log = () => {} } = options;
   const finalDir = path.resolve(outDir);
   fs.mkdirSync(path.dirname(finalDir), { recursive: true });
   const tmpDir = fs.mkdtempSync(`${finalDir}.partial-`);
@@ -149,7 +134,7 @@ export function prepareModel(ckpt: Checkpoint, outDir: string, { quantization = 
     if (ckpt.tokenizer.config) {
       fs.writeFileSync(path.join(tmpDir, 'tokenizer_config.json'), JSON.stringify(ckpt.tokenizer.config, null, 2));
     }
-    const manifest: Manifest = {
+    let manifest: Manifest = {
       format: MANIFEST_FORMAT,
       source: ckpt.source,
       config,
@@ -157,9 +142,25 @@ export function prepareModel(ckpt: Checkpoint, outDir: string, { quantization = 
       graphs: { blocks, head: 'head.onnx', ramp, fused: 'fused.onnx' },
       // A ramp can follow any block but the last (whose output is the model's own).
       rampCandidates: Array.from({ length: config.numLayers - 1 }, (_, i) => i),
+      trainedRamps: null,
       weights,
     };
     fs.writeFileSync(path.join(tmpDir, MANIFEST_FILE), JSON.stringify(manifest, null, 2));
+    const estimate = estimateTrainingSeconds(config, training);
+    const shipped = mode === 'auto' ? installShippedRamps(tmpDir, manifest, ckpt) : null;
+    const untrainable = untrainableReason(manifest);
+    if (shipped) {
+      manifest = shipped.manifest;
+      log(`ramps: the ones trained for this checkpoint, from ${shipped.from}`);
+    } else if (mode === 'auto' && untrainable) {
+      log(`ramps left untrained (plain head): ${untrainable}`);
+    } else if (mode === 'on' || (mode === 'auto' && estimate <= AUTO_TRAIN_SECONDS)) {
+      log(`training the ramps (about ${Math.ceil(estimate)} s)`);
+      await trainRamps(tmpDir, training);
+      manifest = readManifest(tmpDir);
+    } else if (mode === 'auto') {
+      log(`ramps left untrained (plain head): training them would take about ${Math.ceil(estimate / 60)} min; run \`offramp train-ramps ${finalDir}\``);
+    }
     const oldDir = fs.existsSync(finalDir) ? `${tmpDir}.old` : null;
     if (oldDir) fs.renameSync(finalDir, oldDir);
     fs.renameSync(tmpDir, finalDir);

@@ -6,8 +6,9 @@
  *   tokenizer .bin beside it), a Hugging Face Llama-family or GPT-2
  *   directory: compiled once into the cache, reused after;
  * - `hf:ORG/NAME`: downloaded from the Hugging Face hub, then compiled;
- * - a registry name (`stories260K`, `stories15M`, …): its published files
- *   downloaded once, then compiled.
+ * - a registry name (`stories260K`, `stories15M`, …): its files shipped in
+ *   models/ (stories260K), or else its published files downloaded once; then
+ *   compiled.
  *
  * @module
  */
@@ -19,7 +20,7 @@ import { importGpt2 } from './gpt2.js';
 import { importHfLlama } from './hf-llama.js';
 import { importLlama2c } from './llama2c.js';
 import { isPreparedModel, MANIFEST_FILE, MANIFEST_FORMAT, quantizationSuffix, readManifest, weightsLabel, type Quantization } from './manifest.js';
-import { prepareModel } from './prepare.js';
+import { prepareModel, type TrainRampsMode } from './prepare.js';
 import { PROJECT_ROOT } from '../util/index.js';
 
 /** Where downloads and compiled models live: OFFRAMP_CACHE_DIR, else the project's models/ folder. */
@@ -36,6 +37,20 @@ export const REGISTRY: Record<string, { repo: string; checkpoint: string; tokeni
   stories42M: { repo: 'karpathy/tinyllamas', checkpoint: 'stories42M.bin', tokenizer: '' },
   stories110M: { repo: 'karpathy/tinyllamas', checkpoint: 'stories110M.bin', tokenizer: '' },
 };
+/**
+ * Registry models whose files ship in the repository's models/ folder (see
+ * models/README.md): the default model starts with no network.
+ */
+const SHIPPED: Record<string, { checkpoint: string; tokenizer: string }> = {
+  stories260K: { checkpoint: path.join(PROJECT_ROOT, 'models', 'stories260K.bin'), tokenizer: path.join(PROJECT_ROOT, 'models', 'tok512.bin') },
+};
+
+/** The shipped files of registry model `name`, when this checkout has them. */
+function shippedModel(name: string): { checkpoint: string; tokenizer: string } | undefined {
+  const shipped = SHIPPED[name];
+  return shipped && fs.existsSync(shipped.checkpoint) && fs.existsSync(shipped.tokenizer) ? shipped : undefined;
+}
+
 /** llama2.c's own 32k tokenizer, used by the stories15M/42M/110M checkpoints. */
 const LLAMA2C_TOKENIZER_URL = 'https://raw.githubusercontent.com/karpathy/llama2.c/master/tokenizer.bin';
 
@@ -47,6 +62,8 @@ export interface ResolveOptions {
    * When given, a prepared directory must already be in that form.
    */
   quantization?: Quantization;
+  /** Whether compiling a checkpoint trains its ramps (default 'auto', see prepareModel). */
+  trainRamps?: TrainRampsMode;
   /** Progress lines (to stderr in the CLI). */
   log?: (line: string) => void;
 }
@@ -168,7 +185,7 @@ export async function resolveModel(source: string, options: ResolveOptions = {})
   if (source.startsWith('hf:')) {
     local = await downloadHubRepo(source.slice(3), log);
   } else if (REGISTRY[source] && !fs.existsSync(source)) {
-    ({ checkpoint: local, tokenizer } = await downloadRegistryModel(source, log));
+    ({ checkpoint: local, tokenizer } = shippedModel(source) ?? (await downloadRegistryModel(source, log)));
   }
   // A prepared directory is used as it is (an outdated one is refused when loaded, saying to prepare it again).
   if (fs.existsSync(path.join(local, MANIFEST_FILE))) return checkPrepared(path.resolve(local), options.quantization);
@@ -178,6 +195,6 @@ export async function resolveModel(source: string, options: ResolveOptions = {})
   const prepared = path.join(cacheDir(), 'prepared', `${name}${quantizationSuffix(quantization)}-${fingerprint(local, quantization, tokenizer)}`);
   if (isPreparedModel(prepared)) return prepared;
   log(`compiling ${local} into ${prepared} (${weightsLabel(quantization)} weights)`);
-  prepareModel(importCheckpoint(local, tokenizer), prepared, { quantization });
+  await prepareModel(importCheckpoint(local, tokenizer), prepared, { quantization, trainRamps: options.trainRamps, log });
   return prepared;
 }

@@ -19,7 +19,7 @@ import path from 'node:path';
 import { serve, type ServerType } from '@hono/node-server';
 import { UsageError } from '../util/index.js';
 import { WorkerEngine } from '../engine/index.js';
-import { KvCache, readManifest, TextTokenizer, weightsLabel } from '../model/index.js';
+import { describeRamps, KvCache, readManifest, TextTokenizer, weightsLabel } from '../model/index.js';
 import { createApp, type ServerApp } from './app.js';
 import { parseServeArgs, SERVE_USAGE, ServeConfigError, type ServeConfig } from './config.js';
 import { maxCharsPerToken } from './prompt.js';
@@ -90,7 +90,7 @@ async function loadModel(config: ServeConfig, engine: WorkerEngine, log: (line: 
   });
   const weights = weightsLabel(manifest.quantization);
   const kvMiB = KvCache.byteLengthFor(manifest.config, config.maxRunning, maxContext) / 2 ** 20;
-  log(`model ${dir} loaded in ${((performance.now() - started) / 1000).toFixed(1)} s (${weights} weights, context ${maxContext}, ${config.maxRunning} slots, KV cache ${kvMiB.toFixed(0)} MiB)`);
+  log(`model ${dir} loaded in ${((performance.now() - started) / 1000).toFixed(1)} s (${weights} weights, context ${maxContext}, ${config.maxRunning} slots, KV cache ${kvMiB.toFixed(0)} MiB); ${describeRamps(manifest)}`);
   return { id: config.servedModelName ?? defaultModelName(config.model), maxContext, tokenizer, maxCharsPerToken: maxCharsPerToken(tokenizer) };
 }
 
