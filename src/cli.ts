@@ -16,7 +16,6 @@ import { serveCommand } from './server/index.js';
 import {
   exportHfOnnx,
   exportRamps,
-  formatRampReport,
   HF_ONNX_MODEL,
   importCheckpoint,
   Model,
@@ -27,15 +26,13 @@ import {
   SYNTH_SHAPES,
   synthCheckpoint,
   synthTokenizer,
-  trainRamps,
-  TRAIN_RAMPS_DEFAULTS,
   weightsLabel,
   type Device,
   type Quantization,
   type SynthShape,
   type TrainRampsMode,
-  type TrainRampsOptions,
 } from './model/index.js';
+import { formatRampReport, rampTrainer, trainRamps, TRAIN_RAMPS_DEFAULTS, type TrainRampsOptions } from './ramps/index.js';
 import { PROJECT_ROOT, UsageError } from './util/index.js';
 
 const USAGE = `usage: offramp <command> [options]
@@ -121,7 +118,7 @@ export interface LoadedModelOptions {
 export async function loadModel(values: LoadedModelOptions): Promise<Model> {
   const source = values.model ?? process.env.OFFRAMP_MODEL ?? 'stories260K';
   const quantization = values.quantize === undefined ? undefined : quantizeFlag(values.quantize);
-  const dir = await resolveModel(source, { tokenizer: values.tokenizer, quantization, log: logLine });
+  const dir = await resolveModel(source, { tokenizer: values.tokenizer, quantization, trainer: rampTrainer(), log: logLine });
   const device = flag<Device>('device', z.enum(['cpu', 'cuda', 'webgpu']), values.device);
   const threads = flag('threads', num(z.number().int().min(0).max(os.cpus().length * 4)), values.threads);
   return Model.load(dir, { device, threads });
@@ -136,7 +133,7 @@ async function prepareCommand(args: string[]): Promise<void> {
   if (positionals.length !== 1 || !values.out) throw new UsageError('usage: offramp prepare SOURCE --out DIR [--tokenizer T] [--quantize none|int8] [--train-ramps auto|on|off]');
   const quantization = quantizeFlag(values.quantize);
   const trainRamps = trainRampsFlag(values['train-ramps']);
-  const manifest = await prepareModel(importCheckpoint(positionals[0]!, values.tokenizer), values.out, { quantization, trainRamps, training: { verbose: true }, log: logLine });
+  const manifest = await prepareModel(importCheckpoint(positionals[0]!, values.tokenizer), values.out, { quantization, trainRamps, trainer: rampTrainer({ verbose: true }), log: logLine });
   const c = manifest.config;
   process.stdout.write(
     `prepared ${c.architecture} model (${c.numLayers} blocks, dim ${c.dim}, vocab ${c.vocabSize}, ${weightsLabel(manifest.quantization)} weights, ${manifest.trainedRamps ? 'trained' : 'plain-head'} ramps) in ${values.out}\n`,
@@ -214,7 +211,7 @@ async function synthCommand(args: string[]): Promise<void> {
   const seed = flag('seed', num(z.number().int().nonnegative()), values.seed);
   const quantization = quantizeFlag(values.quantize);
   const trainRamps = trainRampsFlag(values['train-ramps']);
-  await prepareModel(synthCheckpoint(shape, seed, synthTokenizer(shape, values.tokenizers)), values.out, { quantization, trainRamps, training: { verbose: true }, log: logLine });
+  await prepareModel(synthCheckpoint(shape, seed, synthTokenizer(shape, values.tokenizers)), values.out, { quantization, trainRamps, trainer: rampTrainer({ verbose: true }), log: logLine });
   process.stdout.write(`wrote random-weight ${shape} (seed ${seed}, ${weightsLabel(quantization)} weights) to ${values.out}\n`);
 }
 

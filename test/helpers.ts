@@ -28,10 +28,10 @@ export function tempDir(t: { after(fn: () => void): void }, prefix = 'offramp-te
 export async function compileAndLoad(
   t: { after(fn: () => void): void },
   ckpt: Checkpoint,
-  { quantization, trainRamps = 'off', training, ...options }: { fused?: boolean } & PrepareOptions = {},
+  { quantization, trainRamps = 'off', trainer, ...options }: { fused?: boolean } & PrepareOptions = {},
 ): Promise<Model> {
   const dir = path.join(tempDir(t), 'model');
-  await prepareModel(ckpt, dir, { quantization, trainRamps, training });
+  await prepareModel(ckpt, dir, { quantization, trainRamps, trainer });
   const model = await Model.load(dir, { device: 'cpu', threads: 1, ...options });
   t.after(() => model.release());
   return model;

@@ -13,7 +13,7 @@ import { importLlama2c } from '../src/model/llama2c.js';
 import { Model, prepareModel, readManifest, type Checkpoint, type Manifest } from '../src/model/index.js';
 import { paramLayout, rampLogits, type FrozenHead } from '../src/model/ramp-math.js';
 import { exportRamps, installShippedRamps, readCandidates } from '../src/model/ramps-store.js';
-import { candidatesByFrequency, trainRamps, type TrainRampsOptions } from '../src/model/train-ramps.js';
+import { candidatesByFrequency, trainRamps, type TrainRampsOptions } from '../src/ramps/index.js';
 import { CLI, tempDir, tinyCheckpoint, tinyVariants } from './helpers.js';
 import { requireSharedModels, sharedModelPath } from './shared.js';
 

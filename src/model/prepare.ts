@@ -18,31 +18,35 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { getTensor, type Checkpoint, type Tensor } from './checkpoint.js';
 import { buildBlockGraph, buildFusedGraph, buildHeadGraph, RAMP_VOCAB, StoredWeights } from './graphs.js';
-import { MANIFEST_FILE, MANIFEST_FORMAT, readManifest, WEIGHTS_FILE, type Manifest, type Quantization } from './manifest.js';
+import { MANIFEST_FILE, MANIFEST_FORMAT, WEIGHTS_FILE, type Manifest, type Quantization } from './manifest.js';
 import type { WeightRef } from './onnx.js';
 import { quantizeInt8 } from './quantize.js';
 import { writeWeights, type StoredTensor } from './weights-file.js';
 import { installShippedRamps } from './ramps-store.js';
-import { estimateTrainingSeconds, trainRamps, untrainableReason, type TrainRampsOptions } from './train-ramps.js';
 import { concatRows, ropeTables, transpose } from './tensors.js';
 
 /**
  * Whether compiling also trains the ramps: 'auto' (the default) installs the
- * ramps shipped for this very checkpoint (models/NAME.ramps/), or else trains
- * them when that should take under AUTO_TRAIN_SECONDS, or else says how long
- * it would take and leaves plain-head ramps (`offramp train-ramps` later).
- * 'on' always trains; 'off' leaves plain-head ramps.
+ * ramps shipped for this very checkpoint (models/NAME.ramps/), or else lets
+ * the trainer decide (src/ramps trains when that is quick, and otherwise
+ * says how long it would take); 'on' always trains; 'off' leaves plain-head
+ * ramps (`offramp train-ramps` later).
  */
 export type TrainRampsMode = 'auto' | 'on' | 'off';
 
-/** 'auto' trains the ramps when the estimate is under this (stories260K: about 20-40 s on 2 shared cores). */
-const AUTO_TRAIN_SECONDS = 120;
+/**
+ * Trains the ramps of a compiled model directory in place and returns its
+ * new manifest, or leaves it as it is and says why. It lives above the model
+ * layer (src/ramps: training generates text and scores exits), so compiling
+ * takes it as an option; without one, ramps stay the plain head.
+ */
+export type RampTrainer = (dir: string, context: { mode: 'auto' | 'on'; finalDir: string; log: (line: string) => void }) => Promise<Manifest>;
 
 export interface PrepareOptions {
   /** How the linear layers' weights are stored (default 'none': float32). */
   quantization?: Quantization;
   trainRamps?: TrainRampsMode;
-  training?: Partial<TrainRampsOptions>;
+  trainer?: RampTrainer;
   /** Progress lines (to stderr in the CLI). */
   log?: (line: string) => void;
 }
@@ -106,7 +110,7 @@ function storedTensors(ckpt: Checkpoint, quantization: Quantization): Map<string
 
 /** Compiles `ckpt` into `outDir` and trains its ramps (see TrainRampsMode), replacing what was there only once the new directory is complete. */
 export async function prepareModel(ckpt: Checkpoint, outDir: string, options: PrepareOptions = {}): Promise<Manifest> {
-  const { quantization = 'none', trainRamps: mode = 'auto', training = {}, log = () => {} } = options;
+  const { quantization = 'none', trainRamps: mode = 'auto', trainer, log = () => {} } = options;
   const finalDir = path.resolve(outDir);
   fs.mkdirSync(path.dirname(finalDir), { recursive: true });
   const tmpDir = fs.mkdtempSync(`${finalDir}.partial-`);
@@ -146,20 +150,14 @@ export async function prepareModel(ckpt: Checkpoint, outDir: string, options: Pr
       weights,
     };
     fs.writeFileSync(path.join(tmpDir, MANIFEST_FILE), JSON.stringify(manifest, null, 2));
-    const estimate = estimateTrainingSeconds(config, training);
     const shipped = mode === 'auto' ? installShippedRamps(tmpDir, manifest, ckpt) : null;
-    const untrainable = untrainableReason(manifest);
     if (shipped) {
       manifest = shipped.manifest;
       log(`ramps: the ones trained for this checkpoint, from ${shipped.from}`);
-    } else if (mode === 'auto' && untrainable) {
-      log(`ramps left untrained (plain head): ${untrainable}`);
-    } else if (mode === 'on' || (mode === 'auto' && estimate <= AUTO_TRAIN_SECONDS)) {
-      log(`training the ramps (about ${Math.ceil(estimate)} s)`);
-      await trainRamps(tmpDir, training);
-      manifest = readManifest(tmpDir);
-    } else if (mode === 'auto') {
-      log(`ramps left untrained (plain head): training them would take about ${Math.ceil(estimate / 60)} min; run \`offramp train-ramps ${finalDir}\``);
+    } else if (mode !== 'off' && trainer) {
+      manifest = await trainer(tmpDir, { mode, finalDir, log });
+    } else if (mode !== 'off') {
+      log('ramps left untrained (plain head): `offramp train-ramps` trains them');
     }
     const oldDir = fs.existsSync(finalDir) ? `${tmpDir}.old` : null;
     if (oldDir) fs.renameSync(finalDir, oldDir);

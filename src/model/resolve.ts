@@ -20,7 +20,7 @@ import { importGpt2 } from './gpt2.js';
 import { importHfLlama } from './hf-llama.js';
 import { importLlama2c } from './llama2c.js';
 import { isPreparedModel, MANIFEST_FILE, MANIFEST_FORMAT, quantizationSuffix, readManifest, weightsLabel, type Quantization } from './manifest.js';
-import { prepareModel, type TrainRampsMode } from './prepare.js';
+import { prepareModel, type RampTrainer, type TrainRampsMode } from './prepare.js';
 import { PROJECT_ROOT } from '../util/index.js';
 
 /** Where downloads and compiled models live: OFFRAMP_CACHE_DIR, else the project's models/ folder. */
@@ -64,6 +64,8 @@ export interface ResolveOptions {
   quantization?: Quantization;
   /** Whether compiling a checkpoint trains its ramps (default 'auto', see prepareModel). */
   trainRamps?: TrainRampsMode;
+  /** What trains them (src/ramps' rampTrainer); absent: plain-head ramps unless some were shipped. */
+  trainer?: RampTrainer;
   /** Progress lines (to stderr in the CLI). */
   log?: (line: string) => void;
 }
@@ -195,6 +197,6 @@ export async function resolveModel(source: string, options: ResolveOptions = {})
   const prepared = path.join(cacheDir(), 'prepared', `${name}${quantizationSuffix(quantization)}-${fingerprint(local, quantization, tokenizer)}`);
   if (isPreparedModel(prepared)) return prepared;
   log(`compiling ${local} into ${prepared} (${weightsLabel(quantization)} weights)`);
-  await prepareModel(importCheckpoint(local, tokenizer), prepared, { quantization, trainRamps: options.trainRamps, log });
+  await prepareModel(importCheckpoint(local, tokenizer), prepared, { quantization, trainRamps: options.trainRamps, trainer: options.trainer, log });
   return prepared;
 }

@@ -10,6 +10,7 @@
  */
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import { DownloadError, ModelFormatError, type Quantization, resolveModel } from '../model/index.js';
+import { rampTrainer } from '../ramps/index.js';
 
 interface ResolveJob {
   source: string;
@@ -61,7 +62,7 @@ if (!isMainThread && parentPort) {
   const job = workerData as ResolveJob;
   const post = (message: ResolveMessage): void => port.postMessage(message);
   try {
-    const dir = await resolveModel(job.source, { tokenizer: job.tokenizer, quantization: job.quantization, log: (line) => post({ type: 'log', line }) });
+    const dir = await resolveModel(job.source, { tokenizer: job.tokenizer, quantization: job.quantization, trainer: rampTrainer(), log: (line) => post({ type: 'log', line }) });
     post({ type: 'done', dir });
   } catch (error) {
     const { name, message } = error as Error;

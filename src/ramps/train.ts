@@ -20,18 +20,33 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { argmax, drawKey, GREEDY, sample, softmax, type SamplingParams } from '../engine/sampler.js';
-import { Rng } from '../util/rng.js';
+import { argmax, drawKey, GREEDY, sample, softmax, type SamplingParams } from '../engine/index.js';
 import { scoreLogits } from '../exits/index.js';
-import { progressBar } from '../util/progress.js';
-import type { ModelConfig } from './checkpoint.js';
-import { RAMP_VOCAB, StoredWeights } from './graphs.js';
-import { KvCache, type BlockRows } from './kv-cache.js';
-import { readManifest, WEIGHTS_FILE, type Manifest, type RampReport, type RampTraining } from './manifest.js';
-import { Model } from './model.js';
-import { loadPrompts } from './prompts.js';
-import { Adam, exitableShare, initialParams, leastSquaresStart, paramLayout, rampLogits, rampLossAndGrad, shuffled, type FrozenHead } from './ramp-math.js';
-import { writeTrainedRamps } from './ramps-store.js';
+import {
+  Adam,
+  exitableShare,
+  initialParams,
+  KvCache,
+  leastSquaresStart,
+  loadPrompts,
+  Model,
+  paramLayout,
+  RAMP_VOCAB,
+  rampLogits,
+  rampLossAndGrad,
+  readManifest,
+  shuffled,
+  StoredWeights,
+  WEIGHTS_FILE,
+  writeTrainedRamps,
+  type BlockRows,
+  type FrozenHead,
+  type Manifest,
+  type ModelConfig,
+  type RampReport,
+  type RampTraining,
+} from '../model/index.js';
+import { progressBar, Rng } from '../util/index.js';
 
 export interface TrainRampsOptions {
   seed: number;
