@@ -13,7 +13,7 @@ import { importLlama2c } from '../src/model/llama2c.js';
 import { Model, prepareModel, readManifest, type Checkpoint, type Manifest } from '../src/model/index.js';
 import { paramLayout, rampLogits, type FrozenHead } from '../src/model/ramp-math.js';
 import { exportRamps, installShippedRamps, readCandidates } from '../src/model/ramps-store.js';
-import { candidatesByFrequency, trainRamps, type TrainRampsOptions } from '../src/ramps/index.js';
+import { candidatesByFrequency, rampTrainer, trainRamps, type TrainRampsOptions } from '../src/ramps/index.js';
 import { CLI, tempDir, tinyCheckpoint, tinyVariants } from './helpers.js';
 import { requireSharedModels, sharedModelPath } from './shared.js';
 
@@ -125,7 +125,7 @@ test('an untied int8 head: compiling leaves plain-head ramps and says why; train
   if (!requireSharedModels(t)) return;
   const lines: string[] = [];
   const dir = path.join(tempDir(t), 'int8');
-  const manifest = await prepareModel(tinyCheckpoint({ tiedEmbeddings: false }), dir, { quantization: 'int8', log: (line) => lines.push(line) });
+  const manifest = await prepareModel(tinyCheckpoint({ tiedEmbeddings: false }), dir, { quantization: 'int8', trainer: rampTrainer(), log: (line) => lines.push(line) });
   assert.equal(manifest.trainedRamps, null);
   assert.match(lines.join('\n'), /ramps left untrained \(plain head\): its LM head is stored in int8/);
   await assert.rejects(trainRamps(dir, TINY), /cannot train the ramps of .*int8/);
