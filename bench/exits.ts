@@ -125,7 +125,7 @@ async function oraclePlans(): Promise<Map<number, (number | null)[]>> {
       if (event.type !== 'token') continue;
       // The first token comes from the prompt pass, where no ramp runs (and no trace is taken).
       const trace = event.trace;
-      plan.push(trace ? (trace.ramps.find((r) => r.argmax === trace.finalArgmax)?.layer ?? null) : null);
+      plan.push(trace ? (trace.ramps.find((r) => r.token === trace.finalToken)?.layer ?? null) : null);
     }
     plans.set(index, plan);
   }

@@ -65,8 +65,9 @@ for (const prompt of storyPrompts()) {
     if (event.type === 'error') throw new Error(event.message);
     if (event.type === 'token' && event.trace) {
       // Four decimals keep the fixture small and lose nothing a threshold step (0.001) can see.
-      const ramps = event.trace.ramps.map((r) => ({ ...r, confidence: Math.round(r.confidence * 1e4) / 1e4 }));
-      writer.write({ ramps, final: event.trace.finalArgmax });
+      // Greedy: the token each ramp would stream is its argmax, as the fixture format names it.
+      const ramps = event.trace.ramps.map((r) => ({ layer: r.layer, argmax: r.token, confidence: Math.round(r.confidence * 1e4) / 1e4 }));
+      writer.write({ ramps, final: event.trace.finalToken });
       count++;
     }
   }

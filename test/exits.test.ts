@@ -71,7 +71,7 @@ for (const [kind, trainRamps] of RAMP_KINDS) {
       const promptTokens = model.tokenizer.encode(prompt);
       const traced = await tokenEvents(engine, { promptTokens, exitOverride: { kind: 'trace' }, earlyExit: false });
       // The oracle: the earliest ramp whose argmax is the full model's (the first token comes from the prompt pass).
-      const plan = traced.map((e, i) => (i === 0 ? null : (e.trace!.ramps.find((r) => r.argmax === e.trace!.finalArgmax)?.layer ?? null)));
+      const plan = traced.map((e, i) => (i === 0 ? null : (e.trace!.ramps.find((r) => r.token === e.trace!.finalToken)?.layer ?? null)));
       const reference = await tokenEvents(engine, { promptTokens, earlyExit: false, logprobs: 3 });
       const exited = await tokenEvents(engine, { promptTokens, exitOverride: { kind: 'plan', layers: plan }, logprobs: 3 });
       assert.deepEqual(tokensOf(exited), tokensOf(reference), prompt);

@@ -33,7 +33,7 @@ import { scoreLogits, type ConfidenceKind, type ExitController, type TokenRecord
 import type { Model } from '../model/index.js';
 import type { CostMeter } from './cost-meter.js';
 import { choosePolicy, feedsController, type ExitPolicy, type PolicyContext } from './exit-policy.js';
-import { argmax, logprobsOf, sample, type TokenLogprobs } from './sampler.js';
+import { logprobsOf, sample, type TokenLogprobs } from './sampler.js';
 import { ModelCalls, type SlotLengths } from './model-calls.js';
 import type { StepPlan } from './scheduler.js';
 import type { Sequence } from './sequence.js';
@@ -46,7 +46,7 @@ export interface ExitInfo {
   /** The ramp's confidence when it exited there. */
   confidence: number | null;
   /** Every ramp read for this token, with the full model's argmax (trace policy only). */
-  trace?: { ramps: RampReading[]; finalArgmax: number };
+  trace?: { ramps: RampReading[]; finalToken: number };
   logprobs?: TokenLogprobs;
 }
 
@@ -89,10 +89,16 @@ const FUSED_SAMPLE_STEPS = 64;
 const SHADOW_STEPS_EARLY = 64;
 const SHADOW_STEPS = 512;
 
-/** The full model's verdict on a token: which ramps agreed with its argmax. */
-function verdict(readings: RampReading[], finalArgmax: number, exitLayer: number | null): TokenRecord {
-  return { ramps: readings.map((r) => ({ layer: r.layer, confidence: r.confidence, agrees: r.argmax === finalArgmax })), exitLayer };
+/**
+ * The full model's verdict on a position: which ramps would have streamed
+ * the token it produces. Ramp and full model draw with the same key (see
+ * sampler.ts), so "agrees" means the same at every temperature.
+ */
+function verdict(readings: RampReading[], finalToken: number, exitLayer: number | null): TokenRecord {
+  return { ramps: readings.map((r) => ({ layer: r.layer, confidence: r.confidence, agrees: r.token === finalToken })), exitLayer };
 }
+
+const sameColumn = (column: number): number => column;
 
 /** One decoding row of the batch during a step. */
 interface Row {
@@ -205,7 +211,8 @@ export class ModelRunner {
       // The controller counts tokens even while no ramp is active: its clock decides when to try ramps again.
       row.policy.feedback?.({ ramps: [], exitLayer: null });
       const offset = (row.seq.slot - firstSlot) * vocabSize;
-      this.sample(row.seq, logits.subarray(offset, offset + vocabSize), { layer: null, confidence: null }, step);
+      const rowLogits = logits.subarray(offset, offset + vocabSize);
+      this.emit(step, row.seq, rowLogits, this.draw(row.seq, row.position + 1, rowLogits), { layer: null, confidence: null });
     }
   }
 
@@ -231,14 +238,12 @@ export class ModelRunner {
     const exited = new Set<Row>();
     looking.forEach((row, i) => {
       const rowLogits = logits.subarray(i * width, (i + 1) * width);
-      const reading = this.reading(layer, rowLogits);
+      const { reading, column } = this.read(layer, rowLogits, row.seq, row.position + 1);
       row.readings.push(reading);
       if (!row.policy.exits(layer, reading.confidence)) return;
       exited.add(row);
       row.seq.deferred.push({ position: row.position, hidden: row.hidden, layer, exitLayer: layer, readings: row.readings });
-      // Drawn among the ramp's tokens only (never the rest column), each column keyed by its token id.
-      const tokens = rowLogits.subarray(0, this.model.rampVocab);
-      this.sample(row.seq, tokens, { layer, confidence: reading.confidence }, step, (column) => this.model.rampToken(column));
+      this.emit(step, row.seq, rowLogits.subarray(0, this.model.rampVocab), column, { layer, confidence: reading.confidence }, this.rampToken);
     });
     return exited.size === 0 ? active : active.filter((row) => !exited.has(row));
   }
@@ -249,10 +254,10 @@ export class ModelRunner {
     const logits = this.calls.timedHead(rows);
     rows.forEach((row, i) => {
       const rowLogits = logits.subarray(i * vocabSize, (i + 1) * vocabSize);
-      const finalArgmax = argmax(rowLogits);
-      row.policy.feedback?.(verdict(row.readings, finalArgmax, null));
-      const trace = row.policy.kind === 'trace' ? { ramps: row.readings, finalArgmax } : undefined;
-      this.sample(row.seq, rowLogits, { layer: null, confidence: null, trace }, step);
+      const finalToken = this.draw(row.seq, row.position + 1, rowLogits);
+      row.policy.feedback?.(verdict(row.readings, finalToken, null));
+      const trace = row.policy.kind === 'trace' ? { ramps: row.readings, finalToken } : undefined;
+      this.emit(step, row.seq, rowLogits, finalToken, { layer: null, confidence: null, trace });
     });
   }
 
@@ -284,10 +289,10 @@ export class ModelRunner {
       const hidden = output.subarray(0, waiting.length * dim);
       if (isLast) {
         const logits = this.calls.head(hidden, waiting.length);
-        waiting.forEach((d, i) => feedback(verdict(d.readings, argmax(logits.subarray(i * vocabSize, (i + 1) * vocabSize)), d.exitLayer)));
+        waiting.forEach((d, i) => feedback(verdict(d.readings, this.draw(seq, d.position + 1, logits.subarray(i * vocabSize, (i + 1) * vocabSize)), d.exitLayer)));
       } else {
         const { logits, width } = this.calls.ramp(layer, hidden, waiting.length);
-        waiting.forEach((d, i) => d.readings.push(this.reading(layer, logits.subarray(i * width, (i + 1) * width))));
+        waiting.forEach((d, i) => d.readings.push(this.read(layer, logits.subarray(i * width, (i + 1) * width), seq, d.position + 1).reading));
       }
     }
     if (isLast) seq.deferred.splice(0, seq.deferred.length, ...seq.deferred.filter((d) => !waiting.includes(d)));
@@ -301,31 +306,43 @@ export class ModelRunner {
     const endsPrompt = start + numTokens === seq.tokens.length;
     const logits = this.calls.sequenceChunk(seq, start, input, numTokens, endsPrompt);
     seq.layerLengths.fill(start + numTokens);
-    if (logits) this.sample(seq, logits, { layer: null, confidence: null }, step);
+    if (logits) this.emit(step, seq, logits, this.draw(seq, start + numTokens, logits), { layer: null, confidence: null });
   }
 
-  /** What the ramp after `layer` says about one row: its argmax as a token id, and no confidence when its rest column wins. */
-  private reading(layer: number, rowLogits: Float32Array): RampReading {
-    const { argmax, confidence } = scoreLogits(rowLogits, this.options.confidence);
-    const token = this.model.rampToken(argmax);
-    return { layer, argmax: token, confidence: token < 0 ? 0 : confidence };
-  }
+  /** Column c of a ramp's logits scores this token (-1: the rest column, the tokens the ramp does not score). */
+  private readonly rampToken = (column: number): number => this.model.rampToken(column);
 
-  /** Log-probabilities over a row whose column c is token `tokenOf(c)`. */
-  private logprobs(logits: Float32Array, column: number, topN: number, tokenOf: (column: number) => number): TokenLogprobs {
-    const { logprob, top } = logprobsOf(logits, column, topN);
-    return { logprob, top: top.map((t) => ({ ...t, token: tokenOf(t.token) })) };
+  /**
+   * The column of `logits` the sequence's token at `index` comes from: the
+   * argmax when greedy, else the draw with that position's key (coupled: a
+   * ramp and the full model drawing there use the same key).
+   */
+  private draw(seq: Sequence, index: number, logits: Float32Array, tokenOf = sameColumn): number {
+    return sample(logits, seq.request.sampling, seq.drawKey(index), tokenOf);
   }
 
   /**
-   * Samples the next token from one row of logits (column c is token `tokenOf(c)`); a ramp's token also goes to onExit at once.
-   * The engine appends it after the step, so `seq.tokens.length` is the new token's index: its draw key.
+   * What the ramp after `layer` says about the sequence's token at `index`:
+   * the token it would stream there and its confidence (none when its rest
+   * column wins), and that token's column.
    */
-  private sample(seq: Sequence, logits: Float32Array, exit: ExitInfo, step: Step, tokenOf = (column: number) => column): void {
-    const column = sample(logits, seq.request.sampling, seq.drawKey(seq.tokens.length), tokenOf);
-    const tokenId = tokenOf(column);
+  private read(layer: number, rowLogits: Float32Array, seq: Sequence, index: number): { reading: RampReading; column: number } {
+    const score = scoreLogits(rowLogits, this.options.confidence);
+    const rest = this.model.rampToken(score.argmax) < 0;
+    const tokens = rowLogits.subarray(0, this.model.rampVocab);
+    const column = seq.request.sampling.temperature > 0 || rest ? this.draw(seq, index, tokens, this.rampToken) : score.argmax;
+    return { reading: { layer, token: this.model.rampToken(column), confidence: rest ? 0 : score.confidence }, column };
+  }
+
+  /** Hands on the token of `column` (a ramp's token also goes to onExit at once), with logprobs when asked. */
+  private emit(step: Step, seq: Sequence, logits: Float32Array, column: number, exit: ExitInfo, tokenOf = sameColumn): void {
     const topN = seq.request.logprobs;
-    const sampled = { seq, tokenId, exit: topN === undefined ? exit : { ...exit, logprobs: this.logprobs(logits, column, topN, tokenOf) } };
+    let logprobs: TokenLogprobs | undefined;
+    if (topN !== undefined) {
+      const { logprob, top } = logprobsOf(logits, column, topN);
+      logprobs = { logprob, top: top.map((t) => ({ ...t, token: tokenOf(t.token) })) };
+    }
+    const sampled = { seq, tokenId: tokenOf(column), exit: logprobs ? { ...exit, logprobs } : exit };
     step.tokens.push(sampled);
     if (exit.layer !== null) step.onExit(sampled);
   }

@@ -23,7 +23,8 @@ export type ExitOverride = { kind: 'plan'; layers: (number | null)[] } | { kind:
 export interface RampReading {
   layer: number;
   confidence: number;
-  argmax: number;
+  /** The token the ramp would stream there: its argmax when greedy, its coupled draw when sampling. */
+  token: number;
 }
 
 /** A generation request, already tokenized and validated. */
@@ -56,7 +57,7 @@ export interface TokenEvent {
   /** The ramp's confidence when it exited; null for the full model. */
   confidence: number | null;
   /** Every candidate ramp's reading of the token (`trace` overrides only). */
-  trace?: { ramps: RampReading[]; finalArgmax: number };
+  trace?: { ramps: RampReading[]; finalToken: number };
   /** When the request asked for logprobs: from the distribution the token was sampled from (ramp or full model). */
   logprobs?: TokenLogprobs;
 }

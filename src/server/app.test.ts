@@ -111,6 +111,7 @@ test('parameters reach the engine; unknown fields are ignored', async () => {
   assert.deepEqual(request.sampling, { temperature: 0.5, topP: 0.9, topK: 0, minP: 0.05 });
   assert.equal(request.maxTokens, 7);
   assert.equal(request.seed, 42);
+  assert.equal(request.earlyExit, false, 'a seeded request decodes on the full model, so it reproduces');
   assert.deepEqual(request.stop, ['\n']);
 
   await post(app, '/v1/completions', { prompt: [[5, 6, 7]], stop: ['a', 'b'] });
@@ -119,6 +120,7 @@ test('parameters reach the engine; unknown fields are ignored', async () => {
   assert.deepEqual(second.sampling, { temperature: 1, topP: 1, topK: 0, minP: 0 });
   assert.equal(second.maxTokens, 64 - 3, 'default max_tokens: the rest of the context');
   assert.equal(second.seed, undefined);
+  assert.equal(second.earlyExit, true);
   assert.deepEqual(second.stop, ['a', 'b']);
 
   await post(app, '/v1/completions', { prompt: [8, 9] });

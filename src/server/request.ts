@@ -65,7 +65,9 @@ export function toGenerateRequest(id: string, body: GenerationBody, promptTokens
     },
     maxTokens,
     stop: stopStrings(body.stop),
-    earlyExit: body.early_exit ?? true,
+    // A seeded request must reproduce, and the thresholds it would exit at move with the
+    // controller: it decodes on the full model (until lossless mode, whose text is the full model's).
+    earlyExit: (body.early_exit ?? true) && (body.seed === null || body.seed === undefined),
   };
   if (body.seed !== null && body.seed !== undefined) request.seed = body.seed;
   return request;
