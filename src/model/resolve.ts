@@ -3,8 +3,8 @@
  *
  * - a prepared directory (has manifest.json): used as it is;
  * - a llama2.c `.bin` checkpoint (tokenizer from `--tokenizer`, or a
- *   tokenizer .bin beside it), a Hugging Face Llama-family or GPT-2
- *   directory: compiled once into the cache, reused after;
+ *   tokenizer .bin beside it), a Llama GGUF file, a Hugging Face
+ *   Llama-family or GPT-2 directory: compiled once into the cache, reused after;
  * - `hf:ORG/NAME`: downloaded from the Hugging Face hub, then compiled;
  * - a registry name (`stories260K`, `stories15M`, …): its published files
  *   downloaded once, then compiled.
@@ -16,6 +16,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ModelFormatError, type Checkpoint } from './checkpoint.js';
+import { importGguf, isGgufFile } from './gguf-import.js';
 import { importGpt2 } from './gpt2.js';
 import { importHfLlama } from './hf-llama.js';
 import { importLlama2c } from './llama2c.js';
@@ -127,7 +128,7 @@ function tokenizerBeside(checkpoint: string): string | undefined {
   return candidates.length === 1 ? path.join(dir, candidates[0]!) : undefined;
 }
 
-/** Imports a local checkpoint (llama2.c .bin, HF Llama or GPT-2 directory). */
+/** Imports a local checkpoint (llama2.c .bin, GGUF file, HF Llama or GPT-2 directory). */
 export function importCheckpoint(source: string, tokenizer?: string): Checkpoint {
   const file = path.resolve(source);
   if (!fs.existsSync(file)) throw new ModelFormatError(file, 'no such file or directory');
@@ -139,6 +140,7 @@ export function importCheckpoint(source: string, tokenizer?: string): Checkpoint
     const modelType = (JSON.parse(fs.readFileSync(configFile, 'utf8')) as { model_type?: string }).model_type;
     return modelType === 'gpt2' ? importGpt2(file) : importHfLlama(file);
   }
+  if (isGgufFile(file)) return importGguf(file);
   const tokenizerFile = tokenizer ?? tokenizerBeside(file);
   if (!tokenizerFile) throw new ModelFormatError(file, 'no tokenizer: pass --tokenizer with the llama2.c tokenizer .bin');
   return importLlama2c(file, tokenizerFile);
@@ -187,7 +189,7 @@ export async function resolveModel(source: string, options: ResolveOptions = {})
   if (fs.existsSync(path.join(local, MANIFEST_FILE))) return checkPrepared(path.resolve(local), options.quantization);
   if (!fs.existsSync(local)) throw new ModelFormatError(path.resolve(local), 'no such file or directory');
   const quantization = options.quantization ?? 'none';
-  const name = path.basename(local).replace(/\.bin$/, '');
+  const name = path.basename(local).replace(/\.(bin|gguf)$/, '');
   const prepared = path.join(cacheDir(), 'prepared', `${name}${quantizationSuffix(quantization)}-${fingerprint(local, quantization, tokenizer)}`);
   if (isPreparedModel(prepared)) return prepared;
   log(`compiling ${local} into ${prepared} (${weightsLabel(quantization)} weights)`);

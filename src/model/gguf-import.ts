@@ -1,0 +1,150 @@
+/**
+ * Importer for Llama-family GGUF files (llama.cpp's format): the
+ * architecture from `llama.*` metadata, the tokenizer from
+ * `tokenizer.ggml.*`, and every tensor as float32.
+ *
+ * F32, F16 and BF16 tensors convert exactly. Q8_0 and Q4_0 tensors are
+ * dequantized exactly too (a half-precision scale times a small integer is
+ * a float32), so the checkpoint holds the very values llama.cpp computes
+ * with. Compiled with `--quantize int8`, a Q8_0 block comes out as the same
+ * codes and scale it had: quantize.ts's blocks are also 32 weights of one
+ * input row with a symmetric scale max|w| / 127, and ggml's Q8_0 quantizer
+ * gives every block's largest weight the code ±127, so that scale is the
+ * block's own (see gguf-quants.test.ts). Q4_0 is not kept in 4 bits.
+ *
+ * Rotary layout: llama.cpp's Llama graph rotates adjacent pairs (its "norm"
+ * rope), and its converter permutes Hugging Face's rotate-half q/k rows into
+ * that order, so a GGUF's q/k are already in llama2.c's interleaved layout.
+ *
+ * @module
+ */
+import fs from 'node:fs';
+import { z } from 'zod';
+import { ModelFormatError, type Checkpoint, type ModelConfig, type Tensor } from './checkpoint.js';
+import { readGgufHeader, readTensorBytes, type GgufHeader, type GgufTensorInfo } from './gguf.js';
+import { dequantize } from './gguf-quants.js';
+import { ggufTokenizer } from './gguf-tokenizer.js';
+
+const count = z.number().int().positive();
+const LlamaMetadataSchema = z.object({
+  'llama.context_length': count,
+  'llama.embedding_length': count,
+  'llama.block_count': count,
+  'llama.feed_forward_length': count,
+  'llama.attention.head_count': count,
+  'llama.attention.head_count_kv': count.optional(),
+  'llama.attention.key_length': count.optional(),
+  'llama.attention.value_length': count.optional(),
+  'llama.attention.layer_norm_rms_epsilon': z.number().positive(),
+  'llama.rope.freq_base': z.number().positive().optional(),
+  'llama.rope.dimension_count': count.optional(),
+  'llama.rope.scaling.type': z.string().optional(),
+  'llama.rope.scaling.factor': z.number().optional(),
+});
+
+/** GGUF tensor names (after `blk.N.`) and the canonical names they become. */
+const LAYER_TENSORS: Record<string, string> = {
+  'attn_norm.weight': 'attention_norm',
+  'attn_q.weight': 'wq',
+  'attn_k.weight': 'wk',
+  'attn_v.weight': 'wv',
+  'attn_q.bias': 'bq',
+  'attn_k.bias': 'bk',
+  'attn_v.bias': 'bv',
+  'attn_output.weight': 'wo',
+  'ffn_norm.weight': 'ffn_norm',
+  'ffn_gate.weight': 'w1',
+  'ffn_down.weight': 'w2',
+  'ffn_up.weight': 'w3',
+};
+const MODEL_TENSORS: Record<string, string> = {
+  'token_embd.weight': 'tok_embeddings',
+  'output_norm.weight': 'norm',
+  'output.weight': 'output',
+};
+
+/** The canonical name of a GGUF tensor, or undefined when a Llama model has no such tensor. */
+function canonicalName(name: string, numLayers: number): string | undefined {
+  if (MODEL_TENSORS[name]) return MODEL_TENSORS[name];
+  const match = /^blk\.(\d+)\.(.+)$/.exec(name);
+  if (!match || Number(match[1]) >= numLayers || !LAYER_TENSORS[match[2]!]) return undefined;
+  return `layers.${match[1]}.${LAYER_TENSORS[match[2]!]}`;
+}
+
+function readTensor(header: GgufHeader, info: GgufTensorInfo): Tensor {
+  const values = info.ne.reduce((a, b) => a * b, 1);
+  // GGUF lists ne[0] (the contiguous dimension) first; checkpoints list it last.
+  return { dims: [...info.ne].reverse(), data: dequantize(info.type, readTensorBytes(header, info), values) };
+}
+
+function llamaConfig(file: string, header: GgufHeader, vocabSize: number, special: Pick<ModelConfig, 'bosTokenId' | 'eosTokenIds'>): ModelConfig {
+  const parsed = LlamaMetadataSchema.safeParse(Object.fromEntries(header.metadata));
+  if (!parsed.success) throw new ModelFormatError(file, `bad llama metadata: ${z.prettifyError(parsed.error).replaceAll('\n', ' ')}`);
+  const m = parsed.data;
+  const numHeads = m['llama.attention.head_count'];
+  const dim = m['llama.embedding_length'];
+  const headDim = m['llama.attention.key_length'] ?? dim / numHeads;
+  if (!Number.isInteger(headDim) || (m['llama.attention.value_length'] ?? headDim) !== headDim) {
+    throw new ModelFormatError(file, `head sizes (key ${headDim}, value ${m['llama.attention.value_length']}) are not supported: they must be equal whole numbers`);
+  }
+  if ((m['llama.rope.dimension_count'] ?? headDim) !== headDim) {
+    throw new ModelFormatError(file, `rotary embedding on ${m['llama.rope.dimension_count']} of ${headDim} head dimensions is not supported (only all of them)`);
+  }
+  const scaling = m['llama.rope.scaling.type'];
+  if (scaling !== undefined && scaling !== 'none' && !(scaling === 'linear' && m['llama.rope.scaling.factor'] === 1)) {
+    throw new ModelFormatError(file, `rope scaling "${scaling}" is not supported`);
+  }
+  if (header.tensors.some((t) => t.name === 'rope_freqs.weight')) {
+    throw new ModelFormatError(file, 'rope_freqs.weight (Llama 3.1 style per-frequency rope scaling) is not supported in GGUF files; import the Hugging Face checkpoint instead');
+  }
+  return {
+    architecture: 'llama',
+    dim,
+    hiddenDim: m['llama.feed_forward_length'],
+    numLayers: m['llama.block_count'],
+    numHeads,
+    numKvHeads: m['llama.attention.head_count_kv'] ?? numHeads,
+    headDim,
+    vocabSize,
+    maxSeqLen: m['llama.context_length'],
+    normEps: m['llama.attention.layer_norm_rms_epsilon'],
+    rope: { theta: m['llama.rope.freq_base'] ?? 10000, layout: 'interleaved' },
+    tiedEmbeddings: !header.tensors.some((t) => t.name === 'output.weight'),
+    attentionBias: header.tensors.some((t) => t.name.endsWith('.attn_q.bias')),
+    ...special,
+  };
+}
+
+/**
+ * Reads a Llama-family GGUF file into a Checkpoint. Throws ModelFormatError
+ * (one line naming the file) for another architecture, a tensor type
+ * offramp does not read, or a damaged file.
+ */
+export function importGguf(file: string): Checkpoint {
+  const header = readGgufHeader(file);
+  const architecture = header.metadata.get('general.architecture');
+  if (architecture !== 'llama') {
+    throw new ModelFormatError(file, `GGUF architecture ${JSON.stringify(architecture ?? null)} is not supported (only "llama")`);
+  }
+  const tokenizer = ggufTokenizer(file, header.metadata);
+  const config = llamaConfig(file, header, tokenizer.vocabSize, { bosTokenId: tokenizer.bosTokenId, eosTokenIds: tokenizer.eosTokenIds });
+  const tensors = new Map<string, Tensor>();
+  for (const info of header.tensors) {
+    const name = canonicalName(info.name, config.numLayers);
+    if (!name) throw new ModelFormatError(file, `tensor ${info.name} is not part of a Llama model offramp runs`);
+    tensors.set(name, readTensor(header, info));
+  }
+  return { config, tensors, tokenizer: tokenizer.files, source: file };
+}
+
+/** True when `file` is named .gguf or starts with GGUF's magic (a damaged .gguf still goes to importGguf, which says what is wrong). */
+export function isGgufFile(file: string): boolean {
+  if (file.toLowerCase().endsWith('.gguf')) return true;
+  const magic = Buffer.alloc(4);
+  const fd = fs.openSync(file, 'r');
+  try {
+    return fs.readSync(fd, magic, 0, 4, 0) === 4 && magic.toString('latin1') === 'GGUF';
+  } finally {
+    fs.closeSync(fd);
+  }
+}
