@@ -17,10 +17,14 @@ import { serveCommand } from './server/serve.js';
 import {
   exportHfOnnx,
   HF_ONNX_MODEL,
+  exportGguf,
+  GGUF_TENSOR_TYPES,
   importCheckpoint,
+  isPreparedModel,
   Model,
   prepareModel,
   PROJECT_ROOT,
+  readPreparedCheckpoint,
   QUANTIZATIONS,
   resolveModel,
   weightsLabel,
@@ -41,11 +45,11 @@ commands:
   generate   print a prompt's continuation
   prepare    compile a checkpoint into a prepared model directory
   synth      write a random-weight model of a real shape (for speed benchmarks)
-  export     write a model in the layout transformers.js loads (the benchmark's peer)
+  export     write a model for the benchmark's peers: transformers.js (hf-onnx), llama.cpp (gguf)
   bench      the tokens-per-second benchmark (npm run bench; see bench/README.md)
 
 model options (serve, generate):
-  --model M        prepared dir, llama2.c .bin, Hugging Face dir, hf:ORG/NAME, or a
+  --model M        prepared dir, llama2.c .bin, Llama .gguf, Hugging Face dir, hf:ORG/NAME, or a
                    registry name (stories260K, stories15M, stories42M, stories110M);
                    default: $OFFRAMP_MODEL, else stories260K
   --tokenizer T    llama2.c tokenizer .bin for a .bin checkpoint
@@ -60,6 +64,8 @@ generate options:
 
 prepare SOURCE --out DIR [--tokenizer T] [--quantize none|int8]
 export SOURCE --format hf-onnx --out DIR [--tokenizer T]
+export SOURCE --format gguf --out FILE [--tokenizer T] [--type f32|q8_0|q4_0]
+                   SOURCE may also be a float32 prepared directory (a synth model)
 synth --shape ${Object.keys(SYNTH_SHAPES).join('|')} --out DIR [--seed S] [--quantize none|int8]
       [--tokenizers DIR]  real tokenizers (default ../shared/models/tokenizers)
 
@@ -132,12 +138,19 @@ async function benchCommand(args: string[]): Promise<void> {
 }
 
 async function exportCommand(args: string[]): Promise<void> {
-  const { values, positionals } = parse(args, { format: { type: 'string' }, out: { type: 'string' }, tokenizer: { type: 'string' } }, true);
-  if (positionals.length !== 1 || !values.out || values.format !== 'hf-onnx') {
-    throw new UsageError('usage: offramp export SOURCE --format hf-onnx --out DIR [--tokenizer T]');
+  const { values, positionals } = parse(args, { format: { type: 'string' }, out: { type: 'string' }, tokenizer: { type: 'string' }, type: { type: 'string', default: 'f32' } }, true);
+  const usage = 'usage: offramp export SOURCE --format hf-onnx|gguf --out DIR|FILE [--tokenizer T] [--type f32|q8_0|q4_0 (gguf)]';
+  if (positionals.length !== 1 || !values.out || (values.format !== 'hf-onnx' && values.format !== 'gguf')) throw new UsageError(usage);
+  const source = positionals[0]!;
+  if (values.format === 'gguf') {
+    const type = flag('type', z.enum(GGUF_TENSOR_TYPES), values.type);
+    // A prepared directory exports too (synth models exist only as one).
+    exportGguf(isPreparedModel(source) ? readPreparedCheckpoint(source) : importCheckpoint(source, values.tokenizer), values.out, type);
+    process.stdout.write(`exported ${source} for llama.cpp (GGUF, ${type.toUpperCase()} matrices) to ${values.out}\n`);
+    return;
   }
-  exportHfOnnx(importCheckpoint(positionals[0]!, values.tokenizer), values.out);
-  process.stdout.write(`exported ${positionals[0]} for transformers.js (${HF_ONNX_MODEL}) to ${values.out}\n`);
+  exportHfOnnx(importCheckpoint(source, values.tokenizer), values.out);
+  process.stdout.write(`exported ${source} for transformers.js (${HF_ONNX_MODEL}) to ${values.out}\n`);
 }
 
 async function synthCommand(args: string[]): Promise<void> {
