@@ -15,6 +15,7 @@ import { EXITS_OFF } from './engine/engine.js';
 import { LocalEngine } from './engine/local.js';
 import { serveCommand } from './server/serve.js';
 import {
+  defaultQuantization,
   exportHfOnnx,
   HF_ONNX_MODEL,
   exportGguf,
@@ -54,7 +55,8 @@ model options (serve, generate):
                    default: $OFFRAMP_MODEL, else stories260K
   --tokenizer T    llama2.c tokenizer .bin for a .bin checkpoint
   --quantize Q     none | int8: how a checkpoint's linear layers are compiled (default
-                   none = float32; int8 = 8-bit blocks, smaller and faster on CPU)
+                   none = float32, int8 for a Q8_0 .gguf; int8 = 8-bit blocks, smaller
+                   and faster on CPU)
   --device D       cpu | cuda | webgpu (default cpu)
   --threads N      onnxruntime threads per session (default 1)
 
@@ -118,9 +120,9 @@ export async function loadModel(values: LoadedModelOptions): Promise<Model> {
 }
 
 async function prepareCommand(args: string[]): Promise<void> {
-  const { values, positionals } = parse(args, { out: { type: 'string' }, tokenizer: { type: 'string' }, quantize: { type: 'string', default: 'none' } }, true);
+  const { values, positionals } = parse(args, { out: { type: 'string' }, tokenizer: { type: 'string' }, quantize: { type: 'string' } }, true);
   if (positionals.length !== 1 || !values.out) throw new UsageError('usage: offramp prepare SOURCE --out DIR [--tokenizer T] [--quantize none|int8]');
-  const quantization = quantizeFlag(values.quantize);
+  const quantization = values.quantize === undefined ? defaultQuantization(positionals[0]!) : quantizeFlag(values.quantize);
   const manifest = prepareModel(importCheckpoint(positionals[0]!, values.tokenizer), values.out, { quantization });
   const c = manifest.config;
   process.stdout.write(

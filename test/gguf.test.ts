@@ -8,13 +8,13 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
-import { prepareModel, readPreparedCheckpoint, TextTokenizer, type Checkpoint, type ModelConfig } from '../src/model/index.js';
+import { prepareModel, readManifest, readPreparedCheckpoint, TextTokenizer, type Checkpoint, type ModelConfig } from '../src/model/index.js';
 import type { TokenizerFiles } from '../src/model/checkpoint.js';
 import { exportGguf, type GgufTensorType } from '../src/model/gguf-export.js';
 import { importGguf } from '../src/model/gguf-import.js';
-import { readGgufHeader } from '../src/model/gguf.js';
 import { ggufTokenizer, ggufTokenizerMetadata } from '../src/model/gguf-tokenizer.js';
-import { writeGguf } from '../src/model/gguf.js';
+import { readGgufHeader, readTensorBytes, writeGguf } from '../src/model/gguf.js';
+import { dequantize, F16 } from '../src/model/gguf-quants.js';
 import { importLlama2c } from '../src/model/llama2c.js';
 import { readTokenizerFiles } from '../src/model/hf-llama.js';
 import { compiledForward, compileAndLoad, PROMPT_TOKENS, runCli, tempDir, tinyCheckpoint } from './helpers.js';
@@ -128,6 +128,30 @@ for (const [type, maxError, maxLogitsError] of [
     assert.ok(err < maxLogitsError, `logits relative error ${err}`);
   });
 }
+
+test('a Q8_0 GGUF prepares to int8 by default, its blocks kept as they are', (t) => {
+  if (!requireSharedModels(t)) return;
+  const dir = tempDir(t);
+  const file = path.join(dir, 'stories260K-q8_0.gguf');
+  exportGguf(importLlama2c(STORIES('stories260K.bin'), STORIES('tok512.bin')), file, 'q8_0');
+  const result = runCli(['prepare', file, '--out', path.join(dir, 'prepared')]);
+  assert.equal(result.status, 0, result.stderr);
+  const manifest = readManifest(path.join(dir, 'prepared'));
+  assert.equal(manifest.quantization, 'int8');
+  const header = readGgufHeader(file);
+  const q = readTensorBytes(header, header.tensors.find((x) => x.name === 'blk.0.attn_q.weight')!);
+  const weights = fs.readFileSync(path.join(dir, 'prepared', 'weights.bin'));
+  const codesRef = manifest.weights['layers.0.wqkv']!;
+  const scalesRef = manifest.weights['layers.0.wqkv.scales']!;
+  // wq is the first 64 rows of the fused wqkv; each row of 64 inputs is 2 blocks in both layouts.
+  for (let block = 0; block < 64 * 2; block++) {
+    const scale = weights.readFloatLE(scalesRef.offset + 4 * block);
+    assert.equal(scale, dequantize(F16, q.subarray(block * 34, block * 34 + 2), 1)[0], `block ${block}'s scale`);
+    for (let j = 0; j < 32; j++) {
+      assert.equal(weights[codesRef.offset + block * 32 + j]! - 128, q.readInt8(block * 34 + 2 + j), `block ${block} code ${j}`);
+    }
+  }
+});
 
 test('tokenizers survive GGUF metadata both ways: llama2.c SentencePiece and GPT-2 byte-level BPE', (t) => {
   if (!requireSharedModels(t)) return;

@@ -10,7 +10,10 @@
  * codes and scale it had: quantize.ts's blocks are also 32 weights of one
  * input row with a symmetric scale max|w| / 127, and ggml's Q8_0 quantizer
  * gives every block's largest weight the code ±127, so that scale is the
- * block's own (see gguf-quants.test.ts). Q4_0 is not kept in 4 bits.
+ * block's own (see gguf-quants.test.ts). A file whose block matrices are
+ * all Q8_0 therefore compiles to int8 unless --quantize says otherwise.
+ * Q4_0 is not kept in 4 bits: offramp has no 4-bit layout yet, so it is
+ * compiled from the exact dequantized values (float32, or int8 re-quantized).
  *
  * Rotary layout: llama.cpp's Llama graph rotates adjacent pairs (its "norm"
  * rope), and its converter permutes Hugging Face's rotate-half q/k rows into
@@ -22,8 +25,9 @@ import fs from 'node:fs';
 import { z } from 'zod';
 import { ModelFormatError, type Checkpoint, type ModelConfig, type Tensor } from './checkpoint.js';
 import { readGgufHeader, readTensorBytes, type GgufHeader, type GgufTensorInfo } from './gguf.js';
-import { dequantize } from './gguf-quants.js';
+import { dequantize, Q8_0 } from './gguf-quants.js';
 import { ggufTokenizer } from './gguf-tokenizer.js';
+import type { Quantization } from './manifest.js';
 
 const count = z.number().int().positive();
 const LlamaMetadataSchema = z.object({
@@ -137,8 +141,9 @@ export function importGguf(file: string): Checkpoint {
   return { config, tensors, tokenizer: tokenizer.files, source: file };
 }
 
-/** True when `file` is named .gguf or starts with GGUF's magic (a damaged .gguf still goes to importGguf, which says what is wrong). */
+/** True when `file` is a file named .gguf or starting with GGUF's magic (a damaged .gguf still goes to importGguf, which says what is wrong). */
 export function isGgufFile(file: string): boolean {
+  if (!fs.statSync(file, { throwIfNoEntry: false })?.isFile()) return false;
   if (file.toLowerCase().endsWith('.gguf')) return true;
   const magic = Buffer.alloc(4);
   const fd = fs.openSync(file, 'r');
@@ -147,4 +152,22 @@ export function isGgufFile(file: string): boolean {
   } finally {
     fs.closeSync(fd);
   }
+}
+
+/**
+ * How a GGUF file is compiled when no --quantize is given: int8 when every
+ * matrix in its blocks is Q8_0 (but those whose rows are not whole blocks), since those blocks become the int8 ones
+ * as they are (see above); float32 otherwise. A damaged file says 'none'
+ * and fails in importGguf.
+ */
+export function ggufDefaultQuantization(file: string): Quantization {
+  let header: GgufHeader;
+  try {
+    header = readGgufHeader(file);
+  } catch {
+    return 'none';
+  }
+  // Rows that are not whole blocks of 32 cannot be Q8_0 (llama-quantize leaves them float).
+  const matrices = header.tensors.filter((t) => t.name.startsWith('blk.') && t.ne.length === 2 && t.ne[0]! % Q8_0.blockSize === 0);
+  return matrices.length > 0 && matrices.every((t) => t.type === Q8_0) ? 'int8' : 'none';
 }

@@ -12,5 +12,6 @@ export { prepareModel, type PrepareOptions } from './prepare.js';
 export { exportHfOnnx, HF_ONNX_MODEL } from './export-hf.js';
 export { exportGguf, GGUF_TENSOR_TYPES, type GgufTensorType } from './gguf-export.js';
 export { readPreparedCheckpoint } from './prepared-checkpoint.js';
+export { defaultQuantization } from './resolve.js';
 export { IncrementalDecoder, TextTokenizer } from './tokenizer.js';
 export { importCheckpoint, PROJECT_ROOT, resolveModel, type ResolveOptions } from './resolve.js';

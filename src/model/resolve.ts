@@ -16,7 +16,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ModelFormatError, type Checkpoint } from './checkpoint.js';
-import { importGguf, isGgufFile } from './gguf-import.js';
+import { ggufDefaultQuantization, importGguf, isGgufFile } from './gguf-import.js';
 import { importGpt2 } from './gpt2.js';
 import { importHfLlama } from './hf-llama.js';
 import { importLlama2c } from './llama2c.js';
@@ -57,7 +57,8 @@ export interface ResolveOptions {
   /** llama2.c tokenizer .bin for a .bin checkpoint. */
   tokenizer?: string;
   /**
-   * How a checkpoint's linear layers are compiled (default 'none': float32).
+   * How a checkpoint's linear layers are compiled (default 'none': float32;
+   * 'int8' for a GGUF file of Q8_0 matrices).
    * When given, a prepared directory must already be in that form.
    */
   quantization?: Quantization;
@@ -146,6 +147,11 @@ export function importCheckpoint(source: string, tokenizer?: string): Checkpoint
   return importLlama2c(file, tokenizerFile);
 }
 
+/** How `source` compiles without --quantize: float32, except a Q8_0 GGUF, whose blocks are int8's (see gguf-import.ts). */
+export function defaultQuantization(source: string): Quantization {
+  return isGgufFile(source) ? ggufDefaultQuantization(source) : 'none';
+}
+
 /** A cache key that changes when the source file or directory, or the compiled form asked for, changes. */
 function fingerprint(source: string, quantization: Quantization, tokenizer?: string): string {
   const hash = createHash('sha256');
@@ -188,7 +194,7 @@ export async function resolveModel(source: string, options: ResolveOptions = {})
   // A prepared directory is used as it is (an outdated one is refused when loaded, saying to prepare it again).
   if (fs.existsSync(path.join(local, MANIFEST_FILE))) return checkPrepared(path.resolve(local), options.quantization);
   if (!fs.existsSync(local)) throw new ModelFormatError(path.resolve(local), 'no such file or directory');
-  const quantization = options.quantization ?? 'none';
+  const quantization = options.quantization ?? defaultQuantization(local);
   const name = path.basename(local).replace(/\.(bin|gguf)$/, '');
   const prepared = path.join(cacheDir(), 'prepared', `${name}${quantizationSuffix(quantization)}-${fingerprint(local, quantization, tokenizer)}`);
   if (isPreparedModel(prepared)) return prepared;
