@@ -1,7 +1,7 @@
 /**
  * The bench's models: a prepared directory for offramp, and the same weights
- * exported in the layout transformers.js loads (for the peer), both cached
- * under models/prepared/ (git-ignored).
+ * exported in the layout transformers.js loads (for the peer) and as GGUF
+ * (for llama.cpp), all cached under models/prepared/ (git-ignored).
  *
  * - stories260K: the published llama2.c checkpoint in ../shared/models (real
  *   weights, so exits and agreement mean something).
@@ -19,6 +19,7 @@ import { fileURLToPath } from 'node:url';
 import type { Checkpoint, Quantization } from '../src/model/index.js';
 import { isPreparedModel, PROJECT_ROOT, prepareModel, quantizationSuffix, readManifest, resolveModel, weightsLabel } from '../src/model/index.js';
 import { exportHfOnnx } from '../src/model/export-hf.js';
+import { exportGguf } from '../src/model/gguf-export.js';
 import { importLlama2c } from '../src/model/llama2c.js';
 import { SYNTH_SHAPES, synthCheckpoint, synthTokenizer, type SynthShape } from '../src/model/synth.js';
 
@@ -64,12 +65,13 @@ function checkpointOf(name: string): Checkpoint {
 }
 
 /**
- * The exporter's own code is part of the cache key: export-hf.ts is still
- * changing, and a stale export would bench yesterday's graph.
+ * The exporter's own code (`exporter`, a module of src/model) is part of the
+ * cache key: the exporters are still changing, and a stale export would bench
+ * yesterday's graph.
  */
-function exportKey(name: string): string {
+function exportKey(name: string, exporter: string): string {
   const hash = createHash('sha256');
-  hash.update(fs.readFileSync(fileURLToPath(new URL('../src/model/export-hf.js', import.meta.url))));
+  hash.update(fs.readFileSync(fileURLToPath(new URL(`../src/model/${exporter}`, import.meta.url))));
   if (name === 'stories260K') {
     for (const file of [STORIES260K.checkpoint, STORIES260K.tokenizer]) {
       const stat = fs.statSync(file);
@@ -84,7 +86,7 @@ function exportKey(name: string): string {
 /** The peer's folder (exportHfOnnx's layout), exported once per model and exporter version. */
 export function exportPeerModel(name: string, log: (line: string) => void): string {
   checkName(name);
-  const dir = path.join(PREPARED, 'hf-onnx', `${name}-${exportKey(name)}`);
+  const dir = path.join(PREPARED, 'hf-onnx', `${name}-${exportKey(name, 'export-hf.js')}`);
   if (fs.existsSync(path.join(dir, 'config.json'))) return dir;
   log(`exporting ${name} for transformers.js into ${dir}`);
   const partial = `${dir}.partial-${process.pid}`;
@@ -99,4 +101,19 @@ export function exportPeerModel(name: string, log: (line: string) => void): stri
     }
   }
   return dir;
+}
+
+/** The llama.cpp peer's GGUF file (F32, exportGguf), written once per model and exporter version. */
+export function exportGgufPeerModel(name: string, log: (line: string) => void): string {
+  checkName(name);
+  const dir = path.join(PREPARED, 'gguf');
+  const file = path.join(dir, `${name}-${exportKey(name, 'gguf-export.js')}.gguf`);
+  if (fs.existsSync(file)) return file;
+  log(`exporting ${name} as GGUF for llama.cpp into ${file}`);
+  fs.mkdirSync(dir, { recursive: true });
+  exportGguf(checkpointOf(name), file); // written beside and renamed: never half a file
+  for (const old of fs.readdirSync(dir)) {
+    if (old.startsWith(`${name}-`) && old.endsWith('.gguf') && path.join(dir, old) !== file) fs.rmSync(path.join(dir, old), { force: true });
+  }
+  return file;
 }
