@@ -19,7 +19,7 @@ import { fileURLToPath } from 'node:url';
 import type { Checkpoint, Quantization } from '../src/model/index.js';
 import { isPreparedModel, PROJECT_ROOT, prepareModel, quantizationSuffix, readManifest, resolveModel, weightsLabel } from '../src/model/index.js';
 import { exportHfOnnx } from '../src/model/export-hf.js';
-import { exportGguf } from '../src/model/gguf-export.js';
+import { exportGguf, type GgufTensorType } from '../src/model/gguf-export.js';
 import { importLlama2c } from '../src/model/llama2c.js';
 import { SYNTH_SHAPES, synthCheckpoint, synthTokenizer, type SynthShape } from '../src/model/synth.js';
 
@@ -103,17 +103,18 @@ export function exportPeerModel(name: string, log: (line: string) => void): stri
   return dir;
 }
 
-/** The llama.cpp peer's GGUF file (F32, exportGguf), written once per model and exporter version. */
-export function exportGgufPeerModel(name: string, log: (line: string) => void): string {
+/** The llama.cpp peer's GGUF file (`type`: F32 by default, exportGguf), written once per model, type and exporter version. */
+export function exportGgufPeerModel(name: string, log: (line: string) => void, type: GgufTensorType = 'f32'): string {
   checkName(name);
   const dir = path.join(PREPARED, 'gguf');
-  const file = path.join(dir, `${name}-${exportKey(name, 'gguf-export.js')}.gguf`);
+  const stem = `${name}-${type}-`;
+  const file = path.join(dir, `${stem}${exportKey(name, 'gguf-export.js')}.gguf`);
   if (fs.existsSync(file)) return file;
-  log(`exporting ${name} as GGUF for llama.cpp into ${file}`);
+  log(`exporting ${name} as ${type.toUpperCase()} GGUF for llama.cpp into ${file}`);
   fs.mkdirSync(dir, { recursive: true });
-  exportGguf(checkpointOf(name), file); // written beside and renamed: never half a file
+  exportGguf(checkpointOf(name), file, type); // written beside and renamed: never half a file
   for (const old of fs.readdirSync(dir)) {
-    if (old.startsWith(`${name}-`) && old.endsWith('.gguf') && path.join(dir, old) !== file) fs.rmSync(path.join(dir, old), { force: true });
+    if (old.startsWith(stem) && old.endsWith('.gguf') && path.join(dir, old) !== file) fs.rmSync(path.join(dir, old), { force: true });
   }
   return file;
 }
