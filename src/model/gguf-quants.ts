@@ -145,10 +145,8 @@ export function quantize(type: GgmlType, values: Float32Array): Uint8Array {
       values.forEach((v, i) => view.setFloat32(4 * i, v, true));
       break;
     case 'F16':
-      values.forEach((v, i) => view.setUint16(2 * i, floatToHalf(v), true));
-      break;
     case 'BF16':
-      throw new Error('internal error: offramp does not write BF16');
+      throw new Error(`internal error: offramp writes F32, Q8_0 and Q4_0 tensors, not ${type.name}`);
     case 'Q8_0':
       for (let block = 0; block < values.length / 32; block++) {
         const x = values.subarray(block * 32, block * 32 + 32);

@@ -24,7 +24,7 @@ import { GGML_TYPES, ggmlTypeName, tensorByteLength, type GgmlType } from './ggu
 
 const MAGIC = 0x46554747; // "GGUF" read as a little-endian uint32
 const VERSION = 3;
-export const DEFAULT_ALIGNMENT = 32;
+const DEFAULT_ALIGNMENT = 32;
 const ALIGNMENT_KEY = 'general.alignment';
 
 /** Metadata value types, numbered as in the spec. */
@@ -35,7 +35,7 @@ const VALUE_TYPES = {
 type ScalarType = Exclude<keyof typeof VALUE_TYPES, 'array'>;
 const TYPE_NAMES = Object.fromEntries(Object.entries(VALUE_TYPES).map(([name, code]) => [code, name])) as Record<number, keyof typeof VALUE_TYPES>;
 
-/** A metadata value as read: numbers (64-bit integers too, when exact), strings, booleans, arrays of these. */
+/** A metadata value as read: numbers (64-bit integers as the nearest double), strings, booleans, arrays of these. */
 export type GgufValue = number | string | boolean | GgufValue[];
 
 /** A metadata value to write, with the type it is stored as. */
