@@ -67,17 +67,19 @@ test('stories260K.gguf imports as the llama2.c checkpoint does: config, tokenize
   assert.ok(err < 1e-6, `relative error ${err}`);
 });
 
-for (const [name, make] of [
+const roundTrips: [string, () => Checkpoint][] = [
   ['tiny llama with grouped-query attention', () => tinyCheckpoint({})],
   ['tiny llama, untied head, q/k/v bias, rotate-half rope', () => tinyCheckpoint({ tiedEmbeddings: false, attentionBias: true, rope: { theta: 500000, layout: 'half' } })],
   ['stories260K', () => importLlama2c(STORIES('stories260K.bin'), STORIES('tok512.bin'))],
-] as const) {
+  ['tiny GPT-2', () => tinyCheckpoint({ architecture: 'gpt2', numKvHeads: 4, rope: null, attentionBias: true, hiddenDim: 128 })],
+];
+for (const [name, make] of roundTrips) {
   test(`F32 GGUF export round-trips the ${name}: same logits within 1e-5`, async (t) => {
     if (!requireSharedModels(t)) return;
     const original = make();
     const imported = exportAndImport(t, original);
     assert.equal(imported.config.numKvHeads, original.config.numKvHeads);
-    assert.equal(imported.config.rope!.layout, 'interleaved', "GGUF holds llama.cpp's rotary order");
+    if (original.config.rope) assert.equal(imported.config.rope!.layout, 'interleaved', "GGUF holds llama.cpp's rotary order");
     const err = relativeError(await logitsOf(t, imported), await logitsOf(t, original));
     assert.ok(err < 1e-5, `relative error ${err}`);
   });

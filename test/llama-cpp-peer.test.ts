@@ -1,10 +1,13 @@
 /**
  * The llama.cpp peer (node-llama-cpp) on models exported as GGUF: greedy
  * text equal to offramp's on the same weights, so the benchmark's columns
- * compare the same work. stories260K (trained, llama2.c tokenizer) and a
+ * compare the same work. stories260K (trained, llama2.c tokenizer), a
  * tiny random Llama with rotate-half rope, grouped-query attention, an
  * untied head and GPT-2's byte-level tokenizer (what the export permutes
- * and converts). Skipped with a message where node-llama-cpp's prebuilt
+ * and converts). Not GPT-2: on a random tiny GPT-2, llama.cpp's greedy
+ * text leaves offramp's after some ten tokens (not investigated; ggml's
+ * GELU approximation is one suspect), so the GPT-2 export is tested by
+ * re-import only (gguf.test.ts). Skipped with a message where node-llama-cpp's prebuilt
  * binary does not load (it never builds one).
  */
 import assert from 'node:assert/strict';
@@ -12,7 +15,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { LlamaCppTarget } from '../bench/llama-cpp-peer.js';
 import { loadPrompts } from '../bench/prompts.js';
-import type { Checkpoint } from '../src/model/index.js';
+import type { Checkpoint, ModelConfig } from '../src/model/index.js';
 import { exportGguf } from '../src/model/gguf-export.js';
 import { readTokenizerFiles } from '../src/model/hf-llama.js';
 import { importLlama2c } from '../src/model/llama2c.js';
@@ -22,16 +25,14 @@ import { requireSharedModels, sharedModelPath } from './shared.js';
 
 const MAX_TOKENS = 48;
 
-function tinyGpt2Vocabulary(): Checkpoint {
+/** A tiny random Llama with GPT-2's 50,257-token byte-level vocabulary. */
+function tinyLlamaWithGpt2Tokens(): Checkpoint {
   const tokenizer = readTokenizerFiles(sharedModelPath('tokenizers', 'gpt2'));
-  const ckpt = randomCheckpoint(
-    {
-      architecture: 'llama', dim: 64, hiddenDim: 96, numLayers: 2, numHeads: 4, numKvHeads: 2, headDim: 16, vocabSize: 50257, maxSeqLen: 128,
-      normEps: 1e-5, rope: { theta: 10000, layout: 'half' }, tiedEmbeddings: false, attentionBias: false, bosTokenId: 50256, eosTokenIds: [50256],
-    },
-    3,
-    tokenizer,
-  );
+  const config: ModelConfig = {
+    architecture: 'llama', dim: 64, hiddenDim: 96, numLayers: 2, numHeads: 4, numKvHeads: 2, headDim: 16, vocabSize: 50257, maxSeqLen: 128,
+    normEps: 1e-5, rope: { theta: 10000, layout: 'half' }, tiedEmbeddings: false, attentionBias: false, bosTokenId: 50256, eosTokenIds: [50256],
+  };
+  const ckpt = randomCheckpoint(config, 3, tokenizer);
   // Larger weights than 0.02, so greedy choices are far from ties.
   for (const t of ckpt.tensors.values()) if (t.dims.length === 2) t.data.forEach((v, i) => (t.data[i] = v * 10));
   return ckpt;
@@ -39,7 +40,7 @@ function tinyGpt2Vocabulary(): Checkpoint {
 
 for (const [name, make] of [
   ['stories260K', () => importLlama2c(sharedModelPath('stories260K', 'stories260K.bin'), sharedModelPath('stories260K', 'tok512.bin'))],
-  ['a tiny Llama with rotate-half rope and GPT-2 tokens', tinyGpt2Vocabulary],
+  ['a tiny Llama with rotate-half rope and GPT-2 tokens', tinyLlamaWithGpt2Tokens],
 ] as const) {
   test(`llama.cpp peer: greedy text equals offramp's on ${name}`, { timeout: 120_000 }, async (t) => {
     if (!requireSharedModels(t)) return;

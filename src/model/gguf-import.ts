@@ -1,6 +1,6 @@
 /**
- * Importer for Llama-family GGUF files (llama.cpp's format): the
- * architecture from `llama.*` metadata, the tokenizer from
+ * Importer for Llama-family and GPT-2 GGUF files (llama.cpp's format): the
+ * architecture from `llama.*` (or `gpt2.*`) metadata, the tokenizer from
  * `tokenizer.ggml.*`, and every tensor as float32.
  *
  * F32, F16 and BF16 tensors convert exactly. Q8_0 and Q4_0 tensors are
@@ -27,6 +27,7 @@ import { ModelFormatError, type Checkpoint, type ModelConfig, type Tensor } from
 import { readGgufHeader, readTensorBytes, type GgufHeader, type GgufTensorInfo } from './gguf.js';
 import { dequantize, Q8_0 } from './gguf-quants.js';
 import { ggufTokenizer } from './gguf-tokenizer.js';
+import { rowRange } from './tensors.js';
 import type { Quantization } from './manifest.js';
 
 const count = z.number().int().positive();
@@ -46,8 +47,17 @@ const LlamaMetadataSchema = z.object({
   'llama.rope.scaling.factor': z.number().optional(),
 });
 
-/** GGUF tensor names (after `blk.N.`) and the canonical names they become. */
-const LAYER_TENSORS: Record<string, string> = {
+const Gpt2MetadataSchema = z.object({
+  'gpt2.context_length': count,
+  'gpt2.embedding_length': count,
+  'gpt2.block_count': count,
+  'gpt2.feed_forward_length': count,
+  'gpt2.attention.head_count': count,
+  'gpt2.attention.layer_norm_epsilon': z.number().positive(),
+});
+
+/** GGUF tensor names (after `blk.N.`) and the canonical names they become, per architecture. */
+const LLAMA_LAYER_TENSORS: Record<string, string> = {
   'attn_norm.weight': 'attention_norm',
   'attn_q.weight': 'wq',
   'attn_k.weight': 'wk',
@@ -61,18 +71,39 @@ const LAYER_TENSORS: Record<string, string> = {
   'ffn_down.weight': 'w2',
   'ffn_up.weight': 'w3',
 };
-const MODEL_TENSORS: Record<string, string> = {
+/** GPT-2's q/k/v come as one matrix (and bias), split into canonical wq/wk/wv (bq/bk/bv) on import. */
+const GPT2_LAYER_TENSORS: Record<string, string> = {
+  'attn_norm.weight': 'attention_norm',
+  'attn_norm.bias': 'attention_norm_bias',
+  'attn_qkv.weight': 'wqkv',
+  'attn_qkv.bias': 'bqkv',
+  'attn_output.weight': 'wo',
+  'attn_output.bias': 'bo',
+  'ffn_norm.weight': 'ffn_norm',
+  'ffn_norm.bias': 'ffn_norm_bias',
+  'ffn_up.weight': 'w1',
+  'ffn_up.bias': 'b1',
+  'ffn_down.weight': 'w2',
+  'ffn_down.bias': 'b2',
+};
+const LLAMA_MODEL_TENSORS: Record<string, string> = {
   'token_embd.weight': 'tok_embeddings',
   'output_norm.weight': 'norm',
   'output.weight': 'output',
 };
+const GPT2_MODEL_TENSORS: Record<string, string> = {
+  ...LLAMA_MODEL_TENSORS,
+  'position_embd.weight': 'pos_embeddings',
+  'output_norm.bias': 'norm_bias',
+};
 
-/** The canonical name of a GGUF tensor, or undefined when a Llama model has no such tensor. */
-function canonicalName(name: string, numLayers: number): string | undefined {
-  if (MODEL_TENSORS[name]) return MODEL_TENSORS[name];
+/** The canonical name of a GGUF tensor, or undefined when the architecture has no such tensor. */
+function canonicalName(name: string, config: ModelConfig): string | undefined {
+  const [modelTensors, layerTensors] = config.architecture === 'llama' ? [LLAMA_MODEL_TENSORS, LLAMA_LAYER_TENSORS] : [GPT2_MODEL_TENSORS, GPT2_LAYER_TENSORS];
+  if (modelTensors[name]) return modelTensors[name];
   const match = /^blk\.(\d+)\.(.+)$/.exec(name);
-  if (!match || Number(match[1]) >= numLayers || !LAYER_TENSORS[match[2]!]) return undefined;
-  return `layers.${match[1]}.${LAYER_TENSORS[match[2]!]}`;
+  if (!match || Number(match[1]) >= config.numLayers || !layerTensors[match[2]!]) return undefined;
+  return `layers.${match[1]}.${layerTensors[match[2]!]}`;
 }
 
 function readTensor(header: GgufHeader, info: GgufTensorInfo): Tensor {
@@ -119,25 +150,64 @@ function llamaConfig(file: string, header: GgufHeader, vocabSize: number, specia
   };
 }
 
+function gpt2Config(file: string, header: GgufHeader, vocabSize: number, special: Pick<ModelConfig, 'bosTokenId' | 'eosTokenIds'>): ModelConfig {
+  const parsed = Gpt2MetadataSchema.safeParse(Object.fromEntries(header.metadata));
+  if (!parsed.success) throw new ModelFormatError(file, `bad gpt2 metadata: ${z.prettifyError(parsed.error).replaceAll('\n', ' ')}`);
+  const m = parsed.data;
+  const numHeads = m['gpt2.attention.head_count'];
+  const dim = m['gpt2.embedding_length'];
+  if (dim % numHeads !== 0) throw new ModelFormatError(file, `embedding length ${dim} is not a multiple of ${numHeads} heads`);
+  return {
+    architecture: 'gpt2',
+    dim,
+    hiddenDim: m['gpt2.feed_forward_length'],
+    numLayers: m['gpt2.block_count'],
+    numHeads,
+    numKvHeads: numHeads,
+    headDim: dim / numHeads,
+    vocabSize,
+    maxSeqLen: m['gpt2.context_length'],
+    normEps: m['gpt2.attention.layer_norm_epsilon'],
+    rope: null,
+    tiedEmbeddings: !header.tensors.some((t) => t.name === 'output.weight'),
+    attentionBias: true,
+    ...special,
+  };
+}
+
+/** Splits GPT-2's fused q/k/v matrices and biases into the canonical per-projection tensors. */
+function splitQkv(tensors: Map<string, Tensor>, config: ModelConfig): void {
+  for (let i = 0; i < config.numLayers; i++) {
+    for (const [fused, parts] of [['wqkv', ['wq', 'wk', 'wv']], ['bqkv', ['bq', 'bk', 'bv']]] as const) {
+      const tensor = tensors.get(`layers.${i}.${fused}`);
+      if (!tensor) continue; // missing: compiling the checkpoint names what is missing
+      tensors.delete(`layers.${i}.${fused}`);
+      parts.forEach((part, k) => tensors.set(`layers.${i}.${part}`, rowRange(tensor, k * config.dim, config.dim)));
+    }
+  }
+}
+
 /**
- * Reads a Llama-family GGUF file into a Checkpoint. Throws ModelFormatError
+ * Reads a Llama-family or GPT-2 GGUF file into a Checkpoint. Throws ModelFormatError
  * (one line naming the file) for another architecture, a tensor type
  * offramp does not read, or a damaged file.
  */
 export function importGguf(file: string): Checkpoint {
   const header = readGgufHeader(file);
   const architecture = header.metadata.get('general.architecture');
-  if (architecture !== 'llama') {
-    throw new ModelFormatError(file, `GGUF architecture ${JSON.stringify(architecture ?? null)} is not supported (only "llama")`);
+  if (architecture !== 'llama' && architecture !== 'gpt2') {
+    throw new ModelFormatError(file, `GGUF architecture ${JSON.stringify(architecture ?? null)} is not supported (only "llama" and "gpt2")`);
   }
   const tokenizer = ggufTokenizer(file, header.metadata);
-  const config = llamaConfig(file, header, tokenizer.vocabSize, { bosTokenId: tokenizer.bosTokenId, eosTokenIds: tokenizer.eosTokenIds });
+  const special = { bosTokenId: tokenizer.bosTokenId, eosTokenIds: tokenizer.eosTokenIds };
+  const config = architecture === 'llama' ? llamaConfig(file, header, tokenizer.vocabSize, special) : gpt2Config(file, header, tokenizer.vocabSize, special);
   const tensors = new Map<string, Tensor>();
   for (const info of header.tensors) {
-    const name = canonicalName(info.name, config.numLayers);
-    if (!name) throw new ModelFormatError(file, `tensor ${info.name} is not part of a Llama model offramp runs`);
+    const name = canonicalName(info.name, config);
+    if (!name) throw new ModelFormatError(file, `tensor ${info.name} is not part of a ${architecture} model offramp runs`);
     tensors.set(name, readTensor(header, info));
   }
+  if (architecture === 'gpt2') splitQkv(tensors, config);
   return { config, tensors, tokenizer: tokenizer.files, source: file };
 }
 

@@ -12,14 +12,7 @@ import { ModelFormatError, type Checkpoint, type Tensor } from './checkpoint.js'
 import { StoredWeights } from './graphs.js';
 import { readTokenizerFiles } from './hf-llama.js';
 import { readManifest, WEIGHTS_FILE } from './manifest.js';
-import { transpose } from './tensors.js';
-
-/** Rows [from, from + count) of a [rows, cols] (or [rows]) tensor. */
-function rowRange(t: Tensor, from: number, count: number): Tensor {
-  const cols = t.dims.length === 1 ? 1 : t.dims[1]!;
-  const data = t.data.slice(from * cols, (from + count) * cols);
-  return { dims: t.dims.length === 1 ? [count] : [count, cols], data };
-}
+import { rowRange, transpose } from './tensors.js';
 
 /** Reads the float32 prepared model in `dir` as a Checkpoint. */
 export function readPreparedCheckpoint(dir: string): Checkpoint {

@@ -64,6 +64,13 @@ export function concatRows(parts: Tensor[]): Tensor {
   return { dims: [data.length / cols, cols], data };
 }
 
+/** Rows [from, from + count) of a [rows, cols] matrix (or [rows] vector): the inverse of concatRows. */
+export function rowRange(t: Tensor, from: number, count: number): Tensor {
+  const cols = t.dims.length === 1 ? 1 : t.dims[1]!;
+  const data = t.data.slice(from * cols, (from + count) * cols);
+  return { dims: t.dims.length === 1 ? [count] : [count, cols], data };
+}
+
 /** rotary inverse frequencies [headDim/2], Llama 3.1 scaling included . */
 function invFrequencies(c: ModelConfig): number[] {
   const rope = c.rope!;
