@@ -63,6 +63,9 @@ export interface GgufHeader {
   tensors: GgufTensorInfo[];
 }
 
+/** fatal: a string that is not UTF-8 means the offsets went astray. */
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
+
 /** Reads forward through a file, a window at a time, failing clearly at its end. */
 class FileCursor {
   private buffer = Buffer.alloc(0);
@@ -105,7 +108,7 @@ class FileCursor {
   string(what: string): string {
     const length = this.u64(`${what}'s length`);
     try {
-      return new TextDecoder('utf-8', { fatal: true }).decode(this.need(length, what));
+      return UTF8.decode(this.need(length, what));
     } catch (error) {
       if (error instanceof ModelFormatError) throw error;
       throw new ModelFormatError(this.file, `corrupt: ${what} at byte ${this.offset - length} is not UTF-8`);
