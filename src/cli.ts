@@ -50,7 +50,7 @@ commands:
   bench      the tokens-per-second benchmark (npm run bench; see bench/README.md)
 
 model options (serve, generate):
-  --model M        prepared dir, llama2.c .bin, Llama .gguf, Hugging Face dir, hf:ORG/NAME, or a
+  --model M        prepared dir, llama2.c .bin, .gguf, Hugging Face dir, hf:ORG/NAME, or a
                    registry name (stories260K, stories15M, stories42M, stories110M);
                    default: $OFFRAMP_MODEL, else stories260K
   --tokenizer T    llama2.c tokenizer .bin for a .bin checkpoint
