@@ -19,7 +19,8 @@ import { TextTokenizer } from '../src/model/index.js';
 import { ChatPrompter, encodeCompletionPrompt } from '../src/server/index.js';
 import { connect, startOfframp } from './http-target.js';
 import { loadLabel, runClosedLoop, runOpenLoop, type Load } from './load.js';
-import { prepareBenchModel, exportPeerModel, type BenchModel } from './models.js';
+import { prepareBenchModel, exportGgufPeerModel, exportPeerModel, type BenchModel } from './models.js';
+import { LlamaCppTarget } from './llama-cpp-peer.js';
 import { BENCH_USAGE, closedLoopRequests, parseBenchArgs, type BenchOptions } from './options.js';
 import { PeerTarget } from './peer.js';
 import { Progress } from './progress.js';
@@ -33,6 +34,7 @@ import { buildWork, poissonArrivals, type Work } from './workload.js';
 
 const OFF = 'exits-off';
 const PEER = 'transformers.js';
+const LLAMA_CPP = 'llama.cpp';
 
 async function sleep(ms: number): Promise<void> {
   await new Promise((resolve) => setTimeout(resolve, ms));
@@ -81,6 +83,12 @@ async function startVariants(options: BenchOptions, model: BenchModel, maxContex
     log(`loading ${PEER} from ${dir}`);
     targets.push(await PeerTarget.load(PEER, dir, options.threads));
     variants.push({ id: PEER, kind: 'peer', earlyExit: null, accuracy: null, url: null });
+  }
+  if (options.variants.includes('llama.cpp')) {
+    const file = exportGgufPeerModel(model.name, log);
+    log(`loading ${LLAMA_CPP} (node-llama-cpp) from ${file}`);
+    targets.push(await LlamaCppTarget.load(LLAMA_CPP, file, maxContext, options.threads));
+    variants.push({ id: LLAMA_CPP, kind: 'peer', earlyExit: null, accuracy: null, url: null });
   }
   if (targets.length === 0) throw new Error('no variants to run (check --variants)');
   return variants;

@@ -4,6 +4,11 @@
  * decodes by default (small models take the fused graph when no ramp is
  * looked at), and a bare loop over the fused whole-model graph with the same
  * weights (the overhead floor); each with float32 and with int8 linear layers.
+ * Beside them, llama.cpp on the same weights exported as GGUF (F32 beside
+ * float32, Q8_0 beside int8): through node-llama-cpp, and llama.cpp's own
+ * llama-bench when `--llama-bench DIR` (or $LLAMA_CPP_BIN) names a build
+ * folder holding it (../shared/peers/build-llama-cpp.sh builds one; see
+ * ../shared/peers/README.md). `--llama-cpp off` leaves llama.cpp out.
  *
  *   npm run bench:decode [-- --models stories260K,stories110M --threads 1,2 --quantize none,int8 --repeats 5]
  *
@@ -18,7 +23,8 @@ import { parseArgs } from 'node:util';
 import { argmax, EXITS_OFF, GREEDY, LocalEngine } from '../src/engine/index.js';
 import { KvCache, Model, QUANTIZATIONS, weightsLabel, type Quantization } from '../src/model/index.js';
 import { PROJECT_ROOT } from '../src/util/index.js';
-import { prepareBenchModel } from './models.js';
+import { llamaBenchDecode, nodeLlamaCppDecode } from './llama-cpp-decode.js';
+import { exportGgufPeerModel, prepareBenchModel } from './models.js';
 
 const PROMPT = 'Once upon a time';
 
@@ -29,6 +35,8 @@ const { values } = parseArgs({
     quantize: { type: 'string', default: QUANTIZATIONS.join(',') },
     repeats: { type: 'string', default: '5' },
     tokens: { type: 'string' },
+    'llama-cpp': { type: 'string', default: 'on' },
+    'llama-bench': { type: 'string', default: process.env.LLAMA_CPP_BIN },
     out: { type: 'string', default: path.join(PROJECT_ROOT, 'bench', 'results', 'decode.json') },
   },
 });
@@ -80,6 +88,10 @@ interface Row {
   /** A bare decode loop over the fused graph. */
   fusedTokensPerSecond: number;
   perBlockOverFused: number;
+  /** llama.cpp through node-llama-cpp on the GGUF export (F32 or Q8_0); null when left out. */
+  nodeLlamaCppTokensPerSecond: number | null;
+  /** llama.cpp's llama-bench on the same file; null without a build. */
+  llamaBenchTokensPerSecond: number | null;
 }
 
 const rows: Row[] = [];
@@ -88,14 +100,23 @@ const quantizations = values.quantize.split(',').map((q) => {
   if (!(QUANTIZATIONS as readonly string[]).includes(q)) throw new Error(`--quantize: ${JSON.stringify(q)} is not one of ${QUANTIZATIONS.join(', ')}`);
   return q as Quantization;
 });
+const withLlamaCpp = values['llama-cpp'] !== 'off';
+const llamaBenchDir = withLlamaCpp ? values['llama-bench'] : undefined;
+if (withLlamaCpp && !llamaBenchDir) {
+  process.stderr.write('bench: no llama-bench column: pass --llama-bench DIR (or set LLAMA_CPP_BIN), DIR from `../shared/peers/build-llama-cpp.sh /tmp/llama.cpp-peer`\n');
+}
+const log = (line: string) => process.stderr.write(`bench: ${line}\n`);
 for (const name of values.models.split(',')) {
-  const builds: [Quantization, string][] = [];
+  const builds: { quantization: Quantization; dir: string; gguf: string | null }[] = [];
   for (const quantization of quantizations) {
-    builds.push([quantization, (await prepareBenchModel(name, (line) => process.stderr.write(`bench: ${line}\n`), quantization)).dir]);
+    const dir = (await prepareBenchModel(name, log, quantization)).dir;
+    // The GGUF counterpart of each build: F32 beside float32, Q8_0 (also blocks of 32, one scale each) beside int8.
+    const gguf = withLlamaCpp ? exportGgufPeerModel(name, log, quantization === 'int8' ? 'q8_0' : 'f32') : null;
+    builds.push({ quantization, dir, gguf });
   }
   // Each thread count runs every quantization in turn, so float32 and int8 rows sit side by side.
-  const runs = values.threads.split(',').flatMap((threads) => builds.map(([quantization, dir]) => ({ threads: Number(threads), quantization, dir })));
-  for (const { threads, quantization, dir } of runs) {
+  const runs = values.threads.split(',').flatMap((threads) => builds.map((build) => ({ threads: Number(threads), ...build })));
+  for (const { threads, quantization, dir, gguf } of runs) {
     const weights = weightsLabel(quantization);
     const model = await Model.load(dir, { device: 'cpu', threads, fused: false });
     const engineDefault = await Model.load(dir, { device: 'cpu', threads });
@@ -105,15 +126,21 @@ for (const name of values.models.split(',')) {
     await perBlock(model, promptTokens, 8); // warm-up
     await perBlock(engineDefault, promptTokens, 8);
     fused(fusedModel, promptTokens, 8);
+    if (gguf) await nodeLlamaCppDecode(gguf, PROMPT, threads, 8);
     const a: number[] = [];
     const b: number[] = [];
     const c: number[] = [];
+    const d: number[] = [];
+    const e: number[] = [];
     for (let r = 0; r < repeats; r++) {
       a.push(await perBlock(model, promptTokens, numTokens));
       c.push(await perBlock(engineDefault, promptTokens, numTokens));
       b.push(fused(fusedModel, promptTokens, numTokens));
+      if (gguf) d.push(await nodeLlamaCppDecode(gguf, PROMPT, threads, numTokens));
+      if (gguf && llamaBenchDir) e.push(llamaBenchDecode(llamaBenchDir, gguf, threads, numTokens));
+      const llamaCpp = `${d.length ? `, node-llama-cpp ${d.at(-1)!.toFixed(1)}` : ''}${e.length ? `, llama-bench ${e.at(-1)!.toFixed(1)}` : ''}`;
       process.stderr.write(
-        `bench: ${name} ${weights} threads=${threads} repeat ${r + 1}/${repeats}: per-block ${a.at(-1)!.toFixed(1)}, engine default ${c.at(-1)!.toFixed(1)}, fused ${b.at(-1)!.toFixed(1)} tokens/s\n`,
+        `bench: ${name} ${weights} threads=${threads} repeat ${r + 1}/${repeats}: per-block ${a.at(-1)!.toFixed(1)}, engine default ${c.at(-1)!.toFixed(1)}, fused ${b.at(-1)!.toFixed(1)}${llamaCpp} tokens/s\n`,
       );
     }
     rows.push({
@@ -124,6 +151,8 @@ for (const name of values.models.split(',')) {
       engineDefaultTokensPerSecond: median(c),
       fusedTokensPerSecond: median(b),
       perBlockOverFused: median(a) / median(b),
+      nodeLlamaCppTokensPerSecond: d.length ? median(d) : null,
+      llamaBenchTokensPerSecond: e.length ? median(e) : null,
     });
     fusedModel.release();
     model.release();
@@ -131,12 +160,13 @@ for (const name of values.models.split(',')) {
   }
 }
 
+const cell = (x: number | null) => (x === null ? '–' : x.toFixed(1));
 const table = [
-  '| model | threads | weights | engine, block by block | engine, default | bare fused-graph loop | block by block / fused |',
-  '|---|---:|---|---:|---:|---:|---:|',
+  '| model | threads | weights | engine, block by block | engine, default | bare fused-graph loop | block by block / fused | llama.cpp (node-llama-cpp) | llama.cpp (llama-bench) |',
+  '|---|---:|---|---:|---:|---:|---:|---:|---:|',
   ...rows.map(
     (r) =>
-      `| ${r.model} | ${r.threads} | ${r.weights} | ${r.perBlockTokensPerSecond.toFixed(1)} | ${r.engineDefaultTokensPerSecond.toFixed(1)} | ${r.fusedTokensPerSecond.toFixed(1)} | ${(100 * r.perBlockOverFused).toFixed(1)}% |`,
+      `| ${r.model} | ${r.threads} | ${r.weights} | ${r.perBlockTokensPerSecond.toFixed(1)} | ${r.engineDefaultTokensPerSecond.toFixed(1)} | ${r.fusedTokensPerSecond.toFixed(1)} | ${(100 * r.perBlockOverFused).toFixed(1)}% | ${cell(r.nodeLlamaCppTokensPerSecond)} | ${cell(r.llamaBenchTokensPerSecond)} |`,
   ),
 ].join('\n');
 process.stdout.write(`${table}\n`);

@@ -1,7 +1,7 @@
 /**
  * The bench's models: a prepared directory for offramp, and the same weights
- * exported in the layout transformers.js loads (for the peer), both cached
- * under models/prepared/ (git-ignored).
+ * exported in the layout transformers.js loads (for the peer) and as GGUF
+ * (for llama.cpp), all cached under models/prepared/ (git-ignored).
  *
  * - stories260K: the published llama2.c checkpoint in ../shared/models (real
  *   weights, so exits and agreement mean something).
@@ -16,7 +16,24 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { type Checkpoint, exportHfOnnx, importLlama2c, isPreparedModel, prepareModel, type Quantization, quantizationSuffix, readManifest, resolveModel, SYNTH_SHAPES, synthCheckpoint, type SynthShape, synthTokenizer, weightsLabel } from '../src/model/index.js';
+import {
+  exportGguf,
+  exportHfOnnx,
+  importLlama2c,
+  isPreparedModel,
+  prepareModel,
+  quantizationSuffix,
+  readManifest,
+  resolveModel,
+  SYNTH_SHAPES,
+  synthCheckpoint,
+  synthTokenizer,
+  weightsLabel,
+  type Checkpoint,
+  type GgufTensorType,
+  type Quantization,
+  type SynthShape,
+} from '../src/model/index.js';
 import { PROJECT_ROOT } from '../src/util/index.js';
 
 export const SHARED_MODELS = path.join(PROJECT_ROOT, '..', 'shared', 'models');
@@ -63,12 +80,13 @@ function checkpointOf(name: string): Checkpoint {
 }
 
 /**
- * The exporter's own code is part of the cache key: export-hf.ts is still
- * changing, and a stale export would bench yesterday's graph.
+ * The exporter's own code (`exporter`, a module of src/model) is part of the
+ * cache key: the exporters are still changing, and a stale export would bench
+ * yesterday's graph.
  */
-function exportKey(name: string): string {
+function exportKey(name: string, exporter: string): string {
   const hash = createHash('sha256');
-  hash.update(fs.readFileSync(fileURLToPath(new URL('../src/model/export-hf.js', import.meta.url))));
+  hash.update(fs.readFileSync(fileURLToPath(new URL(`../src/model/${exporter}`, import.meta.url))));
   if (name === 'stories260K') {
     for (const file of [STORIES260K.checkpoint, STORIES260K.tokenizer]) {
       const stat = fs.statSync(file);
@@ -83,7 +101,7 @@ function exportKey(name: string): string {
 /** The peer's folder (exportHfOnnx's layout), exported once per model and exporter version. */
 export function exportPeerModel(name: string, log: (line: string) => void): string {
   checkName(name);
-  const dir = path.join(PREPARED, 'hf-onnx', `${name}-${exportKey(name)}`);
+  const dir = path.join(PREPARED, 'hf-onnx', `${name}-${exportKey(name, 'export-hf.js')}`);
   if (fs.existsSync(path.join(dir, 'config.json'))) return dir;
   log(`exporting ${name} for transformers.js into ${dir}`);
   const partial = `${dir}.partial-${process.pid}`;
@@ -98,4 +116,20 @@ export function exportPeerModel(name: string, log: (line: string) => void): stri
     }
   }
   return dir;
+}
+
+/** The llama.cpp peer's GGUF file (`type`: F32 by default, exportGguf), written once per model, type and exporter version. */
+export function exportGgufPeerModel(name: string, log: (line: string) => void, type: GgufTensorType = 'f32'): string {
+  checkName(name);
+  const dir = path.join(PREPARED, 'gguf');
+  const stem = `${name}-${type}-`;
+  const file = path.join(dir, `${stem}${exportKey(name, 'gguf-export.js')}.gguf`);
+  if (fs.existsSync(file)) return file;
+  log(`exporting ${name} as ${type.toUpperCase()} GGUF for llama.cpp into ${file}`);
+  fs.mkdirSync(dir, { recursive: true });
+  exportGguf(checkpointOf(name), file, type); // written beside and renamed: never half a file
+  for (const old of fs.readdirSync(dir)) {
+    if (old.startsWith(stem) && old.endsWith('.gguf') && path.join(dir, old) !== file) fs.rmSync(path.join(dir, old), { force: true });
+  }
+  return file;
 }

@@ -22,8 +22,8 @@ const list = <T>(item: z.ZodType<T, string>) =>
 const num = (schema: z.ZodNumber = z.number()) => z.string().pipe(z.coerce.number<string>().pipe(schema));
 const int = () => z.coerce.number().int();
 
-/** Columns of the comparison: offramp with exits off, with exits on (one per --accuracy), the transformers.js peer. */
-export const VARIANT_KINDS = ['off', 'on', 'peer'] as const;
+/** Columns of the comparison: offramp with exits off, with exits on (one per --accuracy), the transformers.js peer, llama.cpp through node-llama-cpp. */
+export const VARIANT_KINDS = ['off', 'on', 'peer', 'llama.cpp'] as const;
 export type VariantKind = (typeof VARIANT_KINDS)[number];
 
 /** stories260K (trained) and the synth shapes (random weights). */
@@ -85,7 +85,8 @@ export const BENCH_USAGE = `usage: npm run bench -- [options]
 
   --model M           stories260K (default; real weights) or a synth shape: stories15M,
                       stories110M, smollm-135m, gpt2 (random weights: speed only)
-  --variants V        off,on,peer (default all three)
+  --variants V        off,on,peer,llama.cpp (default off,on,peer); peer: transformers.js,
+                      llama.cpp: node-llama-cpp on the same weights exported as GGUF (F32)
   --accuracy A,...    one exits-on column per value (default 0.99,0.95)
   --concurrency N,... closed-loop clients (default 1,4,16,64)
   --rate R,...        open-loop Poisson arrivals per second (default 8,32; '' for none)
@@ -96,7 +97,7 @@ export const BENCH_USAGE = `usage: npm run bench -- [options]
   --seed S            default 1234
   --warmup N          requests per variant before measuring (default 8)
   --repeats N         default 3; medians are reported
-  --threads N         onnxruntime threads per session, offramp and peer (default 1)
+  --threads N         onnxruntime threads per session, offramp and peers (default 1)
   --max-running N     server batch slots (default: the largest concurrency, at least 16)
   --max-queued N      server queue before 429 (default 1024)
   --servers M         inline (default: each offramp variant in this process, engine in its

@@ -11,7 +11,7 @@ import type { ITL_HISTOGRAM, PointMedians, RunStats } from './stats.js';
 export const BENCH_SCHEMA = 'offramp-bench/1';
 
 export interface BenchVariant {
-  /** Column name: exits-off, exits-on@0.99, transformers.js, or the URL of a server benched as it runs. */
+  /** Column name: exits-off, exits-on@0.99, transformers.js, llama.cpp, or the URL of a server benched as it runs. */
   id: string;
   kind: 'offramp' | 'peer' | 'external';
   earlyExit: 'on' | 'off' | null;

@@ -14,12 +14,17 @@ import { z } from 'zod';
 import { EXITS_OFF, LocalEngine } from './engine/index.js';
 import { serveCommand } from './server/index.js';
 import {
+  defaultQuantization,
   exportHfOnnx,
   exportRamps,
   HF_ONNX_MODEL,
+  exportGguf,
+  GGUF_TENSOR_TYPES,
   importCheckpoint,
+  isPreparedModel,
   Model,
   prepareModel,
+  readPreparedCheckpoint,
   QUANTIZATIONS,
   readManifest,
   resolveModel,
@@ -43,16 +48,17 @@ commands:
   prepare    compile a checkpoint into a prepared model directory (and train its ramps)
   train-ramps  train (or retrain) a model's early-exit ramps, the backbone frozen
   synth      write a random-weight model of a real shape (for speed benchmarks)
-  export     write a model in the layout transformers.js loads (the benchmark's peer)
+  export     write a model for the benchmark's peers: transformers.js (hf-onnx), llama.cpp (gguf)
   bench      the tokens-per-second benchmark (npm run bench; see bench/README.md)
 
 model options (serve, generate):
-  --model M        prepared dir, llama2.c .bin, Hugging Face dir, hf:ORG/NAME, or a
+  --model M        prepared dir, llama2.c .bin, .gguf, Hugging Face dir, hf:ORG/NAME, or a
                    registry name (stories260K, stories15M, stories42M, stories110M);
                    default: $OFFRAMP_MODEL, else stories260K
   --tokenizer T    llama2.c tokenizer .bin for a .bin checkpoint
   --quantize Q     none | int8: how a checkpoint's linear layers are compiled (default
-                   none = float32; int8 = 8-bit blocks, smaller and faster on CPU)
+                   none = float32, int8 for a Q8_0 .gguf; int8 = 8-bit blocks, smaller
+                   and faster on CPU)
   --device D       cpu | cuda | webgpu (default cpu)
   --threads N      onnxruntime threads per session (default 1)
 
@@ -68,6 +74,8 @@ train-ramps MODEL [--tokenizer T] [--text FILE] [--report FILE.json] [--seed S] 
         prompts/ (and --text), stores them in its prepared directory, prints the held-out report;
         --export models/NAME.ramps ships them with the repository for that checkpoint
 export SOURCE --format hf-onnx --out DIR [--tokenizer T]
+export SOURCE --format gguf --out FILE [--tokenizer T] [--type f32|q8_0|q4_0]
+                   SOURCE may also be a float32 prepared directory (a synth model)
 synth --shape ${Object.keys(SYNTH_SHAPES).join('|')} --out DIR [--seed S] [--quantize none|int8]
       [--tokenizers DIR]  real tokenizers (default ../shared/models/tokenizers)
       [--train-ramps off|on|auto]  (default off: random weights teach a ramp nothing)
@@ -127,11 +135,11 @@ export async function loadModel(values: LoadedModelOptions): Promise<Model> {
 async function prepareCommand(args: string[]): Promise<void> {
   const { values, positionals } = parse(
     args,
-    { out: { type: 'string' }, tokenizer: { type: 'string' }, quantize: { type: 'string', default: 'none' }, 'train-ramps': { type: 'string', default: 'auto' } },
+    { out: { type: 'string' }, tokenizer: { type: 'string' }, quantize: { type: 'string' }, 'train-ramps': { type: 'string', default: 'auto' } },
     true,
   );
   if (positionals.length !== 1 || !values.out) throw new UsageError('usage: offramp prepare SOURCE --out DIR [--tokenizer T] [--quantize none|int8] [--train-ramps auto|on|off]');
-  const quantization = quantizeFlag(values.quantize);
+  const quantization = values.quantize === undefined ? defaultQuantization(positionals[0]!) : quantizeFlag(values.quantize);
   const trainRamps = trainRampsFlag(values['train-ramps']);
   const manifest = await prepareModel(importCheckpoint(positionals[0]!, values.tokenizer), values.out, { quantization, trainRamps, trainer: rampTrainer({ verbose: true }), log: logLine });
   const c = manifest.config;
@@ -189,12 +197,19 @@ async function benchCommand(args: string[]): Promise<void> {
 }
 
 async function exportCommand(args: string[]): Promise<void> {
-  const { values, positionals } = parse(args, { format: { type: 'string' }, out: { type: 'string' }, tokenizer: { type: 'string' } }, true);
-  if (positionals.length !== 1 || !values.out || values.format !== 'hf-onnx') {
-    throw new UsageError('usage: offramp export SOURCE --format hf-onnx --out DIR [--tokenizer T]');
+  const { values, positionals } = parse(args, { format: { type: 'string' }, out: { type: 'string' }, tokenizer: { type: 'string' }, type: { type: 'string', default: 'f32' } }, true);
+  const usage = 'usage: offramp export SOURCE --format hf-onnx|gguf --out DIR|FILE [--tokenizer T] [--type f32|q8_0|q4_0 (gguf)]';
+  if (positionals.length !== 1 || !values.out || (values.format !== 'hf-onnx' && values.format !== 'gguf')) throw new UsageError(usage);
+  const source = positionals[0]!;
+  if (values.format === 'gguf') {
+    const type = flag('type', z.enum(GGUF_TENSOR_TYPES), values.type);
+    // A prepared directory exports too (synth models exist only as one).
+    exportGguf(isPreparedModel(source) ? readPreparedCheckpoint(source) : importCheckpoint(source, values.tokenizer), values.out, type);
+    process.stdout.write(`exported ${source} for llama.cpp (GGUF, ${type.toUpperCase()} matrices) to ${values.out}\n`);
+    return;
   }
-  exportHfOnnx(importCheckpoint(positionals[0]!, values.tokenizer), values.out);
-  process.stdout.write(`exported ${positionals[0]} for transformers.js (${HF_ONNX_MODEL}) to ${values.out}\n`);
+  exportHfOnnx(importCheckpoint(source, values.tokenizer), values.out);
+  process.stdout.write(`exported ${source} for transformers.js (${HF_ONNX_MODEL}) to ${values.out}\n`);
 }
 
 async function synthCommand(args: string[]): Promise<void> {

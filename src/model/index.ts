@@ -14,6 +14,9 @@ export { Adam, exitableShare, initialParams, leastSquaresStart, paramLayout, ram
 export { RAMP_VOCAB, StoredWeights } from './graphs.js';
 export { loadPrompts, PROMPTS_FILE, PromptSchema, storyPrompts, type Prompt } from './prompts.js';
 export { exportHfOnnx, HF_ONNX_MODEL } from './export-hf.js';
+export { exportGguf, GGUF_TENSOR_TYPES, type GgufTensorType } from './gguf-export.js';
+export { readPreparedCheckpoint } from './prepared-checkpoint.js';
+export { defaultQuantization } from './resolve.js';
 export { IncrementalDecoder, TextTokenizer } from './tokenizer.js';
 export { importLlama2c } from './llama2c.js';
 export { DownloadError, importCheckpoint, resolveModel, type ResolveOptions } from './resolve.js';

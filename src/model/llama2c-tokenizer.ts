@@ -26,13 +26,14 @@ const NUM_BYTE_PIECES = 256;
 /** First id after the special and byte pieces: where ordinary pieces start. */
 const FIRST_ORDINARY_ID = SPECIAL_PIECES.length + NUM_BYTE_PIECES;
 
-interface Piece {
+/** A vocabulary entry with its SentencePiece score (higher merges first). */
+export interface ScoredPiece {
   text: string;
   score: number;
 }
 
 /** Reads every record of a tokenizer.bin; throws ModelFormatError on a damaged file. */
-function readPieces(path: string): Piece[] {
+function readPieces(path: string): ScoredPiece[] {
   let bytes: Buffer;
   try {
     bytes = fs.readFileSync(path);
@@ -44,7 +45,7 @@ function readPieces(path: string): Piece[] {
   if (maxTokenLength <= 0) throw new ModelFormatError(path, `max_token_length is ${maxTokenLength}: not a llama2.c tokenizer`);
   // fatal: a piece that is not UTF-8 means the offsets went astray.
   const utf8 = new TextDecoder('utf-8', { fatal: true });
-  const pieces: Piece[] = [];
+  const pieces: ScoredPiece[] = [];
   let offset = 4;
   while (offset < bytes.length) {
     const id = pieces.length;
@@ -113,7 +114,17 @@ function deriveMerges(vocab: readonly string[], scores: readonly number[]): [str
  * // TextTokenizer.fromFiles(files).encode('Once upon a time') → [1, 403, 407, 261, 378]
  */
 export function convertLlama2cTokenizer(path: string, vocabSize: number): TokenizerFiles {
-  const pieces = readPieces(path);
+  return scoredPiecesTokenizer(path, readPieces(path), vocabSize);
+}
+
+/**
+ * Hugging Face tokenizer files for a SentencePiece BPE vocabulary with scores
+ * in llama2.c's layout (<unk>, <s>, </s>, then the 256 byte pieces), which
+ * Llama GGUF files share (`tokenizer.ggml.model` "llama"). Pieces may spell
+ * the word boundary as ' ' (llama2.c) or '▁' (SentencePiece). `path` names
+ * the source in errors.
+ */
+export function scoredPiecesTokenizer(path: string, pieces: readonly ScoredPiece[], vocabSize: number): TokenizerFiles {
   if (pieces.length !== vocabSize) {
     throw new ModelFormatError(path, `the tokenizer has ${pieces.length} tokens but the model's vocab_size is ${vocabSize}`);
   }

@@ -3,8 +3,8 @@
  *
  * - a prepared directory (has manifest.json): used as it is;
  * - a llama2.c `.bin` checkpoint (tokenizer from `--tokenizer`, or a
- *   tokenizer .bin beside it), a Hugging Face Llama-family or GPT-2
- *   directory: compiled once into the cache, reused after;
+ *   tokenizer .bin beside it), a Llama GGUF file, a Hugging Face
+ *   Llama-family or GPT-2 directory: compiled once into the cache, reused after;
  * - `hf:ORG/NAME`: downloaded from the Hugging Face hub, then compiled;
  * - a registry name (`stories260K`, `stories15M`, …): its files shipped in
  *   models/ (stories260K), or else its published files downloaded once; then
@@ -16,6 +16,7 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ModelFormatError, type Checkpoint } from './checkpoint.js';
+import { ggufDefaultQuantization, importGguf, isGgufFile } from './gguf-import.js';
 import { importGpt2 } from './gpt2.js';
 import { importHfLlama } from './hf-llama.js';
 import { importLlama2c } from './llama2c.js';
@@ -58,7 +59,8 @@ export interface ResolveOptions {
   /** llama2.c tokenizer .bin for a .bin checkpoint. */
   tokenizer?: string;
   /**
-   * How a checkpoint's linear layers are compiled (default 'none': float32).
+   * How a checkpoint's linear layers are compiled (default 'none': float32;
+   * 'int8' for a GGUF file of Q8_0 matrices).
    * When given, a prepared directory must already be in that form.
    */
   quantization?: Quantization;
@@ -133,7 +135,7 @@ function tokenizerBeside(checkpoint: string): string | undefined {
   return candidates.length === 1 ? path.join(dir, candidates[0]!) : undefined;
 }
 
-/** Imports a local checkpoint (llama2.c .bin, HF Llama or GPT-2 directory). */
+/** Imports a local checkpoint (llama2.c .bin, GGUF file, HF Llama or GPT-2 directory). */
 export function importCheckpoint(source: string, tokenizer?: string): Checkpoint {
   const file = path.resolve(source);
   if (!fs.existsSync(file)) throw new ModelFormatError(file, 'no such file or directory');
@@ -145,9 +147,15 @@ export function importCheckpoint(source: string, tokenizer?: string): Checkpoint
     const modelType = (JSON.parse(fs.readFileSync(configFile, 'utf8')) as { model_type?: string }).model_type;
     return modelType === 'gpt2' ? importGpt2(file) : importHfLlama(file);
   }
+  if (isGgufFile(file)) return importGguf(file);
   const tokenizerFile = tokenizer ?? tokenizerBeside(file);
   if (!tokenizerFile) throw new ModelFormatError(file, 'no tokenizer: pass --tokenizer with the llama2.c tokenizer .bin');
   return importLlama2c(file, tokenizerFile);
+}
+
+/** How `source` compiles without --quantize: float32, except a Q8_0 GGUF, whose blocks are int8's (see gguf-import.ts). */
+export function defaultQuantization(source: string): Quantization {
+  return isGgufFile(source) ? ggufDefaultQuantization(source) : 'none';
 }
 
 /** A cache key that changes when the source file or directory, or the compiled form asked for, changes. */
@@ -192,8 +200,8 @@ export async function resolveModel(source: string, options: ResolveOptions = {})
   // A prepared directory is used as it is (an outdated one is refused when loaded, saying to prepare it again).
   if (fs.existsSync(path.join(local, MANIFEST_FILE))) return checkPrepared(path.resolve(local), options.quantization);
   if (!fs.existsSync(local)) throw new ModelFormatError(path.resolve(local), 'no such file or directory');
-  const quantization = options.quantization ?? 'none';
-  const name = path.basename(local).replace(/\.bin$/, '');
+  const quantization = options.quantization ?? defaultQuantization(local);
+  const name = path.basename(local).replace(/\.(bin|gguf)$/, '');
   const prepared = path.join(cacheDir(), 'prepared', `${name}${quantizationSuffix(quantization)}-${fingerprint(local, quantization, tokenizer)}`);
   if (isPreparedModel(prepared)) return prepared;
   log(`compiling ${local} into ${prepared} (${weightsLabel(quantization)} weights)`);

@@ -35,6 +35,21 @@ export function interleavedToHalf(t: Tensor, headDim: number): Tensor {
   return { dims: t.dims, data: out };
 }
 
+/** The inverse of interleavedToHalf: rotate-half rows (i, i + headDim/2) back to adjacent pairs (2i, 2i + 1). */
+export function halfToInterleaved(t: Tensor, headDim: number): Tensor {
+  const rows = t.dims[0]!;
+  const cols = t.dims.length === 1 ? 1 : t.dims[1]!;
+  const half = headDim / 2;
+  const out = new Float32Array(t.data.length);
+  for (let r = 0; r < rows; r++) {
+    const head = Math.floor(r / headDim);
+    const within = r % headDim;
+    const to = head * headDim + 2 * (within % half) + Math.floor(within / half);
+    out.set(t.data.subarray(r * cols, (r + 1) * cols), to * cols);
+  }
+  return { dims: t.dims, data: out };
+}
+
 /** Stacks [out_k, in] matrices (or [out_k] vectors) along out. */
 export function concatRows(parts: Tensor[]): Tensor {
   const first = parts[0]!;
@@ -47,6 +62,13 @@ export function concatRows(parts: Tensor[]): Tensor {
   if (first.dims.length === 1) return { dims: [data.length], data };
   const cols = first.dims[1]!;
   return { dims: [data.length / cols, cols], data };
+}
+
+/** Rows [from, from + count) of a [rows, cols] matrix (or [rows] vector): the inverse of concatRows. */
+export function rowRange(t: Tensor, from: number, count: number): Tensor {
+  const cols = t.dims.length === 1 ? 1 : t.dims[1]!;
+  const data = t.data.slice(from * cols, (from + count) * cols);
+  return { dims: t.dims.length === 1 ? [count] : [count, cols], data };
 }
 
 /** rotary inverse frequencies [headDim/2], Llama 3.1 scaling included . */
