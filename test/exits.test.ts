@@ -8,11 +8,11 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { EXITS_OFF, type EarlyExitOptions } from '../src/engine/engine.js';
 import { LocalEngine } from '../src/engine/local.js';
-import { GREEDY } from '../src/engine/sampler.js';
+import { drawKey, GREEDY, sample, type SamplingParams } from '../src/engine/sampler.js';
 import type { GenerateRequest, TokenEvent } from '../src/engine/types.js';
 import { importLlama2c } from '../src/model/llama2c.js';
 import type { Model, TrainRampsMode } from '../src/model/index.js';
-import { compileAndLoad } from './helpers.js';
+import { compiledForward, compileAndLoad } from './helpers.js';
 import { requireSharedModels, sharedModelPath } from './shared.js';
 
 const PROMPTS = ['Once upon a time', 'Tom and his dog', 'The sun was hot and', 'Lily wanted to'];
@@ -111,3 +111,37 @@ for (const [kind, trainRamps] of RAMP_KINDS) {
     assert.ok(together.every((events) => events.some((e) => e.exitLayer !== null)));
   });
 }
+
+test('temperature 0.8: under coupled draws the agreement the controller counts equals a re-check against the full model', async (t) => {
+  if (!requireSharedModels(t)) return;
+  const model = await loadStories(t, 'auto');
+  const engine = engineFor(model, EXITS_ON);
+  const controller = engine.engine.controller!;
+  // Low thresholds, frozen: many tokens leave, some of them wrong, so the count has something to check.
+  controller.setThresholds([1, 3].map((layer) => ({ layer, threshold: 0.7 })), { freeze: true });
+  const sampling: SamplingParams = { temperature: 0.8, topP: 0.95, topK: 0, minP: 0 };
+  const { vocabSize } = model.config;
+  let exited = 0;
+  let disagreed = 0;
+  let decoded = 0;
+  for (const [i, prompt] of PROMPTS.entries()) {
+    const promptTokens = model.tokenizer.encode(prompt);
+    const seed = 100 + i;
+    const events = await tokenEvents(engine, { promptTokens, sampling, seed, maxTokens: 80 });
+    // The re-check: one pass of the full model over the streamed text, each position drawn with its own key.
+    const tokens = [...promptTokens, ...tokensOf(events)];
+    const { logits } = compiledForward(model, tokens);
+    events.forEach((event, k) => {
+      if (k > 0) decoded++; // the first token comes from the prompt pass, which no ramp reads
+      if (event.exitLayer === null) return;
+      const index = promptTokens.length + k;
+      const full = sample(logits.subarray((index - 1) * vocabSize, index * vocabSize), sampling, drawKey(seed, index));
+      exited++;
+      if (full !== event.tokenIds[0]) disagreed++;
+    });
+  }
+  const state = controller.state();
+  assert.ok(exited > decoded / 5 && disagreed > 0, `${exited} of ${decoded} tokens left at a ramp, ${disagreed} of them wrong`);
+  assert.equal(state.tokens, decoded, 'every decoded token got a verdict');
+  assert.equal(Math.round(state.tokens * (1 - state.cumulativeAgreement!)), disagreed, `the re-check found ${disagreed} of ${exited} exited tokens differ`);
+});

@@ -216,4 +216,10 @@ test('with early exits on, /exits and /metrics show the controller, and chunks s
   // A request may turn exits off for itself: then every token comes from the full model.
   const exact = await client.completions.create({ model: 'stories260K', prompt: 'Once upon a time', max_tokens: 252, temperature: 0, early_exit: false } as OpenAI.CompletionCreateParamsNonStreaming);
   assert.equal('Once upon a time' + exact.choices[0]!.text + '\n', GOLDEN());
+  // A seeded request reproduces with exits on (it decodes on the full model): the same text twice, and exits off's text.
+  const seeded = (extra: object) =>
+    client.completions.create({ model: 'stories260K', prompt: 'Tom and his dog', max_tokens: 100, temperature: 0.8, seed: 7, ...extra } as OpenAI.CompletionCreateParamsNonStreaming);
+  const [first, second, off] = await Promise.all([seeded({}), seeded({}), seeded({ early_exit: false })]);
+  assert.equal(second.choices[0]!.text, first.choices[0]!.text);
+  assert.equal(off.choices[0]!.text, first.choices[0]!.text);
 });
