@@ -191,10 +191,8 @@ async function collect(engine: LocalEngine, request: GenerateRequest): Promise<R
 /** The full model's logits at every position of `tokens`, by one forward pass. */
 function fullLogits(tokens: number[]): Float32Array {
   const kv = new KvCache(model.config, 1, tokens.length);
-  let hidden = model.embed(
-    tokens,
-    tokens.map((_, i) => i),
-  );
+  const positions = tokens.map((_, i) => i);
+  let hidden = model.embed(tokens, positions);
   for (let layer = 0; layer < model.config.numLayers; layer++) {
     const out = new Float32Array(hidden.length);
     model.runBlock(layer, hidden, out, { firstSlot: 0, numRows: 1, seqLen: tokens.length, pastLengths: [0] }, kv);
