@@ -90,7 +90,8 @@ export class LlamaCppTarget implements Target {
     } catch (error) {
       return { ...record, endMs: performance.now(), error: (error as Error).message };
     } finally {
-      sequence.dispose();
+      // Not awaited: disposal is not part of the request's time (endMs is read below).
+      void sequence.dispose();
     }
     record.endMs = performance.now();
     record.outputTokens = record.chunkMs.length;

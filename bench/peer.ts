@@ -28,6 +28,9 @@ import type { Work } from './workload.js';
 // Everything comes from the exported folder; never reach for the hub.
 env.allowRemoteModels = false;
 
+/** Seeds transformers.js's global PRNG (sampling draws from it). The library types `random.seed` as `any`; it is bound `Random#seed`. */
+const seedRandom = random.seed as InstanceType<typeof random.Random>['seed'];
+
 export class PeerTarget implements Target {
   /** The tail of the FIFO queue: each request starts when the one before it has ended. */
   private queue: Promise<unknown> = Promise.resolve();
@@ -86,7 +89,7 @@ export class PeerTarget implements Target {
           record.chunkExit.push(null);
         },
       });
-      if (temperature > 0) random.seed(work.seed);
+      if (temperature > 0) seedRandom(work.seed);
       await this.model.generate({
         input_ids: new Tensor('int64', BigInt64Array.from(ids, BigInt), [1, ids.length]),
         attention_mask: new Tensor('int64', new BigInt64Array(ids.length).fill(1n), [1, ids.length]),

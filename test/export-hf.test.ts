@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import { AutoModelForCausalLM, AutoTokenizer, env, Tensor, type PreTrainedModel } from '@huggingface/transformers';
 import type { Checkpoint } from '../src/model/index.js';
 import { exportHfOnnx, HF_ONNX_MODEL } from '../src/model/export-hf.js';
@@ -22,7 +22,7 @@ const STORIES = (file: string) => sharedModelPath('stories260K', file);
 const PROMPT_TOKENS = [1, 403, 407, 261, 378, 11, 263, 400, 268, 293, 271, 330, 266];
 
 /** Exports `ckpt` to a temp dir and loads it the way the benchmark's peer does. */
-async function exportAndLoad(t: { after(fn: () => void): void }, ckpt: Checkpoint): Promise<{ dir: string; model: PreTrainedModel }> {
+async function exportAndLoad(t: TestContext, ckpt: Checkpoint): Promise<{ dir: string; model: PreTrainedModel }> {
   const dir = path.join(tempDir(t, 'offramp-hf-'), 'model');
   exportHfOnnx(ckpt, dir);
   const model = await AutoModelForCausalLM.from_pretrained(dir, { dtype: 'fp32' });

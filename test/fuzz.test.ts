@@ -28,8 +28,6 @@ const text = fc.oneof(
   fc.constantFrom('Once upon a time', 'Tom and his dog', '', ' ', '\u0000', '<s>', '</s>', '\n\n', 'x'.repeat(300)),
 );
 const junk = fc.jsonValue({ maxDepth: 3 });
-/** Mostly a plausible value, sometimes any JSON value at all. */
-const maybe = <T>(arbitrary: fc.Arbitrary<T>): fc.Arbitrary<unknown> => fc.oneof({ weight: 4, arbitrary }, { weight: 1, arbitrary: junk });
 
 /** Absurd or wrongly typed values for any field. */
 const absurd = fc.oneof(

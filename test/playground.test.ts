@@ -95,7 +95,7 @@ test('the playground in headless Chromium on stories260K', { timeout: 90_000 }, 
 
   await t.test('the browser modules type-check against the DOM (src/playground/tsconfig.json)', async () => {
     const tsc = path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
-    await promisify(execFile)(process.execPath, [tsc, '-p', path.join(ROOT, 'src', 'playground')]).catch((error: { stdout?: string }) => {
+    await promisify(execFile)(process.execPath, [tsc, '-p', path.join(ROOT, 'src', 'playground')]).catch((error: Error & { stdout?: string }) => {
       assert.fail(`tsc -p src/playground failed:\n${error.stdout ?? String(error)}`);
     });
   });

@@ -45,7 +45,7 @@ async function serveInChild(t: TestContext, args: string[]): Promise<Child> {
     if (child.exitCode === null) child.kill('SIGKILL');
   });
   let stderr = '';
-  child.stderr!.on('data', (bytes: Buffer) => (stderr += bytes.toString()));
+  child.stderr.on('data', (bytes: Buffer) => (stderr += bytes.toString()));
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
   const deadline = Date.now() + 30_000;
   let url = '';

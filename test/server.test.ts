@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { test, type TestContext } from 'node:test';
 import OpenAI from 'openai';
-import { ServeConfigSchema, startServer, type RunningServer } from '../src/server/index.js';
+import { ServeConfigSchema, startServer } from '../src/server/index.js';
 import { metric, until } from './http.js';
 import { requireSharedModels, sharedModelPath } from './shared.js';
 

@@ -24,7 +24,7 @@ import { AsyncQueue } from '../util/index.js';
 import type { EngineOptions } from './engine.js';
 import { EngineDeadError, EngineError, EngineRestartingError } from './errors.js';
 import type { EngineHealth, EngineStats, FaultKind, FromWorkerMessage, ServedEngine, ToWorkerMessage, WorkerInit } from './messages.js';
-import type { EngineClient, EngineEvent, GenerateRequest } from './types.js';
+import type { EngineEvent, GenerateRequest } from './types.js';
 
 export interface WorkerEngineOptions {
   runtime: RuntimeOptions;

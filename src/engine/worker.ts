@@ -58,7 +58,6 @@ async function main(): Promise<void> {
     return;
   }
 
-  let statsTimer: NodeJS.Timeout | undefined;
   const host = new EngineHost(model, init.engine, {
     onEvent: (event) => {
       outbox.push(event);
@@ -67,6 +66,7 @@ async function main(): Promise<void> {
     },
     afterStep: flush,
     // Report, stop, release the model and let the thread end.
+    // Runs only from a step, which a message starts: statsTimer is set by then.
     onFatal: (error) => {
       clearInterval(statsTimer);
       post({ type: 'fatal', error: error.toData() });
@@ -82,7 +82,7 @@ async function main(): Promise<void> {
 
   // Occupancy is sampled rather than pushed per step: a step is often shorter
   // than a millisecond, and the gauges only need to be fresh for a scrape.
-  statsTimer = setInterval(() => {
+  const statsTimer = setInterval(() => {
     const now = statsOf(host);
     if (now.running === last.running && now.waiting === last.waiting && now.busySeconds === last.busySeconds && now.exits?.tokens === last.exits?.tokens) return;
     last = now;

@@ -66,7 +66,7 @@ test('Q4_0: within one step (max/8) of each block, the largest value exact up to
   values.forEach((v, i) => {
     const error = Math.abs(restored[i]! - v);
     assert.ok(error <= (maxAbs[i]! / 8) * (1 + 2 ** -10) + 1e-12, `value ${i}: error ${error}`);
-    if (Math.abs(v) === maxAbs[i]) assert.ok(error <= maxAbs[i]! * 2 ** -10, `the extreme value ${i}`);
+    if (Math.abs(v) === maxAbs[i]) assert.ok(error <= maxAbs[i] * 2 ** -10, `the extreme value ${i}`);
   });
 });
 

@@ -199,7 +199,7 @@ export function ggufTokenizerMetadata(source: string, files: TokenizerFiles, con
   const parsed = HfBpeSchema.safeParse(files.tokenizer);
   if (!parsed.success) throw new ModelFormatError(source, 'the tokenizer is not a BPE tokenizer.json, which is all GGUF export writes');
   const { model, added_tokens: addedTokens = [], pre_tokenizer: preTokenizer, post_processor: postProcessor } = parsed.data;
-  const tokens: string[] = new Array(config.vocabSize);
+  const tokens = new Array<string>(config.vocabSize);
   const types = new Int32Array(config.vocabSize).fill(TOKEN_TYPE.normal);
   const place = (text: string, id: number) => {
     if (id >= config.vocabSize) throw new ModelFormatError(source, `token ${JSON.stringify(text)} has id ${id}, outside the model's ${config.vocabSize}-token vocabulary`);
@@ -226,7 +226,7 @@ export function ggufTokenizerMetadata(source: string, files: TokenizerFiles, con
       const piece = merge.replace(' ', '');
       if (scored.has(piece) || model.vocab[piece] === undefined) return;
       scored.add(piece);
-      scores[model.vocab[piece]!] = -rank;
+      scores[model.vocab[piece]] = -rank;
     });
     tokens.forEach((text, id) => {
       if (/^<0x[0-9A-F]{2}>$/.test(text)) types[id] = TOKEN_TYPE.byte;

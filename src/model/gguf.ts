@@ -140,7 +140,7 @@ class FileCursor {
     const count = this.u64(`${what}'s length`);
     // Every item takes at least one byte: a count beyond the file is damage, not a reason to allocate.
     if (count > this.size - this.offset) throw new ModelFormatError(this.file, `corrupt: ${what} claims ${count} items, more than the file holds`);
-    const items: GgufValue[] = new Array(count);
+    const items = new Array<GgufValue>(count);
     for (let i = 0; i < count; i++) items[i] = this.value(itemCode, `${what}[${i}]`);
     return items;
   }
@@ -276,8 +276,8 @@ class Writer {
     if (entry.type !== 'array') return this.number(entry.type, entry.value);
     this.u32(VALUE_TYPES[entry.itemType]);
     this.u64(entry.values.length);
-    if (entry.itemType === 'string') for (const s of entry.values as readonly string[]) this.string(s);
-    else for (let i = 0; i < entry.values.length; i++) this.number(entry.itemType, (entry.values as ArrayLike<number>)[i]!);
+    if (entry.itemType === 'string') for (const s of entry.values) this.string(s);
+    else for (let i = 0; i < entry.values.length; i++) this.number(entry.itemType, entry.values[i]!);
   }
 }
 

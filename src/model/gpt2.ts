@@ -60,7 +60,7 @@ export function importGpt2(dir: string): Checkpoint {
   const configFile = path.join(dir, 'config.json');
   const raw = readJsonObject(configFile);
   if (raw.model_type !== undefined && raw.model_type !== 'gpt2') {
-    throw new ModelFormatError(configFile, `model_type ${String(raw.model_type)} is not gpt2`);
+    throw new ModelFormatError(configFile, `model_type ${typeof raw.model_type === 'string' ? raw.model_type : JSON.stringify(raw.model_type)} is not gpt2`);
   }
   const parsed = Gpt2ConfigSchema.safeParse(raw);
   if (!parsed.success) throw new ModelFormatError(configFile, `unexpected config: ${z.prettifyError(parsed.error)}`);

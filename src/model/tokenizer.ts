@@ -6,8 +6,21 @@
  */
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { Tokenizer } from '@huggingface/tokenizers';
+import { Tokenizer as UntypedTokenizer } from '@huggingface/tokenizers';
 import { ModelFormatError, type TokenizerFiles } from './checkpoint.js';
+
+/**
+ * The part of @huggingface/tokenizers' `Tokenizer` used here, as its own
+ * types/core/Tokenizer.d.ts declares it. Its index.d.ts re-exports that file
+ * through an extensionless relative path, which NodeNext resolution cannot
+ * follow, so the import itself types as unresolved (any).
+ */
+interface HfTokenizer {
+  encode(text: string, options?: { add_special_tokens?: boolean }): { ids: number[] };
+  decode(ids: number[], options?: { skip_special_tokens?: boolean; clean_up_tokenization_spaces?: boolean | null }): string;
+  get_vocab(withAddedTokens?: boolean): Map<string, number>;
+}
+const Tokenizer = UntypedTokenizer as new (tokenizer: object, config: object) => HfTokenizer;
 
 const TOKENIZER_FILE = 'tokenizer.json';
 const CONFIG_FILE = 'tokenizer_config.json';
@@ -62,7 +75,7 @@ export class TextTokenizer {
   readonly bosToken: string | undefined;
   readonly eosToken: string | undefined;
 
-  private constructor(private readonly hf: Tokenizer, config: Record<string, unknown>) {
+  private constructor(private readonly hf: HfTokenizer, config: Record<string, unknown>) {
     let maxId = -1;
     for (const id of hf.get_vocab(true).values()) maxId = Math.max(maxId, id);
     this.vocabSize = maxId + 1;

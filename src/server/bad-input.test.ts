@@ -112,17 +112,17 @@ test('a prompt far longer than the context can hold is refused without tokenizin
   // The fake model: context 64, default 32 characters per token → 2048 characters at most.
   let error = await expectError(post(app, '/v1/completions', { prompt: 'x'.repeat(3000) }), 400, /at most 2048 characters/, 'prompt');
   assert.equal(error.code, 'context_length_exceeded');
-  error = await expectError(post(app, '/v1/chat/completions', { messages: [{ role: 'user', content: 'y'.repeat(3000) }] }), 400, /2048 characters/, 'messages');
+  await expectError(post(app, '/v1/chat/completions', { messages: [{ role: 'user', content: 'y'.repeat(3000) }] }), 400, /2048 characters/, 'messages');
   assert.equal(tokenizer.encoded.length, 0);
   // Huge arrays are refused before the schema walks them.
   const ids = Array.from({ length: 200_000 }, () => 5);
-  error = await expectError(post(app, '/v1/completions', { prompt: ids }), 400, /the prompt alone has 200000/, 'prompt');
-  error = await expectError(post(app, '/v1/completions', { prompt: [ids] }), 400, /the prompt alone has 200000/, 'prompt');
+  await expectError(post(app, '/v1/completions', { prompt: ids }), 400, /the prompt alone has 200000/, 'prompt');
+  await expectError(post(app, '/v1/completions', { prompt: [ids] }), 400, /the prompt alone has 200000/, 'prompt');
   const messages = Array.from({ length: 30_000 }, () => ({ role: 'user', content: '' }));
   error = await expectError(post(app, '/v1/chat/completions', { messages }), 400, /30000 messages and content parts cannot fit/, 'messages');
   assert.equal(error.code, 'context_length_exceeded');
   // Within the character bound but over the token bound: tokenized, then refused by token count.
-  error = await expectError(post(app, '/v1/completions', { prompt: 'x'.repeat(100) }), 400, /maximum context length is 64 tokens/, 'prompt');
+  await expectError(post(app, '/v1/completions', { prompt: 'x'.repeat(100) }), 400, /maximum context length is 64 tokens/, 'prompt');
   assert.equal(engine.requests.length, 0);
 });
 

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { RequestError } from '../engine/index.js';
 import { createApp, type AppOptions } from './app.js';
-import { FakeEngine, fakeModel, gate, post } from './testing.js';
+import { FakeEngine, fakeModel, gate, post, throwing } from './testing.js';
 
 interface ErrorJson {
   error: { message: string; type: string; param: string | null; code: string | null };
@@ -68,7 +68,7 @@ test('a prompt that does not fit the context with max_tokens is a 400 naming the
   let error = await expectError(post(app, '/v1/completions', { prompt: 'x', max_tokens: 63 }), 400, 'max_tokens');
   assert.equal(error.code, 'context_length_exceeded');
   assert.match(error.message, /maximum context length is 64 tokens/);
-  error = await expectError(post(app, '/v1/completions', { prompt: 'x', max_completion_tokens: 100 }), 400, 'max_completion_tokens');
+  await expectError(post(app, '/v1/completions', { prompt: 'x', max_completion_tokens: 100 }), 400, 'max_completion_tokens');
   error = await expectError(post(app, '/v1/completions', { prompt: 'x'.repeat(80) }), 400, 'prompt');
   assert.match(error.message, /64/);
   const ok = await post(app, '/v1/completions', { prompt: 'x', max_tokens: 62 });
@@ -123,9 +123,7 @@ test('a full queue is a 429 with Retry-After; capacity comes back when requests 
 });
 
 test('a request the engine refuses is a JSON 400; an engine failure before the first token is a 500', async () => {
-  const refusing = new FakeEngine(async function* () {
-    throw new RequestError('the prompt is empty after tokenization');
-  });
+  const refusing = new FakeEngine(throwing(() => new RequestError('the prompt is empty after tokenization')));
   const error = await expectError(post(setup(refusing).app, '/v1/completions', { prompt: 'x', stream: true }), 400);
   assert.match(error.message, /empty/);
 

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { createApp, type AppOptions } from './app.js';
-import { FakeEngine, fakeModel, gate, post, sseData, token } from './testing.js';
+import { FakeEngine, fakeModel, gate, post, sseData, throwing, token } from './testing.js';
 
 interface ErrorJson {
   error: { message: string; type: string; param: string | null; code: string | null };
@@ -78,9 +78,7 @@ test('/health says restarting (503) while the engine restarts and engine_dead on
 });
 
 test('an engine that cannot take the request (restarting) is a 503 with Retry-After', async () => {
-  const engine = new FakeEngine(async function* () {
-    throw new Error('the engine is restarting after a failure; retry shortly');
-  });
+  const engine = new FakeEngine(throwing(() => new Error('the engine is restarting after a failure; retry shortly')));
   const { app } = createApp({ engine, model: fakeModel() });
   const res = await post(app, '/v1/completions', { prompt: 'x', stream: true });
   assert.equal(res.status, 503);

@@ -48,6 +48,11 @@ export function tokens(pieces: string[], reason: 'stop' | 'length' = 'stop', fin
   };
 }
 
+/** A script that yields nothing: reading it rejects with `makeError()`, as an engine that cannot take the request fails. */
+export function throwing(makeError: () => Error): Script {
+  return () => ({ [Symbol.asyncIterator]: () => ({ next: () => Promise.reject(makeError()) }) });
+}
+
 /** A promise with its resolve function outside. */
 export function gate(): { promise: Promise<void>; open: () => void } {
   let open = (): void => {};
