@@ -38,7 +38,8 @@ function requestOf(work: Work, model: string | null, maxTokens: number, temperat
     ...(model === null ? {} : { model }),
     max_tokens: maxTokens,
     temperature,
-    seed: work.seed,
+    // Greedy needs no seed; a seeded request would decode on the full model (the server's rule), with exits on too.
+    ...(temperature > 0 ? { seed: work.seed } : {}),
     stream: true,
     stream_options: { include_usage: true },
   };
