@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { budgetRampCount, ceilingMs, chooseNewLayer, planAdjustment, shadowCeilingsMs, spreadLayers, utilityMs, type AdjustInput, type RampUsage } from './adjuster.js';
+import { budgetRampCount, ceilingMs, chooseNewLayer, countUsage, NO_USAGE, planAdjustment, shadowCeilingsMs, spreadLayers, utilityMs, type AdjustInput, type RampUsage } from './adjuster.js';
 
 const blocks = (n: number, ms = 1) => new Array<number>(n).fill(ms);
 
@@ -27,10 +27,25 @@ test('spread: centres of equal bins over the candidates', () => {
 
 test('utility: savings of exits minus overhead of passes, minus the ramp\'s share of the split cost', () => {
   const costs = { blockMs: blocks(8), rampMs: 0.5 };
-  assert.equal(utilityMs(costs, 3, { exits: 10, passes: 20, share: 12, agreed: 15 }), 10 * 4 - 20 * 0.5);
-  assert.equal(utilityMs({ ...costs, splitMs: 2 }, 3, { exits: 10, passes: 20, share: 12, agreed: 15 }), 10 * 4 - 20 * 0.5 - 12 * 2);
+  const usage = { ...NO_USAGE, exits: 10, soloExits: 10, passes: 20, share: 12, agreed: 15, agreedSolo: 15 };
+  assert.equal(utilityMs(costs, 3, usage), 10 * 4 - 20 * 0.5);
+  assert.equal(utilityMs({ ...costs, splitMs: 2 }, 3, usage), 10 * 4 - 20 * 0.5 - 12 * 2);
   // The ceiling: all 15 agreeing tokens exit, the other 15 readers pass.
-  assert.equal(ceilingMs({ ...costs, splitMs: 2 }, 3, { exits: 10, passes: 20, share: 12, agreed: 15 }), 15 * 4 - 15 * 0.5 - 12 * 2);
+  assert.equal(ceilingMs({ ...costs, splitMs: 2 }, 3, usage), 15 * 4 - 15 * 0.5 - 12 * 2);
+});
+
+test('utility in a batch: an exit saves only alone in its step, and pays for the catch-up its deferral added', () => {
+  const costs = { blockMs: blocks(8), rampMs: 0.5 };
+  // 10 exits, 4 of them alone in their step; the catch-ups run apart from the batch cost 3 ms.
+  const usage = { ...NO_USAGE, exits: 10, soloExits: 4, overheadMs: 3, passes: 20, agreed: 15, agreedSolo: 5 };
+  assert.equal(utilityMs(costs, 3, usage), 4 * 4 - 3 - 20 * 0.5);
+  assert.equal(ceilingMs(costs, 3, usage), 5 * 4 - 15 * 0.5);
+  // Counting records: a batched exit adds its overhead and no solo exit.
+  const counted = { ...NO_USAGE };
+  countUsage(counted, { ramps: [], exitLayer: 3, stepRows: 16, overheadMs: 0.25 }, true, true, 1);
+  countUsage(counted, { ramps: [], exitLayer: 3 }, true, true, 1);
+  countUsage(counted, { ramps: [], exitLayer: null, stepRows: 16 }, false, false, 0.5);
+  assert.deepEqual(counted, { exits: 2, soloExits: 1, overheadMs: 0.25, passes: 1, share: 2.5, agreed: 2, agreedSolo: 1 });
 });
 
 test('new ramp: middle of the widest stretch without an exit, only where exiting pays', () => {
@@ -56,7 +71,7 @@ const adjustInput = (usage: [number, RampUsage][]): AdjustInput => ({
   maxActive: 3,
   blocked: new Set(),
 });
-const use = (exits: number, passes: number, agreed = 200): RampUsage => ({ exits, passes, share: 0, agreed });
+const use = (exits: number, passes: number, agreed = 200): RampUsage => ({ ...NO_USAGE, exits, soloExits: exits, passes, agreed, agreedSolo: agreed });
 
 test('plan: negative once → probation, negative again → deactivate, room → activate', () => {
   const base = adjustInput([

@@ -6,8 +6,10 @@
  *   step that never exits (every block plus the final head, which costs
  *   about one ramp): Σ rampMs ≤ rampBudget × (Σ blockMs + rampMs).
  * - Start: ramps spread evenly over the candidate layers, all at threshold 0.
- * - Every period: utility = ms saved by tokens that exited at the ramp −
- *   rampMs × tokens that passed it without exiting − the ramp's share of
+ * - Every period: utility = ms saved by tokens that exited at the ramp
+ *   (only tokens alone in their step save anything: see exitSavingMs) −
+ *   the calls their deferral added later (catch-ups run apart from a batch)
+ *   − rampMs × tokens that passed it without exiting − the ramp's share of
  *   splitMs (each token's split cost divided among the ramps it read on its
  *   way out): a ramp also pays for keeping decoding off the fused graph, which
  *   on a small model costs more than the ramp itself. A negative ramp gets one
@@ -30,7 +32,7 @@
  *
  * @module
  */
-import { savedMs, type Costs, type TokenRecord } from './types.js';
+import { exitSavingMs, savedMs, type Costs, type TokenRecord } from './types.js';
 
 /** How many ramps the budget allows, capped by maxRamps. Free ramps (rampMs 0) are capped by maxRamps only. */
 export function budgetRampCount(costs: Costs, rampBudget: number, maxRamps: number): number {
@@ -56,23 +58,46 @@ export function spreadLayers(candidates: readonly number[], count: number): numb
 export interface RampUsage {
   /** Tokens streamed from this ramp. */
   exits: number;
+  /** Of them, tokens alone in their step: the exits that saved time (see exitSavingMs). */
+  soloExits: number;
+  /** What the exits' deferrals cost later (catch-ups run apart from a batch), in ms. */
+  overheadMs: number;
   /** Tokens that evaluated this ramp and went on (exited later or at the full model). */
   passes: number;
   /** Tokens that read this ramp, each counted as 1 / (ramps it read): the ramp's share of the split cost. */
   share: number;
   /** Tokens that read this ramp while it agreed with the full model: the most that could have exited there. */
   agreed: number;
+  /** Of them, tokens alone in their step: the most whose exit there could have saved time. */
+  agreedSolo: number;
+}
+
+export const NO_USAGE: Readonly<RampUsage> = { exits: 0, soloExits: 0, overheadMs: 0, passes: 0, share: 0, agreed: 0, agreedSolo: 0 };
+
+/** Adds one token that read the ramp after `layer` to its usage (`exited`: it left there). */
+export function countUsage(usage: RampUsage, rec: TokenRecord, agrees: boolean, exited: boolean, share: number): void {
+  const solo = (rec.stepRows ?? 1) === 1;
+  if (exited) {
+    usage.exits++;
+    if (solo) usage.soloExits++;
+    usage.overheadMs += rec.overheadMs ?? 0;
+  } else usage.passes++;
+  if (agrees) {
+    usage.agreed++;
+    if (solo) usage.agreedSolo++;
+  }
+  usage.share += share;
 }
 
 /** Net latency the ramp bought over the period, in ms. */
 export function utilityMs(costs: Costs, layer: number, usage: RampUsage): number {
-  return usage.exits * savedMs(costs, layer) - usage.passes * costs.rampMs - usage.share * (costs.splitMs ?? 0);
+  return usage.soloExits * savedMs(costs, layer) - usage.overheadMs - usage.passes * costs.rampMs - usage.share * (costs.splitMs ?? 0);
 }
 
 /** The utility had every token the ramp agreed on exited there (and no other): what a re-tune could reach at best. */
 export function ceilingMs(costs: Costs, layer: number, usage: RampUsage): number {
   const readers = usage.exits + usage.passes;
-  return utilityMs(costs, layer, { ...usage, exits: usage.agreed, passes: readers - usage.agreed });
+  return utilityMs(costs, layer, { ...usage, exits: usage.agreed, soloExits: usage.agreedSolo, overheadMs: 0, passes: readers - usage.agreed });
 }
 
 /**
@@ -85,15 +110,12 @@ export function ceilingMs(costs: Costs, layer: number, usage: RampUsage): number
 export function shadowCeilingsMs(records: readonly TokenRecord[], candidates: readonly number[], costs: Costs, paysSplit: boolean): Map<number, number> {
   const ceilings = new Map<number, number>();
   for (const layer of candidates) {
-    let readers = 0;
-    let agreed = 0;
+    const usage = { ...NO_USAGE };
     for (const rec of records) {
       const score = rec.ramps.find((r) => r.layer === layer);
-      if (!score) continue;
-      readers++;
-      if (score.agrees) agreed++;
+      if (score) countUsage(usage, rec, score.agrees, false, paysSplit ? 1 : 0);
     }
-    ceilings.set(layer, ceilingMs(costs, layer, { exits: 0, passes: readers, share: paysSplit ? readers : 0, agreed }));
+    ceilings.set(layer, ceilingMs(costs, layer, usage));
   }
   return ceilings;
 }
@@ -130,7 +152,7 @@ export interface AdjustPlan {
 export function planAdjustment(input: AdjustInput): AdjustPlan {
   const plan: AdjustPlan = { utilities: new Map(), probation: [], deactivate: [], recovered: [], activate: null };
   for (const layer of input.active) {
-    const usage = input.usage.get(layer) ?? { exits: 0, passes: 0, share: 0, agreed: 0 };
+    const usage = input.usage.get(layer) ?? NO_USAGE;
     const u = utilityMs(input.costs, layer, usage);
     plan.utilities.set(layer, u);
     const hopeless = ceilingMs(input.costs, layer, usage) < 0;

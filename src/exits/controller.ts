@@ -15,7 +15,7 @@
  *
  * @module
  */
-import { budgetRampCount, planAdjustment, shadowCeilingsMs, spreadLayers, type RampUsage } from './adjuster.js';
+import { budgetRampCount, countUsage, NO_USAGE, planAdjustment, shadowCeilingsMs, spreadLayers, type RampUsage } from './adjuster.js';
 import { CostsSchema, ExitControllerOptionsSchema, type ExitControllerInput, type ExitControllerOptions } from './options.js';
 import { tuneThresholds } from './tuner.js';
 import type { ControllerEvent, ControllerEventKind, ControllerState } from './state.js';
@@ -103,7 +103,7 @@ export class ExitController {
   /** Feeds back one generated token. Records may arrive late (after the deep catch-up pass), in token order. */
   record(rec: TokenRecord): void {
     // Copied: the engine may reuse its objects, and the windows outlive the call.
-    const copy: TokenRecord = { ramps: rec.ramps.map((r) => ({ ...r })), exitLayer: rec.exitLayer };
+    const copy: TokenRecord = { ...rec, ramps: rec.ramps.map((r) => ({ ...r })) };
     this.records.push(copy);
     const ok = streamedAgrees(copy);
     if (this.outcomes.push(ok) === true) this.windowCorrect--;
@@ -113,11 +113,8 @@ export class ExitController {
     // Ramps read on the token's way out; deeper ones were scored later, off its critical path.
     const read = copy.ramps.filter((s) => copy.exitLayer === null || s.layer <= copy.exitLayer);
     for (const s of read) {
-      const u = this.usage.get(s.layer) ?? { exits: 0, passes: 0, share: 0, agreed: 0 };
-      if (s.layer === copy.exitLayer) u.exits++;
-      else u.passes++;
-      if (s.agrees) u.agreed++;
-      u.share += 1 / read.length;
+      const u = this.usage.get(s.layer) ?? { ...NO_USAGE };
+      countUsage(u, copy, s.agrees, s.layer === copy.exitLayer, 1 / read.length);
       this.usage.set(s.layer, u);
     }
     this.sinceTune++;

@@ -105,3 +105,9 @@ test('starts from the given thresholds and only raises them; empty window change
   assert.deepEqual(empty.thresholds, [0.2]);
   assert.equal(empty.agreement, 1);
 });
+
+test('tokens decoded in a batch save nothing by exiting, so they give the tuner no reason to exit', () => {
+  const records = Array.from({ length: 1000 }, (_, r) => at0(r / 1000, true));
+  assert.deepEqual(oneRamp(records.map((rec) => ({ ...rec, stepRows: 16 }))).thresholds, [0]);
+  assert.deepEqual(oneRamp(records.map((rec) => ({ ...rec, stepRows: 1 }))).thresholds, [1]);
+});

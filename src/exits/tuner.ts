@@ -18,7 +18,7 @@
  *
  * @module
  */
-import { savedMs, type Costs, type TokenRecord } from './types.js';
+import { exitSavingMs, type Costs, type TokenRecord } from './types.js';
 
 export interface TuneInput {
   /** Replay window, oldest first. */
@@ -102,10 +102,10 @@ export function tuneThresholds(input: TuneInput): TuneResult {
     }
   });
 
-  // Latency of a token relative to "no ramps": ramps passed cost rampMs each,
-  // exiting at ramp k saves the deeper blocks. Index numRamps = full model.
-  const latency = layers.map((layer, k) => k * costs.rampMs - savedMs(costs, layer));
-  latency.push(numRamps * costs.rampMs);
+  // Latency of record r relative to "no ramps" when it leaves at index k: ramps
+  // passed cost rampMs each, exiting at ramp k saves what exitSavingMs says (the
+  // deeper blocks, alone in a step). Index numRamps = full model.
+  const latency = (r: number, k: number): number => k * costs.rampMs - (k < numRamps ? exitSavingMs(costs, layers[k]!, records[r]!) : 0);
 
   // Current replay: exit index per record, correct count overall and recent.
   const exitIdx = new Int32Array(n);
@@ -142,6 +142,7 @@ export function tuneThresholds(input: TuneInput): TuneResult {
       let lost = 0;
       let dRecent = 0;
       let stillReaching = 0;
+      let moved = 0;
       for (let r = 0; r < n; r++) {
         if (exitIdx[r]! <= i) continue; // exits at or before ramp i already
         const u = uncertainty[r * numRamps + i]!;
@@ -150,7 +151,8 @@ export function tuneThresholds(input: TuneInput): TuneResult {
           if (u < 1) stillReaching++; // confidence 0 can never exit: no evidence
           continue;
         }
-        saving += latency[exitIdx[r]!]! - latency[i]!;
+        moved++;
+        saving += latency(r, exitIdx[r]!) - latency(r, i);
         const d = isCorrect(r) - agrees[r * numRamps + i]!;
         lost += d;
         if (r >= recentFrom) dRecent += d;
@@ -165,8 +167,9 @@ export function tuneThresholds(input: TuneInput): TuneResult {
       else if (saving > 0) [rank, score] = [1, saving / lost];
       // A move that changes nothing may cross a gap in the data, but only
       // while tokens still reach the ramp above it: thresholds never climb
-      // past the evidence (a ramp nobody reaches stays where it is).
-      else if (stillReaching > 0) [rank, score] = [0, 0];
+      // past the evidence (a ramp nobody reaches stays where it is). A move
+      // that exits tokens and saves nothing (they were batched) is not taken.
+      else if (moved === 0 && stillReaching > 0) [rank, score] = [0, 0];
       else continue;
       if (!best || rank > best.rank || (rank === best.rank && score > best.score)) {
         best = { i, to, rank, score, saving, lost, dRecent };

@@ -23,6 +23,10 @@ export interface TokenRecord {
   ramps: readonly RampScore[];
   /** Layer of the ramp the token was streamed from; null = the full model. */
   exitLayer: number | null;
+  /** Sequences decoded in the step that decided the token (absent: 1, as in a trace). */
+  stepRows?: number;
+  /** An exited token's share of the calls its deferral added later (a catch-up run apart from the batch), in ms. */
+  overheadMs?: number;
 }
 
 /** Measured costs, refreshed by the engine. */
@@ -53,11 +57,21 @@ export function clears(confidence: number, threshold: number): boolean {
   return 1 - confidence < threshold;
 }
 
-/** Latency a token saves by exiting after block `layer`: the deeper blocks' time, deferred and batched. */
+/** Latency a token saves by exiting after block `layer` when that ends its step: the deeper blocks' time, deferred and batched. */
 export function savedMs(costs: Costs, layer: number): number {
   let ms = 0;
   for (let b = layer + 1; b < costs.blockMs.length; b++) ms += costs.blockMs[b] ?? 0;
   return ms;
+}
+
+/**
+ * What an exit after `layer` saves the token `rec` stands for. Alone in its
+ * step, the step ends at the ramp and the next token starts that much
+ * sooner. In a batch the other rows run the deeper blocks anyway: the token
+ * is streamed earlier, but its next one comes no sooner, so it saves nothing.
+ */
+export function exitSavingMs(costs: Costs, layer: number, rec: TokenRecord): number {
+  return (rec.stepRows ?? 1) === 1 ? savedMs(costs, layer) : 0;
 }
 
 /**
