@@ -69,7 +69,7 @@ generate options:
 prepare SOURCE --out DIR [--tokenizer T] [--quantize none|int8] [--train-ramps auto|on|off]
         auto (default): train when it takes under two minutes, else say how long it would
 train-ramps MODEL [--tokenizer T] [--text FILE] [--report FILE.json] [--seed S] [--epochs N]
-        [--continuations N] [--new-tokens N] [--threads N] [--export DIR]
+        [--continuations N] [--prefixed N] [--held-out-prefixed N] [--new-tokens N] [--threads N] [--export DIR]
         MODEL as serve --model takes it; distils ramps on the model's own continuations of
         prompts/ (and --text), stores them in its prepared directory, prints the held-out report;
         --export models/NAME.ramps ships them with the repository for that checkpoint
@@ -160,6 +160,8 @@ async function trainRampsCommand(args: string[]): Promise<void> {
       seed: { type: 'string', default: String(TRAIN_RAMPS_DEFAULTS.seed) },
       epochs: { type: 'string', default: String(TRAIN_RAMPS_DEFAULTS.epochs) },
       continuations: { type: 'string', default: String(TRAIN_RAMPS_DEFAULTS.continuationsPerPrompt) },
+      prefixed: { type: 'string', default: String(TRAIN_RAMPS_DEFAULTS.prefixedPerPrompt) },
+      'held-out-prefixed': { type: 'string', default: String(TRAIN_RAMPS_DEFAULTS.heldOutPrefixedPerPrompt) },
       'new-tokens': { type: 'string', default: String(TRAIN_RAMPS_DEFAULTS.newTokens) },
       threads: { type: 'string', default: String(TRAIN_RAMPS_DEFAULTS.threads) },
     },
@@ -171,6 +173,8 @@ async function trainRampsCommand(args: string[]): Promise<void> {
     seed: count('seed', values.seed, 0),
     epochs: count('epochs', values.epochs),
     continuationsPerPrompt: count('continuations', values.continuations),
+    prefixedPerPrompt: count('prefixed', values.prefixed, 0),
+    heldOutPrefixedPerPrompt: count('held-out-prefixed', values['held-out-prefixed'], 0),
     newTokens: count('new-tokens', values['new-tokens']),
     threads: count('threads', values.threads, 0),
     textFile: values.text ? path.resolve(values.text) : null,

@@ -70,11 +70,18 @@ export const RampTrainingSchema = z.object({
     prompts: z.array(z.string()),
     /** Continuations per prompt: one greedy, the rest sampled. */
     continuationsPerPrompt: z.number().int().positive(),
+    /** Greedy continuations per prompt from a sampled prefix of it (absent in ramps trained before they were added). */
+    prefixedPerPrompt: z.number().int().nonnegative().optional(),
     newTokens: z.number().int().positive(),
     textFile: z.string().nullable(),
     positions: z.number().int().nonnegative(),
   }),
-  heldOut: z.object({ prompts: z.array(z.string()), positions: z.number().int().nonnegative() }),
+  heldOut: z.object({
+    prompts: z.array(z.string()),
+    /** Greedy continuations per held-out prompt from a sampled prefix of it, beside its plain greedy one (absent: none). */
+    prefixedPerPrompt: z.number().int().nonnegative().optional(),
+    positions: z.number().int().nonnegative(),
+  }),
   /** Held-out share of the full model's probability that the candidate tokens hold. */
   candidateMass: z.number(),
   seconds: z.number(),

@@ -3,9 +3,13 @@
  * §3.1), by distillation on the model's own continuations:
  *
  * 1. Calibration text: the model continues prompts/prompts.json's story
- *    openings (one greedy and several sampled continuations each, all rows
- *    decoded as one batch), plus an optional text file. Every third opening
- *    is held out: its greedy continuation is only ever used for the report.
+ *    openings (one greedy and several sampled continuations each), and
+ *    continues greedily from several sampled prefixes of each opening (a
+ *    few to 40 tokens at temperature 1: many distinct starts of the greedy
+ *    text the held-out set is, without one opening's loop repeated), all
+ *    rows decoded as one batch, plus an optional text file. Every third
+ *    opening is held out: its greedy continuation and its greedy
+ *    continuations from sampled prefixes are only ever used for the report.
  * 2. Candidates: the tokens of those continuations, most frequent first (at
  *    most RAMP_VOCAB): what the model itself says, not the lowest ids.
  * 3. One forward pass per sequence keeps every candidate block's hidden
@@ -56,6 +60,10 @@ export interface TrainRampsOptions {
   batchSize: number;
   /** Continuations per calibration prompt: one greedy, the rest sampled (temperatures alternate 1 and 0.7). */
   continuationsPerPrompt: number;
+  /** Greedy continuations per calibration prompt from a sampled prefix of it (seeded lengths, 4..40 tokens). */
+  prefixedPerPrompt: number;
+  /** The same per held-out prompt, beside its plain greedy continuation: a larger, more varied report set. */
+  heldOutPrefixedPerPrompt: number;
   /** New tokens per continuation (fewer when the model stops or its context ends). */
   newTokens: number;
   /** More calibration text (teacher-forced), beside the continuations. */
@@ -68,10 +76,12 @@ export interface TrainRampsOptions {
 
 export const TRAIN_RAMPS_DEFAULTS: TrainRampsOptions = {
   seed: 0,
-  epochs: 4,
+  epochs: 2,
   learningRate: 1e-2,
   batchSize: 32,
   continuationsPerPrompt: 4,
+  prefixedPerPrompt: 12,
+  heldOutPrefixedPerPrompt: 12,
   newTokens: 200,
   textFile: null,
   threads: 1,
@@ -83,6 +93,10 @@ const HELD_OUT_EVERY = 3;
 
 /** Sampled continuations alternate these temperatures (greedy is the first continuation). */
 const SAMPLED_TEMPERATURES = [1, 0.7];
+
+/** A sampled prefix adds PREFIX_MIN..PREFIX_MAX tokens (seeded) to its opening before the greedy continuation. */
+const PREFIX_MIN = 4;
+const PREFIX_MAX = 40;
 
 /** Positions per call when the report scores held-out positions through the model's head. */
 const EVAL_CHUNK = 256;
@@ -111,7 +125,8 @@ export function estimateTrainingSeconds(config: ModelConfig, overrides: Partial<
   const options = { ...TRAIN_RAMPS_DEFAULTS, ...overrides };
   const stories = loadPrompts().filter((p) => p.kind === 'story').length;
   const calibrationPrompts = stories - Math.floor(stories / HELD_OUT_EVERY);
-  const positions = calibrationPrompts * options.continuationsPerPrompt * options.newTokens;
+  const rowsPerPrompt = options.continuationsPerPrompt + options.prefixedPerPrompt;
+  const positions = calibrationPrompts * rowsPerPrompt * options.newTokens;
   const candidates = Math.min(RAMP_VOCAB, config.vocabSize);
   const ramps = config.numLayers - 1;
   const fit = (positions * ramps * options.epochs * (2 * candidates * config.dim + 2 * config.dim * config.dim)) / FIT_MACS_PER_SECOND;
@@ -165,6 +180,24 @@ export function generateContinuations(model: Model, prompts: number[][], samplin
     const hidden = runBlocks(model, kv, model.embed(tokens.map((row) => row.at(-1)!), positions), { firstSlot: 0, numRows, seqLen: 1, pastLengths: positions });
     model.runHead(hidden, numRows, logits);
   }
+}
+
+/**
+ * Each opening with a sampled prefix of the model's own (temperature 1, its
+ * length PREFIX_MIN..PREFIX_MAX drawn from `seed`), the start of a greedy
+ * continuation. A prefix that ended the story keeps the tokens before its end.
+ */
+function sampledPrefixes(model: Model, openings: number[][], seed: number): number[][] {
+  if (openings.length === 0) return [];
+  const { bosTokenId, eosTokenIds } = model.config;
+  const stops = new Set([bosTokenId, ...eosTokenIds]);
+  const rng = new Rng(seed + 1);
+  const sampled = generateContinuations(model, openings, openings.map(() => ({ ...GREEDY, temperature: 1 })), seed + 1, PREFIX_MAX);
+  return sampled.map((tokens, i) => {
+    const cut = tokens.slice(0, openings[i]!.length + PREFIX_MIN + (rng.nextUint32() % (PREFIX_MAX - PREFIX_MIN + 1)));
+    while (cut.length > openings[i]!.length && stops.has(cut.at(-1)!)) cut.pop();
+    return cut;
+  });
 }
 
 /** Token ids in order of how often `sequences` use them (ties: lower id first), at most `max`. */
@@ -360,29 +393,40 @@ export async function trainRamps(dir: string, overrides: Partial<TrainRampsOptio
     const heldOutPrompts = stories.filter((_, i) => i % HELD_OUT_EVERY === HELD_OUT_EVERY - 1);
     const calibrationPrompts = stories.filter((p) => !heldOutPrompts.includes(p));
 
-    // 1. Continuations: calibration rows (greedy, then sampled), then the held-out rows (greedy).
-    const rows: { prompt: number[]; sampling: SamplingParams }[] = [];
+    // 1. Continuations. Sampled prefixes first (one batch), then every row in one batch: calibration rows
+    // (greedy, then sampled; then greedy from the prefixes), then held-out rows (greedy; greedy from the prefixes).
+    const encode = (p: { prompt: string }) => model.tokenizer.encode(p.prompt);
+    const prefixed = [
+      ...calibrationPrompts.flatMap((p) => Array.from({ length: options.prefixedPerPrompt }, () => encode(p))),
+      ...heldOutPrompts.flatMap((p) => Array.from({ length: options.heldOutPrefixedPerPrompt }, () => encode(p))),
+    ];
+    const prefixes = sampledPrefixes(model, prefixed, options.seed);
+    const rows: { prompt: number[]; opening: number; sampling: SamplingParams }[] = [];
     for (const p of calibrationPrompts) {
       for (let k = 0; k < options.continuationsPerPrompt; k++) {
         const temperature = k === 0 ? 0 : SAMPLED_TEMPERATURES[(k - 1) % SAMPLED_TEMPERATURES.length]!;
-        rows.push({ prompt: model.tokenizer.encode(p.prompt), sampling: { ...GREEDY, temperature } });
+        rows.push({ prompt: encode(p), opening: encode(p).length, sampling: { ...GREEDY, temperature } });
       }
     }
-    for (const p of heldOutPrompts) rows.push({ prompt: model.tokenizer.encode(p.prompt), sampling: GREEDY });
+    const numCalibrationPrefixed = calibrationPrompts.length * options.prefixedPerPrompt;
+    prefixes.slice(0, numCalibrationPrefixed).forEach((prompt, i) => rows.push({ prompt, opening: prefixed[i]!.length, sampling: GREEDY }));
+    const numCalibration = rows.length;
+    for (const p of heldOutPrompts) rows.push({ prompt: encode(p), opening: encode(p).length, sampling: GREEDY });
+    prefixes.slice(numCalibrationPrefixed).forEach((prompt, i) => rows.push({ prompt, opening: prefixed[numCalibrationPrefixed + i]!.length, sampling: GREEDY }));
     const generated = generateContinuations(model, rows.map((r) => r.prompt), rows.map((r) => r.sampling), options.seed, options.newTokens);
-    const numCalibration = calibrationPrompts.length * options.continuationsPerPrompt;
     const calibration = generated.slice(0, numCalibration).map((tokens) => ({ tokens, from: 0 }));
     const text = options.textFile ? textSequences(model, options.textFile) : [];
     calibration.push(...text.map((tokens) => ({ tokens, from: 0 })));
-    // Held out: only the positions that predicted a generated token (a prompt may have filled the context).
+    // Held out: only the positions that predicted a token the model said after the opening (its sampled
+    // prefix, then its greedy continuation; a prompt may have filled the context).
     const heldOut = generated.slice(numCalibration).map((tokens, i) => ({
       tokens: tokens.slice(0, -1),
-      from: Math.min(rows[numCalibration + i]!.prompt.length, tokens.length) - 1,
+      from: Math.min(rows[numCalibration + i]!.opening, tokens.length) - 1,
     }));
     log(`generated ${generated.length} continuations in ${((performance.now() - started) / 1000).toFixed(1)} s`);
 
     // 2-3. Candidates from what the model said, then the positions.
-    const said = [...generated.slice(0, numCalibration).map((tokens, i) => tokens.slice(rows[i]!.prompt.length)), ...text];
+    const said = [...generated.slice(0, numCalibration).map((tokens, i) => tokens.slice(rows[i]!.opening)), ...text];
     const candidates = candidatesByFrequency(said, Math.min(RAMP_VOCAB, model.config.vocabSize));
     const train = capture(model, calibration, layers, candidates);
     const test = capture(model, heldOut, layers, candidates);
@@ -423,11 +467,12 @@ export async function trainRamps(dir: string, overrides: Partial<TrainRampsOptio
       calibration: {
         prompts: calibrationPrompts.map((p) => p.id),
         continuationsPerPrompt: options.continuationsPerPrompt,
+        prefixedPerPrompt: options.prefixedPerPrompt,
         newTokens: options.newTokens,
         textFile: options.textFile,
         positions: train.count,
       },
-      heldOut: { prompts: heldOutPrompts.map((p) => p.id), positions: test.count },
+      heldOut: { prompts: heldOutPrompts.map((p) => p.id), prefixedPerPrompt: options.heldOutPrefixedPerPrompt, positions: test.count },
       candidateMass,
       seconds: Math.round((performance.now() - started) / 100) / 10,
       ramps,
@@ -443,7 +488,8 @@ export async function trainRamps(dir: string, overrides: Partial<TrainRampsOptio
 export function formatRampReport(training: RampTraining): string {
   const pct = (x: number) => `${(100 * x).toFixed(1)}%`.padStart(7);
   const lines = [
-    `held-out: ${training.heldOut.positions} positions (greedy continuations of ${training.heldOut.prompts.join(', ')}); ` +
+    `held-out: ${training.heldOut.positions} positions (greedy continuations of ${training.heldOut.prompts.join(', ')}` +
+      `${training.heldOut.prefixedPerPrompt ? `, and of ${training.heldOut.prefixedPerPrompt} sampled prefixes of each` : ''}); ` +
       `candidates hold ${pct(training.candidateMass).trim()} of the full model's probability there`,
     'afterBlocks  /exits layer   agreement        exitable@99%     exitable@95%',
     '                            plain  trained   plain  trained   plain  trained',
