@@ -29,12 +29,12 @@
  *
  * @module
  */
-import { scoreLogits, type ConfidenceKind, type ExitController, type TokenRecord } from '../exits/index.js';
-import type { Model } from '../model/index.js';
+import type { ConfidenceKind, ExitController, TokenRecord } from '../exits/index.js';
+import type { Model, SpanEnd } from '../model/index.js';
 import type { CostMeter } from './cost-meter.js';
 import { choosePolicy, feedsController, type ExitPolicy, type PolicyContext } from './exit-policy.js';
 import { argmax, logprobsOf, sample, type TokenLogprobs } from './sampler.js';
-import { ModelCalls, type SlotLengths } from './model-calls.js';
+import { ModelCalls, type SlotLengths, type SpanRow } from './model-calls.js';
 import type { StepPlan } from './scheduler.js';
 import type { Sequence } from './sequence.js';
 import type { RampReading } from './types.js';
@@ -147,9 +147,9 @@ export class ModelRunner {
     const policy = choosePolicy(seq, this.policies, false);
     const numLayers = this.model.config.numLayers;
     while (seq.deferred.length > 0) {
-      const layer = Math.min(...seq.deferred.map((d) => d.layer)) + 1;
-      if (layer >= numLayers) break;
-      this.catchUp(seq, policy, layer, null);
+      const from = Math.min(...seq.deferred.map((d) => d.layer)) + 1;
+      if (from >= numLayers) break;
+      this.catchUp(seq, policy, from, this.spanEnd(from, [{ seq, policy }]), null);
     }
   }
 
@@ -162,7 +162,7 @@ export class ModelRunner {
     });
     const fused = this.model.hasFused && !shadow && (rows.every((row) => this.needsNoSingleBlock(row)) || this.timesFusedNow(rows));
     if (fused) this.decodeFused(rows, step);
-    else this.decodeByBlock(rows, step);
+    else this.decodeBySpans(rows, step);
   }
 
   /**
@@ -209,88 +209,114 @@ export class ModelRunner {
     }
   }
 
-  /** The batch up the blocks one at a time, reading ramps between them; rows leave as they exit. */
-  private decodeByBlock(rows: Row[], step: Step): void {
+  /**
+   * The batch up the model span by span: each span is one call over the
+   * blocks up to the next ramp some row reads (or up to where a deferred
+   * position waits, so that it can join the next span), with that ramp's
+   * decision computed in the call; the rows that exit there leave. A
+   * sequence with deferred positions runs each span over them and its
+   * current position together (`catchUp`). The last span ends with the head.
+   */
+  private decodeBySpans(rows: Row[], step: Step): void {
     const numLayers = this.model.config.numLayers;
     let active = rows;
-    for (let layer = 0; layer < numLayers && active.length > 0; layer++) {
-      const synced = active.filter((row) => row.seq.layerLengths[layer] === row.position);
-      if (synced.length > 0) this.calls.batchedBlock(layer, synced, step.slotLengths);
-      for (const row of active) if (row.seq.layerLengths[layer]! < row.position) this.catchUp(row.seq, row.policy, layer, row);
-      for (const row of active) row.seq.layerLengths[layer] = row.position + 1;
-      if (layer < numLayers - 1) active = this.ramp(layer, active, step);
+    for (let from = 0; from < numLayers && active.length > 0; ) {
+      const to = this.spanEnd(from, active);
+      const synced = active.filter((row) => row.seq.layerLengths[from] === row.position);
+      const said = synced.length > 0 ? this.calls.batchedSpan(from, to, this.spanEndKind(to, synced), synced, step.slotLengths) : new Map<Row, SpanRow>();
+      for (const row of active) if (row.seq.layerLengths[from]! < row.position) said.set(row, this.catchUp(row.seq, row.policy, from, to, row)!);
+      for (const row of active) row.seq.layerLengths.fill(row.position + 1, from, to + 1);
+      if (to === numLayers - 1) this.finalHead(active, said, step);
+      else active = this.ramp(to, active, said, step);
+      from = to + 1;
     }
-    if (active.length > 0) this.finalHead(active, step);
   }
 
-  /** The ramp after `layer`: reads the rows whose policy looks here, hands on the ones that exit; returns the rest. */
-  private ramp(layer: number, active: Row[], step: Step): Row[] {
-    const looking = active.filter((row) => row.policy.looksAt(layer));
-    if (looking.length === 0) return active;
-    const { logits, width } = this.calls.rampRows(layer, looking);
+  /** The last block of the span that starts at `from`: the first that a ramp some row reads, or a deferred position, waits after; else the model's last. */
+  private spanEnd(from: number, rows: readonly { seq: Sequence; policy: ExitPolicy }[]): number {
+    const last = this.model.config.numLayers - 1;
+    for (let layer = from; layer < last; layer++) {
+      if (rows.some(({ seq, policy }) => policy.looksAt(layer) || seq.deferred.some((d) => d.layer === layer))) return layer;
+    }
+    return last;
+  }
+
+  /** What a span that ends after block `to` computes for `rows`: the head after the last block, else the ramp when one of them reads it. */
+  private spanEndKind(to: number, rows: Row[]): SpanEnd {
+    if (to === this.model.config.numLayers - 1) return { kind: 'head' };
+    const reading = rows.filter((row) => row.policy.looksAt(to));
+    if (reading.length === 0) return { kind: 'hidden' };
+    return { kind: 'ramp', confidence: this.options.confidence, logits: reading.some((row) => this.drawsFromLogits(row.seq)) };
+  }
+
+  /** Whether a token of `seq` needs its logits: a draw at a temperature, or logprobs (a greedy token is the best column). */
+  private drawsFromLogits(seq: Sequence): boolean {
+    return seq.request.sampling.temperature > 0 || seq.request.logprobs !== undefined;
+  }
+
+  /** The ramp after `layer`, as the span said: reads the rows whose policy looks here, hands on the ones that exit; returns the rest. */
+  private ramp(layer: number, active: Row[], said: Map<Row, SpanRow>, step: Step): Row[] {
     const exited = new Set<Row>();
-    looking.forEach((row, i) => {
-      const rowLogits = logits.subarray(i * width, (i + 1) * width);
-      const reading = this.reading(layer, rowLogits);
+    for (const row of active) {
+      if (!row.policy.looksAt(layer)) continue;
+      const spanRow = said.get(row)!;
+      const reading = this.reading(layer, spanRow);
       row.readings.push(reading);
-      if (!row.policy.exits(layer, reading.confidence)) return;
+      if (!row.policy.exits(layer, reading.confidence)) continue;
       exited.add(row);
       row.seq.deferred.push({ position: row.position, hidden: row.hidden, layer, exitLayer: layer, readings: row.readings });
+      const exit = { layer, confidence: reading.confidence };
+      const tokenOf = (column: number) => this.model.rampToken(column);
       // Drawn among the ramp's tokens only (never the rest column), each column keyed by its token id.
-      const tokens = rowLogits.subarray(0, this.model.rampVocab);
-      this.sample(row.seq, tokens, { layer, confidence: reading.confidence }, step, (column) => this.model.rampToken(column));
-    });
+      if (spanRow.logits) this.sample(row.seq, spanRow.logits.subarray(0, this.model.rampVocab), exit, step, tokenOf);
+      else this.emit(row.seq, tokenOf(spanRow.top) < 0 ? spanRow.second : spanRow.top, exit, step, tokenOf);
+    }
     return exited.size === 0 ? active : active.filter((row) => !exited.has(row));
   }
 
-  /** The rows that went all the way: the head, their verdicts, their tokens. */
-  private finalHead(rows: Row[], step: Step): void {
-    const vocabSize = this.model.config.vocabSize;
-    const logits = this.calls.timedHead(rows);
-    rows.forEach((row, i) => {
-      const rowLogits = logits.subarray(i * vocabSize, (i + 1) * vocabSize);
+  /** The rows that went all the way: the head's logits from their last span, their verdicts, their tokens. */
+  private finalHead(rows: Row[], said: Map<Row, SpanRow>, step: Step): void {
+    for (const row of rows) {
+      const rowLogits = said.get(row)!.logits!;
       const finalArgmax = argmax(rowLogits);
       row.policy.feedback?.(verdict(row.readings, finalArgmax, null));
       const trace = row.policy.kind === 'trace' ? { ramps: row.readings, finalArgmax } : undefined;
       this.sample(row.seq, rowLogits, { layer: null, confidence: null, trace }, step);
-    });
+    }
   }
 
   /**
-   * Runs `layer` over a sequence's deferred positions that wait for it, plus
-   * the current position when there is one: one causal pass, batch 1.
-   * At ramp layers the deferred positions get that ramp's reading too; after
-   * the last layer they get the full model's verdict, and leave the deferred list.
+   * Runs the span `from`..`to` over a sequence's deferred positions that
+   * wait for it, plus the current position when there is one: one causal
+   * pass, batch 1. Where the span ends at a ramp the sequence reads, the
+   * deferred positions get that ramp's reading too; where it ends the model
+   * they get the full model's verdict, and leave the deferred list. Returns
+   * what the span said about the current position.
    */
-  private catchUp(seq: Sequence, policy: ExitPolicy, layer: number, current: Row | null): void {
-    const { dim, numLayers, vocabSize } = this.model.config;
-    const waiting = seq.deferred.filter((d) => d.layer === layer - 1);
+  private catchUp(seq: Sequence, policy: ExitPolicy, from: number, to: number, current: Row | null): SpanRow | null {
+    const dim = this.model.config.dim;
+    const waiting = seq.deferred.filter((d) => d.layer === from - 1);
     const numRows = waiting.length + (current ? 1 : 0);
     const input = new Float32Array(numRows * dim);
     waiting.forEach((d, i) => input.set(d.hidden, i * dim));
     if (current) input.set(current.hidden, waiting.length * dim);
-    const output = this.calls.sequenceBlock(layer, seq, seq.layerLengths[layer]!, input, numRows);
+    const isLast = to === this.model.config.numLayers - 1;
+    const reads = policy.looksAt(to) && (current !== null || policy.feedback !== null);
+    const draws = current !== null && this.drawsFromLogits(seq);
+    const end: SpanEnd = isLast ? { kind: 'head' } : reads ? { kind: 'ramp', confidence: this.options.confidence, logits: draws } : { kind: 'hidden' };
+    const { hidden, said } = this.calls.sequenceSpan(from, to, end, seq, seq.layerLengths[from]!, input, numRows);
     waiting.forEach((d, i) => {
-      d.hidden = output.slice(i * dim, (i + 1) * dim);
-      d.layer = layer;
+      if (hidden) d.hidden = hidden.slice(i * dim, (i + 1) * dim);
+      d.layer = to;
     });
-    if (current) current.hidden.set(output.subarray(waiting.length * dim));
-    if (!current) seq.layerLengths[layer] = waiting.at(-1)!.position + 1;
-    if (waiting.length === 0) return;
+    if (current && hidden) current.hidden.set(hidden.subarray(waiting.length * dim));
+    if (!current) seq.layerLengths.fill(waiting.at(-1)!.position + 1, from, to + 1);
 
-    const isLast = layer === numLayers - 1;
     const feedback = policy.feedback;
-    if (feedback && (isLast || policy.looksAt(layer))) {
-      const hidden = output.subarray(0, waiting.length * dim);
-      if (isLast) {
-        const logits = this.calls.head(hidden, waiting.length);
-        waiting.forEach((d, i) => feedback(verdict(d.readings, argmax(logits.subarray(i * vocabSize, (i + 1) * vocabSize)), d.exitLayer)));
-      } else {
-        const { logits, width } = this.calls.ramp(layer, hidden, waiting.length);
-        waiting.forEach((d, i) => d.readings.push(this.reading(layer, logits.subarray(i * width, (i + 1) * width))));
-      }
-    }
+    if (feedback && isLast) waiting.forEach((d, i) => feedback(verdict(d.readings, argmax(said[i]!.logits!), d.exitLayer)));
+    else if (feedback && end.kind === 'ramp') waiting.forEach((d, i) => d.readings.push(this.reading(to, said[i]!)));
     if (isLast) seq.deferred.splice(0, seq.deferred.length, ...seq.deferred.filter((d) => !waiting.includes(d)));
+    return current ? said[waiting.length]! : null;
   }
 
   /** A prompt chunk through every block; the chunk that ends the prompt samples the first token. */
@@ -304,11 +330,10 @@ export class ModelRunner {
     if (logits) this.sample(seq, logits, { layer: null, confidence: null }, step);
   }
 
-  /** What the ramp after `layer` says about one row: its argmax as a token id, and no confidence when its rest column wins. */
-  private reading(layer: number, rowLogits: Float32Array): RampReading {
-    const { argmax, confidence } = scoreLogits(rowLogits, this.options.confidence);
-    const token = this.model.rampToken(argmax);
-    return { layer, argmax: token, confidence: token < 0 ? 0 : confidence };
+  /** What the ramp after `layer` says about one row: its best column as a token id, and no confidence when its rest column wins. */
+  private reading(layer: number, said: SpanRow): RampReading {
+    const token = this.model.rampToken(said.top);
+    return { layer, argmax: token, confidence: token < 0 ? 0 : said.confidence };
   }
 
   /** Log-probabilities over a row whose column c is token `tokenOf(c)`. */
@@ -322,10 +347,14 @@ export class ModelRunner {
    * The engine appends it after the step, so `seq.tokens.length` is the new token's index: its draw key.
    */
   private sample(seq: Sequence, logits: Float32Array, exit: ExitInfo, step: Step, tokenOf = (column: number) => column): void {
-    const column = sample(logits, seq.request.sampling, seq.drawKey(seq.tokens.length), tokenOf);
+    this.emit(seq, sample(logits, seq.request.sampling, seq.drawKey(seq.tokens.length), tokenOf), exit, step, tokenOf, logits);
+  }
+
+  /** Hands on the token of `column` (logprobs from `logits`, which a request that asks for them always has). */
+  private emit(seq: Sequence, column: number, exit: ExitInfo, step: Step, tokenOf: (column: number) => number, logits?: Float32Array): void {
     const tokenId = tokenOf(column);
     const topN = seq.request.logprobs;
-    const sampled = { seq, tokenId, exit: topN === undefined ? exit : { ...exit, logprobs: this.logprobs(logits, column, topN, tokenOf) } };
+    const sampled = { seq, tokenId, exit: topN === undefined || !logits ? exit : { ...exit, logprobs: this.logprobs(logits, column, topN, tokenOf) } };
     step.tokens.push(sampled);
     if (exit.layer !== null) step.onExit(sampled);
   }

@@ -14,7 +14,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import ort from 'onnxruntime-node';
 import type { ModelConfig } from './checkpoint.js';
-import { BlockIO, HeadIO, StoredWeights } from './graphs.js';
+import { BlockIO, buildSpanGraph, HeadIO, SpanIO, StoredWeights, type SpanEnd, type SpanRamp, type WeightLookup } from './graphs.js';
 import type { BlockRows, KvCache, KvView } from './kv-cache.js';
 import { readManifest, WEIGHTS_FILE, type Manifest } from './manifest.js';
 import { readCandidates } from './ramps-store.js';
@@ -52,10 +52,19 @@ export class DeviceError extends Error {
   override name = 'DeviceError';
 }
 
-function createSession(file: string, options: RuntimeOptions): SyncSession {
+/**
+ * Span sessions a model keeps (see runSpan): a steady set of active ramps
+ * uses a few, and each costs its compile (milliseconds on stories260K) and
+ * its share of memory (see README), so the least recently used goes first.
+ */
+const MAX_SPANS = 12;
+
+/** `graph` is a file, or a graph's bytes whose external weights are in `dir`. */
+function createSession(graph: string | Uint8Array, options: RuntimeOptions, dir?: string): SyncSession {
   const providers = options.device === 'cpu' ? ['cpu'] : [options.device];
+  const weightsFolder = dir === undefined ? {} : { model_external_initializers_file_folder_path: dir };
   try {
-    return openSession(file, {
+    return openSession(graph, {
       executionProviders: providers,
       intraOpNumThreads: options.threads,
       interOpNumThreads: 1,
@@ -63,7 +72,7 @@ function createSession(file: string, options: RuntimeOptions): SyncSession {
       graphOptimizationLevel: 'all',
       logSeverityLevel: 3,
       // Sessions run one after another; spinning pools would only fight for the cores.
-      extra: { session: { intra_op: { allow_spinning: '0' } } },
+      extra: { session: { intra_op: { allow_spinning: '0' }, ...weightsFolder } },
     });
   } catch (error) {
     if (options.device !== 'cpu') throw new DeviceError(`--device ${options.device}: ${INSTALL_HINT[options.device]} (${(error as Error).message.split('\n')[0]})`);
@@ -96,6 +105,20 @@ function reusedForDecoding<T>(cache: Map<string, T>, seqLen: number, key: string
 
 const tensorCache = new WeakMap<Float32Array, ort.Tensor>();
 
+/** What a span that ends at a ramp decides per row (see buildSpanGraph); its logits go to the caller's buffer when asked. */
+export interface SpanRampResult {
+  /** [rows, 2]: the ramp's best and second-best columns. */
+  top: Int32Array;
+  /** [rows]: its confidence, of the configured kind, over the whole row. */
+  confidence: Float32Array;
+}
+
+/** Where a span writes: the last block's output (spans that do not end the model), head or ramp logits when it makes them. */
+export interface SpanBuffers {
+  hidden?: Float32Array; // [numRows, seqLen, dim]
+  logits?: Float32Array; // [numRows * seqLen, vocab] (head) or [numRows * seqLen, rampWidth] (ramp with logits)
+}
+
 /** An onnxruntime tensor over `data` (no copy), reused while the buffer and shape stay the same. */
 function tensorOver(data: Float32Array, dims: number[]): ort.Tensor {
   const cached = tensorCache.get(data);
@@ -108,6 +131,10 @@ function tensorOver(data: Float32Array, dims: number[]): ort.Tensor {
 export class Model {
   private readonly positionCache = new Map<string, PositionTensors>();
   private readonly newKvCache = new Map<string, KvView[]>();
+  /** Span sessions by what they compute, least recently used first. */
+  private readonly spans = new Map<string, SyncSession>();
+  /** onnxruntime calls made so far: what fused spans save (tests count them). */
+  calls = 0;
 
   private constructor(
     readonly dir: string,
@@ -124,6 +151,7 @@ export class Model {
     private readonly embeddings: Float32Array,
     /** [maxSeqLen, dim], GPT-2 only */
     private readonly positionEmbeddings: Float32Array | null,
+    private readonly runtime: RuntimeOptions,
   ) {}
 
   get config(): ModelConfig {
@@ -154,7 +182,7 @@ export class Model {
     const candidates = trained ? readCandidates(dir, trained) : null;
     const useFused = options.fused ?? weightsBytes.length < FUSED_MAX_BYTES;
     const fused = useFused ? createSession(path.join(dir, manifest.graphs.fused), options) : null;
-    return new Model(dir, manifest, tokenizer, blocks, head, rampHead, trainedRamps, candidates, fused, embeddings, positionEmbeddings);
+    return new Model(dir, manifest, tokenizer, blocks, head, rampHead, trainedRamps, candidates, fused, embeddings, positionEmbeddings, options);
   }
 
   /** Hidden states [tokens, dim] for `tokens` at `positions`. */
@@ -192,13 +220,14 @@ export class Model {
       [BlockIO.pastValue]: cache.value,
       ...this.positionFeeds(rows, kv),
     };
-    this.blocks[layer]!.run(feeds, { [BlockIO.hiddenOut]: tensorOver(output, dims), [BlockIO.newKey]: added.key, [BlockIO.newValue]: added.value });
+    this.run(this.blocks[layer]!, feeds, { [BlockIO.hiddenOut]: tensorOver(output, dims), [BlockIO.newKey]: added.key, [BlockIO.newValue]: added.value });
     kv.append(layer, rows, added.key.data as Float32Array, added.value.data as Float32Array);
   }
 
   /** Logits [numRows, vocab] into `logits` from hidden states [numRows, dim]: the final head, or a ramp. */
   runHead(hidden: Float32Array, numRows: number, logits: Float32Array): void {
-    this.head.run(
+    this.run(
+      this.head,
       { [HeadIO.hidden]: tensorOver(hidden, [numRows, this.config.dim]) },
       { [HeadIO.logits]: tensorOver(logits, [numRows, this.config.vocabSize]) },
     );
@@ -225,7 +254,7 @@ export class Model {
       fetches[`${BlockIO.newKey}_${layer}`] = added[layer]!.key;
       fetches[`${BlockIO.newValue}_${layer}`] = added[layer]!.value;
     }
-    this.fused!.run(feeds, fetches);
+    this.run(this.fused!, feeds, fetches);
     for (let layer = 0; layer < numLayers; layer++) {
       kv.append(layer, rows, added[layer]!.key.data as Float32Array, added[layer]!.value.data as Float32Array);
     }
@@ -238,6 +267,82 @@ export class Model {
       const tensor = () => new ort.Tensor('float32', new Float32Array(dims[0]! * dims[1]! * dims[2]!), dims);
       return Array.from({ length: count }, () => ({ key: tensor(), value: tensor() }));
     });
+  }
+
+  /**
+   * Blocks `from`..`to` over `input` [numRows, seqLen, dim] in one call,
+   * appending each layer's new keys and values as runBlock does, then `end`:
+   * the head's logits into `out.logits`, or the ramp after `to`'s decision
+   * per position (returned) and its logits when `end.logits`; the last
+   * block's output goes to `out.hidden` unless the span ends the model.
+   * The span's graph is compiled on first use (see buildSpanGraph).
+   */
+  runSpan(from: number, to: number, end: SpanEnd, input: Float32Array, rows: BlockRows, kv: KvCache, out: SpanBuffers): SpanRampResult | null {
+    const { dim, vocabSize } = this.config;
+    const positions = rows.numRows * rows.seqLen;
+    const feeds: Record<string, ort.Tensor> = { [BlockIO.hidden]: tensorOver(input, [rows.numRows, rows.seqLen, dim]), ...this.positionFeeds(rows, kv) };
+    const fetches: Record<string, ort.Tensor | null> = {};
+    const added = this.newKvTensors(to - from + 1, rows);
+    for (let layer = from; layer <= to; layer++) {
+      const cache = kv.view(layer, rows.firstSlot, rows.numRows);
+      feeds[`${BlockIO.pastKey}_${layer}`] = cache.key;
+      feeds[`${BlockIO.pastValue}_${layer}`] = cache.value;
+      fetches[`${BlockIO.newKey}_${layer}`] = added[layer - from]!.key;
+      fetches[`${BlockIO.newValue}_${layer}`] = added[layer - from]!.value;
+    }
+    if (end.kind === 'head') fetches[SpanIO.logits] = tensorOver(out.logits!, [positions, vocabSize]);
+    else fetches[SpanIO.hiddenOut] = tensorOver(out.hidden!, [rows.numRows, rows.seqLen, dim]);
+    if (end.kind === 'ramp') {
+      fetches[SpanIO.rampTop] = null;
+      fetches[SpanIO.rampConfidence] = null;
+      if (end.logits) fetches[SpanIO.rampLogits] = tensorOver(out.logits!, [positions, this.rampWidth]);
+    }
+    const results = this.run(this.span(from, to, end), feeds, fetches);
+    for (let layer = from; layer <= to; layer++) {
+      kv.append(layer, rows, added[layer - from]!.key.data as Float32Array, added[layer - from]!.value.data as Float32Array);
+    }
+    if (end.kind !== 'ramp') return null;
+    return { top: results[SpanIO.rampTop]!.data as Int32Array, confidence: results[SpanIO.rampConfidence]!.data as Float32Array };
+  }
+
+  /** The session of one span, compiled on first use; the least recently used is released beyond MAX_SPANS. */
+  private span(from: number, to: number, end: SpanEnd): SyncSession {
+    const key = `${from}-${to}:${JSON.stringify(end)}`;
+    let session = this.spans.get(key);
+    if (session) {
+      this.spans.delete(key); // re-inserted below: the map's order is the order of use
+    } else {
+      const weight: WeightLookup = (name) => {
+        const ref = this.manifest.weights[name];
+        if (!ref) throw new Error(`internal error: span graph needs weight ${name}, which was not stored`);
+        return ref;
+      };
+      const ramp = end.kind === 'ramp' ? this.spanRamp(to) : null;
+      const graph = buildSpanGraph(this.config, from, to, end, weight, WEIGHTS_FILE, ramp);
+      session = createSession(graph, this.runtime, this.dir);
+      if (this.spans.size >= MAX_SPANS) {
+        const [oldest, evicted] = this.spans.entries().next().value!;
+        evicted.release();
+        this.spans.delete(oldest);
+      }
+    }
+    this.spans.set(key, session);
+    return session;
+  }
+
+  /** The ramp after block `layer` as a span graph adds it: the trained ramp, or the plain ramp head. */
+  private spanRamp(layer: number): SpanRamp {
+    const trained = this.manifest.trainedRamps;
+    if (!trained) return { vocab: this.manifest.graphs.ramp.vocab };
+    const ramp = trained.ramps.find((r) => r.layer === layer);
+    if (!ramp) throw new RangeError(`no trained ramp after block ${layer}`);
+    return { trained: { ...ramp, candidateRows: trained.candidateRows }, rampsFile: trained.file };
+  }
+
+  /** Runs one session, counted. */
+  private run(session: SyncSession, feeds: Record<string, ort.Tensor>, fetches: Record<string, ort.Tensor | null>): Record<string, ort.Tensor> {
+    this.calls++;
+    return session.run(feeds, fetches);
   }
 
   /** Whether the ramps are trained (see ramp-math.ts); otherwise each is the plain head. */
@@ -265,7 +370,8 @@ export class Model {
   runRamp(layer: number, hidden: Float32Array, numRows: number, logits: Float32Array): void {
     const session = this.candidates ? this.trainedRamps.get(layer) : this.rampHead;
     if (!session) throw new RangeError(`no trained ramp after block ${layer}`);
-    session.run(
+    this.run(
+      session,
       { [HeadIO.hidden]: tensorOver(hidden, [numRows, this.config.dim]) },
       { [HeadIO.logits]: tensorOver(logits, [numRows, this.rampWidth]) },
     );
@@ -312,6 +418,8 @@ export class Model {
   }
 
   release(): void {
-    for (const session of new Set([...this.blocks, this.head, this.rampHead, ...this.trainedRamps.values(), this.fused])) session?.release();
+    const spans = this.spans.values();
+    for (const session of new Set([...this.blocks, this.head, this.rampHead, ...this.trainedRamps.values(), this.fused, ...spans])) session?.release();
+    this.spans.clear();
   }
 }
