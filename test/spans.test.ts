@@ -20,9 +20,10 @@ import { requireSharedModels, sharedModelPath } from './shared.js';
 const RAMPS = [1, 3];
 const TOLERANCE = 1e-5;
 
-async function loadStories(t: { after(fn: () => void): void }, trainRamps: TrainRampsMode): Promise<Model> {
+/** `fused`: spans run as one call each (small models), else composed from the block, ramp and head sessions. */
+async function loadStories(t: { after(fn: () => void): void }, trainRamps: TrainRampsMode, fused = true): Promise<Model> {
   const ckpt = importLlama2c(sharedModelPath('stories260K', 'stories260K.bin'), sharedModelPath('stories260K', 'tok512.bin'));
-  return compileAndLoad(t, ckpt, { trainRamps });
+  return compileAndLoad(t, ckpt, { trainRamps, fused });
 }
 
 function assertClose(actual: ArrayLike<number>, expected: ArrayLike<number>, what: string): void {
@@ -58,68 +59,69 @@ const CALLS: [string, BlockRows][] = [
   ['catch-up', { firstSlot: 1, numRows: 1, seqLen: 3, pastLengths: [10] }],
 ];
 
-for (const trainRamps of ['off', 'auto'] as const) {
-  for (const [shape, rows] of CALLS) {
-    test(`spans (${trainRamps === 'off' ? 'plain-head' : 'trained'} ramps, ${shape}): three calls equal the blocks, ramps and head one at a time`, async (t) => {
-      if (!requireSharedModels(t)) return;
-      const model = await loadStories(t, trainRamps);
-      const { numLayers, dim, vocabSize } = model.config;
-      const positions = rows.numRows * rows.seqLen;
-      const tokens = PROMPT_TOKENS.slice(0, positions);
-      const input = model.embed(tokens, Array.from({ length: positions }, (_, i) => rows.pastLengths[Math.floor(i / rows.seqLen)]! + (i % rows.seqLen)));
+for (const [trainRamps, fused, shape, rows] of (['off', 'auto'] as const).flatMap((r) => [true, false].flatMap((f) => CALLS.map(([s, c]) => [r, f, s, c] as const)))) {
+  const ramps = trainRamps === 'off' ? 'plain-head' : 'trained';
+  const what = fused ? 'three calls equal' : 'composed spans equal';
+  test(`spans (${ramps} ramps, ${fused ? 'fused' : 'composed'}, ${shape}): ${what} the blocks, ramps and head one at a time`, async (t) => {
+    if (!requireSharedModels(t)) return;
+    const model = await loadStories(t, trainRamps, fused);
+    const { numLayers, dim, vocabSize } = model.config;
+    const positions = rows.numRows * rows.seqLen;
+    const tokens = PROMPT_TOKENS.slice(0, positions);
+    const input = model.embed(tokens, Array.from({ length: positions }, (_, i) => rows.pastLengths[Math.floor(i / rows.seqLen)]! + (i % rows.seqLen)));
 
-      // One block at a time, each ramp on its own.
-      const byBlock = prefilled(model);
-      let hidden = input;
-      const blockHidden: Float32Array[] = [];
-      const rampLogits = new Map<number, Float32Array>();
+    // One block at a time, each ramp on its own.
+    const byBlock = prefilled(model);
+    let hidden = input;
+    const blockHidden: Float32Array[] = [];
+    const rampLogits = new Map<number, Float32Array>();
+    for (let layer = 0; layer < numLayers; layer++) {
+      const out = new Float32Array(hidden.length);
+      model.runBlock(layer, hidden, out, rows, byBlock);
+      blockHidden.push((hidden = out));
+      if (RAMPS.includes(layer)) {
+        const logits = new Float32Array(positions * model.rampWidth);
+        model.runRamp(layer, out, positions, logits);
+        rampLogits.set(layer, logits);
+      }
+    }
+    const headLogits = new Float32Array(positions * vocabSize);
+    model.runHead(hidden, positions, headLogits);
+
+    for (const kind of CONFIDENCE_KINDS) {
+      const bySpan = prefilled(model);
+      const callsBefore = model.calls;
+      let spanInput = input;
+      let from = 0;
+      for (const layer of RAMPS) {
+        const out = { hidden: new Float32Array(positions * dim), logits: new Float32Array(positions * model.rampWidth) };
+        const withLogits = kind === 'margin';
+        const decision = model.runSpan(from, layer, { kind: 'ramp', confidence: kind, logits: withLogits }, spanInput, rows, bySpan, out)!;
+        assertClose(out.hidden, blockHidden[layer]!, `${kind}: hidden after block ${layer}`);
+        const expected = rampLogits.get(layer)!;
+        if (withLogits) assertClose(out.logits, expected, `ramp ${layer} logits`);
+        for (let p = 0; p < positions; p++) {
+          const row = expected.subarray(p * model.rampWidth, (p + 1) * model.rampWidth);
+          const score = scoreLogits(row, kind);
+          assert.equal(decision.top[2 * p], score.argmax, `${kind}: ramp ${layer} position ${p} best column`);
+          assert.equal(decision.top[2 * p + 1], secondBest(row, score.argmax), `${kind}: ramp ${layer} position ${p} second column`);
+          assert.ok(Math.abs(decision.confidence[p]! - score.confidence) <= TOLERANCE, `${kind}: ramp ${layer} confidence ${decision.confidence[p]} vs ${score.confidence}`);
+        }
+        spanInput = out.hidden;
+        from = layer + 1;
+      }
+      const logits = new Float32Array(positions * vocabSize);
+      assert.equal(model.runSpan(from, numLayers - 1, { kind: 'head' }, spanInput, rows, bySpan, { logits }), null);
+      // Composed: five blocks, two ramps and their decisions, the head.
+      assert.equal(model.calls - callsBefore, fused ? 3 : 10, 'one call per fused span, the ramps and the head inside them');
+      assertClose(logits, headLogits, `${kind}: head logits`);
       for (let layer = 0; layer < numLayers; layer++) {
-        const out = new Float32Array(hidden.length);
-        model.runBlock(layer, hidden, out, rows, byBlock);
-        blockHidden.push((hidden = out));
-        if (RAMPS.includes(layer)) {
-          const logits = new Float32Array(positions * model.rampWidth);
-          model.runRamp(layer, out, positions, logits);
-          rampLogits.set(layer, logits);
-        }
+        const [a, b] = [bySpan.view(layer, 0, 2), byBlock.view(layer, 0, 2)];
+        assertClose(a.key.data as Float32Array, b.key.data as Float32Array, `layer ${layer} keys`);
+        assertClose(a.value.data as Float32Array, b.value.data as Float32Array, `layer ${layer} values`);
       }
-      const headLogits = new Float32Array(positions * vocabSize);
-      model.runHead(hidden, positions, headLogits);
-
-      for (const kind of CONFIDENCE_KINDS) {
-        const bySpan = prefilled(model);
-        const callsBefore = model.calls;
-        let spanInput = input;
-        let from = 0;
-        for (const layer of RAMPS) {
-          const out = { hidden: new Float32Array(positions * dim), logits: new Float32Array(positions * model.rampWidth) };
-          const withLogits = kind === 'margin';
-          const decision = model.runSpan(from, layer, { kind: 'ramp', confidence: kind, logits: withLogits }, spanInput, rows, bySpan, out)!;
-          assertClose(out.hidden, blockHidden[layer]!, `${kind}: hidden after block ${layer}`);
-          const expected = rampLogits.get(layer)!;
-          if (withLogits) assertClose(out.logits, expected, `ramp ${layer} logits`);
-          for (let p = 0; p < positions; p++) {
-            const row = expected.subarray(p * model.rampWidth, (p + 1) * model.rampWidth);
-            const score = scoreLogits(row, kind);
-            assert.equal(decision.top[2 * p], score.argmax, `${kind}: ramp ${layer} position ${p} best column`);
-            assert.equal(decision.top[2 * p + 1], secondBest(row, score.argmax), `${kind}: ramp ${layer} position ${p} second column`);
-            assert.ok(Math.abs(decision.confidence[p]! - score.confidence) <= TOLERANCE, `${kind}: ramp ${layer} confidence ${decision.confidence[p]} vs ${score.confidence}`);
-          }
-          spanInput = out.hidden;
-          from = layer + 1;
-        }
-        const logits = new Float32Array(positions * vocabSize);
-        assert.equal(model.runSpan(from, numLayers - 1, { kind: 'head' }, spanInput, rows, bySpan, { logits }), null);
-        assert.equal(model.calls - callsBefore, 3, 'one call per span, the ramps and the head inside them');
-        assertClose(logits, headLogits, `${kind}: head logits`);
-        for (let layer = 0; layer < numLayers; layer++) {
-          const [a, b] = [bySpan.view(layer, 0, 2), byBlock.view(layer, 0, 2)];
-          assertClose(a.key.data as Float32Array, b.key.data as Float32Array, `layer ${layer} keys`);
-          assertClose(a.value.data as Float32Array, b.value.data as Float32Array, `layer ${layer} values`);
-        }
-      }
-    });
-  }
+    }
+  });
 }
 
 const EXITS_ON: EarlyExitOptions = { ...EXITS_OFF, enabled: true };

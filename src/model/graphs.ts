@@ -405,6 +405,17 @@ function rampDecision(g: GraphBuilder, logits: string, width: number, kind: Ramp
 }
 
 /**
+ * The exit decision alone, over ramp logits [rows, width] computed by the
+ * ramp's own graph: what a span's end does (rampDecision), for models whose
+ * spans are not fused (see Model.runSpan). It has no weights.
+ */
+export function buildDecisionGraph(width: number, kind: RampConfidence): Uint8Array {
+  const g = new GraphBuilder(`decision_${kind}`, '');
+  rampDecision(g, g.input(HeadIO.logits, 'float', ['rows', width]), width, kind);
+  return g.toBytes();
+}
+
+/**
  * Blocks `from`..`to` in one graph, and what the step needs after them
  * (`end`): a decode step with ramps after blocks r1 < … < rk makes k + 1
  * calls instead of one per block and ramp. Inputs as the fused graph's

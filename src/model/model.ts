@@ -14,7 +14,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import ort from 'onnxruntime-node';
 import type { ModelConfig } from './checkpoint.js';
-import { BlockIO, buildSpanGraph, HeadIO, SpanIO, StoredWeights, type SpanEnd, type SpanRamp, type WeightLookup } from './graphs.js';
+import { BlockIO, buildDecisionGraph, buildSpanGraph, HeadIO, SpanIO, StoredWeights, type SpanEnd, type SpanRamp, type WeightLookup } from './graphs.js';
 import type { BlockRows, KvCache, KvView } from './kv-cache.js';
 import { readManifest, WEIGHTS_FILE, type Manifest } from './manifest.js';
 import { readCandidates } from './ramps-store.js';
@@ -53,11 +53,16 @@ export class DeviceError extends Error {
 }
 
 /**
- * Span sessions a model keeps (see runSpan): a steady set of active ramps
- * uses a few, and each costs its compile (milliseconds on stories260K) and
- * its share of memory (see README), so the least recently used goes first.
+ * Fused span sessions a model keeps (see runSpan): a steady set of active
+ * ramps uses a few. onnxruntime keeps its own prepacked copy of every
+ * weight a session multiplies by (weights.bin itself is mapped, and shared;
+ * disabling prepacking halved block speed), so besides this count the
+ * sessions' weights are held to SPAN_WEIGHTS_SHARE times weights.bin:
+ * the spans of the current ramps and of the previous ones. The least
+ * recently used goes first.
  */
 const MAX_SPANS = 12;
+const SPAN_WEIGHTS_SHARE = 2;
 
 /** `graph` is a file, or a graph's bytes whose external weights are in `dir`. */
 function createSession(graph: string | Uint8Array, options: RuntimeOptions, dir?: string): SyncSession {
@@ -131,8 +136,10 @@ function tensorOver(data: Float32Array, dims: number[]): ort.Tensor {
 export class Model {
   private readonly positionCache = new Map<string, PositionTensors>();
   private readonly newKvCache = new Map<string, KvView[]>();
-  /** Span sessions by what they compute, least recently used first. */
-  private readonly spans = new Map<string, SyncSession>();
+  /** Fused span sessions by what they compute, least recently used first, with the bytes of the weights each reads. */
+  private readonly spans = new Map<string, { session: SyncSession; weightBytes: number }>();
+  /** The decision graphs of composed spans, by confidence kind (see composedSpan). */
+  private readonly decisions = new Map<string, SyncSession>();
   /** onnxruntime calls made so far: what fused spans save (tests count them). */
   calls = 0;
 
@@ -152,6 +159,8 @@ export class Model {
     /** [maxSeqLen, dim], GPT-2 only */
     private readonly positionEmbeddings: Float32Array | null,
     private readonly runtime: RuntimeOptions,
+    /** Size of weights.bin, which the fused spans' weights are budgeted against. */
+    private readonly weightsBytes: number,
   ) {}
 
   get config(): ModelConfig {
@@ -182,7 +191,7 @@ export class Model {
     const candidates = trained ? readCandidates(dir, trained) : null;
     const useFused = options.fused ?? weightsBytes.length < FUSED_MAX_BYTES;
     const fused = useFused ? createSession(path.join(dir, manifest.graphs.fused), options) : null;
-    return new Model(dir, manifest, tokenizer, blocks, head, rampHead, trainedRamps, candidates, fused, embeddings, positionEmbeddings, options);
+    return new Model(dir, manifest, tokenizer, blocks, head, rampHead, trainedRamps, candidates, fused, embeddings, positionEmbeddings, options, weightsBytes.length);
   }
 
   /** Hidden states [tokens, dim] for `tokens` at `positions`. */
@@ -270,14 +279,24 @@ export class Model {
   }
 
   /**
-   * Blocks `from`..`to` over `input` [numRows, seqLen, dim] in one call,
-   * appending each layer's new keys and values as runBlock does, then `end`:
-   * the head's logits into `out.logits`, or the ramp after `to`'s decision
-   * per position (returned) and its logits when `end.logits`; the last
-   * block's output goes to `out.hidden` unless the span ends the model.
-   * The span's graph is compiled on first use (see buildSpanGraph).
+   * Blocks `from`..`to` over `input` [numRows, seqLen, dim], appending each
+   * layer's new keys and values as runBlock does, then `end`: the head's
+   * logits into `out.logits`, or the ramp after `to`'s decision per position
+   * (returned) and its logits when `end.logits`; the last block's output
+   * goes to `out.hidden` unless the span ends the model.
+   *
+   * Models that load the fused graph (small ones, whose time goes to
+   * per-call overhead) run a span in one call, its graph compiled on first
+   * use (see buildSpanGraph). Larger ones compose it from the block, ramp
+   * and head sessions they hold anyway: a fused span would hold its weights
+   * once more for a per-call saving that is noise beside their blocks.
    */
   runSpan(from: number, to: number, end: SpanEnd, input: Float32Array, rows: BlockRows, kv: KvCache, out: SpanBuffers): SpanRampResult | null {
+    return this.fused ? this.fusedSpan(from, to, end, input, rows, kv, out) : this.composedSpan(from, to, end, input, rows, kv, out);
+  }
+
+  /** A span as one session's call. */
+  private fusedSpan(from: number, to: number, end: SpanEnd, input: Float32Array, rows: BlockRows, kv: KvCache, out: SpanBuffers): SpanRampResult | null {
     const { dim, vocabSize } = this.config;
     const positions = rows.numRows * rows.seqLen;
     const feeds: Record<string, ort.Tensor> = { [BlockIO.hidden]: tensorOver(input, [rows.numRows, rows.seqLen, dim]), ...this.positionFeeds(rows, kv) };
@@ -297,7 +316,7 @@ export class Model {
       fetches[SpanIO.rampConfidence] = null;
       if (end.logits) fetches[SpanIO.rampLogits] = tensorOver(out.logits!, [positions, this.rampWidth]);
     }
-    const results = this.run(this.span(from, to, end), feeds, fetches);
+    const results = this.run(this.spanSession(from, to, end), feeds, fetches);
     for (let layer = from; layer <= to; layer++) {
       kv.append(layer, rows, added[layer - from]!.key.data as Float32Array, added[layer - from]!.value.data as Float32Array);
     }
@@ -305,29 +324,60 @@ export class Model {
     return { top: results[SpanIO.rampTop]!.data as Int32Array, confidence: results[SpanIO.rampConfidence]!.data as Float32Array };
   }
 
-  /** The session of one span, compiled on first use; the least recently used is released beyond MAX_SPANS. */
-  private span(from: number, to: number, end: SpanEnd): SyncSession {
+  /**
+   * A span as the calls it stands for: each block, then the head or the
+   * ramp, and the ramp's decision from its logits (a graph without weights,
+   * so that the decision is computed as a fused span computes it).
+   */
+  private composedSpan(from: number, to: number, end: SpanEnd, input: Float32Array, rows: BlockRows, kv: KvCache, out: SpanBuffers): SpanRampResult | null {
+    let hidden = input;
+    for (let layer = from; layer <= to; layer++) {
+      const output = layer === to && end.kind !== 'head' ? out.hidden! : new Float32Array(input.length);
+      this.runBlock(layer, hidden, output, rows, kv);
+      hidden = output;
+    }
+    const positions = rows.numRows * rows.seqLen;
+    if (end.kind === 'head') this.runHead(hidden, positions, out.logits!);
+    if (end.kind !== 'ramp') return null;
+    const logits = end.logits ? out.logits! : new Float32Array(positions * this.rampWidth);
+    this.runRamp(to, hidden, positions, logits);
+    let decision = this.decisions.get(end.confidence);
+    if (!decision) {
+      decision = createSession(buildDecisionGraph(this.rampWidth, end.confidence), this.runtime, this.dir);
+      this.decisions.set(end.confidence, decision);
+    }
+    const results = this.run(decision, { [HeadIO.logits]: tensorOver(logits, [positions, this.rampWidth]) }, { [SpanIO.rampTop]: null, [SpanIO.rampConfidence]: null });
+    return { top: results[SpanIO.rampTop]!.data as Int32Array, confidence: results[SpanIO.rampConfidence]!.data as Float32Array };
+  }
+
+  /** The session of one fused span, compiled on first use; the least recently used go beyond MAX_SPANS or the weights' budget. */
+  private spanSession(from: number, to: number, end: SpanEnd): SyncSession {
     const key = `${from}-${to}:${JSON.stringify(end)}`;
-    let session = this.spans.get(key);
-    if (session) {
+    let span = this.spans.get(key);
+    if (span) {
       this.spans.delete(key); // re-inserted below: the map's order is the order of use
     } else {
+      const read = new Map<string, number>();
       const weight: WeightLookup = (name) => {
         const ref = this.manifest.weights[name];
         if (!ref) throw new Error(`internal error: span graph needs weight ${name}, which was not stored`);
+        read.set(name, ref.byteLength); // the whole tensor, though a ramp head reads a prefix: an upper bound
         return ref;
       };
       const ramp = end.kind === 'ramp' ? this.spanRamp(to) : null;
-      const graph = buildSpanGraph(this.config, from, to, end, weight, WEIGHTS_FILE, ramp);
-      session = createSession(graph, this.runtime, this.dir);
-      if (this.spans.size >= MAX_SPANS) {
-        const [oldest, evicted] = this.spans.entries().next().value!;
-        evicted.release();
+      const session = createSession(buildSpanGraph(this.config, from, to, end, weight, WEIGHTS_FILE, ramp), this.runtime, this.dir);
+      span = { session, weightBytes: [...read.values()].reduce((a, b) => a + b, 0) };
+      const budget = SPAN_WEIGHTS_SHARE * this.weightsBytes;
+      let held = [...this.spans.values()].reduce((sum, s) => sum + s.weightBytes, span.weightBytes);
+      for (const [oldest, evicted] of this.spans) {
+        if (this.spans.size < MAX_SPANS && held <= budget) break;
+        evicted.session.release();
         this.spans.delete(oldest);
+        held -= evicted.weightBytes;
       }
     }
-    this.spans.set(key, session);
-    return session;
+    this.spans.set(key, span);
+    return span.session;
   }
 
   /** The ramp after block `layer` as a span graph adds it: the trained ramp, or the plain ramp head. */
@@ -418,8 +468,11 @@ export class Model {
   }
 
   release(): void {
-    const spans = this.spans.values();
-    for (const session of new Set([...this.blocks, this.head, this.rampHead, ...this.trainedRamps.values(), this.fused, ...spans])) session?.release();
+    const spans = [...this.spans.values()].map((span) => span.session);
+    for (const session of new Set([...this.blocks, this.head, this.rampHead, ...this.trainedRamps.values(), this.fused, ...spans, ...this.decisions.values()])) {
+      session?.release();
+    }
     this.spans.clear();
+    this.decisions.clear();
   }
 }
