@@ -53,15 +53,17 @@ export class DeviceError extends Error {
 }
 
 /**
- * Fused span sessions a model keeps (see runSpan): a steady set of active
- * ramps uses a few. onnxruntime keeps its own prepacked copy of every
- * weight a session multiplies by (weights.bin itself is mapped, and shared;
- * disabling prepacking halved block speed), so besides this count the
- * sessions' weights are held to SPAN_WEIGHTS_SHARE times weights.bin:
- * the spans of the current ramps and of the previous ones. The least
- * recently used goes first.
+ * Fused span sessions a model keeps (see runSpan). A steady set of active
+ * ramps uses a few, but a forced plan or the catch-up after exits at
+ * several ramps uses many (stories260K: 35 spans in all, 6-18 ms to compile
+ * each), so the cache holds them all on a small model. onnxruntime keeps
+ * its own prepacked copy of the weights a session multiplies by (weights.bin
+ * itself is mapped, and shared; disabling prepacking halved block speed),
+ * so the sessions' weights are also held to SPAN_WEIGHTS_SHARE times
+ * weights.bin, or FUSED_MAX_BYTES if more: the spans of the current ramps
+ * and of the previous ones. The least recently used goes first.
  */
-const MAX_SPANS = 12;
+const MAX_SPANS = 64;
 const SPAN_WEIGHTS_SHARE = 2;
 
 /** `graph` is a file, or a graph's bytes whose external weights are in `dir`. */
@@ -367,7 +369,7 @@ export class Model {
       const ramp = end.kind === 'ramp' ? this.spanRamp(to) : null;
       const session = createSession(buildSpanGraph(this.config, from, to, end, weight, WEIGHTS_FILE, ramp), this.runtime, this.dir);
       span = { session, weightBytes: [...read.values()].reduce((a, b) => a + b, 0) };
-      const budget = SPAN_WEIGHTS_SHARE * this.weightsBytes;
+      const budget = Math.max(SPAN_WEIGHTS_SHARE * this.weightsBytes, FUSED_MAX_BYTES);
       let held = [...this.spans.values()].reduce((sum, s) => sum + s.weightBytes, span.weightBytes);
       for (const [oldest, evicted] of this.spans) {
         if (this.spans.size < MAX_SPANS && held <= budget) break;
