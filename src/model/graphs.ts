@@ -426,6 +426,7 @@ export function buildDecisionGraph(width: number, kind: RampConfidence): Uint8Ar
  * (rampDecision); its logits only when asked, for rows that sample at a
  * temperature or want logprobs. A span that ends the model returns the
  * head's logits at every position: the catch-up's verdicts need them all.
+ * Returns the graph and the bytes of the weights it reads.
  */
 export function buildSpanGraph(
   config: ModelConfig,
@@ -435,7 +436,7 @@ export function buildSpanGraph(
   weight: WeightLookup,
   weightsFile: string,
   ramp: SpanRamp | null,
-): Uint8Array {
+): { graph: Uint8Array; weightBytes: number } {
   const g = new GraphBuilder(`span_${from}_${to}_${end.kind}`, weightsFile);
   const input = g.input(BlockIO.hidden, 'float', ['batch', 'seq', config.dim]);
   const hidden = addBlocks(g, config, weight, from, to, input);
@@ -443,12 +444,12 @@ export function buildSpanGraph(
     g.node('Identity', [hidden], {}, [SpanIO.hiddenOut]);
     g.output(SpanIO.hiddenOut, 'float', ['batch', 'seq', config.dim]);
   }
-  if (end.kind === 'hidden') return g.toBytes();
+  if (end.kind === 'hidden') return { graph: g.toBytes(), weightBytes: g.weightBytes };
   const rows = g.op('Reshape', [hidden, g.constant([-1, config.dim])]); // [batch * seq, dim]
   if (end.kind === 'head') {
     head(g, config, weight, rows, SpanIO.logits);
     g.output(SpanIO.logits, 'float', ['rows', config.vocabSize]);
-    return g.toBytes();
+    return { graph: g.toBytes(), weightBytes: g.weightBytes };
   }
   if (!ramp) throw new Error(`internal error: span ${from}-${to} ends at a ramp but has none`);
   const width = 'trained' in ramp ? ramp.trained.candidateRows.dims[0]! + 1 : ramp.vocab;
@@ -457,5 +458,5 @@ export function buildSpanGraph(
   else head(g, config, weight, rows, logits, ramp.vocab);
   if (end.logits) g.output(SpanIO.rampLogits, 'float', ['rows', width]);
   rampDecision(g, logits, width, end.confidence);
-  return g.toBytes();
+  return { graph: g.toBytes(), weightBytes: g.weightBytes };
 }

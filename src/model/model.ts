@@ -61,10 +61,14 @@ export class DeviceError extends Error {
  * itself is mapped, and shared; disabling prepacking halved block speed),
  * so the sessions' weights are also held to SPAN_WEIGHTS_SHARE times
  * weights.bin, or FUSED_MAX_BYTES if more: the spans of the current ramps
- * and of the previous ones. The least recently used goes first.
+ * and of the previous ones. The least recently used goes first, but never
+ * one used in the last RECENT_SPAN_CALLS span calls: a step whose spans
+ * alone exceed the budget would otherwise recompile them every step
+ * (stories15M: 0.2 s a step), so the budget gives way instead.
  */
 const MAX_SPANS = 64;
 const SPAN_WEIGHTS_SHARE = 2;
+const RECENT_SPAN_CALLS = 64;
 
 /** `graph` is a file, or a graph's bytes whose external weights are in `dir`. */
 function createSession(graph: string | Uint8Array, options: RuntimeOptions, dir?: string): SyncSession {
@@ -138,8 +142,10 @@ function tensorOver(data: Float32Array, dims: number[]): ort.Tensor {
 export class Model {
   private readonly positionCache = new Map<string, PositionTensors>();
   private readonly newKvCache = new Map<string, KvView[]>();
-  /** Fused span sessions by what they compute, least recently used first, with the bytes of the weights each reads. */
-  private readonly spans = new Map<string, { session: SyncSession; weightBytes: number }>();
+  /** Fused span sessions by what they compute, least recently used first, with the bytes of the weights each reads and its last use. */
+  private readonly spans = new Map<string, { session: SyncSession; weightBytes: number; lastUse: number }>();
+  /** Span calls so far: the clock of `lastUse`. */
+  private spanCalls = 0;
   /** The decision graphs of composed spans, by confidence kind (see composedSpan). */
   private readonly decisions = new Map<string, SyncSession>();
   /** onnxruntime calls made so far: what fused spans save (tests count them). */
@@ -359,27 +365,31 @@ export class Model {
     if (span) {
       this.spans.delete(key); // re-inserted below: the map's order is the order of use
     } else {
-      const read = new Map<string, number>();
       const weight: WeightLookup = (name) => {
         const ref = this.manifest.weights[name];
         if (!ref) throw new Error(`internal error: span graph needs weight ${name}, which was not stored`);
-        read.set(name, ref.byteLength); // the whole tensor, though a ramp head reads a prefix: an upper bound
         return ref;
       };
       const ramp = end.kind === 'ramp' ? this.spanRamp(to) : null;
-      const session = createSession(buildSpanGraph(this.config, from, to, end, weight, WEIGHTS_FILE, ramp), this.runtime, this.dir);
-      span = { session, weightBytes: [...read.values()].reduce((a, b) => a + b, 0) };
-      const budget = Math.max(SPAN_WEIGHTS_SHARE * this.weightsBytes, FUSED_MAX_BYTES);
-      let held = [...this.spans.values()].reduce((sum, s) => sum + s.weightBytes, span.weightBytes);
-      for (const [oldest, evicted] of this.spans) {
-        if (this.spans.size < MAX_SPANS && held <= budget) break;
-        evicted.session.release();
-        this.spans.delete(oldest);
-        held -= evicted.weightBytes;
-      }
+      const { graph, weightBytes } = buildSpanGraph(this.config, from, to, end, weight, WEIGHTS_FILE, ramp);
+      span = { session: createSession(graph, this.runtime, this.dir), weightBytes, lastUse: 0 };
+      this.evictSpans(span.weightBytes);
     }
+    span.lastUse = ++this.spanCalls;
     this.spans.set(key, span);
     return span.session;
+  }
+
+  /** Releases the least recently used spans to make room for one more reading `weightBytes` (see MAX_SPANS). */
+  private evictSpans(weightBytes: number): void {
+    const budget = Math.max(SPAN_WEIGHTS_SHARE * this.weightsBytes, FUSED_MAX_BYTES);
+    let held = [...this.spans.values()].reduce((sum, s) => sum + s.weightBytes, weightBytes);
+    for (const [key, span] of this.spans) {
+      if ((this.spans.size < MAX_SPANS && held <= budget) || span.lastUse > this.spanCalls - RECENT_SPAN_CALLS) break;
+      span.session.release();
+      this.spans.delete(key);
+      held -= span.weightBytes;
+    }
   }
 
   /** The ramp after block `layer` as a span graph adds it: the trained ramp, or the plain ramp head. */
