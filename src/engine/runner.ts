@@ -5,11 +5,12 @@
  * Decode: each sequence gets one exit policy for the step (exit-policy.ts).
  * When no row needs a block on its own (no ramp to read, nothing deferred),
  * the batch runs through the fused graph in one call (`decodeFused`).
- * Otherwise it climbs the blocks together (`decodeByBlock`): at each ramp
- * its policy reads, a row that is confident enough leaves, and the
+ * Otherwise it climbs the model together in spans (`decodeBySpans`), one
+ * call from ramp to ramp with the ramp's decision computed in it: at each
+ * ramp its policy reads, a row that is confident enough leaves, and the
  * position's deeper blocks are deferred. The next position of that sequence
  * that does not exit first runs the deferred positions through the deep
- * blocks together with itself, one causal pass per block (`catchUp`), which
+ * blocks together with itself, one causal pass per span (`catchUp`), which
  * fills the deep KV cache exactly and yields the full model's verdict on
  * every exited token: the feedback the controller tunes on. A sequence that
  * ends with positions still deferred has them run in `settle`, for their

@@ -2,7 +2,9 @@
  * The ONNX graphs of a prepared model: one per decoder block; the head
  * (final norm + LM head, the model's output); the ramp head, the same head
  * over a smaller vocabulary that scores any block's output for an early
- * exit (see buildHeadGraph); and the fused graph of the whole model.
+ * exit (see buildHeadGraph); the fused graph of the whole model; and, built
+ * at run time, span graphs (blocks from one ramp to the next, and the ramp's
+ * exit decision or the head; see buildSpanGraph).
  *
  * Every block graph takes any number of new positions per sequence on top of
  * that sequence's cached past: one (decode), many (prefill), or the run of

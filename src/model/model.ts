@@ -3,10 +3,12 @@
  * ramp head and (for small models) the fused whole-model graph, the token
  * embedding read straight from weights.bin, and the tokenizer.
  *
- * The engine asks for `embed`, `runBlock`, `runRamp` and `runHead` one call
- * at a time, so it can stop after any block, score a ramp, and come back
- * later for the deep blocks of deferred positions; `runFused` does every
- * block and the head in one call when a step needs none of that.
+ * The engine decodes through `runSpan`, the blocks from one ramp to the
+ * next and that ramp's decision (or the head), so it can stop after any
+ * block, score a ramp, and come back later for the deep blocks of deferred
+ * positions; `runFused` does every block and the head in one call when a
+ * step needs none of that. `runBlock`, `runRamp` and `runHead` are the
+ * single calls (prompts on large models, ramp training, benchmarks).
  *
  * @module
  */
