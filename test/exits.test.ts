@@ -118,7 +118,7 @@ test('temperature 0.8: under coupled draws the agreement the controller counts e
   const engine = engineFor(model, EXITS_ON);
   const controller = engine.engine.controller!;
   // Low thresholds, frozen: many tokens leave, some of them wrong, so the count has something to check.
-  controller.setThresholds([1, 3].map((layer) => ({ layer, threshold: 0.7 })), { freeze: true });
+  controller.setThresholds([1, 3].map((layer) => ({ layer, threshold: 0.9 })), { freeze: true });
   const sampling: SamplingParams = { temperature: 0.8, topP: 0.95, topK: 0, minP: 0 };
   const { vocabSize } = model.config;
   let exited = 0;

@@ -39,17 +39,19 @@ export class CostMeter {
     this.blocks = Array.from({ length: numLayers }, () => new RecentMedian());
   }
 
-  addBlock(layer: number, ms: number): void {
-    this.blocks[layer]!.add(ms);
-  }
-
-  addRamp(ms: number): void {
-    this.ramp.add(ms);
-  }
-
-  /** The final head, on the block-by-block path. */
-  addHead(ms: number): void {
-    this.head.add(ms);
+  /**
+   * One call over blocks `from`..`to` and what ends it (a ramp, the head, or
+   * nothing). The call is one measurement, so it is shared evenly between
+   * its blocks and its end: each block's cost then includes its share of the
+   * per-call overhead, which is what skipping it (or adding a ramp, which
+   * splits a span in two) changes. The controller's sums over blocks stay
+   * what a step costs.
+   */
+  addSpan(from: number, to: number, end: 'ramp' | 'head' | 'hidden', ms: number): void {
+    const share = ms / (to - from + 1 + (end === 'hidden' ? 0 : 1));
+    for (let layer = from; layer <= to; layer++) this.blocks[layer]!.add(share);
+    if (end === 'ramp') this.ramp.add(share);
+    if (end === 'head') this.head.add(share);
   }
 
   /** A whole decode step in one fused call. */

@@ -1,15 +1,13 @@
 /**
  * The runner's calls into the model, each on reused buffers and timed for
- * the controller: a block over a batch of rows at their next position, a
- * block over one sequence's run of positions, the head, a ramp, the fused
- * graph. Holds the KV cache the calls read and append to.
- *
- * Every ramp call goes through `ramp`, so that how a ramp is run and what
- * its columns mean is decided in one place.
+ * the controller: a span of blocks (and the ramp or head after it) over a
+ * batch of rows at their next position or over one sequence's run of
+ * positions, the fused graph, a prompt chunk. Holds the KV cache the calls
+ * read and append to.
  *
  * @module
  */
-import { KvCache, type Model } from '../model/index.js';
+import { KvCache, type Model, type SpanEnd, type SpanRampResult } from '../model/index.js';
 import { Buffers } from './buffers.js';
 import { CostMeter } from './cost-meter.js';
 import type { Sequence } from './sequence.js';
@@ -18,6 +16,18 @@ import type { Sequence } from './sequence.js';
 export interface BatchRow {
   seq: Sequence;
   hidden: Float32Array; // [dim]
+}
+
+/**
+ * What a span said about one row of its call: the ramp's two best columns
+ * and confidence (spans that end at a ramp), and the logits the span made
+ * for it (the head's, or the ramp's when asked for), else null.
+ */
+export interface SpanRow {
+  top: number;
+  second: number;
+  confidence: number;
+  logits: Float32Array | null;
 }
 
 /** Per slot, its owner's positions per layer (live: the runner advances them), or null for a free slot. */
@@ -46,15 +56,58 @@ export class ModelCalls {
     this.kv.fit(Math.min(this.maxContext, longestSequence + 1), slotsInUse);
   }
 
-  /** `layer` over the contiguous slot range of `rows`, all at their next position; each row's hidden state becomes the block's output. */
-  batchedBlock(layer: number, rows: BatchRow[], slotLengths: SlotLengths): void {
+  /**
+   * Blocks `from`..`to` and `end` over the contiguous slot range of `rows`,
+   * all at their next position, timed; each row's hidden state becomes the
+   * span's output (unless it ends the model). Returns what it said per row.
+   */
+  batchedSpan<R extends BatchRow>(from: number, to: number, end: SpanEnd, rows: R[], slotLengths: SlotLengths): Map<R, SpanRow> {
     const dim = this.model.config.dim;
-    const { firstSlot, numRows, input, pastLengths } = this.slotRange(rows, layer, slotLengths);
-    const output = this.buffers.get('output', numRows * dim);
+    // Slots in the range but not in the call write at their length at `from`, the longest of the span's layers (see slotRange).
+    const { firstSlot, numRows, input, pastLengths } = this.slotRange(rows, from, slotLengths);
+    const hidden = this.buffers.get('span-hidden', numRows * dim);
+    const logits = this.buffers.get('span-logits', numRows * this.logitsWidth(end));
     const started = performance.now();
-    this.model.runBlock(layer, input, output, { firstSlot, numRows, seqLen: 1, pastLengths }, this.kv);
-    this.costs.addBlock(layer, performance.now() - started);
-    for (const row of rows) row.hidden.set(output.subarray((row.seq.slot - firstSlot) * dim, (row.seq.slot - firstSlot + 1) * dim));
+    const ramp = this.model.runSpan(from, to, end, input, { firstSlot, numRows, seqLen: 1, pastLengths }, this.kv, { hidden, logits });
+    this.costs.addSpan(from, to, end.kind, performance.now() - started);
+    const said = new Map<R, SpanRow>();
+    for (const row of rows) {
+      const i = row.seq.slot - firstSlot;
+      if (end.kind !== 'head') row.hidden.set(hidden.subarray(i * dim, (i + 1) * dim));
+      said.set(row, this.spanRow(end, ramp, logits, i));
+    }
+    return said;
+  }
+
+  /**
+   * Blocks `from`..`to` and `end` over `numPositions` new positions of one
+   * sequence after its `past` (one causal pass). Returns the last block's
+   * output [numPositions, dim] (null when the span ends the model) and what
+   * the span said per position.
+   */
+  sequenceSpan(from: number, to: number, end: SpanEnd, seq: Sequence, past: number, input: Float32Array, numPositions: number): { hidden: Float32Array | null; said: SpanRow[] } {
+    const hidden = end.kind === 'head' ? null : new Float32Array(input.length);
+    const logits = new Float32Array(numPositions * this.logitsWidth(end));
+    const rows = { firstSlot: seq.slot, numRows: 1, seqLen: numPositions, pastLengths: [past] };
+    const ramp = this.model.runSpan(from, to, end, input, rows, this.kv, { hidden: hidden ?? undefined, logits });
+    return { hidden, said: Array.from({ length: numPositions }, (_, i) => this.spanRow(end, ramp, logits, i)) };
+  }
+
+  /** Columns of the logits a span with `end` returns per row (0: none). */
+  private logitsWidth(end: SpanEnd): number {
+    if (end.kind === 'head') return this.model.config.vocabSize;
+    return end.kind === 'ramp' && end.logits ? this.model.rampWidth : 0;
+  }
+
+  /** Row `i` of a span's outputs. */
+  private spanRow(end: SpanEnd, ramp: SpanRampResult | null, logits: Float32Array, i: number): SpanRow {
+    const width = this.logitsWidth(end);
+    return {
+      top: ramp ? ramp.top[2 * i]! : -1,
+      second: ramp ? ramp.top[2 * i + 1]! : -1,
+      confidence: ramp ? ramp.confidence[i]! : 0,
+      logits: width > 0 ? logits.subarray(i * width, (i + 1) * width) : null,
+    };
   }
 
   /** Every block and the head over the slot range of `rows`; returns logits [slots in range, vocab] (row i at its slot - firstSlot). */
@@ -66,12 +119,6 @@ export class ModelCalls {
     this.model.runFused(input, { firstSlot, numRows, seqLen: 1, pastLengths }, this.kv, logits);
     this.costs.addFused(performance.now() - started);
     return { logits, firstSlot };
-  }
-
-  /** `layer` over `numPositions` new positions of one sequence after its `past` (one causal pass); returns [numPositions, dim]. */
-  sequenceBlock(layer: number, seq: Sequence, past: number, input: Float32Array, numPositions: number, output = new Float32Array(input.length)): Float32Array {
-    this.model.runBlock(layer, input, output, { firstSlot: seq.slot, numRows: 1, seqLen: numPositions, pastLengths: [past] }, this.kv);
-    return output;
   }
 
   /**
@@ -97,43 +144,10 @@ export class ModelCalls {
   }
 
   /** Final-head logits [rows, vocab] over `hidden` rows. */
-  head(hidden: Float32Array, numRows: number): Float32Array {
+  private head(hidden: Float32Array, numRows: number): Float32Array {
     const logits = this.buffers.get('logits', numRows * this.model.config.vocabSize);
     this.model.runHead(hidden, numRows, logits);
     return logits;
-  }
-
-  /** Final-head logits over the rows' hidden states, timed. */
-  timedHead(rows: BatchRow[]): Float32Array {
-    const dim = this.model.config.dim;
-    const gathered = this.buffers.get('gathered', rows.length * dim);
-    rows.forEach((row, i) => gathered.set(row.hidden, i * dim));
-    const started = performance.now();
-    const logits = this.head(gathered, rows.length);
-    this.costs.addHead(performance.now() - started);
-    return logits;
-  }
-
-  /**
-   * The ramp after `layer` over `hidden` rows: logits [rows, width], timed.
-   * Column c scores token `model.rampToken(c)`; a trained ramp's last column
-   * is the mass of the tokens it does not score.
-   */
-  ramp(layer: number, hidden: Float32Array, numRows: number): { logits: Float32Array; width: number } {
-    const width = this.model.rampWidth;
-    const logits = this.buffers.get('ramp', numRows * width);
-    const started = performance.now();
-    this.model.runRamp(layer, hidden, numRows, logits);
-    this.costs.addRamp(performance.now() - started);
-    return { logits, width };
-  }
-
-  /** The ramp after `layer` over the rows' hidden states. */
-  rampRows(layer: number, rows: BatchRow[]): { logits: Float32Array; width: number } {
-    const dim = this.model.config.dim;
-    const gathered = this.buffers.get('gathered', rows.length * dim);
-    rows.forEach((row, i) => gathered.set(row.hidden, i * dim));
-    return this.ramp(layer, gathered, rows.length);
   }
 
   /**

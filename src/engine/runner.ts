@@ -5,11 +5,12 @@
  * Decode: each sequence gets one exit policy for the step (exit-policy.ts).
  * When no row needs a block on its own (no ramp to read, nothing deferred),
  * the batch runs through the fused graph in one call (`decodeFused`).
- * Otherwise it climbs the blocks together (`decodeByBlock`): at each ramp
- * its policy reads, a row that is confident enough leaves, and the
+ * Otherwise it climbs the model together in spans (`decodeBySpans`), one
+ * call from ramp to ramp with the ramp's decision computed in it: at each
+ * ramp its policy reads, a row that is confident enough leaves, and the
  * position's deeper blocks are deferred. The next position of that sequence
  * that does not exit first runs the deferred positions through the deep
- * blocks together with itself, one causal pass per block (`catchUp`), which
+ * blocks together with itself, one causal pass per span (`catchUp`), which
  * fills the deep KV cache exactly and yields the full model's verdict on
  * every exited token: the feedback the controller tunes on. A sequence that
  * ends with positions still deferred has them run in `settle`, for their
@@ -29,14 +30,14 @@
  *
  * @module
  */
-import { scoreLogits, type ConfidenceKind, type ExitController, type TokenRecord } from '../exits/index.js';
-import type { Model } from '../model/index.js';
+import type { ConfidenceKind, ExitController, TokenRecord } from '../exits/index.js';
+import type { Model, SpanEnd } from '../model/index.js';
 import type { CostMeter } from './cost-meter.js';
 import { choosePolicy, feedsController, type ExitPolicy, type PolicyContext } from './exit-policy.js';
 import { logprobsOf, sample, type TokenLogprobs } from './sampler.js';
-import { ModelCalls, type SlotLengths } from './model-calls.js';
+import { ModelCalls, type SlotLengths, type SpanRow } from './model-calls.js';
 import type { StepPlan } from './scheduler.js';
-import type { Sequence } from './sequence.js';
+import type { DeferredPosition, Sequence } from './sequence.js';
 import type { RampReading } from './types.js';
 
 /** How a token left the model, for the client and the playground. */
@@ -89,13 +90,21 @@ const FUSED_SAMPLE_STEPS = 64;
 const SHADOW_STEPS_EARLY = 64;
 const SHADOW_STEPS = 512;
 
+/** What a token's exit cost the step it was decided in, for the controller (see exitSavingMs). */
+interface ExitAccount {
+  /** Sequences decoded in that step. */
+  stepRows: number;
+  /** Calls its deferral added later: a catch-up run apart from the batch (its share of them), in ms. */
+  overheadMs?: number;
+}
+
 /**
  * The full model's verdict on a position: which ramps would have streamed
  * the token it produces. Ramp and full model draw with the same key (see
  * sampler.ts), so "agrees" means the same at every temperature.
  */
-function verdict(readings: RampReading[], finalToken: number, exitLayer: number | null): TokenRecord {
-  return { ramps: readings.map((r) => ({ layer: r.layer, confidence: r.confidence, agrees: r.token === finalToken })), exitLayer };
+function verdict(readings: RampReading[], finalToken: number, exitLayer: number | null, account: ExitAccount): TokenRecord {
+  return { ramps: readings.map((r) => ({ layer: r.layer, confidence: r.confidence, agrees: r.token === finalToken })), exitLayer, ...account };
 }
 
 const sameColumn = (column: number): number => column;
@@ -112,6 +121,8 @@ interface Row {
 /** What the parts of one execute() call share. */
 interface Step {
   slotLengths: SlotLengths;
+  /** Sequences in the decode batch. */
+  decodeRows: number;
   tokens: SampledToken[];
   onExit: ExitSink;
 }
@@ -139,7 +150,7 @@ export class ModelRunner {
 
   execute(plan: StepPlan, onExit: ExitSink): StepResult {
     this.calls.fitKv(plan.longestSequence, plan.slotLengths);
-    const step: Step = { slotLengths: plan.slotLengths, tokens: [], onExit };
+    const step: Step = { slotLengths: plan.slotLengths, decodeRows: plan.decode.length, tokens: [], onExit };
     // The decode batch goes first: its stray writes into rows that are mid-prompt
     // land at positions the prompt chunks below then overwrite.
     if (plan.decode.length > 0) this.decode(plan.decode, step);
@@ -153,9 +164,9 @@ export class ModelRunner {
     const policy = choosePolicy(seq, this.policies, false);
     const numLayers = this.model.config.numLayers;
     while (seq.deferred.length > 0) {
-      const layer = Math.min(...seq.deferred.map((d) => d.layer)) + 1;
-      if (layer >= numLayers) break;
-      this.catchUp(seq, policy, layer, null);
+      const from = Math.min(...seq.deferred.map((d) => d.layer)) + 1;
+      if (from >= numLayers) break;
+      this.catchUp(seq, policy, from, this.spanEnd(from, [{ seq, policy }]), null, true);
     }
   }
 
@@ -168,7 +179,7 @@ export class ModelRunner {
     });
     const fused = this.model.hasFused && !shadow && (rows.every((row) => this.needsNoSingleBlock(row)) || this.timesFusedNow(rows));
     if (fused) this.decodeFused(rows, step);
-    else this.decodeByBlock(rows, step);
+    else this.decodeBySpans(rows, step);
   }
 
   /**
@@ -212,90 +223,121 @@ export class ModelRunner {
       row.policy.feedback?.({ ramps: [], exitLayer: null });
       const offset = (row.seq.slot - firstSlot) * vocabSize;
       const rowLogits = logits.subarray(offset, offset + vocabSize);
-      this.emit(step, row.seq, rowLogits, this.draw(row.seq, row.position + 1, rowLogits), { layer: null, confidence: null });
+      this.emit(step, row.seq, this.draw(row.seq, row.position + 1, rowLogits), { layer: null, confidence: null }, sameColumn, rowLogits);
     }
-  }
-
-  /** The batch up the blocks one at a time, reading ramps between them; rows leave as they exit. */
-  private decodeByBlock(rows: Row[], step: Step): void {
-    const numLayers = this.model.config.numLayers;
-    let active = rows;
-    for (let layer = 0; layer < numLayers && active.length > 0; layer++) {
-      const synced = active.filter((row) => row.seq.layerLengths[layer] === row.position);
-      if (synced.length > 0) this.calls.batchedBlock(layer, synced, step.slotLengths);
-      for (const row of active) if (row.seq.layerLengths[layer]! < row.position) this.catchUp(row.seq, row.policy, layer, row);
-      for (const row of active) row.seq.layerLengths[layer] = row.position + 1;
-      if (layer < numLayers - 1) active = this.ramp(layer, active, step);
-    }
-    if (active.length > 0) this.finalHead(active, step);
-  }
-
-  /** The ramp after `layer`: reads the rows whose policy looks here, hands on the ones that exit; returns the rest. */
-  private ramp(layer: number, active: Row[], step: Step): Row[] {
-    const looking = active.filter((row) => row.policy.looksAt(layer));
-    if (looking.length === 0) return active;
-    const { logits, width } = this.calls.rampRows(layer, looking);
-    const exited = new Set<Row>();
-    looking.forEach((row, i) => {
-      const rowLogits = logits.subarray(i * width, (i + 1) * width);
-      const { reading, column } = this.read(layer, rowLogits, row.seq, row.position + 1);
-      row.readings.push(reading);
-      if (!row.policy.exits(layer, reading.confidence)) return;
-      exited.add(row);
-      row.seq.deferred.push({ position: row.position, hidden: row.hidden, layer, exitLayer: layer, readings: row.readings });
-      this.emit(step, row.seq, rowLogits.subarray(0, this.model.rampVocab), column, { layer, confidence: reading.confidence }, this.rampToken);
-    });
-    return exited.size === 0 ? active : active.filter((row) => !exited.has(row));
-  }
-
-  /** The rows that went all the way: the head, their verdicts, their tokens. */
-  private finalHead(rows: Row[], step: Step): void {
-    const vocabSize = this.model.config.vocabSize;
-    const logits = this.calls.timedHead(rows);
-    rows.forEach((row, i) => {
-      const rowLogits = logits.subarray(i * vocabSize, (i + 1) * vocabSize);
-      const finalToken = this.draw(row.seq, row.position + 1, rowLogits);
-      row.policy.feedback?.(verdict(row.readings, finalToken, null));
-      const trace = row.policy.kind === 'trace' ? { ramps: row.readings, finalToken } : undefined;
-      this.emit(step, row.seq, rowLogits, finalToken, { layer: null, confidence: null, trace });
-    });
   }
 
   /**
-   * Runs `layer` over a sequence's deferred positions that wait for it, plus
-   * the current position when there is one: one causal pass, batch 1.
-   * At ramp layers the deferred positions get that ramp's reading too; after
-   * the last layer they get the full model's verdict, and leave the deferred list.
+   * The batch up the model span by span: each span is one call over the
+   * blocks up to the next ramp some row reads (or up to where a deferred
+   * position waits, so that it can join the next span), with that ramp's
+   * decision computed in the call; the rows that exit there leave. A
+   * sequence with deferred positions runs each span over them and its
+   * current position together (`catchUp`). The last span ends with the head.
    */
-  private catchUp(seq: Sequence, policy: ExitPolicy, layer: number, current: Row | null): void {
-    const { dim, numLayers, vocabSize } = this.model.config;
-    const waiting = seq.deferred.filter((d) => d.layer === layer - 1);
+  private decodeBySpans(rows: Row[], step: Step): void {
+    const numLayers = this.model.config.numLayers;
+    let active = rows;
+    for (let from = 0; from < numLayers && active.length > 0; ) {
+      const to = this.spanEnd(from, active);
+      const synced = active.filter((row) => row.seq.layerLengths[from] === row.position);
+      const said = synced.length > 0 ? this.calls.batchedSpan(from, to, this.spanEndKind(to, synced), synced, step.slotLengths) : new Map<Row, SpanRow>();
+      // A catch-up beside a batched call is a call the deferral added: its exits pay for it.
+      for (const row of active) if (row.seq.layerLengths[from]! < row.position) said.set(row, this.catchUp(row.seq, row.policy, from, to, row, synced.length > 0)!);
+      for (const row of active) row.seq.layerLengths.fill(row.position + 1, from, to + 1);
+      if (to === numLayers - 1) this.finalHead(active, said, step);
+      else active = this.ramp(to, active, said, step);
+      from = to + 1;
+    }
+  }
+
+  /** The last block of the span that starts at `from`: the first that a ramp some row reads, or a deferred position, waits after; else the model's last. */
+  private spanEnd(from: number, rows: readonly { seq: Sequence; policy: ExitPolicy }[]): number {
+    const last = this.model.config.numLayers - 1;
+    for (let layer = from; layer < last; layer++) {
+      if (rows.some(({ seq, policy }) => policy.looksAt(layer) || seq.deferred.some((d) => d.layer === layer))) return layer;
+    }
+    return last;
+  }
+
+  /** What a span that ends after block `to` computes for `rows`: the head after the last block, else the ramp when one of them reads it. */
+  private spanEndKind(to: number, rows: Row[]): SpanEnd {
+    if (to === this.model.config.numLayers - 1) return { kind: 'head' };
+    const reading = rows.filter((row) => row.policy.looksAt(to));
+    if (reading.length === 0) return { kind: 'hidden' };
+    return { kind: 'ramp', confidence: this.options.confidence, logits: reading.some((row) => this.drawsFromLogits(row.seq)) };
+  }
+
+  /** Whether a token of `seq` needs its logits: a draw at a temperature, or logprobs (a greedy token is the best column). */
+  private drawsFromLogits(seq: Sequence): boolean {
+    return seq.request.sampling.temperature > 0 || seq.request.logprobs !== undefined;
+  }
+
+  /** The ramp after `layer`, as the span said: reads the rows whose policy looks here, hands on the ones that exit; returns the rest. */
+  private ramp(layer: number, active: Row[], said: Map<Row, SpanRow>, step: Step): Row[] {
+    const exited = new Set<Row>();
+    for (const row of active) {
+      if (!row.policy.looksAt(layer)) continue;
+      const spanRow = said.get(row)!;
+      const { reading, column } = this.read(layer, spanRow, row.seq, row.position + 1);
+      row.readings.push(reading);
+      if (!row.policy.exits(layer, reading.confidence)) continue;
+      exited.add(row);
+      row.seq.deferred.push({ position: row.position, hidden: row.hidden, layer, exitLayer: layer, readings: row.readings, stepRows: step.decodeRows, overheadMs: 0 });
+      this.emit(step, row.seq, column, { layer, confidence: reading.confidence }, this.rampToken, spanRow.logits?.subarray(0, this.model.rampVocab));
+    }
+    return exited.size === 0 ? active : active.filter((row) => !exited.has(row));
+  }
+
+  /** The rows that went all the way: the head's logits from their last span, their verdicts, their tokens. */
+  private finalHead(rows: Row[], said: Map<Row, SpanRow>, step: Step): void {
+    for (const row of rows) {
+      const rowLogits = said.get(row)!.logits!;
+      const finalToken = this.draw(row.seq, row.position + 1, rowLogits);
+      row.policy.feedback?.(verdict(row.readings, finalToken, null, { stepRows: step.decodeRows }));
+      const trace = row.policy.kind === 'trace' ? { ramps: row.readings, finalToken } : undefined;
+      this.emit(step, row.seq, finalToken, { layer: null, confidence: null, trace }, sameColumn, rowLogits);
+    }
+  }
+
+  /**
+   * Runs the span `from`..`to` over a sequence's deferred positions that
+   * wait for it, plus the current position when there is one: one causal
+   * pass, batch 1. Where the span ends at a ramp the sequence reads, the
+   * deferred positions get that ramp's reading too; where it ends the model
+   * they get the full model's verdict, and leave the deferred list. Returns
+   * what the span said about the current position. `apart`: the call runs
+   * beside the batch's own (or after the sequence ended), so its time is
+   * the deferral's overhead, shared by the positions it carries.
+   */
+  private catchUp(seq: Sequence, policy: ExitPolicy, from: number, to: number, current: Row | null, apart: boolean): SpanRow | null {
+    const dim = this.model.config.dim;
+    const waiting = seq.deferred.filter((d) => d.layer === from - 1);
     const numRows = waiting.length + (current ? 1 : 0);
     const input = new Float32Array(numRows * dim);
     waiting.forEach((d, i) => input.set(d.hidden, i * dim));
     if (current) input.set(current.hidden, waiting.length * dim);
-    const output = this.calls.sequenceBlock(layer, seq, seq.layerLengths[layer]!, input, numRows);
+    const isLast = to === this.model.config.numLayers - 1;
+    const reads = policy.looksAt(to) && (current !== null || policy.feedback !== null);
+    // Sampled rows need the ramp's logits: the current one to draw its token, the deferred ones for their coupled readings.
+    const draws = this.drawsFromLogits(seq);
+    const end: SpanEnd = isLast ? { kind: 'head' } : reads ? { kind: 'ramp', confidence: this.options.confidence, logits: draws } : { kind: 'hidden' };
+    const started = performance.now();
+    const { hidden, said } = this.calls.sequenceSpan(from, to, end, seq, seq.layerLengths[from]!, input, numRows);
+    if (apart) for (const d of waiting) d.overheadMs += (performance.now() - started) / waiting.length;
     waiting.forEach((d, i) => {
-      d.hidden = output.slice(i * dim, (i + 1) * dim);
-      d.layer = layer;
+      if (hidden) d.hidden = hidden.slice(i * dim, (i + 1) * dim);
+      d.layer = to;
     });
-    if (current) current.hidden.set(output.subarray(waiting.length * dim));
-    if (!current) seq.layerLengths[layer] = waiting.at(-1)!.position + 1;
-    if (waiting.length === 0) return;
+    if (current && hidden) current.hidden.set(hidden.subarray(waiting.length * dim));
+    if (!current) seq.layerLengths.fill(waiting.at(-1)!.position + 1, from, to + 1);
 
-    const isLast = layer === numLayers - 1;
     const feedback = policy.feedback;
-    if (feedback && (isLast || policy.looksAt(layer))) {
-      const hidden = output.subarray(0, waiting.length * dim);
-      if (isLast) {
-        const logits = this.calls.head(hidden, waiting.length);
-        waiting.forEach((d, i) => feedback(verdict(d.readings, this.draw(seq, d.position + 1, logits.subarray(i * vocabSize, (i + 1) * vocabSize)), d.exitLayer)));
-      } else {
-        const { logits, width } = this.calls.ramp(layer, hidden, waiting.length);
-        waiting.forEach((d, i) => d.readings.push(this.read(layer, logits.subarray(i * width, (i + 1) * width), seq, d.position + 1).reading));
-      }
-    }
+    const account = (d: DeferredPosition): ExitAccount => ({ stepRows: d.stepRows, overheadMs: d.overheadMs });
+    if (feedback && isLast) waiting.forEach((d, i) => feedback(verdict(d.readings, this.draw(seq, d.position + 1, said[i]!.logits!), d.exitLayer, account(d))));
+    else if (feedback && end.kind === 'ramp') waiting.forEach((d, i) => d.readings.push(this.read(to, said[i]!, seq, d.position + 1).reading));
     if (isLast) seq.deferred.splice(0, seq.deferred.length, ...seq.deferred.filter((d) => !waiting.includes(d)));
+    return current ? said[waiting.length]! : null;
   }
 
   /** A prompt chunk through every block; the chunk that ends the prompt samples the first token. */
@@ -306,7 +348,7 @@ export class ModelRunner {
     const endsPrompt = start + numTokens === seq.tokens.length;
     const logits = this.calls.sequenceChunk(seq, start, input, numTokens, endsPrompt);
     seq.layerLengths.fill(start + numTokens);
-    if (logits) this.emit(step, seq, logits, this.draw(seq, start + numTokens, logits), { layer: null, confidence: null });
+    if (logits) this.emit(step, seq, this.draw(seq, start + numTokens, logits), { layer: null, confidence: null }, sameColumn, logits);
   }
 
   /** Column c of a ramp's logits scores this token (-1: the rest column, the tokens the ramp does not score). */
@@ -323,22 +365,25 @@ export class ModelRunner {
 
   /**
    * What the ramp after `layer` says about the sequence's token at `index`:
-   * the token it would stream there and its confidence (none when its rest
-   * column wins), and that token's column.
+   * the token it would stream there (its best scored column when greedy, its
+   * draw among its scored columns when sampling) and its confidence (none
+   * when its rest column wins), and that token's column.
    */
-  private read(layer: number, rowLogits: Float32Array, seq: Sequence, index: number): { reading: RampReading; column: number } {
-    const score = scoreLogits(rowLogits, this.options.confidence);
-    const rest = this.model.rampToken(score.argmax) < 0;
-    const tokens = rowLogits.subarray(0, this.model.rampVocab);
-    const column = seq.request.sampling.temperature > 0 || rest ? this.draw(seq, index, tokens, this.rampToken) : score.argmax;
-    return { reading: { layer, token: this.model.rampToken(column), confidence: rest ? 0 : score.confidence }, column };
+  private read(layer: number, said: SpanRow, seq: Sequence, index: number): { reading: RampReading; column: number } {
+    const rest = this.rampToken(said.top) < 0;
+    let column = rest ? said.second : said.top;
+    if (seq.request.sampling.temperature > 0) {
+      if (!said.logits) throw new Error(`internal error: the ramp after block ${layer} returned no logits for a sampled row`);
+      column = this.draw(seq, index, said.logits.subarray(0, this.model.rampVocab), this.rampToken);
+    }
+    return { reading: { layer, token: this.rampToken(column), confidence: rest ? 0 : said.confidence }, column };
   }
 
-  /** Hands on the token of `column` (a ramp's token also goes to onExit at once), with logprobs when asked. */
-  private emit(step: Step, seq: Sequence, logits: Float32Array, column: number, exit: ExitInfo, tokenOf = sameColumn): void {
+  /** Hands on the token of `column` (a ramp's token also goes to onExit at once), with logprobs from `logits` when asked. */
+  private emit(step: Step, seq: Sequence, column: number, exit: ExitInfo, tokenOf: (column: number) => number, logits?: Float32Array): void {
     const topN = seq.request.logprobs;
     let logprobs: TokenLogprobs | undefined;
-    if (topN !== undefined) {
+    if (topN !== undefined && logits) {
       const { logprob, top } = logprobsOf(logits, column, topN);
       logprobs = { logprob, top: top.map((t) => ({ ...t, token: tokenOf(t.token) })) };
     }

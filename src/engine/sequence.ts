@@ -27,6 +27,10 @@ export interface DeferredPosition {
   exitLayer: number;
   /** Every active ramp's reading of this position so far (deeper ones are added during catch-up). */
   readings: RampReading[];
+  /** Sequences decoded in the step it exited in: alone, its exit ended the step early (see exitSavingMs). */
+  stepRows: number;
+  /** Catch-up calls run apart from the batch for it, its share, in ms: what deferring it cost. */
+  overheadMs: number;
 }
 
 export class Sequence {

@@ -2,7 +2,9 @@
  * The ONNX graphs of a prepared model: one per decoder block; the head
  * (final norm + LM head, the model's output); the ramp head, the same head
  * over a smaller vocabulary that scores any block's output for an early
- * exit (see buildHeadGraph); and the fused graph of the whole model.
+ * exit (see buildHeadGraph); the fused graph of the whole model; and, built
+ * at run time, span graphs (blocks from one ramp to the next, and the ramp's
+ * exit decision or the head; see buildSpanGraph).
  *
  * Every block graph takes any number of new positions per sequence on top of
  * that sequence's cached past: one (decode), many (prefill), or the run of
@@ -22,7 +24,7 @@
  * @module
  */
 import type { ModelConfig } from './checkpoint.js';
-import { GraphBuilder, type WeightRef } from './onnx.js';
+import { DataType, GraphBuilder, type WeightRef } from './onnx.js';
 import { INT8_BLOCK_SIZE } from './quantize.js';
 
 /** Names of the block graphs' inputs and outputs, shared with the runtime. */
@@ -284,6 +286,20 @@ export function buildHeadGraph(config: ModelConfig, weight: WeightLookup, weight
 }
 
 /**
+ * Blocks `from`..`to` over `hidden` [batch, seq, dim] with per-layer KV names
+ * (`past_key_{layer}`, as in the fused graph); returns the last block's output.
+ */
+function addBlocks(g: GraphBuilder, config: ModelConfig, weight: WeightLookup, from: number, to: number, hidden: string): string {
+  for (let layer = from; layer <= to; layer++) {
+    const io = { ...blockInputs(g, config, `_${layer}`), hidden, hiddenOut: `hidden_${layer}` };
+    addBlock(config)(g, config, layer, weight, io);
+    declareBlockOutputs(g, config, `_${layer}`);
+    hidden = io.hiddenOut;
+  }
+  return hidden;
+}
+
+/**
  * The whole model as one graph (every block, then the head over the last
  * position of each row), with KV inputs `past_key_{layer}`. Small models,
  * whose time goes to per-call overhead, decode through it whenever no row
@@ -292,13 +308,8 @@ export function buildHeadGraph(config: ModelConfig, weight: WeightLookup, weight
  */
 export function buildFusedGraph(config: ModelConfig, weight: WeightLookup, weightsFile: string): Uint8Array {
   const g = new GraphBuilder('fused', weightsFile);
-  let hidden = g.input(BlockIO.hidden, 'float', ['batch', 'seq', config.dim]);
-  for (let layer = 0; layer < config.numLayers; layer++) {
-    const io = { ...blockInputs(g, config, `_${layer}`), hidden, hiddenOut: `hidden_${layer}` };
-    addBlock(config)(g, config, layer, weight, io);
-    declareBlockOutputs(g, config, `_${layer}`);
-    hidden = io.hiddenOut;
-  }
+  const input = g.input(BlockIO.hidden, 'float', ['batch', 'seq', config.dim]);
+  const hidden = addBlocks(g, config, weight, 0, config.numLayers - 1, input);
   const last = g.op('Gather', [hidden, g.constant([-1], 'int64', [])], { axis: 1 }); // [batch, dim]
   head(g, config, weight, last, HeadIO.logits);
   g.output(HeadIO.logits, 'float', ['batch', config.vocabSize]);
@@ -329,13 +340,125 @@ export function buildTrainedRampGraph(
   rampsFile: string,
 ): Uint8Array {
   const g = new GraphBuilder(`ramp_${layer}`, weightsFile);
-  const own = (name: string, ref: WeightRef) => g.weight(`ramp.${name}`, ref, rampsFile);
   const hidden = g.input(HeadIO.hidden, 'float', ['rows', config.dim]);
+  trainedRamp(g, config, weight, ramp, rampsFile, hidden, HeadIO.logits);
+  g.output(HeadIO.logits, 'float', ['rows', ramp.candidateRows.dims[0]! + 1]);
+  return g.toBytes();
+}
+
+/** Adds a trained ramp over `hidden` [rows, dim], writing `logits` [rows, candidates + 1]. */
+function trainedRamp(g: GraphBuilder, config: ModelConfig, weight: WeightLookup, ramp: TrainedRampWeights, rampsFile: string, hidden: string, logits: string): void {
+  const own = (name: string, ref: WeightRef) => g.weight(`ramp.${name}`, ref, rampsFile);
   const translated = g.op('Gemm', [hidden, own('translator', ramp.translator), own('bias', ramp.bias)]);
   const normed = finalNorm(g, config, weight, translated);
   const candidates = g.op('Gemm', [normed, own('candidate_rows', ramp.candidateRows)], { transB: 1 });
   const rest = g.op('Gemm', [normed, own('rest_row', ramp.restRow), own('rest_bias', ramp.restBias)], { transB: 1 });
-  g.node('Concat', [candidates, rest], { axis: -1 }, [HeadIO.logits]);
-  g.output(HeadIO.logits, 'float', ['rows', ramp.candidateRows.dims[0]! + 1]);
+  g.node('Concat', [candidates, rest], { axis: -1 }, [logits]);
+}
+
+/** Names of a span graph's outputs beyond the blocks' new keys and values (see buildSpanGraph). */
+export const SpanIO = {
+  hiddenOut: 'hidden_out', // [batch, seq, dim]: the last block's output (spans that end at a ramp)
+  rampTop: 'ramp_top', // [rows, 2] int32: the ramp's two best columns, best first (rows = batch * seq)
+  rampConfidence: 'ramp_confidence', // [rows]: the ramp's confidence over its whole row
+  rampLogits: 'ramp_logits', // [rows, ramp width], only when asked for
+  logits: 'logits', // [rows, vocab]: the head, for spans that end the model
+} as const;
+
+/** How a ramp's confidence is scored: the same kinds, and the same formulas, as src/exits' scoreLogits. */
+export type RampConfidence = 'margin' | 'max-prob' | 'entropy';
+
+/** What a span computes after its last block. */
+export type SpanEnd =
+  | { kind: 'head' } // the model's head over every position: the span ends the model
+  | { kind: 'ramp'; confidence: RampConfidence; logits: boolean } // the ramp's decision, and its logits when `logits`
+  | { kind: 'hidden' }; // nothing: the next span takes the output
+
+/** The ramp a span ends at (null for other ends): the trained ramp after its last block, or the plain ramp head over the first `vocab` ids. */
+export type SpanRamp = { trained: TrainedRampWeights; rampsFile: string } | { vocab: number };
+
+/**
+ * Confidence of each row of `logits` [rows, width] as scoreLogits computes
+ * it (src/exits/confidence.ts), in float32, and the two best columns: margin
+ * p1 − p2 = p1 · (1 − exp(l2 − l1)), max-prob p1, entropy 1 − H / ln(width).
+ * TopK is taken on the logits, not the probabilities, so that ties that only
+ * appear after rounding to probabilities cannot change the best column; on
+ * equal logits onnxruntime's TopK puts the lower index first, as argmax does.
+ */
+function rampDecision(g: GraphBuilder, logits: string, width: number, kind: RampConfidence): void {
+  const [values, top] = g.node('TopK', [logits, g.constant([2])], { axis: -1, largest: 1, sorted: 1 }, 2) as [string, string];
+  g.node('Cast', [top], { to: DataType.int32 }, [SpanIO.rampTop]);
+  const probs = g.op('Softmax', [logits], { axis: -1 });
+  const p1 = g.op('ReduceMax', [probs], { axes: [-1], keepdims: 0 });
+  let confidence: string;
+  if (kind === 'margin') {
+    const [l1, l2] = g.node('Split', [values, g.constant([1, 1])], { axis: -1 }, 2) as [string, string];
+    const ratio = g.op('Exp', [g.op('Sub', [l2, l1])]);
+    confidence = g.op('Mul', [p1, g.op('Squeeze', [g.op('Sub', [g.constant([1], 'float', []), ratio]), g.constant([-1])])]);
+  } else if (kind === 'max-prob') {
+    confidence = p1;
+  } else {
+    const negEntropy = g.op('ReduceSum', [g.op('Mul', [probs, g.op('LogSoftmax', [logits], { axis: -1 })]), g.constant([-1])], { keepdims: 0 });
+    confidence = g.op('Add', [g.constant([1], 'float', []), g.op('Div', [negEntropy, g.constant([Math.log(width)], 'float', [])])]);
+  }
+  g.node('Clip', [confidence, g.constant([0], 'float', []), g.constant([1], 'float', [])], {}, [SpanIO.rampConfidence]);
+  g.output(SpanIO.rampTop, 'int32', ['rows', 2]);
+  g.output(SpanIO.rampConfidence, 'float', ['rows']);
+}
+
+/**
+ * The exit decision alone, over ramp logits [rows, width] computed by the
+ * ramp's own graph: what a span's end does (rampDecision), for models whose
+ * spans are not fused (see Model.runSpan). It has no weights.
+ */
+export function buildDecisionGraph(width: number, kind: RampConfidence): Uint8Array {
+  const g = new GraphBuilder(`decision_${kind}`, '');
+  rampDecision(g, g.input(HeadIO.logits, 'float', ['rows', width]), width, kind);
   return g.toBytes();
+}
+
+/**
+ * Blocks `from`..`to` in one graph, and what the step needs after them
+ * (`end`): a decode step with ramps after blocks r1 < … < rk makes k + 1
+ * calls instead of one per block and ramp. Inputs as the fused graph's
+ * (`past_key_{layer}` per block), outputs each block's new keys and values.
+ * A span that ends at a ramp returns its output hidden state (the next span
+ * or the deferred catch-up starts from it) and, per position, only what the
+ * exit decision reads: the ramp's two best columns and its confidence
+ * (rampDecision); its logits only when asked, for rows that sample at a
+ * temperature or want logprobs. A span that ends the model returns the
+ * head's logits at every position: the catch-up's verdicts need them all.
+ * Returns the graph and the bytes of the weights it reads.
+ */
+export function buildSpanGraph(
+  config: ModelConfig,
+  from: number,
+  to: number,
+  end: SpanEnd,
+  weight: WeightLookup,
+  weightsFile: string,
+  ramp: SpanRamp | null,
+): { graph: Uint8Array; weightBytes: number } {
+  const g = new GraphBuilder(`span_${from}_${to}_${end.kind}`, weightsFile);
+  const input = g.input(BlockIO.hidden, 'float', ['batch', 'seq', config.dim]);
+  const hidden = addBlocks(g, config, weight, from, to, input);
+  if (end.kind !== 'head') {
+    g.node('Identity', [hidden], {}, [SpanIO.hiddenOut]);
+    g.output(SpanIO.hiddenOut, 'float', ['batch', 'seq', config.dim]);
+  }
+  if (end.kind === 'hidden') return { graph: g.toBytes(), weightBytes: g.weightBytes };
+  const rows = g.op('Reshape', [hidden, g.constant([-1, config.dim])]); // [batch * seq, dim]
+  if (end.kind === 'head') {
+    head(g, config, weight, rows, SpanIO.logits);
+    g.output(SpanIO.logits, 'float', ['rows', config.vocabSize]);
+    return { graph: g.toBytes(), weightBytes: g.weightBytes };
+  }
+  if (!ramp) throw new Error(`internal error: span ${from}-${to} ends at a ramp but has none`);
+  const width = 'trained' in ramp ? ramp.trained.candidateRows.dims[0]! + 1 : ramp.vocab;
+  const logits = end.logits ? SpanIO.rampLogits : 'ramp_logits_internal';
+  if ('trained' in ramp) trainedRamp(g, config, weight, ramp.trained, ramp.rampsFile, rows, logits);
+  else head(g, config, weight, rows, logits, ramp.vocab);
+  if (end.logits) g.output(SpanIO.rampLogits, 'float', ['rows', width]);
+  rampDecision(g, logits, width, end.confidence);
+  return { graph: g.toBytes(), weightBytes: g.weightBytes };
 }

@@ -7,11 +7,11 @@
 export { ModelFormatError, type Checkpoint, type ModelConfig, type Tensor } from './checkpoint.js';
 export { KvCache } from './kv-cache.js';
 export { describeRamps, WEIGHTS_FILE, type RampReport, isPreparedModel, QUANTIZATIONS, quantizationSuffix, readManifest, weightsLabel, type Manifest, type Quantization, type RampTraining } from './manifest.js';
-export { DeviceError, Model, type BlockRows, type Device, type RuntimeOptions } from './model.js';
+export { DeviceError, Model, type BlockRows, type Device, type RuntimeOptions, type SpanBuffers, type SpanRampResult } from './model.js';
 export { prepareModel, type PrepareOptions, type RampTrainer, type TrainRampsMode } from './prepare.js';
 export { exportRamps, writeTrainedRamps } from './ramps-store.js';
 export { Adam, exitableShare, initialParams, leastSquaresStart, paramLayout, rampLogits, rampLossAndGrad, shuffled, type FrozenHead } from './ramp-math.js';
-export { RAMP_VOCAB, StoredWeights } from './graphs.js';
+export { RAMP_VOCAB, StoredWeights, type RampConfidence, type SpanEnd } from './graphs.js';
 export { loadPrompts, PROMPTS_FILE, PromptSchema, storyPrompts, type Prompt } from './prompts.js';
 export { exportHfOnnx, HF_ONNX_MODEL } from './export-hf.js';
 export { exportGguf, GGUF_TENSOR_TYPES, type GgufTensorType } from './gguf-export.js';

@@ -3,10 +3,12 @@
  * ramp head and (for small models) the fused whole-model graph, the token
  * embedding read straight from weights.bin, and the tokenizer.
  *
- * The engine asks for `embed`, `runBlock`, `runRamp` and `runHead` one call
- * at a time, so it can stop after any block, score a ramp, and come back
- * later for the deep blocks of deferred positions; `runFused` does every
- * block and the head in one call when a step needs none of that.
+ * The engine decodes through `runSpan`, the blocks from one ramp to the
+ * next and that ramp's decision (or the head), so it can stop after any
+ * block, score a ramp, and come back later for the deep blocks of deferred
+ * positions; `runFused` does every block and the head in one call when a
+ * step needs none of that. `runBlock`, `runRamp` and `runHead` are the
+ * single calls (prompts on large models, ramp training, benchmarks).
  *
  * @module
  */
@@ -14,7 +16,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import ort from 'onnxruntime-node';
 import type { ModelConfig } from './checkpoint.js';
-import { BlockIO, HeadIO, StoredWeights } from './graphs.js';
+import { BlockIO, buildDecisionGraph, buildSpanGraph, HeadIO, SpanIO, StoredWeights, type SpanEnd, type SpanRamp, type WeightLookup } from './graphs.js';
 import type { BlockRows, KvCache, KvView } from './kv-cache.js';
 import { readManifest, WEIGHTS_FILE, type Manifest } from './manifest.js';
 import { readCandidates } from './ramps-store.js';
@@ -52,10 +54,30 @@ export class DeviceError extends Error {
   override name = 'DeviceError';
 }
 
-function createSession(file: string, options: RuntimeOptions): SyncSession {
+/**
+ * Fused span sessions a model keeps (see runSpan). A steady set of active
+ * ramps uses a few, but a forced plan or the catch-up after exits at
+ * several ramps uses many (stories260K: 35 spans in all, 6-18 ms to compile
+ * each), so the cache holds them all on a small model. onnxruntime keeps
+ * its own prepacked copy of the weights a session multiplies by (weights.bin
+ * itself is mapped, and shared; disabling prepacking halved block speed),
+ * so the sessions' weights are also held to SPAN_WEIGHTS_SHARE times
+ * weights.bin, or FUSED_MAX_BYTES if more: the spans of the current ramps
+ * and of the previous ones. The least recently used goes first, but never
+ * one used in the last RECENT_SPAN_CALLS span calls: a step whose spans
+ * alone exceed the budget would otherwise recompile them every step
+ * (stories15M: 0.2 s a step), so the budget gives way instead.
+ */
+const MAX_SPANS = 64;
+const SPAN_WEIGHTS_SHARE = 2;
+const RECENT_SPAN_CALLS = 64;
+
+/** `graph` is a file, or a graph's bytes whose external weights are in `dir`. */
+function createSession(graph: string | Uint8Array, options: RuntimeOptions, dir?: string): SyncSession {
   const providers = options.device === 'cpu' ? ['cpu'] : [options.device];
+  const weightsFolder = dir === undefined ? {} : { model_external_initializers_file_folder_path: dir };
   try {
-    return openSession(file, {
+    return openSession(graph, {
       executionProviders: providers,
       intraOpNumThreads: options.threads,
       interOpNumThreads: 1,
@@ -63,7 +85,7 @@ function createSession(file: string, options: RuntimeOptions): SyncSession {
       graphOptimizationLevel: 'all',
       logSeverityLevel: 3,
       // Sessions run one after another; spinning pools would only fight for the cores.
-      extra: { session: { intra_op: { allow_spinning: '0' } } },
+      extra: { session: { intra_op: { allow_spinning: '0' }, ...weightsFolder } },
     });
   } catch (error) {
     if (options.device !== 'cpu') throw new DeviceError(`--device ${options.device}: ${INSTALL_HINT[options.device]} (${(error as Error).message.split('\n')[0]})`);
@@ -96,6 +118,20 @@ function reusedForDecoding<T>(cache: Map<string, T>, seqLen: number, key: string
 
 const tensorCache = new WeakMap<Float32Array, ort.Tensor>();
 
+/** What a span that ends at a ramp decides per row (see buildSpanGraph); its logits go to the caller's buffer when asked. */
+export interface SpanRampResult {
+  /** [rows, 2]: the ramp's best and second-best columns. */
+  top: Int32Array;
+  /** [rows]: its confidence, of the configured kind, over the whole row. */
+  confidence: Float32Array;
+}
+
+/** Where a span writes: the last block's output (spans that do not end the model), head or ramp logits when it makes them. */
+export interface SpanBuffers {
+  hidden?: Float32Array; // [numRows, seqLen, dim]
+  logits?: Float32Array; // [numRows * seqLen, vocab] (head) or [numRows * seqLen, rampWidth] (ramp with logits)
+}
+
 /** An onnxruntime tensor over `data` (no copy), reused while the buffer and shape stay the same. */
 function tensorOver(data: Float32Array, dims: number[]): ort.Tensor {
   const cached = tensorCache.get(data);
@@ -108,6 +144,14 @@ function tensorOver(data: Float32Array, dims: number[]): ort.Tensor {
 export class Model {
   private readonly positionCache = new Map<string, PositionTensors>();
   private readonly newKvCache = new Map<string, KvView[]>();
+  /** Fused span sessions by what they compute, least recently used first, with the bytes of the weights each reads and its last use. */
+  private readonly spans = new Map<string, { session: SyncSession; weightBytes: number; lastUse: number }>();
+  /** Span calls so far: the clock of `lastUse`. */
+  private spanCalls = 0;
+  /** The decision graphs of composed spans, by confidence kind (see composedSpan). */
+  private readonly decisions = new Map<string, SyncSession>();
+  /** onnxruntime calls made so far: what fused spans save (tests count them). */
+  calls = 0;
 
   private constructor(
     readonly dir: string,
@@ -124,6 +168,9 @@ export class Model {
     private readonly embeddings: Float32Array,
     /** [maxSeqLen, dim], GPT-2 only */
     private readonly positionEmbeddings: Float32Array | null,
+    private readonly runtime: RuntimeOptions,
+    /** Size of weights.bin, which the fused spans' weights are budgeted against. */
+    private readonly weightsBytes: number,
   ) {}
 
   get config(): ModelConfig {
@@ -154,7 +201,7 @@ export class Model {
     const candidates = trained ? readCandidates(dir, trained) : null;
     const useFused = options.fused ?? weightsBytes.length < FUSED_MAX_BYTES;
     const fused = useFused ? createSession(path.join(dir, manifest.graphs.fused), options) : null;
-    return new Model(dir, manifest, tokenizer, blocks, head, rampHead, trainedRamps, candidates, fused, embeddings, positionEmbeddings);
+    return new Model(dir, manifest, tokenizer, blocks, head, rampHead, trainedRamps, candidates, fused, embeddings, positionEmbeddings, options, weightsBytes.length);
   }
 
   /** Hidden states [tokens, dim] for `tokens` at `positions`. */
@@ -192,13 +239,14 @@ export class Model {
       [BlockIO.pastValue]: cache.value,
       ...this.positionFeeds(rows, kv),
     };
-    this.blocks[layer]!.run(feeds, { [BlockIO.hiddenOut]: tensorOver(output, dims), [BlockIO.newKey]: added.key, [BlockIO.newValue]: added.value });
+    this.run(this.blocks[layer]!, feeds, { [BlockIO.hiddenOut]: tensorOver(output, dims), [BlockIO.newKey]: added.key, [BlockIO.newValue]: added.value });
     kv.append(layer, rows, added.key.data as Float32Array, added.value.data as Float32Array);
   }
 
   /** Logits [numRows, vocab] into `logits` from hidden states [numRows, dim]: the final head, or a ramp. */
   runHead(hidden: Float32Array, numRows: number, logits: Float32Array): void {
-    this.head.run(
+    this.run(
+      this.head,
       { [HeadIO.hidden]: tensorOver(hidden, [numRows, this.config.dim]) },
       { [HeadIO.logits]: tensorOver(logits, [numRows, this.config.vocabSize]) },
     );
@@ -225,7 +273,7 @@ export class Model {
       fetches[`${BlockIO.newKey}_${layer}`] = added[layer]!.key;
       fetches[`${BlockIO.newValue}_${layer}`] = added[layer]!.value;
     }
-    this.fused!.run(feeds, fetches);
+    this.run(this.fused!, feeds, fetches);
     for (let layer = 0; layer < numLayers; layer++) {
       kv.append(layer, rows, added[layer]!.key.data as Float32Array, added[layer]!.value.data as Float32Array);
     }
@@ -238,6 +286,127 @@ export class Model {
       const tensor = () => new ort.Tensor('float32', new Float32Array(dims[0]! * dims[1]! * dims[2]!), dims);
       return Array.from({ length: count }, () => ({ key: tensor(), value: tensor() }));
     });
+  }
+
+  /**
+   * Blocks `from`..`to` over `input` [numRows, seqLen, dim], appending each
+   * layer's new keys and values as runBlock does, then `end`: the head's
+   * logits into `out.logits`, or the ramp after `to`'s decision per position
+   * (returned) and its logits when `end.logits`; the last block's output
+   * goes to `out.hidden` unless the span ends the model.
+   *
+   * Models that load the fused graph (small ones, whose time goes to
+   * per-call overhead) run a span in one call, its graph compiled on first
+   * use (see buildSpanGraph). Larger ones compose it from the block, ramp
+   * and head sessions they hold anyway: a fused span would hold its weights
+   * once more for a per-call saving that is noise beside their blocks.
+   */
+  runSpan(from: number, to: number, end: SpanEnd, input: Float32Array, rows: BlockRows, kv: KvCache, out: SpanBuffers): SpanRampResult | null {
+    return this.fused ? this.fusedSpan(from, to, end, input, rows, kv, out) : this.composedSpan(from, to, end, input, rows, kv, out);
+  }
+
+  /** A span as one session's call. */
+  private fusedSpan(from: number, to: number, end: SpanEnd, input: Float32Array, rows: BlockRows, kv: KvCache, out: SpanBuffers): SpanRampResult | null {
+    const { dim, vocabSize } = this.config;
+    const positions = rows.numRows * rows.seqLen;
+    const feeds: Record<string, ort.Tensor> = { [BlockIO.hidden]: tensorOver(input, [rows.numRows, rows.seqLen, dim]), ...this.positionFeeds(rows, kv) };
+    const fetches: Record<string, ort.Tensor | null> = {};
+    const added = this.newKvTensors(to - from + 1, rows);
+    for (let layer = from; layer <= to; layer++) {
+      const cache = kv.view(layer, rows.firstSlot, rows.numRows);
+      feeds[`${BlockIO.pastKey}_${layer}`] = cache.key;
+      feeds[`${BlockIO.pastValue}_${layer}`] = cache.value;
+      fetches[`${BlockIO.newKey}_${layer}`] = added[layer - from]!.key;
+      fetches[`${BlockIO.newValue}_${layer}`] = added[layer - from]!.value;
+    }
+    if (end.kind === 'head') fetches[SpanIO.logits] = tensorOver(out.logits!, [positions, vocabSize]);
+    else fetches[SpanIO.hiddenOut] = tensorOver(out.hidden!, [rows.numRows, rows.seqLen, dim]);
+    if (end.kind === 'ramp') {
+      fetches[SpanIO.rampTop] = null;
+      fetches[SpanIO.rampConfidence] = null;
+      if (end.logits) fetches[SpanIO.rampLogits] = tensorOver(out.logits!, [positions, this.rampWidth]);
+    }
+    const results = this.run(this.spanSession(from, to, end), feeds, fetches);
+    for (let layer = from; layer <= to; layer++) {
+      kv.append(layer, rows, added[layer - from]!.key.data as Float32Array, added[layer - from]!.value.data as Float32Array);
+    }
+    if (end.kind !== 'ramp') return null;
+    return { top: results[SpanIO.rampTop]!.data as Int32Array, confidence: results[SpanIO.rampConfidence]!.data as Float32Array };
+  }
+
+  /**
+   * A span as the calls it stands for: each block, then the head or the
+   * ramp, and the ramp's decision from its logits (a graph without weights,
+   * so that the decision is computed as a fused span computes it).
+   */
+  private composedSpan(from: number, to: number, end: SpanEnd, input: Float32Array, rows: BlockRows, kv: KvCache, out: SpanBuffers): SpanRampResult | null {
+    let hidden = input;
+    for (let layer = from; layer <= to; layer++) {
+      const output = layer === to && end.kind !== 'head' ? out.hidden! : new Float32Array(input.length);
+      this.runBlock(layer, hidden, output, rows, kv);
+      hidden = output;
+    }
+    const positions = rows.numRows * rows.seqLen;
+    if (end.kind === 'head') this.runHead(hidden, positions, out.logits!);
+    if (end.kind !== 'ramp') return null;
+    const logits = end.logits ? out.logits! : new Float32Array(positions * this.rampWidth);
+    this.runRamp(to, hidden, positions, logits);
+    let decision = this.decisions.get(end.confidence);
+    if (!decision) {
+      decision = createSession(buildDecisionGraph(this.rampWidth, end.confidence), this.runtime, this.dir);
+      this.decisions.set(end.confidence, decision);
+    }
+    const results = this.run(decision, { [HeadIO.logits]: tensorOver(logits, [positions, this.rampWidth]) }, { [SpanIO.rampTop]: null, [SpanIO.rampConfidence]: null });
+    return { top: results[SpanIO.rampTop]!.data as Int32Array, confidence: results[SpanIO.rampConfidence]!.data as Float32Array };
+  }
+
+  /** The session of one fused span, compiled on first use; the least recently used go beyond MAX_SPANS or the weights' budget. */
+  private spanSession(from: number, to: number, end: SpanEnd): SyncSession {
+    const key = `${from}-${to}:${JSON.stringify(end)}`;
+    let span = this.spans.get(key);
+    if (span) {
+      this.spans.delete(key); // re-inserted below: the map's order is the order of use
+    } else {
+      const weight: WeightLookup = (name) => {
+        const ref = this.manifest.weights[name];
+        if (!ref) throw new Error(`internal error: span graph needs weight ${name}, which was not stored`);
+        return ref;
+      };
+      const ramp = end.kind === 'ramp' ? this.spanRamp(to) : null;
+      const { graph, weightBytes } = buildSpanGraph(this.config, from, to, end, weight, WEIGHTS_FILE, ramp);
+      span = { session: createSession(graph, this.runtime, this.dir), weightBytes, lastUse: 0 };
+      this.evictSpans(span.weightBytes);
+    }
+    span.lastUse = ++this.spanCalls;
+    this.spans.set(key, span);
+    return span.session;
+  }
+
+  /** Releases the least recently used spans to make room for one more reading `weightBytes` (see MAX_SPANS). */
+  private evictSpans(weightBytes: number): void {
+    const budget = Math.max(SPAN_WEIGHTS_SHARE * this.weightsBytes, FUSED_MAX_BYTES);
+    let held = [...this.spans.values()].reduce((sum, s) => sum + s.weightBytes, weightBytes);
+    for (const [key, span] of this.spans) {
+      if ((this.spans.size < MAX_SPANS && held <= budget) || span.lastUse > this.spanCalls - RECENT_SPAN_CALLS) break;
+      span.session.release();
+      this.spans.delete(key);
+      held -= span.weightBytes;
+    }
+  }
+
+  /** The ramp after block `layer` as a span graph adds it: the trained ramp, or the plain ramp head. */
+  private spanRamp(layer: number): SpanRamp {
+    const trained = this.manifest.trainedRamps;
+    if (!trained) return { vocab: this.manifest.graphs.ramp.vocab };
+    const ramp = trained.ramps.find((r) => r.layer === layer);
+    if (!ramp) throw new RangeError(`no trained ramp after block ${layer}`);
+    return { trained: { ...ramp, candidateRows: trained.candidateRows }, rampsFile: trained.file };
+  }
+
+  /** Runs one session, counted. */
+  private run(session: SyncSession, feeds: Record<string, ort.Tensor>, fetches: Record<string, ort.Tensor | null>): Record<string, ort.Tensor> {
+    this.calls++;
+    return session.run(feeds, fetches);
   }
 
   /** Whether the ramps are trained (see ramp-math.ts); otherwise each is the plain head. */
@@ -265,7 +434,8 @@ export class Model {
   runRamp(layer: number, hidden: Float32Array, numRows: number, logits: Float32Array): void {
     const session = this.candidates ? this.trainedRamps.get(layer) : this.rampHead;
     if (!session) throw new RangeError(`no trained ramp after block ${layer}`);
-    session.run(
+    this.run(
+      session,
       { [HeadIO.hidden]: tensorOver(hidden, [numRows, this.config.dim]) },
       { [HeadIO.logits]: tensorOver(logits, [numRows, this.rampWidth]) },
     );
@@ -312,6 +482,11 @@ export class Model {
   }
 
   release(): void {
-    for (const session of new Set([...this.blocks, this.head, this.rampHead, ...this.trainedRamps.values(), this.fused])) session?.release();
+    const spans = [...this.spans.values()].map((span) => span.session);
+    for (const session of new Set([...this.blocks, this.head, this.rampHead, ...this.trainedRamps.values(), this.fused, ...spans, ...this.decisions.values()])) {
+      session?.release();
+    }
+    this.spans.clear();
+    this.decisions.clear();
   }
 }

@@ -153,10 +153,14 @@ export class GraphBuilder {
     this.outputs.push(valueInfo(name, type, dims));
   }
 
+  /** Bytes of the external weights the graph reads (a session may hold a copy of them). */
+  weightBytes = 0;
+
   /** An initializer whose bytes live in the shared weights file (or in `file`, beside it). */
   weight(name: string, ref: WeightRef, file = this.weightsFile): string {
     if (this.usedNames.has(name)) return name;
     this.usedNames.add(name);
+    this.weightBytes += ref.byteLength;
     this.initializers.push({
       name,
       dims: ref.dims,

@@ -18,6 +18,7 @@ type Fetches = Record<string, ort.Tensor | null>;
 
 interface NativeSession {
   loadModel(modelPath: string, options: ort.InferenceSession.SessionOptions): void;
+  loadModel(buffer: ArrayBufferLike, byteOffset: number, byteLength: number, options: ort.InferenceSession.SessionOptions): void;
   run(feeds: Feeds, fetches: Fetches, options: object): Record<string, ort.Tensor>;
   dispose(): void;
 }
@@ -35,10 +36,12 @@ export interface SyncSession {
   release(): void;
 }
 
-export function openSession(file: string, options: ort.InferenceSession.SessionOptions): SyncSession {
+/** Opens a graph file, or a graph's bytes (their external weights are found through the `model_external_initializers_file_folder_path` session option). */
+export function openSession(graph: string | Uint8Array, options: ort.InferenceSession.SessionOptions): SyncSession {
   native.initOrt();
   const session = new native.binding.InferenceSession();
-  session.loadModel(file, options);
+  if (typeof graph === 'string') session.loadModel(graph, options);
+  else session.loadModel(graph.buffer, graph.byteOffset, graph.byteLength, options);
   return {
     run: (feeds, fetches) => session.run(feeds, fetches, {}),
     release: () => session.dispose(),
