@@ -27,3 +27,12 @@ test('costs: a pause inside one timed call does not move the cost', () => {
   meter.addSpan(0, 0, 'hidden', 25); // a garbage-collection pause
   assert.equal(meter.snapshot()!.blockMs[0], 0.1);
 });
+
+test('costs: a span call is shared by work, so a ramp lighter than a block is charged less than one', () => {
+  const meter = new CostMeter(2, { block: 4, ramp: 1, head: 2 });
+  meter.addSpan(0, 1, 'ramp', 0.9); // 4 + 4 + 1 units: 0.1 ms each
+  meter.addSpan(0, 1, 'head', 1.0); // 4 + 4 + 2 units: 0.1 ms each
+  const costs = meter.snapshot()!;
+  assert.ok(Math.abs(costs.rampMs - 0.1) < 1e-12, `ramp ${costs.rampMs}`);
+  assert.ok(costs.blockMs.every((ms) => Math.abs(ms - 0.4) < 1e-12), `blocks ${costs.blockMs}`);
+});

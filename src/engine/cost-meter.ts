@@ -29,29 +29,42 @@ class RecentMedian {
   }
 }
 
+/** What one position costs a block, a ramp and the head, in any unit (multiply-adds). */
+export interface CallWork {
+  block: number;
+  ramp: number;
+  head: number;
+}
+
 export class CostMeter {
   private readonly blocks: RecentMedian[];
   private readonly ramp = new RecentMedian();
   private readonly head = new RecentMedian();
   private readonly fused = new RecentMedian();
 
-  constructor(numLayers: number) {
+  constructor(
+    numLayers: number,
+    /** Relative work of a block, a ramp and the head (multiply-adds), by which a call's time is shared. */
+    private readonly work: CallWork = { block: 1, ramp: 1, head: 1 },
+  ) {
     this.blocks = Array.from({ length: numLayers }, () => new RecentMedian());
   }
 
   /**
    * One call over blocks `from`..`to` and what ends it (a ramp, the head, or
-   * nothing). The call is one measurement, so it is shared evenly between
-   * its blocks and its end: each block's cost then includes its share of the
-   * per-call overhead, which is what skipping it (or adding a ramp, which
-   * splits a span in two) changes. The controller's sums over blocks stay
-   * what a step costs.
+   * nothing). The call is one measurement, so it is shared between its
+   * blocks and its end in proportion to their work: each block's cost then
+   * includes its share of the per-call overhead, which is what skipping it
+   * (or adding a ramp, which splits a span in two) changes, and a ramp much
+   * lighter than a block is not charged like one. The controller's sums over
+   * blocks stay what a step costs.
    */
   addSpan(from: number, to: number, end: 'ramp' | 'head' | 'hidden', ms: number): void {
-    const share = ms / (to - from + 1 + (end === 'hidden' ? 0 : 1));
-    for (let layer = from; layer <= to; layer++) this.blocks[layer]!.add(share);
-    if (end === 'ramp') this.ramp.add(share);
-    if (end === 'head') this.head.add(share);
+    const endWork = end === 'hidden' ? 0 : this.work[end];
+    const perWork = ms / ((to - from + 1) * this.work.block + endWork);
+    for (let layer = from; layer <= to; layer++) this.blocks[layer]!.add(perWork * this.work.block);
+    if (end === 'ramp') this.ramp.add(perWork * endWork);
+    if (end === 'head') this.head.add(perWork * endWork);
   }
 
   /** A whole decode step in one fused call. */

@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { KvCache, type Model, type SpanEnd, type SpanRampResult } from '../model/index.js';
+import { blockMacs, KvCache, type Model, type SpanEnd, type SpanRampResult } from '../model/index.js';
 import { Buffers } from './buffers.js';
 import { CostMeter } from './cost-meter.js';
 import type { Sequence } from './sequence.js';
@@ -44,7 +44,8 @@ export class ModelCalls {
     private readonly maxContext: number,
   ) {
     this.kv = new KvCache(model.config, numSlots, maxContext, 0);
-    this.costs = new CostMeter(model.config.numLayers);
+    const { dim, vocabSize } = model.config;
+    this.costs = new CostMeter(model.config.numLayers, { block: blockMacs(model.config), ramp: model.rampMacs, head: vocabSize * dim });
   }
 
   /** Makes room for `longestSequence` known tokens, plus one position for stray writes (see KvCache). */

@@ -67,6 +67,14 @@ export const ModelConfigSchema = z.object({
 });
 export type ModelConfig = z.infer<typeof ModelConfigSchema>;
 
+/** Multiply-adds of one decoder block's weights for one position (attention's scores aside): what a block's time mostly follows. */
+export function blockMacs(config: ModelConfig): number {
+  const { dim, hiddenDim, numHeads, numKvHeads, headDim, architecture } = config;
+  const attention = dim * (numHeads + 2 * numKvHeads) * headDim + numHeads * headDim * dim;
+  const ffn = (architecture === 'llama' ? 3 : 2) * dim * hiddenDim;
+  return attention + ffn;
+}
+
 /** A float32 tensor, row-major. */
 export interface Tensor {
   dims: number[];

@@ -419,6 +419,12 @@ export class Model {
     return this.candidates?.length ?? this.manifest.graphs.ramp.vocab;
   }
 
+  /** Multiply-adds of one ramp for one position: the trained map (dim × dim), then a head row per column. */
+  get rampMacs(): number {
+    const { dim } = this.config;
+    return (this.candidates ? dim * dim : 0) + this.rampWidth * dim;
+  }
+
   /** Columns of a ramp's logits: one per scored token, then (trained ramps) the rest logit for every other token. */
   get rampWidth(): number {
     return this.rampVocab + (this.candidates ? 1 : 0);

@@ -28,6 +28,7 @@ import { argmax, drawKey, GREEDY, sample, softmax, type SamplingParams } from '.
 import { scoreLogits } from '../exits/index.js';
 import {
   Adam,
+  blockMacs,
   exitableShare,
   initialParams,
   KvCache,
@@ -114,10 +115,7 @@ const FORWARD_MACS_PER_SECOND = 5e9;
 
 /** Multiply-adds of one forward position: every block's weights and the head. */
 function forwardMacs(config: ModelConfig): number {
-  const { dim, hiddenDim, numHeads, numKvHeads, headDim, numLayers, vocabSize, architecture } = config;
-  const attention = dim * (numHeads + 2 * numKvHeads) * headDim + numHeads * headDim * dim;
-  const ffn = (architecture === 'llama' ? 3 : 2) * dim * hiddenDim;
-  return numLayers * (attention + ffn) + vocabSize * dim;
+  return config.numLayers * blockMacs(config) + config.vocabSize * config.dim;
 }
 
 /** About how long `trainRamps` takes on a model of `config`, in seconds. */
