@@ -32,7 +32,7 @@
  *
  * @module
  */
-import { exitSavingMs, savedMs, type Costs, type TokenRecord } from './types.js';
+import { aloneInStep, savedMs, type Costs, type TokenRecord } from './types.js';
 
 /** How many ramps the budget allows, capped by maxRamps. Free ramps (rampMs 0) are capped by maxRamps only. */
 export function budgetRampCount(costs: Costs, rampBudget: number, maxRamps: number): number {
@@ -76,7 +76,7 @@ export const NO_USAGE: Readonly<RampUsage> = { exits: 0, soloExits: 0, overheadM
 
 /** Adds one token that read the ramp after `layer` to its usage (`exited`: it left there). */
 export function countUsage(usage: RampUsage, rec: TokenRecord, agrees: boolean, exited: boolean, share: number): void {
-  const solo = (rec.stepRows ?? 1) === 1;
+  const solo = aloneInStep(rec);
   if (exited) {
     usage.exits++;
     if (solo) usage.soloExits++;

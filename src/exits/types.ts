@@ -71,7 +71,12 @@ export function savedMs(costs: Costs, layer: number): number {
  * is streamed earlier, but its next one comes no sooner, so it saves nothing.
  */
 export function exitSavingMs(costs: Costs, layer: number, rec: TokenRecord): number {
-  return (rec.stepRows ?? 1) === 1 ? savedMs(costs, layer) : 0;
+  return aloneInStep(rec) ? savedMs(costs, layer) : 0;
+}
+
+/** Whether the token was the only one its step decoded (see exitSavingMs). */
+export function aloneInStep(rec: TokenRecord): boolean {
+  return (rec.stepRows ?? 1) === 1;
 }
 
 /**
