@@ -12,7 +12,7 @@ import { SoakClients } from './soak-clients.js';
 import { REQUEST_TIMEOUT_MS, type Incident, type SoakCounters } from './soak-counters.js';
 import { malformedCatalogue, send, type SoakCase } from './soak-requests.js';
 import { residentKb, scrape, settledRss, waitIdle, type Server } from './soak-server.js';
-import type { SoakOptions, SoakReport } from './soak.js';
+import type { SoakOptions, SoakReport } from './soak-report.js';
 
 /** The server's body limit in the soak: small, so the "too large" case is cheap to send. */
 export const MAX_BODY_BYTES = 64 * 1024;

@@ -28,79 +28,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { PROJECT_ROOT } from '../src/util/index.js';
-import { SoakCounters, type Incident, type TextMismatch } from './soak-counters.js';
+import { SoakCounters } from './soak-counters.js';
 import { MAX_BODY_BYTES, underLoad, type EndReadings, type Soak } from './soak-phases.js';
+import { DEFAULT_SOAK_OPTIONS, type SoakOptions, type SoakReport } from './soak-report.js';
 import { startServer } from './soak-server.js';
-
-export interface SoakOptions {
-  /** Length of the mixed-load phase. */
-  minutes: number;
-  /**
-   * The same mix before it (no fault, not counted), so resident memory has
-   * reached its working size when the baseline is read: it climbs for the
-   * first ten seconds or so (default: 5% of the run, 10 to 30 s).
-   */
-  warmupSeconds?: number;
-  /** Stop the load after this many requests, if that comes first. */
-  requests?: number;
-  /** Clients sending one request after another. */
-  concurrency: number;
-  /** The server's batch slots and queue. */
-  maxRunning: number;
-  maxQueued: number;
-  /** How the worker is failed once, at `faultAt` of the run: 'none' for no fault. */
-  fault: 'crash' | 'step' | 'none';
-  faultAt: number;
-  seed: number;
-  /** Where the JSON report goes; null: nowhere. */
-  out: string | null;
-  log: (line: string) => void;
-}
-
-export const DEFAULT_SOAK_OPTIONS: SoakOptions = {
-  minutes: 10,
-  concurrency: 12,
-  maxRunning: 8,
-  maxQueued: 8,
-  fault: 'crash',
-  faultAt: 0.4,
-  seed: 1,
-  out: path.join(PROJECT_ROOT, 'bench', 'results', 'soak.json'),
-  log: (line) => process.stderr.write(`soak: ${line}\n`),
-};
-
-export interface SoakReport {
-  passed: boolean;
-  failures: string[];
-  options: Omit<SoakOptions, 'log' | 'out'>;
-  durationS: number;
-  requests: { total: number; byKind: Record<string, number>; byStatus: Record<string, number> };
-  /** Streams answered 200: how they ended. */
-  streams: { accepted: number; finished: number; errorFrames: number };
-  /** Finished answers (streamed or whole) compared with their solo texts. */
-  texts: { checked: number; exact: number; mismatched: number; mismatches: TextMismatch[] };
-  disconnects: number;
-  malformed: { sent: number; wrongStatus: number };
-  bursts: { count: number; sent: number; rejected429: number };
-  fault: { kind: string; atS: number | null; restartingSeen: boolean; recoveredAfterMs: number | null; excusedIncidents: number };
-  incidents: { unexcused: number; examples: Incident[] };
-  hung: number;
-  health: { checks: number; maxLatencyMs: number; p99LatencyMs: number };
-  /** baselineKb: after warm-up, or after the worker's restart when that is higher (rebaselinedAfterFault). */
-  memory: {
-    baselineKb: number | null;
-    rebaselinedAfterFault: boolean;
-    endKb: number | null;
-    maxKb: number | null;
-    ratio: number | null;
-    samples: [number, number][];
-  };
-  endState: Record<string, number>;
-  generatedTokens: number;
-  serverExitCode: number | null;
-  serverLog: string[];
-}
 
 // --- the run: the phases (bench/soak-phases.ts) against one server, then the verdicts
 
