@@ -92,7 +92,10 @@ for (const rows of ROWS) {
 const stories = storyPrompts().map((p) => model.tokenizer.encode(p));
 const byLength = [...stories].sort((a, b) => a.length - b.length);
 const engineRows = [];
-for (const [label, prompt] of [['shortest', byLength[0]!], ['longest', byLength.at(-1)!]] as const) {
+for (const [label, prompt] of [
+  ['shortest', byLength[0]!],
+  ['longest', byLength.at(-1)!],
+] as const) {
   const single: number[] = [];
   const sixteen: number[] = [];
   for (let r = 0; r < repeats; r++) {
@@ -101,18 +104,30 @@ for (const [label, prompt] of [['shortest', byLength[0]!], ['longest', byLength.
   }
   const row = { prompt: label, promptTokens: prompt.length, oneStream: median(single)!, sixteenStreams: median(sixteen)! };
   engineRows.push(row);
-  console.log(`engine, ${label} prompt (${prompt.length} tokens): 1 stream ${row.oneStream.toFixed(0)} tokens/s, 16 streams ${row.sixteenStreams.toFixed(0)} (${(row.sixteenStreams / row.oneStream).toFixed(1)}x)`);
+  console.log(
+    `engine, ${label} prompt (${prompt.length} tokens): 1 stream ${row.oneStream.toFixed(0)} tokens/s, 16 streams ${row.sixteenStreams.toFixed(0)} (${(row.sixteenStreams / row.oneStream).toFixed(1)}x)`,
+  );
 }
 
 const { numLayers, numKvHeads, headDim } = model.config;
 const kvBytesPerPosition = numLayers * 2 * numKvHeads * headDim * Float32Array.BYTES_PER_ELEMENT;
 const weightsBytes = fs.statSync(path.join(model.dir, 'weights.bin')).size;
-console.log(`KV bytes per row and position: ${kvBytesPerPosition}; weights: ${weightsBytes} bytes (a row at 224 positions reads ${((kvBytesPerPosition * 224) / weightsBytes).toFixed(2)}x the weights)`);
+console.log(
+  `KV bytes per row and position: ${kvBytesPerPosition}; weights: ${weightsBytes} bytes (a row at 224 positions reads ${((kvBytesPerPosition * 224) / weightsBytes).toFixed(2)}x the weights)`,
+);
 fs.mkdirSync(path.dirname(values.out), { recursive: true });
 fs.writeFileSync(
   values.out,
   JSON.stringify(
-    { date: new Date().toISOString(), command: `node dist/bench/batching.js ${process.argv.slice(2).join(' ')}`.trim(), repeats, steps, engine: engineRows, kvBytesPerPosition, weightsBytes },
+    {
+      date: new Date().toISOString(),
+      command: `node dist/bench/batching.js ${process.argv.slice(2).join(' ')}`.trim(),
+      repeats,
+      steps,
+      engine: engineRows,
+      kvBytesPerPosition,
+      weightsBytes,
+    },
     null,
     2,
   ),

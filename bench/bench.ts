@@ -59,7 +59,14 @@ async function fittingPrompts(model: BenchModel, prompts: Prompt[], maxTokens: n
 }
 
 /** Starts every variant the options ask for, appending to `targets` as they come up (so a failure can close those already running). */
-async function startVariants(options: BenchOptions, model: BenchModel, maxContext: number, maxRunning: number, targets: Target[], log: (line: string) => void): Promise<BenchVariant[]> {
+async function startVariants(
+  options: BenchOptions,
+  model: BenchModel,
+  maxContext: number,
+  maxRunning: number,
+  targets: Target[],
+  log: (line: string) => void,
+): Promise<BenchVariant[]> {
   const variants: BenchVariant[] = [];
   const serverFlags = { threads: options.threads, maxRunning, maxQueued: options.maxQueued, maxContext };
   const offramp: { id: string; earlyExit: 'on' | 'off'; accuracy: number | null }[] = [];
@@ -115,7 +122,13 @@ function plansFor(options: BenchOptions, prompts: Prompt[]): Plan[] {
 }
 
 /** Runs one point on one target with a live progress line; returns its records and the server's snapshots around it. */
-async function runPoint(target: Target, plan: Plan, options: BenchOptions, progress: Progress, label: string): Promise<{ records: RequestRecord[]; stats: RunStats }> {
+async function runPoint(
+  target: Target,
+  plan: Plan,
+  options: BenchOptions,
+  progress: Progress,
+  label: string,
+): Promise<{ records: RequestRecord[]; stats: RunStats }> {
   let finished = 0;
   let tokens = 0;
   const t0 = performance.now();
@@ -206,7 +219,10 @@ export async function benchCommand(args: string[]): Promise<BenchResult | null> 
           const point = points.get(key(plan.load, target.id))!;
           point.runs.push({ ...stats, repeat });
           addItlHistogram(records, point.itlHistogram);
-          texts.set(`${key(plan.load, target.id)}|${repeat}`, records.map((r) => ({ ...r, chunkMs: [], chunkExit: [] })));
+          texts.set(
+            `${key(plan.load, target.id)}|${repeat}`,
+            records.map((r) => ({ ...r, chunkMs: [], chunkExit: [] })),
+          );
           done++;
           const errors = stats.requests.errors > 0 ? `, ${stats.requests.errors} errors` : '';
           progress.done(`${label}: ${stats.outputTokensPerSecond.toFixed(0)} tokens/s, ${stats.requestsPerSecond.toFixed(1)} requests/s${errors}`);

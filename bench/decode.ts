@@ -64,7 +64,10 @@ function fused(model: Model, promptTokens: number[], numTokens: number): number 
   const pastLengths = new Int32Array(1);
   const step = (tokens: number[], start: number): number => {
     pastLengths[0] = start;
-    const hidden = model.embed(tokens, tokens.map((_, i) => start + i));
+    const hidden = model.embed(
+      tokens,
+      tokens.map((_, i) => start + i),
+    );
     model.runFused(hidden, { firstSlot: 0, numRows: 1, seqLen: tokens.length, pastLengths }, kv, logits);
     return argmax(logits);
   };
@@ -103,7 +106,9 @@ const quantizations = values.quantize.split(',').map((q) => {
 const withLlamaCpp = values['llama-cpp'] !== 'off';
 const llamaBenchDir = withLlamaCpp ? values['llama-bench'] : undefined;
 if (withLlamaCpp && !llamaBenchDir) {
-  process.stderr.write('bench: no llama-bench column: pass --llama-bench DIR (or set LLAMA_CPP_BIN), DIR from `../shared/peers/build-llama-cpp.sh /tmp/llama.cpp-peer`\n');
+  process.stderr.write(
+    'bench: no llama-bench column: pass --llama-bench DIR (or set LLAMA_CPP_BIN), DIR from `../shared/peers/build-llama-cpp.sh /tmp/llama.cpp-peer`\n',
+  );
 }
 const log = (line: string) => process.stderr.write(`bench: ${line}\n`);
 for (const name of values.models.split(',')) {
@@ -171,4 +176,7 @@ const table = [
 ].join('\n');
 process.stdout.write(`${table}\n`);
 fs.mkdirSync(path.dirname(values.out), { recursive: true });
-fs.writeFileSync(values.out, JSON.stringify({ date: new Date().toISOString(), command: `npm run bench:decode -- ${process.argv.slice(2).join(' ')}`.trim(), repeats, rows }, null, 2));
+fs.writeFileSync(
+  values.out,
+  JSON.stringify({ date: new Date().toISOString(), command: `npm run bench:decode -- ${process.argv.slice(2).join(' ')}`.trim(), repeats, rows }, null, 2),
+);

@@ -36,7 +36,15 @@ const engine = new LocalEngine(model, { maxRunning: 1, maxStepTokens: 512, maxCo
 
 /** Mean gap between consecutive tokens (ms), the first token excluded. */
 async function meanItl(exitPlan?: (number | null)[]): Promise<{ itlMs: number; exited: number }> {
-  const request = { id: 'scale', promptTokens, sampling: GREEDY, maxTokens: numTokens, stop: [], earlyExit: false, exitOverride: exitPlan && { kind: 'plan' as const, layers: exitPlan } };
+  const request = {
+    id: 'scale',
+    promptTokens,
+    sampling: GREEDY,
+    maxTokens: numTokens,
+    stop: [],
+    earlyExit: false,
+    exitOverride: exitPlan && { kind: 'plan' as const, layers: exitPlan },
+  };
   const times: number[] = [];
   let exited = 0;
   for await (const event of engine.generate(request)) {

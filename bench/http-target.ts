@@ -51,7 +51,14 @@ function requestOf(work: Work, model: string | null, maxTokens: number, temperat
  * Sends one streamed request and times it. Never throws: a failure is a
  * record with `error` set.
  */
-export async function streamRequest(baseUrl: string, model: string | null, work: Work, startMs: number, maxTokens: number, temperature: number): Promise<RequestRecord> {
+export async function streamRequest(
+  baseUrl: string,
+  model: string | null,
+  work: Work,
+  startMs: number,
+  maxTokens: number,
+  temperature: number,
+): Promise<RequestRecord> {
   const { route, body } = requestOf(work, model, maxTokens, temperature);
   const record: RequestRecord = { ...failedRecord(work, startMs, ''), error: null };
   let done = false;
@@ -166,7 +173,10 @@ export class HttpTarget implements Target {
   }
 
   async snapshot(): Promise<ServerSnapshot | null> {
-    const metrics = await fetch(`${this.baseUrl}/metrics`).then((r) => (r.ok ? r.text() : ''), () => '');
+    const metrics = await fetch(`${this.baseUrl}/metrics`).then(
+      (r) => (r.ok ? r.text() : ''),
+      () => '',
+    );
     const exits = await fetch(`${this.baseUrl}/exits`).then(
       async (r) => {
         if (!r.ok) return null;
@@ -205,7 +215,13 @@ export type ServerMode = 'inline' | 'process';
  * Starts offramp on a free port with `flags` on top of the bench's, waits
  * for /health and returns it as a target.
  */
-export async function startOfframp(id: string, model: BenchModel, flags: Partial<ServeConfig>, mode: ServerMode, log: (line: string) => void): Promise<HttpTarget> {
+export async function startOfframp(
+  id: string,
+  model: BenchModel,
+  flags: Partial<ServeConfig>,
+  mode: ServerMode,
+  log: (line: string) => void,
+): Promise<HttpTarget> {
   const config = ServeConfigSchema.parse({
     model: model.dir,
     servedModelName: model.name,

@@ -53,7 +53,8 @@ export interface BenchModel {
 }
 
 function checkName(name: string): void {
-  if (name !== 'stories260K' && !(name in SYNTH_SHAPES)) throw new Error(`unknown bench model ${JSON.stringify(name)}: stories260K or one of ${Object.keys(SYNTH_SHAPES).join(', ')}`);
+  if (name !== 'stories260K' && !(name in SYNTH_SHAPES))
+    throw new Error(`unknown bench model ${JSON.stringify(name)}: stories260K or one of ${Object.keys(SYNTH_SHAPES).join(', ')}`);
 }
 
 /** offramp's prepared directory for `name`, compiled once per quantization. */

@@ -16,7 +16,12 @@ export const RESULTS_DIR = path.join(PROJECT_ROOT, 'bench', 'results');
 const list = <T>(item: z.ZodType<T, string>) =>
   z
     .string()
-    .transform((s) => s.split(',').map((x) => x.trim()).filter((x) => x !== ''))
+    .transform((s) =>
+      s
+        .split(',')
+        .map((x) => x.trim())
+        .filter((x) => x !== ''),
+    )
     .pipe(z.array(item));
 /** A number written as a string. */
 const num = (schema: z.ZodNumber = z.number()) => z.string().pipe(z.coerce.number<string>().pipe(schema));

@@ -20,7 +20,16 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { AutoModelForCausalLM, AutoTokenizer, env, random, Tensor, TextStreamer, type PreTrainedModel, type PreTrainedTokenizer } from '@huggingface/transformers';
+import {
+  AutoModelForCausalLM,
+  AutoTokenizer,
+  env,
+  random,
+  Tensor,
+  TextStreamer,
+  type PreTrainedModel,
+  type PreTrainedTokenizer,
+} from '@huggingface/transformers';
 import { renderPlainChat } from '../src/server/index.js';
 import { failedRecord, type RequestRecord, type ServerSnapshot, type Target } from './target.js';
 import type { Work } from './workload.js';

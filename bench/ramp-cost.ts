@@ -38,12 +38,16 @@ for (const rows of [1, 16]) {
   const blockMs = timeMs(() => model.runBlock(layer, hidden, out, { firstSlot: 0, numRows: rows, seqLen: 1, pastLengths }, kv));
   const plainLogits = new Float32Array(rows * plainVocab);
   const plainMs = timeMs(() => (trained ? model.runHead(hidden, rows, plainLogits) : model.runRamp(layer, hidden, rows, plainLogits)));
-  lines.push(`${rows} row(s): block ${blockMs.toFixed(4)} ms; plain head over ${plainVocab} ids ${plainMs.toFixed(4)} ms = ${(plainMs / blockMs).toFixed(2)} of a block (${share(plainVocab * dim)} of its multiply-adds)`);
+  lines.push(
+    `${rows} row(s): block ${blockMs.toFixed(4)} ms; plain head over ${plainVocab} ids ${plainMs.toFixed(4)} ms = ${(plainMs / blockMs).toFixed(2)} of a block (${share(plainVocab * dim)} of its multiply-adds)`,
+  );
   if (trained) {
     const logits = new Float32Array(rows * model.rampWidth);
     const trainedMs = timeMs(() => model.runRamp(layer, hidden, rows, logits));
     const macs = dim * dim + model.rampWidth * dim;
-    lines.push(`${rows} row(s): trained ramp (${dim}x${dim} map, ${model.rampVocab} candidates + rest) ${trainedMs.toFixed(4)} ms = ${(trainedMs / blockMs).toFixed(2)} of a block (${share(macs)} of its multiply-adds)`);
+    lines.push(
+      `${rows} row(s): trained ramp (${dim}x${dim} map, ${model.rampVocab} candidates + rest) ${trainedMs.toFixed(4)} ms = ${(trainedMs / blockMs).toFixed(2)} of a block (${share(macs)} of its multiply-adds)`,
+    );
   }
 }
 process.stdout.write(`${lines.join('\n')}\n`);

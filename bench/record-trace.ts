@@ -60,7 +60,15 @@ const engine = new LocalEngine(model, { maxRunning: 1, maxStepTokens: 512, maxCo
 let count = 0;
 for (const prompt of storyPrompts()) {
   const promptTokens = model.tokenizer.encode(prompt);
-  const request = { id: 'trace', promptTokens, sampling: GREEDY, maxTokens: Number(values['max-tokens']), stop: [], earlyExit: false, exitOverride: { kind: 'trace' as const } };
+  const request = {
+    id: 'trace',
+    promptTokens,
+    sampling: GREEDY,
+    maxTokens: Number(values['max-tokens']),
+    stop: [],
+    earlyExit: false,
+    exitOverride: { kind: 'trace' as const },
+  };
   for await (const event of engine.generate(request)) {
     if (event.type === 'error') throw new Error(event.message);
     if (event.type === 'token' && event.trace) {

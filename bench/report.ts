@@ -19,16 +19,21 @@ export function fmt(value: number | null | undefined): string {
   return String(Number(value.toPrecision(2)));
 }
 
-const pct = (value: number | null | undefined, digits = 1) =>
-  value === null || value === undefined ? '–' : `${(100 * value).toFixed(digits)}%`;
-const signedPct = (value: number | null | undefined) =>
-  value === null || value === undefined ? '–' : `${value >= 0 ? '+' : ''}${(100 * value).toFixed(0)}%`;
+const pct = (value: number | null | undefined, digits = 1) => (value === null || value === undefined ? '–' : `${(100 * value).toFixed(digits)}%`);
+const signedPct = (value: number | null | undefined) => (value === null || value === undefined ? '–' : `${value >= 0 ? '+' : ''}${(100 * value).toFixed(0)}%`);
 const triple = (s: PointMedians['ttftMs']) => (s ? `${fmt(s.p50)} / ${fmt(s.p90)} / ${fmt(s.p99)}` : '–');
 
 function row(point: BenchPoint, off: BenchPoint | undefined): string {
   const m = point.median;
-  const ratio = off && off !== point && m.outputTokensPerSecond !== null && off.median.outputTokensPerSecond ? `${(m.outputTokensPerSecond / off.median.outputTokensPerSecond).toFixed(2)}x` : '';
-  const metricsOk = point.runs.every((r) => r.serverMetrics === null) ? '' : point.runs.every((r) => r.serverMetrics?.ttft.within10Percent && r.serverMetrics.itl.within10Percent) ? ' ✓' : ' ✗';
+  const ratio =
+    off && off !== point && m.outputTokensPerSecond !== null && off.median.outputTokensPerSecond
+      ? `${(m.outputTokensPerSecond / off.median.outputTokensPerSecond).toFixed(2)}x`
+      : '';
+  const metricsOk = point.runs.every((r) => r.serverMetrics === null)
+    ? ''
+    : point.runs.every((r) => r.serverMetrics?.ttft.within10Percent && r.serverMetrics.itl.within10Percent)
+      ? ' ✓'
+      : ' ✗';
   return [
     loadLabel(point.load),
     point.variant,
@@ -72,7 +77,9 @@ export function markdownTables(result: BenchResult): string {
 
 export function markdownReport(result: BenchResult): string {
   const c = result.config;
-  const checks = result.points.flatMap((p) => p.runs.flatMap((r) => (r.serverMetrics ? [r.serverMetrics.ttft.within10Percent && r.serverMetrics.itl.within10Percent] : [])));
+  const checks = result.points.flatMap((p) =>
+    p.runs.flatMap((r) => (r.serverMetrics ? [r.serverMetrics.ttft.within10Percent && r.serverMetrics.itl.within10Percent] : [])),
+  );
   const m = result.machine;
   return `# offramp bench: ${result.model.name}
 

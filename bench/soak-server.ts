@@ -64,7 +64,14 @@ export async function startServer(options: { maxRunning: number; maxQueued: numb
   let url = '';
   while (Date.now() < deadline && child.exitCode === null) {
     url ||= log.map((l) => /listening on (http:\/\/\S+)/.exec(l)?.[1]).find((u) => u) ?? '';
-    if (url && (await fetch(`${url}/health`).then((r) => r.status, () => 0)) === 200) return { url, apiKey, pid: child.pid!, log, stop };
+    if (
+      url &&
+      (await fetch(`${url}/health`).then(
+        (r) => r.status,
+        () => 0,
+      )) === 200
+    )
+      return { url, apiKey, pid: child.pid!, log, stop };
     await sleep(50);
   }
   await stop();

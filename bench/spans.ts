@@ -18,7 +18,9 @@ import fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import { KvCache, Model, resolveModel, WEIGHTS_FILE } from '../src/model/index.js';
 
-const { values } = parseArgs({ options: { model: { type: 'string', default: 'stories260K' }, ramps: { type: 'string', default: '3' }, composed: { type: 'boolean', default: false } } });
+const { values } = parseArgs({
+  options: { model: { type: 'string', default: 'stories260K' }, ramps: { type: 'string', default: '3' }, composed: { type: 'boolean', default: false } },
+});
 const dir = await resolveModel(values.model);
 const model = await Model.load(dir, { device: 'cpu', threads: 1, fused: !values.composed });
 const { dim, numLayers } = model.config;
@@ -78,6 +80,8 @@ for (const numRows of [1, 16]) {
     model.runSpan(RAMPS[1]! + 1, numLayers - 1, { kind: 'head' }, b, rows, kv, { logits });
   });
   const fused = values.composed ? NaN : timeUs(() => model.runFused(input, rows, kv, logits));
-  console.log(`${numRows} row(s), ramps after blocks ${RAMPS.join(' and ')}: block by block ${byBlock.toFixed(0)} µs, spans ${bySpan.toFixed(0)} µs; fused, no ramp ${fused.toFixed(0)} µs`);
+  console.log(
+    `${numRows} row(s), ramps after blocks ${RAMPS.join(' and ')}: block by block ${byBlock.toFixed(0)} µs, spans ${bySpan.toFixed(0)} µs; fused, no ramp ${fused.toFixed(0)} µs`,
+  );
 }
 model.release();

@@ -51,7 +51,10 @@ export function summarize(values: readonly number[]): Summary | null {
 
 export function median(values: readonly number[]): number | null {
   if (values.length === 0) return null;
-  return quantile([...values].sort((a, b) => a - b), 0.5);
+  return quantile(
+    [...values].sort((a, b) => a - b),
+    0.5,
+  );
 }
 
 /** Client mean against the server's histogram mean, over the same requests. */
@@ -172,7 +175,8 @@ function metricsCheck(ok: readonly RequestRecord[], before: Sample[], after: Sam
     itl: meanCheck(gaps > 0 ? spanMs / gaps : null, delta('offramp:inter_token_latency_seconds_sum'), delta('offramp:inter_token_latency_seconds_count')),
     generationTokens: { client: ok.reduce((s, r) => s + r.outputTokens, 0), server: delta('offramp:generation_tokens_total') },
     serverExitTokens,
-    engineBusy: durationS > 0 && after.some((s) => s.name === 'offramp:engine_busy_seconds_total') ? delta('offramp:engine_busy_seconds_total') / durationS : null,
+    engineBusy:
+      durationS > 0 && after.some((s) => s.name === 'offramp:engine_busy_seconds_total') ? delta('offramp:engine_busy_seconds_total') / durationS : null,
   };
 }
 
@@ -238,7 +242,9 @@ export function runStats(repeat: number, records: readonly RequestRecord[], befo
     exitedShare: contentChunks > 0 ? exited / contentChunks : null,
     agreement: agreementStats(before?.exits ?? null, after?.exits ?? null),
     serverMetrics:
-      before?.metrics && after?.metrics ? metricsCheck(ok, parsePrometheus(before.metrics), parsePrometheus(after.metrics), ttftSummary?.mean ?? null, durationS) : null,
+      before?.metrics && after?.metrics
+        ? metricsCheck(ok, parsePrometheus(before.metrics), parsePrometheus(after.metrics), ttftSummary?.mean ?? null, durationS)
+        : null,
     sequenceAgreement: null,
   };
 }

@@ -61,8 +61,14 @@ function throughputPanel(result: BenchResult, box: Box, color: (variant: string)
   out.push(`<text x="${box.x + box.w / 2}" y="${box.y + box.h + 34}" text-anchor="middle" ${FONT}>concurrent clients</text>`);
   for (const s of series) {
     const pts = s.points.filter((p): p is { c: number; y: number } => p.y !== null);
-    if (pts.length > 1) out.push(`<polyline fill="none" stroke="${color(s.id)}" stroke-width="2" points="${pts.map((p) => `${px(p.c).toFixed(1)},${py(p.y).toFixed(1)}`).join(' ')}"/>`);
-    for (const p of pts) out.push(`<circle cx="${px(p.c).toFixed(1)}" cy="${py(p.y).toFixed(1)}" r="3.5" fill="${color(s.id)}"><title>${esc(s.id)} c=${p.c}: ${fmt(p.y)} tokens/s</title></circle>`);
+    if (pts.length > 1)
+      out.push(
+        `<polyline fill="none" stroke="${color(s.id)}" stroke-width="2" points="${pts.map((p) => `${px(p.c).toFixed(1)},${py(p.y).toFixed(1)}`).join(' ')}"/>`,
+      );
+    for (const p of pts)
+      out.push(
+        `<circle cx="${px(p.c).toFixed(1)}" cy="${py(p.y).toFixed(1)}" r="3.5" fill="${color(s.id)}"><title>${esc(s.id)} c=${p.c}: ${fmt(p.y)} tokens/s</title></circle>`,
+      );
   }
   return out.join('\n');
 }
@@ -100,7 +106,13 @@ function itlPanel(result: BenchResult, box: Box, concurrency: number, range: { l
 }
 
 export function svgChart(result: BenchResult): string {
-  const color = (variant: string) => PALETTE[Math.max(0, result.variants.findIndex((v) => v.id === variant)) % PALETTE.length]!;
+  const color = (variant: string) =>
+    PALETTE[
+      Math.max(
+        0,
+        result.variants.findIndex((v) => v.id === variant),
+      ) % PALETTE.length
+    ]!;
   const levels = result.loads.flatMap((l) => (l.mode === 'closed' ? [l.concurrency] : []));
   // One shared log range over every ITL histogram, whole decades.
   const { firstEdgeMs, binsPerDecade } = result.itlHistogram;
@@ -146,7 +158,9 @@ export function svgChart(result: BenchResult): string {
     parts.push(itlPanel(result, box, c, range, color));
   });
   if (levels.length > 0) {
-    parts.push(`<text x="10" y="${height - 8}" ${FAMILY} font-size="11" fill="#555">ITL: gaps between consecutive content chunks of a request, all repeats; gaps under 1 µs (chunks read together) sit at the left edge.</text>`);
+    parts.push(
+      `<text x="10" y="${height - 8}" ${FAMILY} font-size="11" fill="#555">ITL: gaps between consecutive content chunks of a request, all repeats; gaps under 1 µs (chunks read together) sit at the left edge.</text>`,
+    );
   }
   parts.push('</svg>');
   return `${parts.join('\n')}\n`;

@@ -128,7 +128,17 @@ export async function loadModel(values: LoadedModelOptions): Promise<Model> {
   const quantization = values.quantize === undefined ? undefined : quantizeFlag(values.quantize);
   const dir = await resolveModel(source, { tokenizer: values.tokenizer, quantization, trainer: rampTrainer(), log: logLine });
   const device = flag<Device>('device', z.enum(['cpu', 'cuda', 'webgpu']), values.device);
-  const threads = flag('threads', num(z.number().int().min(0).max(os.cpus().length * 4)), values.threads);
+  const threads = flag(
+    'threads',
+    num(
+      z
+        .number()
+        .int()
+        .min(0)
+        .max(os.cpus().length * 4),
+    ),
+    values.threads,
+  );
   return Model.load(dir, { device, threads });
 }
 
@@ -138,10 +148,16 @@ async function prepareCommand(args: string[]): Promise<void> {
     { out: { type: 'string' }, tokenizer: { type: 'string' }, quantize: { type: 'string' }, 'train-ramps': { type: 'string', default: 'auto' } },
     true,
   );
-  if (positionals.length !== 1 || !values.out) throw new UsageError('usage: offramp prepare SOURCE --out DIR [--tokenizer T] [--quantize none|int8] [--train-ramps auto|on|off]');
+  if (positionals.length !== 1 || !values.out)
+    throw new UsageError('usage: offramp prepare SOURCE --out DIR [--tokenizer T] [--quantize none|int8] [--train-ramps auto|on|off]');
   const quantization = values.quantize === undefined ? defaultQuantization(positionals[0]!) : quantizeFlag(values.quantize);
   const trainRamps = trainRampsFlag(values['train-ramps']);
-  const manifest = await prepareModel(importCheckpoint(positionals[0]!, values.tokenizer), values.out, { quantization, trainRamps, trainer: rampTrainer({ verbose: true }), log: logLine });
+  const manifest = await prepareModel(importCheckpoint(positionals[0]!, values.tokenizer), values.out, {
+    quantization,
+    trainRamps,
+    trainer: rampTrainer({ verbose: true }),
+    log: logLine,
+  });
   const c = manifest.config;
   process.stdout.write(
     `prepared ${c.architecture} model (${c.numLayers} blocks, dim ${c.dim}, vocab ${c.vocabSize}, ${weightsLabel(manifest.quantization)} weights, ${manifest.trainedRamps ? 'trained' : 'plain-head'} ramps) in ${values.out}\n`,
@@ -167,7 +183,8 @@ async function trainRampsCommand(args: string[]): Promise<void> {
     },
     true,
   );
-  if (positionals.length !== 1) throw new UsageError('usage: offramp train-ramps MODEL [--tokenizer T] [--text FILE] [--report FILE.json] [--seed S] [--epochs N]');
+  if (positionals.length !== 1)
+    throw new UsageError('usage: offramp train-ramps MODEL [--tokenizer T] [--text FILE] [--report FILE.json] [--seed S] [--epochs N]');
   const count = (name: string, value: unknown, min = 1) => flag(name, num(z.number().int().min(min)), value);
   const options: Partial<TrainRampsOptions> = {
     seed: count('seed', values.seed, 0),
@@ -201,7 +218,11 @@ async function benchCommand(args: string[]): Promise<void> {
 }
 
 async function exportCommand(args: string[]): Promise<void> {
-  const { values, positionals } = parse(args, { format: { type: 'string' }, out: { type: 'string' }, tokenizer: { type: 'string' }, type: { type: 'string', default: 'f32' } }, true);
+  const { values, positionals } = parse(
+    args,
+    { format: { type: 'string' }, out: { type: 'string' }, tokenizer: { type: 'string' }, type: { type: 'string', default: 'f32' } },
+    true,
+  );
   const usage = 'usage: offramp export SOURCE --format hf-onnx|gguf --out DIR|FILE [--tokenizer T] [--type f32|q8_0|q4_0 (gguf)]';
   if (positionals.length !== 1 || !values.out || (values.format !== 'hf-onnx' && values.format !== 'gguf')) throw new UsageError(usage);
   const source = positionals[0]!;
@@ -230,7 +251,12 @@ async function synthCommand(args: string[]): Promise<void> {
   const seed = flag('seed', num(z.number().int().nonnegative()), values.seed);
   const quantization = quantizeFlag(values.quantize);
   const trainRamps = trainRampsFlag(values['train-ramps']);
-  await prepareModel(synthCheckpoint(shape, seed, synthTokenizer(shape, values.tokenizers)), values.out, { quantization, trainRamps, trainer: rampTrainer({ verbose: true }), log: logLine });
+  await prepareModel(synthCheckpoint(shape, seed, synthTokenizer(shape, values.tokenizers)), values.out, {
+    quantization,
+    trainRamps,
+    trainer: rampTrainer({ verbose: true }),
+    log: logLine,
+  });
   process.stdout.write(`wrote random-weight ${shape} (seed ${seed}, ${weightsLabel(quantization)} weights) to ${values.out}\n`);
 }
 
@@ -261,7 +287,15 @@ async function generateCommand(args: string[]): Promise<void> {
   const started = performance.now();
   let firstTokenAt = 0;
   let completionTokens = 0;
-  for await (const event of engine.generate({ id: 'generate', promptTokens, sampling, seed, maxTokens: Math.min(maxTokens, maxContext - promptTokens.length), stop: [], earlyExit: false })) {
+  for await (const event of engine.generate({
+    id: 'generate',
+    promptTokens,
+    sampling,
+    seed,
+    maxTokens: Math.min(maxTokens, maxContext - promptTokens.length),
+    stop: [],
+    earlyExit: false,
+  })) {
     if (event.type === 'error') throw new Error(event.message);
     if (event.type === 'token' && !firstTokenAt) firstTokenAt = performance.now();
     process.stdout.write(event.text);

@@ -12,8 +12,7 @@ import { UsageError } from './util/index.js';
 const USER_ERRORS = [UsageError, ModelFormatError, DeviceError, DownloadError];
 
 /** An error the user can fix: said in one line, no stack trace. */
-const isUserError = (error: unknown): boolean =>
-  USER_ERRORS.some((kind) => error instanceof kind) || (error instanceof EngineError && error.userFixable);
+const isUserError = (error: unknown): boolean => USER_ERRORS.some((kind) => error instanceof kind) || (error instanceof EngineError && error.userFixable);
 
 try {
   await runCli(process.argv.slice(2));

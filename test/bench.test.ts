@@ -44,13 +44,28 @@ test('bench --quick runs every variant and its report adds up', { timeout: 120_0
     let gaps = 0;
     for (const run of point.runs) {
       const at = `${where} repeat ${run.repeat}`;
-      assert.deepEqual(run.requests, { sent: point.requests, finished: point.requests, errors: 0 }, `${at}: every request finished (${run.errorSamples.join('; ')})`);
+      assert.deepEqual(
+        run.requests,
+        { sent: point.requests, finished: point.requests, errors: 0 },
+        `${at}: every request finished (${run.errorSamples.join('; ')})`,
+      );
       const reasons = Object.entries(run.finishReasons);
-      assert.ok(reasons.every(([reason]) => reason === 'stop' || reason === 'length'), `${at}: finish reasons ${JSON.stringify(run.finishReasons)}`);
-      assert.equal(reasons.reduce((s, [, n]) => s + n, 0), run.requests.finished, `${at}: one finish reason per request`);
+      assert.ok(
+        reasons.every(([reason]) => reason === 'stop' || reason === 'length'),
+        `${at}: finish reasons ${JSON.stringify(run.finishReasons)}`,
+      );
+      assert.equal(
+        reasons.reduce((s, [, n]) => s + n, 0),
+        run.requests.finished,
+        `${at}: one finish reason per request`,
+      );
       assert.ok(run.outputTokens > 0 && run.outputTokens <= run.requests.finished * maxTokens, `${at}: ${run.outputTokens} tokens`);
       assert.ok(run.contentChunks > 0 && run.contentChunks <= run.outputTokens, `${at}: ${run.contentChunks} chunks for ${run.outputTokens} tokens`);
-      assert.equal(Object.values(run.exitMix).reduce((s, n) => s + n, 0), run.contentChunks, `${at}: exit mix covers every chunk`);
+      assert.equal(
+        Object.values(run.exitMix).reduce((s, n) => s + n, 0),
+        run.contentChunks,
+        `${at}: exit mix covers every chunk`,
+      );
       assert.ok(run.ttftMs && run.itlMs && run.tpotMs && run.e2eMs, `${at}: latencies`);
       assert.equal(run.e2eMs.count, run.requests.finished);
       assert.equal(run.itlMs.count, run.contentChunks - run.ttftMs.count, `${at}: one ITL gap between consecutive chunks`);
@@ -68,7 +83,11 @@ test('bench --quick runs every variant and its report adds up', { timeout: 120_0
         const metrics = run.serverMetrics;
         assert.ok(metrics, `${at}: /metrics scraped around the point`);
         assert.equal(metrics.generationTokens.server, metrics.generationTokens.client, `${at}: the server generated what the client counted`);
-        assert.equal(Object.values(metrics.serverExitTokens).reduce((s, n) => s + n, 0), run.outputTokens, `${at}: server exit mix covers every token`);
+        assert.equal(
+          Object.values(metrics.serverExitTokens).reduce((s, n) => s + n, 0),
+          run.outputTokens,
+          `${at}: server exit mix covers every token`,
+        );
         assert.equal(metrics.ttft.serverCount, run.requests.finished, `${at}: one server TTFT per request`);
         assert.ok(metrics.ttft.relativeDiff !== null && metrics.itl.relativeDiff !== null, `${at}: /metrics comparison made`);
         // The worker reports its busy time every 50 ms, so a short point's share is only roughly right.
@@ -86,7 +105,11 @@ test('bench --quick runs every variant and its report adds up', { timeout: 120_0
         assert.ok(run.agreement.streamed !== null && run.agreement.streamed >= 0 && run.agreement.streamed <= 1);
       }
     }
-    assert.equal(point.itlHistogram.reduce((s, n) => s + n, 0), gaps, `${where}: the ITL histogram holds every gap`);
+    assert.equal(
+      point.itlHistogram.reduce((s, n) => s + n, 0),
+      gaps,
+      `${where}: the ITL histogram holds every gap`,
+    );
     assert.ok(point.median.outputTokensPerSecond !== null && point.median.outputTokensPerSecond > 0);
   }
 

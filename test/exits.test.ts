@@ -54,7 +54,10 @@ for (const [kind, trainRamps] of RAMP_KINDS) {
     const off = engineFor(model, EXITS_OFF);
     const on = engineFor(model, EXITS_ON);
     const controller = on.engine.controller!;
-    controller.setThresholds(model.manifest.rampCandidates.slice(0, 3).map((layer) => ({ layer, threshold: 0 })), { freeze: true });
+    controller.setThresholds(
+      model.manifest.rampCandidates.slice(0, 3).map((layer) => ({ layer, threshold: 0 })),
+      { freeze: true },
+    );
     const prompts = PROMPTS.map((p) => model.tokenizer.encode(p));
     const a = await Promise.all(prompts.map((promptTokens) => tokenEvents(off, { promptTokens, earlyExit: false })));
     const b = await Promise.all(prompts.map((promptTokens) => tokenEvents(on, { promptTokens })));
@@ -85,11 +88,19 @@ for (const [kind, trainRamps] of RAMP_KINDS) {
       const afterCatchUp = exited.map((e, i) => i).filter((i) => i > 1 && plan[i] === null && plan[i - 1] !== null);
       assert.ok(afterCatchUp.length > 0, `${prompt}: no catch-up happened`);
       for (const i of afterCatchUp) {
-        const recompute = await tokenEvents(engine, { promptTokens: [...promptTokens, ...tokensOf(exited).slice(0, i)], maxTokens: 1, earlyExit: false, logprobs: 3 });
+        const recompute = await tokenEvents(engine, {
+          promptTokens: [...promptTokens, ...tokensOf(exited).slice(0, i)],
+          maxTokens: 1,
+          earlyExit: false,
+          logprobs: 3,
+        });
         for (const other of [reference[i]!, recompute[0]!]) {
           exited[i]!.logprobs!.top.forEach((entry, k) => {
             assert.equal(entry.token, other.logprobs!.top[k]!.token);
-            assert.ok(Math.abs(entry.logprob - other.logprobs!.top[k]!.logprob) < 1e-4, `${prompt} token ${i}: ${entry.logprob} vs ${other.logprobs!.top[k]!.logprob}`);
+            assert.ok(
+              Math.abs(entry.logprob - other.logprobs!.top[k]!.logprob) < 1e-4,
+              `${prompt} token ${i}: ${entry.logprob} vs ${other.logprobs!.top[k]!.logprob}`,
+            );
           });
         }
       }
@@ -105,8 +116,11 @@ for (const [kind, trainRamps] of RAMP_KINDS) {
     // but each sequence must equal the same plan run alone.
     const plans = prompts.map((_, s) => Array.from({ length: 60 }, (_, i) => (i % 2 === 1 ? s % 4 : null)));
     const soloPlanned = [];
-    for (const [s, promptTokens] of prompts.entries()) soloPlanned.push(tokensOf(await tokenEvents(engine, { promptTokens, exitOverride: { kind: 'plan', layers: plans[s]! } })));
-    const together = await Promise.all(prompts.map((promptTokens, s) => tokenEvents(engine, { promptTokens, exitOverride: { kind: 'plan', layers: plans[s]! } })));
+    for (const [s, promptTokens] of prompts.entries())
+      soloPlanned.push(tokensOf(await tokenEvents(engine, { promptTokens, exitOverride: { kind: 'plan', layers: plans[s]! } })));
+    const together = await Promise.all(
+      prompts.map((promptTokens, s) => tokenEvents(engine, { promptTokens, exitOverride: { kind: 'plan', layers: plans[s]! } })),
+    );
     assert.deepEqual(together.map(tokensOf), soloPlanned);
     assert.ok(together.every((events) => events.some((e) => e.exitLayer !== null)));
   });
@@ -118,7 +132,10 @@ test('temperature 0.8: under coupled draws the agreement the controller counts e
   const engine = engineFor(model, EXITS_ON);
   const controller = engine.engine.controller!;
   // Low thresholds, frozen: many tokens leave, some of them wrong, so the count has something to check.
-  controller.setThresholds([1, 3].map((layer) => ({ layer, threshold: 0.9 })), { freeze: true });
+  controller.setThresholds(
+    [1, 3].map((layer) => ({ layer, threshold: 0.9 })),
+    { freeze: true },
+  );
   const sampling: SamplingParams = { temperature: 0.8, topP: 0.95, topK: 0, minP: 0 };
   const { vocabSize } = model.config;
   let exited = 0;

@@ -30,11 +30,7 @@ const text = fc.oneof(
 const junk = fc.jsonValue({ maxDepth: 3 });
 
 /** Absurd or wrongly typed values for any field. */
-const absurd = fc.oneof(
-  junk,
-  fc.constantFrom(1e9, -1, 0, 2 ** 53, 1e300, -0.5, 2, 3, '', 'x'.repeat(1000), [], {}, null, true),
-  text,
-);
+const absurd = fc.oneof(junk, fc.constantFrom(1e9, -1, 0, 2 ** 53, 1e300, -0.5, 2, 3, '', 'x'.repeat(1000), [], {}, null, true), text);
 const validText = fc.oneof(fc.string({ minLength: 1, maxLength: 30 }), fc.constantFrom('Once upon a time', 'Tom and his dog', 'Lily', ' ', '\n'));
 
 /** Valid optional parameters, each present or not. */
@@ -58,7 +54,14 @@ const validMessage = fc.record({
 });
 const validChat = fc.record({ ...validParams, messages: fc.array(validMessage, { minLength: 1, maxLength: 3 }) }, { requiredKeys: ['messages', 'max_tokens'] });
 const validCompletion = fc.record(
-  { ...validParams, prompt: fc.oneof(validText, fc.array(validText, { minLength: 1, maxLength: 1 }), fc.array(fc.integer({ min: 0, max: 511 }), { minLength: 1, maxLength: 8 })) },
+  {
+    ...validParams,
+    prompt: fc.oneof(
+      validText,
+      fc.array(validText, { minLength: 1, maxLength: 1 }),
+      fc.array(fc.integer({ min: 0, max: 511 }), { minLength: 1, maxLength: 8 }),
+    ),
+  },
   { requiredKeys: ['prompt', 'max_tokens'] },
 );
 
@@ -75,7 +78,10 @@ const mutate = (body: fc.Arbitrary<Record<string, unknown>>) =>
       }
       return out;
     });
-const message = fc.record({ role: fc.oneof(fc.constantFrom('user', 'wizard'), absurd), content: fc.oneof(text, absurd), name: fc.oneof(text, absurd) }, { requiredKeys: [] });
+const message = fc.record(
+  { role: fc.oneof(fc.constantFrom('user', 'wizard'), absurd), content: fc.oneof(text, absurd), name: fc.oneof(text, absurd) },
+  { requiredKeys: [] },
+);
 const chatBody = fc.oneof(
   { weight: 3, arbitrary: validChat },
   { weight: 3, arbitrary: mutate(validChat) },
@@ -84,7 +90,12 @@ const chatBody = fc.oneof(
 const completionBody = fc.oneof(
   { weight: 3, arbitrary: validCompletion },
   { weight: 3, arbitrary: mutate(validCompletion) },
-  { weight: 1, arbitrary: mutate(fc.record({ prompt: fc.oneof(text, fc.array(fc.integer({ min: -5, max: 600 }), { maxLength: 8 }), absurd), max_tokens: fc.integer({ min: 1, max: 16 }) })) },
+  {
+    weight: 1,
+    arbitrary: mutate(
+      fc.record({ prompt: fc.oneof(text, fc.array(fc.integer({ min: -5, max: 600 }), { maxLength: 8 }), absurd), max_tokens: fc.integer({ min: 1, max: 16 }) }),
+    ),
+  },
 );
 
 const CHAT = '/v1/chat/completions';
@@ -119,7 +130,9 @@ const raw: fc.Arbitrary<Exchange> = fc.oneof(
     return { path: p, body: `{"prompt": "x", "messages": [], "extra": ${open.repeat(depth)}1${close.repeat(depth)}}` };
   }),
   // Oversized: just over the limit, or far over it.
-  fc.tuple(anyPath, fc.constantFrom(MAX_BODY_BYTES + 1, MAX_BODY_BYTES * 3)).map(([p, size]) => ({ path: p, body: JSON.stringify({ prompt: 'y'.repeat(size) }) })),
+  fc
+    .tuple(anyPath, fc.constantFrom(MAX_BODY_BYTES + 1, MAX_BODY_BYTES * 3))
+    .map(([p, size]) => ({ path: p, body: JSON.stringify({ prompt: 'y'.repeat(size) }) })),
 );
 const exchange: fc.Arbitrary<Exchange> = fc
   .tuple(fc.oneof({ weight: 3, arbitrary: structured }, { weight: 2, arbitrary: raw }), fc.constantFrom('application/json', 'text/plain', undefined))
@@ -142,8 +155,14 @@ function checkAnswer(status: number, contentType: string, text: string): void {
     parser.feed(text);
     assert.equal(frames.at(-1), '[DONE]', text.slice(-300));
     const chunks = frames.slice(0, -1).map((f) => JSON.parse(f) as { error?: unknown; choices?: { finish_reason?: string | null }[] });
-    assert.ok(chunks.every((c) => c.error === undefined), `an error frame: ${text.slice(-300)}`);
-    assert.ok(chunks.some((c) => c.choices?.[0]?.finish_reason), 'a finish_reason');
+    assert.ok(
+      chunks.every((c) => c.error === undefined),
+      `an error frame: ${text.slice(-300)}`,
+    );
+    assert.ok(
+      chunks.some((c) => c.choices?.[0]?.finish_reason),
+      'a finish_reason',
+    );
     return;
   }
   const body = JSON.parse(text) as { choices: { finish_reason: string }[] };
@@ -161,7 +180,11 @@ const describe = (ex: Exchange): string => `${ex.path} ${typeof ex.body === 'str
 
 test('fuzz, in-process with the fake engine: never a 5xx, never hung, nothing left in flight', { timeout: 120_000 }, async (t) => {
   const engine = new FakeEngine(tokens(['Hello', ',', ' world']));
-  const { app, state } = createApp({ engine, model: fakeModel(new CharTokenizer(), 256), options: { maxBodyBytes: MAX_BODY_BYTES, maxRunning: 4, maxQueued: 4 } });
+  const { app, state } = createApp({
+    engine,
+    model: fakeModel(new CharTokenizer(), 256),
+    options: { maxBodyBytes: MAX_BODY_BYTES, maxRunning: 4, maxQueued: 4 },
+  });
   const statuses = new Map<number, number>();
   await fc.assert(
     fc.asyncProperty(exchange, async (ex) => {
@@ -231,7 +254,13 @@ test('fuzz, the real server on stories260K over loopback: never a 5xx, never hun
   // The engine reports its occupancy every 50 ms; give the last report a moment.
   await new Promise((resolve) => setTimeout(resolve, 150));
   const metrics = await (await fetch(`${server.url}/metrics`)).text();
-  const gauge = (name: string) => Number(metrics.split('\n').find((l) => l.startsWith(`${name} `))?.split(' ')[1]);
+  const gauge = (name: string) =>
+    Number(
+      metrics
+        .split('\n')
+        .find((l) => l.startsWith(`${name} `))
+        ?.split(' ')[1],
+    );
   assert.equal(gauge('offramp:num_free_slots'), maxRunning);
   assert.equal(gauge('offramp:num_requests_running'), 0);
   assert.equal(gauge('offramp:num_requests_waiting'), 0);

@@ -32,7 +32,11 @@ test('bad GGUF files: one line each, exit 2, nothing left behind', (t) => {
     ['truncated', good.subarray(0, 1000), /truncated: .* needs \d+ bytes, the file ends at 1000$/],
     ['wrong magic', Buffer.concat([Buffer.from('GGML'), good.subarray(4)]), /not a GGUF file/],
     // token_embd.weight's info: name, then n_dims (4 bytes), ne (2 x 8), then its type.
-    ['unknown tensor type', patched(good, 'token_embd.weight', 4 + 16, u32(12)), /tensor token_embd.weight has ggml type 12 \(Q4_K\), which offramp does not read/],
+    [
+      'unknown tensor type',
+      patched(good, 'token_embd.weight', 4 + 16, u32(12)),
+      /tensor token_embd.weight has ggml type 12 \(Q4_K\), which offramp does not read/,
+    ],
     ['data out of bounds', good.subarray(0, good.length - 100), /tensor \S+'s data \(bytes \d+ to \d+\) lies beyond the end of the file/],
     // general.architecture's value: type (4 bytes), length (8), then "llama".
     ['unknown architecture', patched(good, 'general.architecture', 4 + 8, Buffer.from('mamba')), /GGUF architecture "mamba" is not supported/],
@@ -48,6 +52,10 @@ test('bad GGUF files: one line each, exit 2, nothing left behind', (t) => {
     assert.match(lines[0]!, /^offramp: error: /, name);
     assert.match(lines[0]!, message, name);
     assert.ok(!fs.existsSync(out), `${name}: no output directory`);
-    assert.deepEqual(fs.readdirSync(dir).filter((f) => f.includes('prepared')), [], `${name}: no partial directory`);
+    assert.deepEqual(
+      fs.readdirSync(dir).filter((f) => f.includes('prepared')),
+      [],
+      `${name}: no partial directory`,
+    );
   }
 });

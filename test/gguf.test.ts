@@ -44,9 +44,12 @@ test("llama.cpp's stories260K.gguf reproduces both golden texts", (t) => {
     const tokenizer = TextTokenizer.fromFiles(importGguf(STORIES('stories260K.gguf')).tokenizer);
     // 256 tokens follow BOS in the golden files, the prompt's own included.
     const promptTokens = tokenizer.encode(prompt).length - 1;
-    const result = runCli(['generate', '--model', STORIES('stories260K.gguf'), '--prompt', prompt, '--temperature', '0', '--max-tokens', String(256 - promptTokens)], {
-      OFFRAMP_CACHE_DIR: cache,
-    });
+    const result = runCli(
+      ['generate', '--model', STORIES('stories260K.gguf'), '--prompt', prompt, '--temperature', '0', '--max-tokens', String(256 - promptTokens)],
+      {
+        OFFRAMP_CACHE_DIR: cache,
+      },
+    );
     assert.equal(result.status, 0, result.stderr);
     assert.equal(prompt + result.stdout, fs.readFileSync(STORIES(golden), 'utf8'));
   }
@@ -69,7 +72,10 @@ test('stories260K.gguf imports as the llama2.c checkpoint does: config, tokenize
 
 const roundTrips: [string, () => Checkpoint][] = [
   ['tiny llama with grouped-query attention', () => tinyCheckpoint({})],
-  ['tiny llama, untied head, q/k/v bias, rotate-half rope', () => tinyCheckpoint({ tiedEmbeddings: false, attentionBias: true, rope: { theta: 500000, layout: 'half' } })],
+  [
+    'tiny llama, untied head, q/k/v bias, rotate-half rope',
+    () => tinyCheckpoint({ tiedEmbeddings: false, attentionBias: true, rope: { theta: 500000, layout: 'half' } }),
+  ],
   ['stories260K', () => importLlama2c(STORIES('stories260K.bin'), STORIES('tok512.bin'))],
   ['tiny GPT-2', () => tinyCheckpoint({ architecture: 'gpt2', numKvHeads: 4, rope: null, attentionBias: true, hiddenDim: 128 })],
 ];
@@ -141,7 +147,10 @@ test('a Q8_0 GGUF prepares to int8 by default, its blocks kept as they are', (t)
   const manifest = readManifest(path.join(dir, 'prepared'));
   assert.equal(manifest.quantization, 'int8');
   const header = readGgufHeader(file);
-  const q = readTensorBytes(header, header.tensors.find((x) => x.name === 'blk.0.attn_q.weight')!);
+  const q = readTensorBytes(
+    header,
+    header.tensors.find((x) => x.name === 'blk.0.attn_q.weight')!,
+  );
   const weights = fs.readFileSync(path.join(dir, 'prepared', 'weights.bin'));
   const codesRef = manifest.weights['layers.0.wqkv']!;
   const scalesRef = manifest.weights['layers.0.wqkv.scales']!;

@@ -45,7 +45,10 @@ export function compiledForward(model: Model, tokens: number[]): { blocks: Float
   const { dim, vocabSize, numLayers } = model.config;
   const kv = new KvCache(model.config, 1, model.config.maxSeqLen);
   const rows = { firstSlot: 0, numRows: 1, seqLen: tokens.length, pastLengths: [0] };
-  let hidden = model.embed(tokens, tokens.map((_, i) => i));
+  let hidden = model.embed(
+    tokens,
+    tokens.map((_, i) => i),
+  );
   const blocks: Float32Array[] = [];
   for (let layer = 0; layer < numLayers; layer++) {
     const out = new Float32Array(tokens.length * dim);

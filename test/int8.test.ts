@@ -116,7 +116,11 @@ test('generate --quantize int8 compiles apart from float32, says so, and refuses
   assert.match(float32.stderr, /float32 weights/);
   const prepared = fs.readdirSync(path.join(cache, 'prepared')).sort();
   assert.equal(prepared.length, 2, `one compiled directory each: ${prepared.join(', ')}`);
-  const int8Dir = path.join(cache, 'prepared', prepared.find((name) => name.includes('-int8-'))!);
+  const int8Dir = path.join(
+    cache,
+    'prepared',
+    prepared.find((name) => name.includes('-int8-'))!,
+  );
   const mismatch = runCli(['generate', '--model', int8Dir, '--quantize', 'none', '--max-tokens', '1'], { OFFRAMP_CACHE_DIR: cache });
   assert.equal(mismatch.status, 2, mismatch.stderr);
   assert.match(mismatch.stderr, /^offramp: error: .*int8 weights, not float32.*--quantize/);

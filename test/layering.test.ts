@@ -94,7 +94,9 @@ function cycles(): string[][] {
 }
 
 test('every import in src/ and bench/ resolves to a file', () => {
-  const missing = [...graph].flatMap(([file, imports]) => imports.filter((target) => partOf(target) !== null && !fs.existsSync(path.join(PROJECT_ROOT, target))).map((target) => `${file} imports ${target}`));
+  const missing = [...graph].flatMap(([file, imports]) =>
+    imports.filter((target) => partOf(target) !== null && !fs.existsSync(path.join(PROJECT_ROOT, target))).map((target) => `${file} imports ${target}`),
+  );
   assert.deepEqual(missing, []);
 });
 
@@ -103,5 +105,8 @@ test('parts import each other only through index files, and only down the layers
 });
 
 test('no circular imports', () => {
-  assert.deepEqual(cycles().map((chain) => chain.join(' -> ')), []);
+  assert.deepEqual(
+    cycles().map((chain) => chain.join(' -> ')),
+    [],
+  );
 });

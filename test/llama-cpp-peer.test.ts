@@ -29,8 +29,21 @@ const MAX_TOKENS = 48;
 function tinyLlamaWithGpt2Tokens(): Checkpoint {
   const tokenizer = readTokenizerFiles(sharedModelPath('tokenizers', 'gpt2'));
   const config: ModelConfig = {
-    architecture: 'llama', dim: 64, hiddenDim: 96, numLayers: 2, numHeads: 4, numKvHeads: 2, headDim: 16, vocabSize: 50257, maxSeqLen: 128,
-    normEps: 1e-5, rope: { theta: 10000, layout: 'half' }, tiedEmbeddings: false, attentionBias: false, bosTokenId: 50256, eosTokenIds: [50256],
+    architecture: 'llama',
+    dim: 64,
+    hiddenDim: 96,
+    numLayers: 2,
+    numHeads: 4,
+    numKvHeads: 2,
+    headDim: 16,
+    vocabSize: 50257,
+    maxSeqLen: 128,
+    normEps: 1e-5,
+    rope: { theta: 10000, layout: 'half' },
+    tiedEmbeddings: false,
+    attentionBias: false,
+    bosTokenId: 50256,
+    eosTokenIds: [50256],
   };
   const ckpt = randomCheckpoint(config, 3, tokenizer);
   // Larger weights than 0.02, so greedy choices are far from ties.
@@ -55,7 +68,9 @@ for (const [name, make] of [
       return;
     }
     t.after(() => peer.close());
-    const stories = loadPrompts().filter((p) => p.kind === 'story').slice(0, 4);
+    const stories = loadPrompts()
+      .filter((p) => p.kind === 'story')
+      .slice(0, 4);
     assert.ok(stories.length > 0);
 
     const model = await compileAndLoad(t, ckpt);

@@ -70,7 +70,19 @@ for (const [name, file] of [
       // 256 tokens follow BOS in the golden files, the prompt's own included.
       const promptTokens = tokenizer.encode(prompt).length - 1;
       const result = runCli(
-        ['generate', '--model', STORIES(file), '--tokenizer', STORIES('tok512.bin'), '--prompt', prompt, '--temperature', '0', '--max-tokens', String(256 - promptTokens)],
+        [
+          'generate',
+          '--model',
+          STORIES(file),
+          '--tokenizer',
+          STORIES('tok512.bin'),
+          '--prompt',
+          prompt,
+          '--temperature',
+          '0',
+          '--max-tokens',
+          String(256 - promptTokens),
+        ],
         { OFFRAMP_CACHE_DIR: cache },
       );
       assert.equal(result.status, 0, result.stderr);
@@ -94,7 +106,10 @@ test('tiny random models match the reference: GQA, untied head, q/k/v bias, rota
 
 test('decoding through the KV cache gives the logits of recomputing the whole prefix', async (t) => {
   if (!requireSharedModels(t)) return;
-  for (const ckpt of [importLlama2c(STORIES('stories260K.bin'), STORIES('tok512.bin')), tinyCheckpoint({ architecture: 'gpt2', numKvHeads: 4, rope: null, attentionBias: true })]) {
+  for (const ckpt of [
+    importLlama2c(STORIES('stories260K.bin'), STORIES('tok512.bin')),
+    tinyCheckpoint({ architecture: 'gpt2', numKvHeads: 4, rope: null, attentionBias: true }),
+  ]) {
     const model = await compileAndLoad(t, ckpt);
     const vocab = model.config.vocabSize;
     const full = compiledForward(model, PROMPT_TOKENS).logits;
@@ -160,7 +175,12 @@ test('stories260K written as a Hugging Face Llama directory compiles to the same
   assert.ok(err < 1e-5, `relative error ${err}`);
 });
 
-for (const [fused, quantization] of [[true, 'none'], [false, 'none'], [true, 'int8'], [false, 'int8']] as const) {
+for (const [fused, quantization] of [
+  [true, 'none'],
+  [false, 'none'],
+  [true, 'int8'],
+  [false, 'int8'],
+] as const) {
   test(`sequences of different lengths decoded in one batch give the tokens each gives alone (${fused ? 'fused graph' : 'block by block'}, ${weightsLabel(quantization)})`, async (t) => {
     if (!requireSharedModels(t)) return;
     const model = await compileAndLoad(t, importLlama2c(STORIES('stories260K.bin'), STORIES('tok512.bin')), { fused, quantization });
@@ -205,6 +225,10 @@ test('bad checkpoints give one clear error line and exit 2, leaving no output di
     assert.match(lines[0]!, pattern, name);
     assert.doesNotMatch(result.stderr, /\n\s+at /, `${name}: stack trace`);
     assert.equal(fs.existsSync(out), false, `${name}: output directory left behind`);
-    assert.deepEqual(fs.readdirSync(dir).filter((f) => f.includes('.partial-')), [], `${name}: partial directory left behind`);
+    assert.deepEqual(
+      fs.readdirSync(dir).filter((f) => f.includes('.partial-')),
+      [],
+      `${name}: partial directory left behind`,
+    );
   }
 });

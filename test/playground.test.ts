@@ -22,7 +22,16 @@ import { ServeConfigSchema, startServer, type RunningServer } from '../src/serve
 import { requireSharedModels, sharedModelPath } from './shared.js';
 
 const CHROMIUM = process.env.OFFRAMP_CHROMIUM ?? '/usr/bin/chromium';
-const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
 
 /** The project root (from test/ and from dist/test/). */
 function projectRoot(): string {
@@ -105,7 +114,8 @@ test('the playground in headless Chromium on stories260K', { timeout: 90_000 }, 
     const api = (await import(pathToFileURL(path.join(ROOT, 'src', 'playground', 'api.js')).href)) as {
       describeError(status: number, error: { message?: string; code?: string | null }, retryAfter: string | null): string;
     };
-    const words = (status: number, code: string | null = null, retryAfter: string | null = null) => api.describeError(status, { message: 'details', code }, retryAfter);
+    const words = (status: number, code: string | null = null, retryAfter: string | null = null) =>
+      api.describeError(status, { message: 'details', code }, retryAfter);
     assert.equal(words(429, 'queue_full', '2'), 'The server is busy: too many requests at once. Try again in 2 s.');
     assert.match(words(429, 'queue_timeout'), /waited too long for a free slot/);
     assert.match(words(400, 'context_length_exceeded'), /^Too long for this model/);
@@ -141,7 +151,9 @@ test('the playground in headless Chromium on stories260K', { timeout: 90_000 }, 
 
   await t.test('every control has a label, and stories260K starts in completion mode', async () => {
     const unlabelled = await page.evaluate(() =>
-      [...document.querySelectorAll('input, select, textarea')].filter((el) => (el as HTMLInputElement).labels?.length === 0).map((el) => el.id || el.outerHTML),
+      [...document.querySelectorAll('input, select, textarea')]
+        .filter((el) => (el as HTMLInputElement).labels?.length === 0)
+        .map((el) => el.id || el.outerHTML),
     );
     assert.deepEqual(unlabelled, []);
     assert.equal(await page.inputValue('#model'), 'stories260K');
@@ -165,10 +177,13 @@ test('the playground in headless Chromium on stories260K', { timeout: 90_000 }, 
     await page.evaluate(() => {
       const seen: number[] = [];
       (window as unknown as { tokenUpdates: number[] }).tokenUpdates = seen;
-      new MutationObserver(() => seen.push(document.querySelectorAll('.message-reply:last-of-type .tok').length)).observe(document.getElementById('transcript')!, {
-        childList: true,
-        subtree: true,
-      });
+      new MutationObserver(() => seen.push(document.querySelectorAll('.message-reply:last-of-type .tok').length)).observe(
+        document.getElementById('transcript')!,
+        {
+          childList: true,
+          subtree: true,
+        },
+      );
     });
     await page.fill('#temperature', '0');
     await page.fill('#max-tokens', '200');
@@ -267,7 +282,10 @@ test('the playground in headless Chromium on stories260K', { timeout: 90_000 }, 
     assert.match(await reply.locator('.status').innerText(), /^Stopped by you/);
     const tokens = await reply.locator('.tok').count();
     assert.ok(tokens < 400, `${tokens} tokens: stopped well before the end of the context`);
-    await until('the server saw the abort', async () => (await metric(server, 'offramp:request_success_total{model_name="stories260K",finished_reason="abort"}')) === aborted + 1);
+    await until(
+      'the server saw the abort',
+      async () => (await metric(server, 'offramp:request_success_total{model_name="stories260K",finished_reason="abort"}')) === aborted + 1,
+    );
     await until('the slot is free', async () => (await metric(server, 'offramp:num_requests_running')) === 0);
     assert.equal(await reply.locator('.tok').count(), tokens, 'nothing arrives after Stop');
     assert.equal(await page.locator('#stop').isDisabled(), true);

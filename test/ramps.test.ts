@@ -64,8 +64,30 @@ function storedRamp(dir: string, manifest: Manifest, layer: number): { head: Fro
 }
 
 test('candidates are the tokens said, most frequent first, ties by id, capped', () => {
-  assert.deepEqual([...candidatesByFrequency([[5, 3, 5], [3, 9, 5]], 10)], [5, 3, 9]);
-  assert.deepEqual([...candidatesByFrequency([[7, 2], [2, 7, 1]], 2)], [2, 7]);
+  assert.deepEqual(
+    [
+      ...candidatesByFrequency(
+        [
+          [5, 3, 5],
+          [3, 9, 5],
+        ],
+        10,
+      ),
+    ],
+    [5, 3, 9],
+  );
+  assert.deepEqual(
+    [
+      ...candidatesByFrequency(
+        [
+          [7, 2],
+          [2, 7, 1],
+        ],
+        2,
+      ),
+    ],
+    [2, 7],
+  );
 });
 
 test('stories260K: trained ramps agree with the full model far more than the plain head on held-out text; the graphs compute the math', async (t) => {
@@ -125,7 +147,11 @@ test('an untied int8 head: compiling leaves plain-head ramps and says why; train
   if (!requireSharedModels(t)) return;
   const lines: string[] = [];
   const dir = path.join(tempDir(t), 'int8');
-  const manifest = await prepareModel(tinyCheckpoint({ tiedEmbeddings: false }), dir, { quantization: 'int8', trainer: rampTrainer(), log: (line) => lines.push(line) });
+  const manifest = await prepareModel(tinyCheckpoint({ tiedEmbeddings: false }), dir, {
+    quantization: 'int8',
+    trainer: rampTrainer(),
+    log: (line) => lines.push(line),
+  });
   assert.equal(manifest.trainedRamps, null);
   assert.match(lines.join('\n'), /ramps left untrained \(plain head\): its LM head is stored in int8/);
   await assert.rejects(trainRamps(dir, TINY), /cannot train the ramps of .*int8/);

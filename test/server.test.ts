@@ -151,7 +151,9 @@ test('the server on stories260K, driven by the openai client', { timeout: 120_00
       alone.push(r.choices[0]!.text);
     }
     const together = await Promise.all(
-      prompts.map(async (prompt) => streamedText(await client.completions.create({ model: 'stories260K', prompt, max_tokens: 48, temperature: 0, stream: true }))),
+      prompts.map(async (prompt) =>
+        streamedText(await client.completions.create({ model: 'stories260K', prompt, max_tokens: 48, temperature: 0, stream: true })),
+      ),
     );
     together.forEach((r, i) => assert.equal(r.text, alone[i], `prompt ${JSON.stringify(prompts[i])}`));
     assert.ok(new Set(alone).size > 16, 'the prompts lead to different texts');
@@ -202,11 +204,18 @@ test('with early exits on, /exits and /metrics show the controller, and chunks s
   const client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: 'unused' });
   const prompts = ['Once upon a time', 'Tom and his dog', 'The sun was hot and', 'Lily wanted to'];
   const texts = await Promise.all(
-    prompts.map(async (prompt) => streamedText(await client.completions.create({ model: 'stories260K', prompt, max_tokens: 120, temperature: 0, stream: true }))),
+    prompts.map(async (prompt) =>
+      streamedText(await client.completions.create({ model: 'stories260K', prompt, max_tokens: 120, temperature: 0, stream: true })),
+    ),
   );
   assert.ok(texts.every((r) => r.text.length > 0 && (r.finish === 'length' || r.finish === 'stop')));
   await until('the controller has feedback', async () => ((await (await fetch(`${server.url}/exits`)).json()) as { tokens: number }).tokens > 0);
-  const exits = (await (await fetch(`${server.url}/exits`)).json()) as { enabled: boolean; accuracy: number; ramps: { layer: number; threshold: number }[]; log: unknown[] };
+  const exits = (await (await fetch(`${server.url}/exits`)).json()) as {
+    enabled: boolean;
+    accuracy: number;
+    ramps: { layer: number; threshold: number }[];
+    log: unknown[];
+  };
   assert.equal(exits.enabled, true);
   assert.equal(exits.accuracy, 0.99);
   assert.ok(exits.log.length > 0, 'the start-up activation is logged');
@@ -214,11 +223,24 @@ test('with early exits on, /exits and /metrics show the controller, and chunks s
   assert.ok(!Number.isNaN(await metric(server.url, 'offramp:exit_windowed_agreement')));
   assert.equal(await metric(server.url, 'offramp:exit_active_ramps'), exits.ramps.length);
   // A request may turn exits off for itself: then every token comes from the full model.
-  const exact = await client.completions.create({ model: 'stories260K', prompt: 'Once upon a time', max_tokens: 252, temperature: 0, early_exit: false } as OpenAI.CompletionCreateParamsNonStreaming);
+  const exact = await client.completions.create({
+    model: 'stories260K',
+    prompt: 'Once upon a time',
+    max_tokens: 252,
+    temperature: 0,
+    early_exit: false,
+  } as OpenAI.CompletionCreateParamsNonStreaming);
   assert.equal('Once upon a time' + exact.choices[0]!.text + '\n', GOLDEN());
   // A seeded request reproduces with exits on (it decodes on the full model): the same text twice, and exits off's text.
   const seeded = (extra: object) =>
-    client.completions.create({ model: 'stories260K', prompt: 'Tom and his dog', max_tokens: 100, temperature: 0.8, seed: 7, ...extra } as OpenAI.CompletionCreateParamsNonStreaming);
+    client.completions.create({
+      model: 'stories260K',
+      prompt: 'Tom and his dog',
+      max_tokens: 100,
+      temperature: 0.8,
+      seed: 7,
+      ...extra,
+    } as OpenAI.CompletionCreateParamsNonStreaming);
   const [first, second, off] = await Promise.all([seeded({}), seeded({}), seeded({ early_exit: false })]);
   assert.equal(second.choices[0]!.text, first.choices[0]!.text);
   assert.equal(off.choices[0]!.text, first.choices[0]!.text);

@@ -34,9 +34,15 @@ function assertClose(actual: ArrayLike<number>, expected: ArrayLike<number>, wha
 /** A KV cache with slot 0 holding the prompt's 13 positions and slot 1 its first 10. */
 function prefilled(model: Model): KvCache {
   const kv = new KvCache(model.config, 2, 64);
-  for (const [slot, length] of [[0, 13], [1, 10]] as const) {
+  for (const [slot, length] of [
+    [0, 13],
+    [1, 10],
+  ] as const) {
     const tokens = PROMPT_TOKENS.slice(0, length);
-    let hidden = model.embed(tokens, tokens.map((_, i) => i));
+    let hidden = model.embed(
+      tokens,
+      tokens.map((_, i) => i),
+    );
     for (let layer = 0; layer < model.config.numLayers; layer++) {
       const out = new Float32Array(hidden.length);
       model.runBlock(layer, hidden, out, { firstSlot: slot, numRows: 1, seqLen: length, pastLengths: [0] }, kv);
@@ -59,7 +65,9 @@ const CALLS: [string, BlockRows][] = [
   ['catch-up', { firstSlot: 1, numRows: 1, seqLen: 3, pastLengths: [10] }],
 ];
 
-for (const [trainRamps, fused, shape, rows] of (['off', 'auto'] as const).flatMap((r) => [true, false].flatMap((f) => CALLS.map(([s, c]) => [r, f, s, c] as const)))) {
+for (const [trainRamps, fused, shape, rows] of (['off', 'auto'] as const).flatMap((r) =>
+  [true, false].flatMap((f) => CALLS.map(([s, c]) => [r, f, s, c] as const)),
+)) {
   const ramps = trainRamps === 'off' ? 'plain-head' : 'trained';
   const what = fused ? 'three calls equal' : 'composed spans equal';
   test(`spans (${ramps} ramps, ${fused ? 'fused' : 'composed'}, ${shape}): ${what} the blocks, ramps and head one at a time`, async (t) => {
@@ -68,7 +76,10 @@ for (const [trainRamps, fused, shape, rows] of (['off', 'auto'] as const).flatMa
     const { numLayers, dim, vocabSize } = model.config;
     const positions = rows.numRows * rows.seqLen;
     const tokens = PROMPT_TOKENS.slice(0, positions);
-    const input = model.embed(tokens, Array.from({ length: positions }, (_, i) => rows.pastLengths[Math.floor(i / rows.seqLen)]! + (i % rows.seqLen)));
+    const input = model.embed(
+      tokens,
+      Array.from({ length: positions }, (_, i) => rows.pastLengths[Math.floor(i / rows.seqLen)]! + (i % rows.seqLen)),
+    );
 
     // One block at a time, each ramp on its own.
     const byBlock = prefilled(model);
@@ -105,7 +116,10 @@ for (const [trainRamps, fused, shape, rows] of (['off', 'auto'] as const).flatMa
           const score = scoreLogits(row, kind);
           assert.equal(decision.top[2 * p], score.argmax, `${kind}: ramp ${layer} position ${p} best column`);
           assert.equal(decision.top[2 * p + 1], secondBest(row, score.argmax), `${kind}: ramp ${layer} position ${p} second column`);
-          assert.ok(Math.abs(decision.confidence[p]! - score.confidence) <= TOLERANCE, `${kind}: ramp ${layer} confidence ${decision.confidence[p]} vs ${score.confidence}`);
+          assert.ok(
+            Math.abs(decision.confidence[p]! - score.confidence) <= TOLERANCE,
+            `${kind}: ramp ${layer} confidence ${decision.confidence[p]} vs ${score.confidence}`,
+          );
         }
         spanInput = out.hidden;
         from = layer + 1;
@@ -144,7 +158,10 @@ test('spans: a decode step reading the ramps after layers 1 and 3, exiting at ne
   const engineFor = (earlyExit: EarlyExitOptions) => new LocalEngine(model, { maxRunning: 1, maxStepTokens: 512, maxContext: 64, earlyExit });
   const off = engineFor(EXITS_OFF);
   const on = engineFor(EXITS_ON);
-  on.engine.controller!.setThresholds(RAMPS.map((layer) => ({ layer, threshold: 0 })), { freeze: true }); // never exits
+  on.engine.controller!.setThresholds(
+    RAMPS.map((layer) => ({ layer, threshold: 0 })),
+    { freeze: true },
+  ); // never exits
   const promptTokens = model.tokenizer.encode('Once upon a time');
 
   let before = model.calls;

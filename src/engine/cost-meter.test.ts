@@ -34,5 +34,8 @@ test('costs: a span call is shared by work, so a ramp lighter than a block is ch
   meter.addSpan(0, 1, 'head', 1.0); // 4 + 4 + 2 units: 0.1 ms each
   const costs = meter.snapshot()!;
   assert.ok(Math.abs(costs.rampMs - 0.1) < 1e-12, `ramp ${costs.rampMs}`);
-  assert.ok(costs.blockMs.every((ms) => Math.abs(ms - 0.4) < 1e-12), `blocks ${costs.blockMs}`);
+  assert.ok(
+    costs.blockMs.every((ms) => Math.abs(ms - 0.4) < 1e-12),
+    `blocks ${costs.blockMs}`,
+  );
 });

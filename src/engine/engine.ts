@@ -82,7 +82,10 @@ export class Engine {
     const numPromptTokens = request.promptTokens.length;
     const problem = requestProblem(numPromptTokens, request.maxTokens, maxContext);
     if (problem === 'empty') throw new RequestError('the prompt is empty after tokenization');
-    if (problem) throw new RequestError(`this model's context is ${maxContext} tokens; the prompt has ${numPromptTokens} and max_tokens asks for ${request.maxTokens} more`);
+    if (problem)
+      throw new RequestError(
+        `this model's context is ${maxContext} tokens; the prompt has ${numPromptTokens} and max_tokens asks for ${request.maxTokens} more`,
+      );
     if (this.sequences.has(request.id)) throw new RequestError(`request id ${request.id} is already running`);
     const seq = new Sequence(request, this.model.config.numLayers, this.model.tokenizer);
     this.sequences.set(seq.id, seq);

@@ -86,7 +86,15 @@ export class ModelCalls {
    * output [numPositions, dim] (null when the span ends the model) and what
    * the span said per position.
    */
-  sequenceSpan(from: number, to: number, end: SpanEnd, seq: Sequence, past: number, input: Float32Array, numPositions: number): { hidden: Float32Array | null; said: SpanRow[] } {
+  sequenceSpan(
+    from: number,
+    to: number,
+    end: SpanEnd,
+    seq: Sequence,
+    past: number,
+    input: Float32Array,
+    numPositions: number,
+  ): { hidden: Float32Array | null; said: SpanRow[] } {
     const hidden = end.kind === 'head' ? null : new Float32Array(input.length);
     const logits = new Float32Array(numPositions * this.logitsWidth(end));
     const rows = { firstSlot: seq.slot, numRows: 1, seqLen: numPositions, pastLengths: [past] };
@@ -158,7 +166,11 @@ export class ModelCalls {
    * at their own next position for that layer, which their own later call
    * overwrites before anything reads it.
    */
-  private slotRange(rows: BatchRow[], layer: number, slotLengths: SlotLengths): { firstSlot: number; numRows: number; input: Float32Array; pastLengths: Int32Array } {
+  private slotRange(
+    rows: BatchRow[],
+    layer: number,
+    slotLengths: SlotLengths,
+  ): { firstSlot: number; numRows: number; input: Float32Array; pastLengths: Int32Array } {
     const dim = this.model.config.dim;
     const slots = rows.map((row) => row.seq.slot);
     const firstSlot = Math.min(...slots);

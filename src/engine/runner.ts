@@ -238,12 +238,13 @@ export class ModelRunner {
   private decodeBySpans(rows: Row[], step: Step): void {
     const numLayers = this.model.config.numLayers;
     let active = rows;
-    for (let from = 0; from < numLayers && active.length > 0; ) {
+    for (let from = 0; from < numLayers && active.length > 0;) {
       const to = this.spanEnd(from, active);
       const synced = active.filter((row) => row.seq.layerLengths[from] === row.position);
       const said = synced.length > 0 ? this.calls.batchedSpan(from, to, this.spanEndKind(to, synced), synced, step.slotLengths) : new Map<Row, SpanRow>();
       // A catch-up beside a batched call is a call the deferral added: its exits pay for it.
-      for (const row of active) if (row.seq.layerLengths[from]! < row.position) said.set(row, this.catchUp(row.seq, row.policy, from, to, row, synced.length > 0)!);
+      for (const row of active)
+        if (row.seq.layerLengths[from]! < row.position) said.set(row, this.catchUp(row.seq, row.policy, from, to, row, synced.length > 0)!);
       for (const row of active) row.seq.layerLengths.fill(row.position + 1, from, to + 1);
       if (to === numLayers - 1) this.finalHead(active, said, step);
       else active = this.ramp(to, active, said, step);
@@ -283,7 +284,15 @@ export class ModelRunner {
       row.readings.push(reading);
       if (!row.policy.exits(layer, reading.confidence)) continue;
       exited.add(row);
-      row.seq.deferred.push({ position: row.position, hidden: row.hidden, layer, exitLayer: layer, readings: row.readings, stepRows: step.decodeRows, overheadMs: 0 });
+      row.seq.deferred.push({
+        position: row.position,
+        hidden: row.hidden,
+        layer,
+        exitLayer: layer,
+        readings: row.readings,
+        stepRows: step.decodeRows,
+        overheadMs: 0,
+      });
       this.emit(step, row.seq, column, { layer, confidence: reading.confidence }, this.rampToken, spanRow.logits?.subarray(0, this.model.rampVocab));
     }
     return exited.size === 0 ? active : active.filter((row) => !exited.has(row));

@@ -31,7 +31,11 @@ test('the same key and logits give the same token; keys differ by seed and by po
 });
 
 test('draws follow softmax(logits / T), also where most of the vocabulary needs no noise', () => {
-  for (const [vocab, spread, temperature] of [[16, 4, 1], [16, 4, 0.5], [2000, 40, 1]] as const) {
+  for (const [vocab, spread, temperature] of [
+    [16, 4, 1],
+    [16, 4, 0.5],
+    [2000, 40, 1],
+  ] as const) {
     const logits = randomLogits(vocab, 5, spread);
     const draws = 20_000;
     const expected = softmax(logits, temperature);
@@ -47,12 +51,21 @@ test('top-k, top-p and min-p draw only from the tokens they keep, in proportion'
   const logits = Float32Array.from([2, 1, 0.5, 0, -1, -3]);
   const probs = softmax(logits);
   const topK = frequencies(logits, at(1, { topK: 2 }), 20_000);
-  assert.deepEqual([...topK.keys()].filter((i) => topK[i]! > 0), [0, 1]);
+  assert.deepEqual(
+    [...topK.keys()].filter((i) => topK[i]! > 0),
+    [0, 1],
+  );
   assert.ok(Math.abs(topK[0]! - probs[0]! / (probs[0]! + probs[1]!)) < 0.02);
   const topP = frequencies(logits, at(1, { topP: 0.6 }), 5000);
-  assert.deepEqual([...topP.keys()].filter((i) => topP[i]! > 0), [0, 1]);
+  assert.deepEqual(
+    [...topP.keys()].filter((i) => topP[i]! > 0),
+    [0, 1],
+  );
   const minP = frequencies(logits, at(1, { minP: 0.2 }), 5000);
-  assert.deepEqual([...minP.keys()].filter((i) => minP[i]! > 0), [0, 1, 2]); // p = 0.56, 0.21, 0.13, 0.08…: 0.08 < 0.2 × 0.56
+  assert.deepEqual(
+    [...minP.keys()].filter((i) => minP[i]! > 0),
+    [0, 1, 2],
+  ); // p = 0.56, 0.21, 0.13, 0.08…: 0.08 < 0.2 × 0.56
 });
 
 test('coupled draws: equal distributions pick the same token, close ones almost always', () => {

@@ -248,7 +248,9 @@ export class WorkerEngine implements ServedEngine {
     this.failures = [...this.failures.filter((t) => now - t < this.policy.restartWindowMs), now];
     if (this.failures.length > this.policy.maxRestarts) {
       const seconds = this.policy.restartWindowMs / 1000;
-      this.dieServing(new EngineDeadError(`the engine failed ${this.failures.length} times within ${seconds} s; not restarting (last: ${error.message})`, error.userFixable));
+      this.dieServing(
+        new EngineDeadError(`the engine failed ${this.failures.length} times within ${seconds} s; not restarting (last: ${error.message})`, error.userFixable),
+      );
       void this.reap(thread);
       return;
     }

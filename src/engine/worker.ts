@@ -30,7 +30,13 @@ const post = (message: FromWorkerMessage): void => port.postMessage(message);
 /** The engine's occupancy now. */
 function statsOf(host: EngineHost): EngineStats {
   const { numRunning, numWaiting, controller } = host.engine;
-  return { running: numRunning, waiting: numWaiting, freeSlots: init.engine.maxRunning - numRunning, busySeconds: host.busyMs / 1000, exits: controller?.state() ?? null };
+  return {
+    running: numRunning,
+    waiting: numWaiting,
+    freeSlots: init.engine.maxRunning - numRunning,
+    busySeconds: host.busyMs / 1000,
+    exits: controller?.state() ?? null,
+  };
 }
 
 /** What an injected `crash` throws, outside any handler. */
@@ -84,7 +90,8 @@ async function main(): Promise<void> {
   // than a millisecond, and the gauges only need to be fresh for a scrape.
   const statsTimer = setInterval(() => {
     const now = statsOf(host);
-    if (now.running === last.running && now.waiting === last.waiting && now.busySeconds === last.busySeconds && now.exits?.tokens === last.exits?.tokens) return;
+    if (now.running === last.running && now.waiting === last.waiting && now.busySeconds === last.busySeconds && now.exits?.tokens === last.exits?.tokens)
+      return;
     last = now;
     post({ type: 'stats', stats: now });
   }, init.statsIntervalMs);

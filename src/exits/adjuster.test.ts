@@ -1,6 +1,18 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { budgetRampCount, ceilingMs, chooseNewLayer, countUsage, NO_USAGE, planAdjustment, shadowCeilingsMs, spreadLayers, utilityMs, type AdjustInput, type RampUsage } from './adjuster.js';
+import {
+  budgetRampCount,
+  ceilingMs,
+  chooseNewLayer,
+  countUsage,
+  NO_USAGE,
+  planAdjustment,
+  shadowCeilingsMs,
+  spreadLayers,
+  utilityMs,
+  type AdjustInput,
+  type RampUsage,
+} from './adjuster.js';
 
 const blocks = (n: number, ms = 1) => new Array<number>(n).fill(ms);
 
@@ -19,13 +31,19 @@ test('budget: Σ rampMs ≤ rampBudget × (Σ blockMs + head), capped by maxRamp
 
 test('spread: centres of equal bins over the candidates', () => {
   assert.deepEqual(spreadLayers([0, 1, 2, 3, 4, 5, 6], 3), [1, 3, 5]);
-  assert.deepEqual(spreadLayers(Array.from({ length: 31 }, (_, i) => i), 3), [5, 15, 25]);
+  assert.deepEqual(
+    spreadLayers(
+      Array.from({ length: 31 }, (_, i) => i),
+      3,
+    ),
+    [5, 15, 25],
+  );
   assert.deepEqual(spreadLayers([0, 1, 2, 3], 1), [2]);
   assert.deepEqual(spreadLayers([2, 4], 5), [2, 4]);
   assert.deepEqual(spreadLayers([0, 1, 2], 0), []);
 });
 
-test('utility: savings of exits minus overhead of passes, minus the ramp\'s share of the split cost', () => {
+test("utility: savings of exits minus overhead of passes, minus the ramp's share of the split cost", () => {
   const costs = { blockMs: blocks(8), rampMs: 0.5 };
   const usage = { ...NO_USAGE, exits: 10, soloExits: 10, passes: 20, share: 12, agreed: 15, agreedSolo: 15 };
   assert.equal(utilityMs(costs, 3, usage), 10 * 4 - 20 * 0.5);

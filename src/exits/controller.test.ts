@@ -55,7 +55,11 @@ test('holds the constraint on an informative trace, and exits', () => {
   assert.ok(result.agreement >= 0.99, `streamed agreement ${result.agreement}`);
   // After warm-up every 200-token window stays near the constraint: at
   // 0.5–0.8% misses, 3–6 misses in some 200 are binomial noise, not drift.
-  const worst = worstWindow(result.decisions.map((d) => d.agrees), 200, 1_000);
+  const worst = worstWindow(
+    result.decisions.map((d) => d.agrees),
+    200,
+    1_000,
+  );
   assert.ok(worst >= 0.96, `worst window ${worst}`);
   assert.ok(result.exitRate > 0.35, `exit rate ${result.exitRate}`);
   const state = c.state();
@@ -78,7 +82,10 @@ test('raises thresholds while the window has slack', () => {
   // No token reaches the later ramps any more, so nothing vouches for raising them.
   assert.equal(thresholdOf(c, 3), 0);
   assert.ok(c.state().log.some((e) => e.kind === 'tune'));
-  assert.ok(result.decisions.slice(200).every((d) => d.exitLayer === 1), 'everything exits at the first ramp');
+  assert.ok(
+    result.decisions.slice(200).every((d) => d.exitLayer === 1),
+    'everything exits at the first ramp',
+  );
 });
 
 test('drift: a ramp that turns confidently wrong is brought down and the constraint recovers', () => {
@@ -160,7 +167,10 @@ test('when no ramp pays, the set empties and trials come ever more rarely', () =
     replay(c, { header: t.header, tokens: [token] });
     if (c.activeRamps().length > 0) tokensWithRamps++;
   }
-  const trials = c.state().log.filter((e) => e.kind === 'activate').map((e) => e.token);
+  const trials = c
+    .state()
+    .log.filter((e) => e.kind === 'activate')
+    .map((e) => e.token);
   // Start at 0; emptied at the second adjustment (1,000), then idle 4, 8, 16, 32 adjustments
   // of 500 tokens, each trial taking two adjustments: 3,000, 8,000, 17,000, 34,000.
   assert.deepEqual(trials, [0, 3_000, 8_000, 17_000, 34_000]);
@@ -176,7 +186,10 @@ test('a ramp that pays for itself but not for leaving the fused graph is dropped
   };
   const cheap = run(0);
   assert.ok(cheap.ramps[0]!.utilityMs! > 0, `utility ${cheap.ramps[0]!.utilityMs}`);
-  assert.deepEqual(cheap.ramps.map((r) => r.layer), [3]);
+  assert.deepEqual(
+    cheap.ramps.map((r) => r.layer),
+    [3],
+  );
   // 4 ms saved per exit at about half the tokens is < 3 ms lost by every token.
   const dear = run(3);
   assert.deepEqual(dear.ramps, []);
@@ -198,7 +211,11 @@ test('shadow records veto new ramps that could never pay, and let through one th
   // Layer 3 saves 4 ms an exit: agreeing on 20% of tokens buys at most 0.8 ms of the 2 ms split.
   const poor = run(0.2);
   assert.ok(poor.shadow.ceilingMs['3']! < 0);
-  assert.deepEqual(poor.log.filter((e) => e.kind === 'activate').map((e) => e.token), [0], 'only the start');
+  assert.deepEqual(
+    poor.log.filter((e) => e.kind === 'activate').map((e) => e.token),
+    [0],
+    'only the start',
+  );
   // Agreeing on 90% it could pay, so it is tried again after the idle backoff (and dropped again: it never exits).
   const rich = run(0.9);
   assert.ok(rich.shadow.ceilingMs['3']! > 0);
@@ -240,7 +257,13 @@ test('setCosts before any feedback lays the ramps out again', () => {
 test('setThresholds forces the ramps; freeze stops tuning; exitAt follows 1 − confidence < threshold', () => {
   const c = controller();
   const revision = c.revision;
-  c.setThresholds([{ layer: 4, threshold: 0.1 }, { layer: 2, threshold: 0.3 }], { freeze: true });
+  c.setThresholds(
+    [
+      { layer: 4, threshold: 0.1 },
+      { layer: 2, threshold: 0.3 },
+    ],
+    { freeze: true },
+  );
   assert.ok(c.revision > revision);
   assert.deepEqual(c.activeRamps(), [
     { layer: 2, threshold: 0.3 },
@@ -269,6 +292,9 @@ test('state() is JSON-able and reports windows, exit rates and the log', () => {
   assert.equal(state.windowTokens, 200);
   const rates = state.ramps.reduce((a, r) => a + r.exitRate, state.fullModelRate ?? 0);
   assert.ok(Math.abs(rates - 1) < 1e-9, 'every token leaves somewhere');
-  assert.ok(state.ramps.every((r) => r.utilityMs !== null), 'two adjustments have run');
+  assert.ok(
+    state.ramps.every((r) => r.utilityMs !== null),
+    'two adjustments have run',
+  );
   assert.equal(state.log[0]?.kind, 'activate');
 });

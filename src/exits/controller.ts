@@ -147,7 +147,8 @@ export class ExitController {
   /** New measured costs; drops ramps (lowest utility first) if the budget no longer fits them. */
   setCosts(costs: Costs): void {
     const parsed = CostsSchema.parse(costs);
-    if (parsed.blockMs.length !== this.options.numLayers) throw new RangeError(`setCosts: blockMs needs ${this.options.numLayers} entries, got ${parsed.blockMs.length}`);
+    if (parsed.blockMs.length !== this.options.numLayers)
+      throw new RangeError(`setCosts: blockMs needs ${this.options.numLayers} entries, got ${parsed.blockMs.length}`);
     this.costs = parsed;
     const max = this.maxActive();
     if (this.ramps.length <= max) return;
@@ -174,7 +175,11 @@ export class ExitController {
     this.probation.clear();
     this.setRamps(ramps.map((r) => ({ ...r })));
     this.frozen = options.freeze ?? false;
-    this.event('forced', ramps.map((r) => r.layer), this.frozen ? 'forced and frozen' : 'forced');
+    this.event(
+      'forced',
+      ramps.map((r) => r.layer),
+      this.frozen ? 'forced and frozen' : 'forced',
+    );
   }
 
   /** Stops (true) or resumes (false) tuning and ramp adjustment; feedback is still recorded. */
@@ -244,7 +249,10 @@ export class ExitController {
     if (reset.length === 0) return;
     this.counts.emergencies++;
     this.setRamps(this.ramps.map((r) => (reset.includes(r.layer) ? { ...r, threshold: 0 } : r)));
-    const why = cumulativeLow && this.violationStreak < o.emergencyAfter ? `agreement over the last ${long.length} tokens below the constraint` : `${this.violationStreak} consecutive violations`;
+    const why =
+      cumulativeLow && this.violationStreak < o.emergencyAfter
+        ? `agreement over the last ${long.length} tokens below the constraint`
+        : `${this.violationStreak} consecutive violations`;
     this.event('emergency', reset, `${why}; windowed agreement ${this.windowedText()}`);
   }
 
@@ -269,14 +277,20 @@ export class ExitController {
     if (changed.length === 0) return;
     this.counts.tunes++;
     this.setRamps(this.ramps.map((r, i) => ({ layer: r.layer, threshold: result.thresholds[i]! })));
-    this.event(kind, changed, `${reason}; replayed agreement ${result.agreement.toFixed(4)}, saves ${result.savingMs.toFixed(1)} ms over ${records.length} tokens`);
+    this.event(
+      kind,
+      changed,
+      `${reason}; replayed agreement ${result.agreement.toFixed(4)}, saves ${result.savingMs.toFixed(1)} ms over ${records.length} tokens`,
+    );
   }
 
   private adjust(): void {
     this.sinceAdjust = 0;
     this.adjustments++;
     const blocked =
-      this.adjustments < this.idle.until ? new Set(this.candidates) : new Set([...this.retired].filter(([, r]) => r.until > this.adjustments).map(([layer]) => layer));
+      this.adjustments < this.idle.until
+        ? new Set(this.candidates)
+        : new Set([...this.retired].filter(([, r]) => r.until > this.adjustments).map(([layer]) => layer));
     for (const [layer, ceiling] of this.shadowCeilings()) if (ceiling < 0) blocked.add(layer);
     const plan = planAdjustment({
       active: this.ramps.map((r) => r.layer),
@@ -335,7 +349,11 @@ export class ExitController {
   private spreadRamps(kind: 'start' | 'budget'): void {
     const layers = spreadLayers(this.candidates, this.maxActive());
     this.setRamps(layers.map((layer) => ({ layer, threshold: 0 })));
-    this.event(kind === 'start' ? 'activate' : 'budget', layers, kind === 'start' ? 'start: spread evenly, threshold 0' : 'costs changed before any feedback: spread again');
+    this.event(
+      kind === 'start' ? 'activate' : 'budget',
+      layers,
+      kind === 'start' ? 'start: spread evenly, threshold 0' : 'costs changed before any feedback: spread again',
+    );
   }
 
   private setRamps(ramps: Ramp[]): void {

@@ -13,11 +13,32 @@ const small: Trace = {
   header,
   tokens: [
     // Ramp 1 is confident and right; ramp 0 is not confident.
-    { ramps: [{ layer: 0, confidence: 0.1, argmax: 7 }, { layer: 1, confidence: 0.99, argmax: 5 }, { layer: 2, confidence: 0.99, argmax: 5 }], final: 5 },
+    {
+      ramps: [
+        { layer: 0, confidence: 0.1, argmax: 7 },
+        { layer: 1, confidence: 0.99, argmax: 5 },
+        { layer: 2, confidence: 0.99, argmax: 5 },
+      ],
+      final: 5,
+    },
     // Ramp 0 is confident and wrong.
-    { ramps: [{ layer: 0, confidence: 0.98, argmax: 8 }, { layer: 1, confidence: 0.2, argmax: 9 }, { layer: 2, confidence: 0.5, argmax: 9 }], final: 9 },
+    {
+      ramps: [
+        { layer: 0, confidence: 0.98, argmax: 8 },
+        { layer: 1, confidence: 0.2, argmax: 9 },
+        { layer: 2, confidence: 0.5, argmax: 9 },
+      ],
+      final: 9,
+    },
     // Nobody is confident: the full model streams.
-    { ramps: [{ layer: 0, confidence: 0.1, argmax: 1 }, { layer: 1, confidence: 0.2, argmax: 2 }, { layer: 2, confidence: 0.3, argmax: 3 }], final: 3 },
+    {
+      ramps: [
+        { layer: 0, confidence: 0.1, argmax: 1 },
+        { layer: 1, confidence: 0.2, argmax: 2 },
+        { layer: 2, confidence: 0.3, argmax: 3 },
+      ],
+      final: 3,
+    },
   ],
 };
 
@@ -50,7 +71,13 @@ test('malformed traces name the line', () => {
 
 test('replay exits at the first active ramp that clears its threshold and judges it by the final argmax', () => {
   const c = new ExitController({ numLayers: 4, candidateLayers: [0, 1, 2], costs });
-  c.setThresholds([{ layer: 0, threshold: 0.05 }, { layer: 1, threshold: 0.05 }], { freeze: true });
+  c.setThresholds(
+    [
+      { layer: 0, threshold: 0.05 },
+      { layer: 1, threshold: 0.05 },
+    ],
+    { freeze: true },
+  );
   const result = replay(c, small);
   assert.deepEqual(result.decisions, [
     { exitLayer: 1, agrees: true },
@@ -62,14 +89,31 @@ test('replay exits at the first active ramp that clears its threshold and judges
   assert.equal(result.savedMs, 2 + 3);
   const state = c.state();
   assert.equal(state.tokens, 3);
-  assert.deepEqual(state.ramps.map((r) => r.exitRate), [1 / 3, 1 / 3]);
+  assert.deepEqual(
+    state.ramps.map((r) => r.exitRate),
+    [1 / 3, 1 / 3],
+  );
 });
 
 test('deferred feedback (maxDeferred) changes when records arrive, not what they say', () => {
-  const trace = synthTrace({ numLayers: 8, costs: { blockMs: new Array<number>(8).fill(1), rampMs: 0.2 }, tokens: 3_000, ramps: new Map([[2, informative(0.8)], [5, informative(0.9)]]) });
+  const trace = synthTrace({
+    numLayers: 8,
+    costs: { blockMs: new Array<number>(8).fill(1), rampMs: 0.2 },
+    tokens: 3_000,
+    ramps: new Map([
+      [2, informative(0.8)],
+      [5, informative(0.9)],
+    ]),
+  });
   const frozen = () => {
     const c = new ExitController({ numLayers: 8, candidateLayers: [2, 5] });
-    c.setThresholds([{ layer: 2, threshold: 0.15 }, { layer: 5, threshold: 0.2 }], { freeze: true });
+    c.setThresholds(
+      [
+        { layer: 2, threshold: 0.15 },
+        { layer: 5, threshold: 0.2 },
+      ],
+      { freeze: true },
+    );
     return c;
   };
   const [a, b] = [frozen(), frozen()];

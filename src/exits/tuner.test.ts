@@ -28,7 +28,10 @@ test('MIMD: steps halve when no move is valid; stops once every step is below mi
   const t = result.thresholds[0]!;
   assert.ok(t > 0.054 && t <= 0.0551, `threshold ${t}`);
   assert.ok(result.agreement >= 0.995);
-  assert.ok(result.steps.every((s) => s < 0.001), `steps ${result.steps}`);
+  assert.ok(
+    result.steps.every((s) => s < 0.001),
+    `steps ${result.steps}`,
+  );
   // Overshoots were refused, not taken: the path never exceeds the frontier.
   assert.ok(result.moves.every((m) => m.to <= 0.0551));
   assert.ok(result.iterations < 100);
@@ -45,7 +48,13 @@ test('stops at once with minStep = initialStep when nothing is valid', () => {
 function twoRamps(at0Tokens: { n: number; misses: number }, at1Tokens: { n: number; misses: number }) {
   const records: TokenRecord[] = [];
   const push = (u0: number, a0: boolean, u1: number, a1: boolean) =>
-    records.push({ ramps: [{ layer: 0, confidence: 1 - u0, agrees: a0 }, { layer: 1, confidence: 1 - u1, agrees: a1 }], exitLayer: null });
+    records.push({
+      ramps: [
+        { layer: 0, confidence: 1 - u0, agrees: a0 },
+        { layer: 1, confidence: 1 - u1, agrees: a1 },
+      ],
+      exitLayer: null,
+    });
   for (let i = 0; i < at0Tokens.n; i++) push(0, i >= at0Tokens.misses, 1, true);
   for (let i = 0; i < at1Tokens.n; i++) push(1, true, 0, i >= at1Tokens.misses);
   while (records.length < 1000) push(1, true, 1, true);
@@ -68,7 +77,10 @@ test('a move that saves and loses nothing wins outright', () => {
 
 test('overhead counts: exiting earlier also skips later ramps', () => {
   const records: TokenRecord[] = Array.from({ length: 10 }, () => ({
-    ramps: [{ layer: 0, confidence: 1, agrees: true }, { layer: 1, confidence: 1, agrees: true }],
+    ramps: [
+      { layer: 0, confidence: 1, agrees: true },
+      { layer: 1, confidence: 1, agrees: true },
+    ],
     exitLayer: null,
   }));
   const r = tuneThresholds({ records, layers: [0, 1], start: [0, 0], costs: { blockMs: [1, 1, 1], rampMs: 0.5 }, target: 1 });

@@ -157,9 +157,7 @@ export function tuneThresholds(input: TuneInput): TuneResult {
         lost += d;
         if (r >= recentFrom) dRecent += d;
       }
-      const valid =
-        (n === 0 || (correct - lost) / n >= target) &&
-        (recentCount === 0 || (recentCorrect - dRecent) / recentCount >= recentTarget);
+      const valid = (n === 0 || (correct - lost) / n >= target) && (recentCount === 0 || (recentCorrect - dRecent) / recentCount >= recentTarget);
       if (!valid) continue;
       let rank: number;
       let score: number;

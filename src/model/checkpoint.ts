@@ -112,10 +112,7 @@ export function getTensor(checkpoint: Checkpoint, name: string, dims: number[]):
   const tensor = checkpoint.tensors.get(name);
   if (!tensor) throw new ModelFormatError(checkpoint.source, `missing tensor ${name}`);
   if (tensor.dims.length !== dims.length || tensor.dims.some((d, i) => d !== dims[i])) {
-    throw new ModelFormatError(
-      checkpoint.source,
-      `tensor ${name} has shape [${tensor.dims}], expected [${dims}]`,
-    );
+    throw new ModelFormatError(checkpoint.source, `tensor ${name} has shape [${tensor.dims}], expected [${dims}]`);
   }
   return tensor;
 }

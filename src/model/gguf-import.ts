@@ -120,17 +120,26 @@ function llamaConfig(file: string, header: GgufHeader, vocabSize: number, specia
   const dim = m['llama.embedding_length'];
   const headDim = m['llama.attention.key_length'] ?? dim / numHeads;
   if (!Number.isInteger(headDim) || (m['llama.attention.value_length'] ?? headDim) !== headDim) {
-    throw new ModelFormatError(file, `head sizes (key ${headDim}, value ${m['llama.attention.value_length']}) are not supported: they must be equal whole numbers`);
+    throw new ModelFormatError(
+      file,
+      `head sizes (key ${headDim}, value ${m['llama.attention.value_length']}) are not supported: they must be equal whole numbers`,
+    );
   }
   if ((m['llama.rope.dimension_count'] ?? headDim) !== headDim) {
-    throw new ModelFormatError(file, `rotary embedding on ${m['llama.rope.dimension_count']} of ${headDim} head dimensions is not supported (only all of them)`);
+    throw new ModelFormatError(
+      file,
+      `rotary embedding on ${m['llama.rope.dimension_count']} of ${headDim} head dimensions is not supported (only all of them)`,
+    );
   }
   const scaling = m['llama.rope.scaling.type'];
   if (scaling !== undefined && scaling !== 'none' && !(scaling === 'linear' && m['llama.rope.scaling.factor'] === 1)) {
     throw new ModelFormatError(file, `rope scaling "${scaling}" is not supported`);
   }
   if (header.tensors.some((t) => t.name === 'rope_freqs.weight')) {
-    throw new ModelFormatError(file, 'rope_freqs.weight (Llama 3.1 style per-frequency rope scaling) is not supported in GGUF files; import the Hugging Face checkpoint instead');
+    throw new ModelFormatError(
+      file,
+      'rope_freqs.weight (Llama 3.1 style per-frequency rope scaling) is not supported in GGUF files; import the Hugging Face checkpoint instead',
+    );
   }
   return {
     architecture: 'llama',
@@ -178,7 +187,10 @@ function gpt2Config(file: string, header: GgufHeader, vocabSize: number, special
 /** Splits GPT-2's fused q/k/v matrices and biases into the canonical per-projection tensors. */
 function splitQkv(tensors: Map<string, Tensor>, config: ModelConfig): void {
   for (let i = 0; i < config.numLayers; i++) {
-    for (const [fused, parts] of [['wqkv', ['wq', 'wk', 'wv']], ['bqkv', ['bq', 'bk', 'bv']]] as const) {
+    for (const [fused, parts] of [
+      ['wqkv', ['wq', 'wk', 'wv']],
+      ['bqkv', ['bq', 'bk', 'bv']],
+    ] as const) {
       const tensor = tensors.get(`layers.${i}.${fused}`);
       if (!tensor) continue; // missing: compiling the checkpoint names what is missing
       tensors.delete(`layers.${i}.${fused}`);

@@ -17,7 +17,12 @@ function matrix(rows: number): Float32Array {
 /** Each block's largest magnitude, per value. */
 function blockMaxAbs(values: Float32Array): Float32Array {
   const out = new Float32Array(values.length);
-  for (let b = 0; b < values.length; b += 32) out.fill(values.subarray(b, b + 32).reduce((m, v) => Math.max(m, Math.abs(v)), 0), b, b + 32);
+  for (let b = 0; b < values.length; b += 32)
+    out.fill(
+      values.subarray(b, b + 32).reduce((m, v) => Math.max(m, Math.abs(v)), 0),
+      b,
+      b + 32,
+    );
   return out;
 }
 
@@ -99,10 +104,28 @@ test('writeGguf and readGgufHeader round-trip metadata of every type and tensor 
   const header = readGgufHeader(file);
   assert.equal(header.version, 3);
   assert.deepEqual(Object.fromEntries(header.metadata), {
-    'general.architecture': 'llama', 'a.u8': 255, 'a.i8': -128, 'a.u16': 65535, 'a.i16': -3, 'a.u32': 4294967295, 'a.i32': -7,
-    'a.f32': 0.5, 'a.bool': true, 'a.u64': 2 ** 40, 'a.i64': -(2 ** 40), 'a.f64': 0.1, 'a.strings': ['▁a', 'ü', ''], 'a.floats': [1, -0.25],
+    'general.architecture': 'llama',
+    'a.u8': 255,
+    'a.i8': -128,
+    'a.u16': 65535,
+    'a.i16': -3,
+    'a.u32': 4294967295,
+    'a.i32': -7,
+    'a.f32': 0.5,
+    'a.bool': true,
+    'a.u64': 2 ** 40,
+    'a.i64': -(2 ** 40),
+    'a.f64': 0.1,
+    'a.strings': ['▁a', 'ü', ''],
+    'a.floats': [1, -0.25],
   });
-  assert.deepEqual(header.tensors.map((x) => [x.name, x.ne, x.type.name, x.fileOffset % 32]), [['norm', [3], 'F32', 0], ['embd', [64, 3], 'Q8_0', 0]]);
+  assert.deepEqual(
+    header.tensors.map((x) => [x.name, x.ne, x.type.name, x.fileOffset % 32]),
+    [
+      ['norm', [3], 'F32', 0],
+      ['embd', [64, 3], 'Q8_0', 0],
+    ],
+  );
   assert.deepEqual(dequantize(F32, readTensorBytes(header, header.tensors[0]!), 3), norm);
   assert.deepEqual(readTensorBytes(header, header.tensors[1]!), Buffer.from(quantize(Q8_0, embd)));
   assert.deepEqual(fs.readdirSync(dir), ['x.gguf'], 'no partial file left');

@@ -41,8 +41,7 @@ const TokenizerMetadataSchema = z.object({
 
 /** The Hugging Face pre-tokenizer of each known `tokenizer.ggml.pre`, and whether merges are skipped for whole-vocab words. */
 const BYTE_LEVEL = { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true };
-const LLAMA3_PATTERN =
-  "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+const LLAMA3_PATTERN = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 const PRE_TOKENIZERS: Record<string, { preTokenizer: Record<string, unknown>; ignoreMerges: boolean }> = {
   'gpt-2': { preTokenizer: BYTE_LEVEL, ignoreMerges: false },
   'llama-bpe': {
@@ -138,10 +137,13 @@ export function ggufTokenizer(file: string, metadata: ReadonlyMap<string, GgufVa
   const ids = ['bos', 'eos', 'eot', 'eom'] as const;
   for (const name of ids) {
     const id = m[`tokenizer.ggml.${name}_token_id`];
-    if (id !== undefined && id >= tokens.length) throw new ModelFormatError(file, `tokenizer.ggml.${name}_token_id ${id} is outside the ${tokens.length}-token vocabulary`);
+    if (id !== undefined && id >= tokens.length)
+      throw new ModelFormatError(file, `tokenizer.ggml.${name}_token_id ${id} is outside the ${tokens.length}-token vocabulary`);
   }
   const bosTokenId = m['tokenizer.ggml.bos_token_id'] ?? null;
-  const eosTokenIds = [...new Set([m['tokenizer.ggml.eos_token_id'], m['tokenizer.ggml.eot_token_id'], m['tokenizer.ggml.eom_token_id']].filter((id) => id !== undefined))];
+  const eosTokenIds = [
+    ...new Set([m['tokenizer.ggml.eos_token_id'], m['tokenizer.ggml.eot_token_id'], m['tokenizer.ggml.eom_token_id']].filter((id) => id !== undefined)),
+  ];
   const model = m['tokenizer.ggml.model'];
   if (model === 'gpt2') return { files: byteLevelTokenizer(file, m), bosTokenId, eosTokenIds, vocabSize: tokens.length };
   if (model !== 'llama') throw new ModelFormatError(file, `tokenizer.ggml.model "${model}" is not supported (only "llama" and "gpt2")`);
@@ -151,7 +153,11 @@ export function ggufTokenizer(file: string, metadata: ReadonlyMap<string, GgufVa
   if ((bosTokenId ?? 1) !== 1 || (m['tokenizer.ggml.eos_token_id'] ?? 2) !== 2) {
     throw new ModelFormatError(file, `a "llama" tokenizer with BOS ${bosTokenId} and EOS ${m['tokenizer.ggml.eos_token_id']} is not supported (only 1 and 2)`);
   }
-  const files = scoredPiecesTokenizer(file, tokens.map((text, id) => ({ text, score: scores[id]! })), tokens.length);
+  const files = scoredPiecesTokenizer(
+    file,
+    tokens.map((text, id) => ({ text, score: scores[id]! })),
+    tokens.length,
+  );
   if (m['tokenizer.chat_template'] !== undefined) files.config = { ...files.config, chat_template: m['tokenizer.chat_template'] };
   return { files, bosTokenId, eosTokenIds, vocabSize: tokens.length };
 }
@@ -202,7 +208,8 @@ export function ggufTokenizerMetadata(source: string, files: TokenizerFiles, con
   const tokens = new Array<string>(config.vocabSize);
   const types = new Int32Array(config.vocabSize).fill(TOKEN_TYPE.normal);
   const place = (text: string, id: number) => {
-    if (id >= config.vocabSize) throw new ModelFormatError(source, `token ${JSON.stringify(text)} has id ${id}, outside the model's ${config.vocabSize}-token vocabulary`);
+    if (id >= config.vocabSize)
+      throw new ModelFormatError(source, `token ${JSON.stringify(text)} has id ${id}, outside the model's ${config.vocabSize}-token vocabulary`);
     tokens[id] = text;
   };
   for (const [text, id] of Object.entries(model.vocab)) place(text, id);

@@ -29,8 +29,19 @@ const ALIGNMENT_KEY = 'general.alignment';
 
 /** Metadata value types, numbered as in the spec. */
 const VALUE_TYPES = {
-  uint8: 0, int8: 1, uint16: 2, int16: 3, uint32: 4, int32: 5, float32: 6, bool: 7,
-  string: 8, array: 9, uint64: 10, int64: 11, float64: 12,
+  uint8: 0,
+  int8: 1,
+  uint16: 2,
+  int16: 3,
+  uint32: 4,
+  int32: 5,
+  float32: 6,
+  bool: 7,
+  string: 8,
+  array: 9,
+  uint64: 10,
+  int64: 11,
+  float64: 12,
 } as const;
 type ScalarType = Exclude<keyof typeof VALUE_TYPES, 'array'>;
 const TYPE_NAMES = Object.fromEntries(Object.entries(VALUE_TYPES).map(([name, code]) => [code, name])) as Record<number, keyof typeof VALUE_TYPES>;
@@ -117,18 +128,30 @@ class FileCursor {
 
   scalar(type: ScalarType, what: string): number | string | boolean {
     switch (type) {
-      case 'uint8': return this.need(1, what).readUInt8(0);
-      case 'int8': return this.need(1, what).readInt8(0);
-      case 'uint16': return this.need(2, what).readUInt16LE(0);
-      case 'int16': return this.need(2, what).readInt16LE(0);
-      case 'uint32': return this.u32(what);
-      case 'int32': return this.need(4, what).readInt32LE(0);
-      case 'float32': return this.need(4, what).readFloatLE(0);
-      case 'bool': return this.need(1, what).readUInt8(0) !== 0;
-      case 'string': return this.string(what);
-      case 'uint64': return Number(this.need(8, what).readBigUInt64LE(0));
-      case 'int64': return Number(this.need(8, what).readBigInt64LE(0));
-      case 'float64': return this.need(8, what).readDoubleLE(0);
+      case 'uint8':
+        return this.need(1, what).readUInt8(0);
+      case 'int8':
+        return this.need(1, what).readInt8(0);
+      case 'uint16':
+        return this.need(2, what).readUInt16LE(0);
+      case 'int16':
+        return this.need(2, what).readInt16LE(0);
+      case 'uint32':
+        return this.u32(what);
+      case 'int32':
+        return this.need(4, what).readInt32LE(0);
+      case 'float32':
+        return this.need(4, what).readFloatLE(0);
+      case 'bool':
+        return this.need(1, what).readUInt8(0) !== 0;
+      case 'string':
+        return this.string(what);
+      case 'uint64':
+        return Number(this.need(8, what).readBigUInt64LE(0));
+      case 'int64':
+        return Number(this.need(8, what).readBigInt64LE(0));
+      case 'float64':
+        return this.need(8, what).readDoubleLE(0);
     }
   }
 
@@ -188,13 +211,20 @@ export function readGgufHeader(file: string): GgufHeader {
     const tensors = infos.map(({ name, ne, typeCode, offset }): GgufTensorInfo => {
       const type = GGML_TYPES.find((t) => t.code === typeCode);
       if (!type) {
-        throw new ModelFormatError(file, `tensor ${name} has ggml type ${ggmlTypeName(typeCode)}, which offramp does not read (it reads ${GGML_TYPES.map((t) => t.name).join(', ')})`);
+        throw new ModelFormatError(
+          file,
+          `tensor ${name} has ggml type ${ggmlTypeName(typeCode)}, which offramp does not read (it reads ${GGML_TYPES.map((t) => t.name).join(', ')})`,
+        );
       }
-      if (offset % alignment !== 0) throw new ModelFormatError(file, `corrupt: tensor ${name}'s offset ${offset} is not a multiple of the alignment ${alignment}`);
+      if (offset % alignment !== 0)
+        throw new ModelFormatError(file, `corrupt: tensor ${name}'s offset ${offset} is not a multiple of the alignment ${alignment}`);
       const byteLength = tensorByteLength(type, ne, (problem) => new ModelFormatError(file, `tensor ${name}: ${problem}`));
       const fileOffset = dataStart + offset;
       if (fileOffset + byteLength > cursor.size) {
-        throw new ModelFormatError(file, `tensor ${name}'s data (bytes ${fileOffset} to ${fileOffset + byteLength}) lies beyond the end of the file (${cursor.size} bytes): truncated or corrupt`);
+        throw new ModelFormatError(
+          file,
+          `tensor ${name}'s data (bytes ${fileOffset} to ${fileOffset + byteLength}) lies beyond the end of the file (${cursor.size} bytes): truncated or corrupt`,
+        );
       }
       return { name, ne, type, fileOffset, byteLength };
     });
@@ -255,16 +285,36 @@ class Writer {
   number(type: Exclude<ScalarType, 'string' | 'bool'>, value: number): void {
     const b = Buffer.alloc(type === 'uint64' || type === 'int64' || type === 'float64' ? 8 : type.endsWith('8') ? 1 : type.endsWith('16') ? 2 : 4);
     switch (type) {
-      case 'uint8': b.writeUInt8(value); break;
-      case 'int8': b.writeInt8(value); break;
-      case 'uint16': b.writeUInt16LE(value); break;
-      case 'int16': b.writeInt16LE(value); break;
-      case 'uint32': b.writeUInt32LE(value); break;
-      case 'int32': b.writeInt32LE(value); break;
-      case 'float32': b.writeFloatLE(value); break;
-      case 'uint64': b.writeBigUInt64LE(BigInt(value)); break;
-      case 'int64': b.writeBigInt64LE(BigInt(value)); break;
-      case 'float64': b.writeDoubleLE(value); break;
+      case 'uint8':
+        b.writeUInt8(value);
+        break;
+      case 'int8':
+        b.writeInt8(value);
+        break;
+      case 'uint16':
+        b.writeUInt16LE(value);
+        break;
+      case 'int16':
+        b.writeInt16LE(value);
+        break;
+      case 'uint32':
+        b.writeUInt32LE(value);
+        break;
+      case 'int32':
+        b.writeInt32LE(value);
+        break;
+      case 'float32':
+        b.writeFloatLE(value);
+        break;
+      case 'uint64':
+        b.writeBigUInt64LE(BigInt(value));
+        break;
+      case 'int64':
+        b.writeBigInt64LE(BigInt(value));
+        break;
+      case 'float64':
+        b.writeDoubleLE(value);
+        break;
     }
     this.push(b);
   }

@@ -188,13 +188,12 @@ function llamaBlock(g: GraphBuilder, config: ModelConfig, layer: number, weight:
   const attnOut = linearLayer(attention(g, config, q, k, v, io), 'wo', qDim);
 
   // Feed-forward: h + W2 · (silu(W1·m) * W3·m), m = rmsnorm(h), h = x + attention
-  const [ffnIn, , , h] = g.node(
-    'SkipSimplifiedLayerNormalization',
-    [attnOut, x, w('ffn_norm')],
-    { epsilon: normEps },
-    4,
-    MS,
-  ) as [string, string, string, string];
+  const [ffnIn, , , h] = g.node('SkipSimplifiedLayerNormalization', [attnOut, x, w('ffn_norm')], { epsilon: normEps }, 4, MS) as [
+    string,
+    string,
+    string,
+    string,
+  ];
   const gateUp = linearLayer(ffnIn, 'w13', dim);
   const [gate, up] = g.node('Split', [gateUp, g.constant([hiddenDim, hiddenDim])], { axis: -1 }, 2) as [string, string];
   const act = g.op('Mul', [g.op('Mul', [gate, g.op('Sigmoid', [gate])]), up]);
@@ -212,13 +211,12 @@ function gpt2Block(g: GraphBuilder, config: ModelConfig, layer: number, weight: 
   const [q, k, v] = g.node('Split', [qkv, g.constant([dim, dim, dim])], { axis: -1 }, [`q_${layer}`, io.newKey, io.newValue]) as [string, string, string];
   const attnOut = linearLayer(attention(g, config, q, k, v, io), 'wo', dim);
   // SkipLayerNormalization adds the output projection's bias, the residual, and normalizes in one kernel.
-  const [ffnIn, , , h] = g.node(
-    'SkipLayerNormalization',
-    [attnOut, x, w('ffn_norm'), w('ffn_norm_bias'), w('bo')],
-    { epsilon: normEps },
-    4,
-    MS,
-  ) as [string, string, string, string];
+  const [ffnIn, , , h] = g.node('SkipLayerNormalization', [attnOut, x, w('ffn_norm'), w('ffn_norm_bias'), w('bo')], { epsilon: normEps }, 4, MS) as [
+    string,
+    string,
+    string,
+    string,
+  ];
   const up = g.op('FastGelu', [linearLayer(ffnIn, 'w1', dim), w('b1')], {}, MS); // GPT-2's tanh GELU
   const down = g.op('Add', [linearLayer(up, 'w2', hiddenDim), w('b2')]);
   g.node('Add', [h, down], {}, [io.hiddenOut]);
@@ -347,7 +345,15 @@ export function buildTrainedRampGraph(
 }
 
 /** Adds a trained ramp over `hidden` [rows, dim], writing `logits` [rows, candidates + 1]. */
-function trainedRamp(g: GraphBuilder, config: ModelConfig, weight: WeightLookup, ramp: TrainedRampWeights, rampsFile: string, hidden: string, logits: string): void {
+function trainedRamp(
+  g: GraphBuilder,
+  config: ModelConfig,
+  weight: WeightLookup,
+  ramp: TrainedRampWeights,
+  rampsFile: string,
+  hidden: string,
+  logits: string,
+): void {
   const own = (name: string, ref: WeightRef) => g.weight(`ramp.${name}`, ref, rampsFile);
   const translated = g.op('Gemm', [hidden, own('translator', ramp.translator), own('bias', ramp.bias)]);
   const normed = finalNorm(g, config, weight, translated);

@@ -76,7 +76,10 @@ export function readTokenizerFiles(dir: string): TokenizerFiles {
 const asList = (ids: number | number[] | null | undefined): number[] => (ids == null ? [] : Array.isArray(ids) ? ids : [ids]);
 
 /** BOS and the EOS set: generation_config.json refines config.json (chat models list extra stop ids there). */
-export function readSpecialTokens(dir: string, config: { bos_token_id?: number | number[] | null; eos_token_id?: number | number[] | null }): {
+export function readSpecialTokens(
+  dir: string,
+  config: { bos_token_id?: number | number[] | null; eos_token_id?: number | number[] | null },
+): {
   bosTokenId: number | null;
   eosTokenIds: number[];
 } {
@@ -207,7 +210,8 @@ export function importHfLlama(dir: string): Checkpoint {
     take(`${hfLayer}.mlp.down_proj.weight`, `${layer}.w2`, [dim, hiddenDim]);
   }
   take('model.norm.weight', 'norm', [dim]);
-  if (tied) used.add('lm_head.weight'); // a saved copy of the tied head is the embedding again
+  if (tied)
+    used.add('lm_head.weight'); // a saved copy of the tied head is the embedding again
   else take('lm_head.weight', 'output', [vocabSize, dim]);
 
   // Anything left over is a variant this importer does not understand (q/k norms, MLP biases, …):

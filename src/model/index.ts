@@ -6,7 +6,19 @@
  */
 export { blockMacs, ModelFormatError, type Checkpoint, type ModelConfig, type Tensor } from './checkpoint.js';
 export { KvCache } from './kv-cache.js';
-export { describeRamps, WEIGHTS_FILE, type RampReport, isPreparedModel, QUANTIZATIONS, quantizationSuffix, readManifest, weightsLabel, type Manifest, type Quantization, type RampTraining } from './manifest.js';
+export {
+  describeRamps,
+  WEIGHTS_FILE,
+  type RampReport,
+  isPreparedModel,
+  QUANTIZATIONS,
+  quantizationSuffix,
+  readManifest,
+  weightsLabel,
+  type Manifest,
+  type Quantization,
+  type RampTraining,
+} from './manifest.js';
 export { DeviceError, Model, type BlockRows, type Device, type RuntimeOptions, type SpanBuffers, type SpanRampResult } from './model.js';
 export { prepareModel, type PrepareOptions, type RampTrainer, type TrainRampsMode } from './prepare.js';
 export { exportRamps, writeTrainedRamps } from './ramps-store.js';

@@ -19,7 +19,12 @@ function fill(kv: KvCache, positions: number): void {
         }
       }
     }
-    kv.append(layer, rows, keys, keys.map((x) => -x));
+    kv.append(
+      layer,
+      rows,
+      keys,
+      keys.map((x) => -x),
+    );
   }
 }
 

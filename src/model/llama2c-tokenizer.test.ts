@@ -24,7 +24,7 @@ function loadReference(file: string): ReferenceTokenizer {
   const bytes = fs.readFileSync(file);
   const vocab: string[] = [];
   const scores: number[] = [];
-  for (let offset = 4; offset < bytes.length; ) {
+  for (let offset = 4; offset < bytes.length;) {
     scores.push(bytes.readFloatLE(offset));
     const length = bytes.readInt32LE(offset + 4);
     vocab.push(bytes.subarray(offset + 8, offset + 8 + length).toString('latin1'));
@@ -163,8 +163,7 @@ test('a vocabulary size that does not match the model is refused', () => {
   const file = writeTokenizerBin(tinyPieces());
   assert.throws(
     () => convertLlama2cTokenizer(file, 512),
-    (error: unknown) =>
-      error instanceof ModelFormatError && error.file === file && /has 268 tokens but the model's vocab_size is 512/.test(error.message),
+    (error: unknown) => error instanceof ModelFormatError && error.file === file && /has 268 tokens but the model's vocab_size is 512/.test(error.message),
   );
 });
 
@@ -273,9 +272,7 @@ test('the converted tok512.bin encodes like run.c: golden texts, hand-picked and
   const file = sharedModelPath('stories260K', 'tok512.bin');
   const reference = loadReference(file);
   const tokenizer = TextTokenizer.fromFiles(convertLlama2cTokenizer(file, 512));
-  const golden = ['golden-once-upon-a-time.txt', 'golden-tom-and-his-dog.txt'].map((name) =>
-    fs.readFileSync(sharedModelPath('stories260K', name), 'utf8'),
-  );
+  const golden = ['golden-once-upon-a-time.txt', 'golden-tom-and-his-dog.txt'].map((name) => fs.readFileSync(sharedModelPath('stories260K', name), 'utf8'));
   const texts = [...golden, ...golden.map((g) => g.trimEnd()), ...HAND_PICKED, ...fuzzTexts(reference, 3000, 260)];
   for (const text of texts) {
     const ids = tokenizer.encode(text);

@@ -148,7 +148,10 @@ export function scoredPiecesTokenizer(path: string, pieces: readonly ScoredPiece
     }
     vocabObject[text] = id;
   });
-  const merges = deriveMerges(vocab, pieces.map((p) => p.score));
+  const merges = deriveMerges(
+    vocab,
+    pieces.map((p) => p.score),
+  );
 
   const special = (id: number) => ({
     id,

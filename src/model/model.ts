@@ -88,7 +88,8 @@ function createSession(graph: string | Uint8Array, options: RuntimeOptions, dir?
       extra: { session: { intra_op: { allow_spinning: '0' }, ...weightsFolder } },
     });
   } catch (error) {
-    if (options.device !== 'cpu') throw new DeviceError(`--device ${options.device}: ${INSTALL_HINT[options.device]} (${(error as Error).message.split('\n')[0]})`);
+    if (options.device !== 'cpu')
+      throw new DeviceError(`--device ${options.device}: ${INSTALL_HINT[options.device]} (${(error as Error).message.split('\n')[0]})`);
     throw error;
   }
 }
@@ -201,7 +202,21 @@ export class Model {
     const candidates = trained ? readCandidates(dir, trained) : null;
     const useFused = options.fused ?? weightsBytes.length < FUSED_MAX_BYTES;
     const fused = useFused ? createSession(path.join(dir, manifest.graphs.fused), options) : null;
-    return new Model(dir, manifest, tokenizer, blocks, head, rampHead, trainedRamps, candidates, fused, embeddings, positionEmbeddings, options, weightsBytes.length);
+    return new Model(
+      dir,
+      manifest,
+      tokenizer,
+      blocks,
+      head,
+      rampHead,
+      trainedRamps,
+      candidates,
+      fused,
+      embeddings,
+      positionEmbeddings,
+      options,
+      weightsBytes.length,
+    );
   }
 
   /** Hidden states [tokens, dim] for `tokens` at `positions`. */
@@ -356,7 +371,11 @@ export class Model {
       decision = createSession(buildDecisionGraph(this.rampWidth, end.confidence), this.runtime, this.dir);
       this.decisions.set(end.confidence, decision);
     }
-    const results = this.run(decision, { [HeadIO.logits]: tensorOver(logits, [positions, this.rampWidth]) }, { [SpanIO.rampTop]: null, [SpanIO.rampConfidence]: null });
+    const results = this.run(
+      decision,
+      { [HeadIO.logits]: tensorOver(logits, [positions, this.rampWidth]) },
+      { [SpanIO.rampTop]: null, [SpanIO.rampConfidence]: null },
+    );
     return { top: results[SpanIO.rampTop]!.data as Int32Array, confidence: results[SpanIO.rampConfidence]!.data as Float32Array };
   }
 
@@ -440,11 +459,7 @@ export class Model {
   runRamp(layer: number, hidden: Float32Array, numRows: number, logits: Float32Array): void {
     const session = this.candidates ? this.trainedRamps.get(layer) : this.rampHead;
     if (!session) throw new RangeError(`no trained ramp after block ${layer}`);
-    this.run(
-      session,
-      { [HeadIO.hidden]: tensorOver(hidden, [numRows, this.config.dim]) },
-      { [HeadIO.logits]: tensorOver(logits, [numRows, this.rampWidth]) },
-    );
+    this.run(session, { [HeadIO.hidden]: tensorOver(hidden, [numRows, this.config.dim]) }, { [HeadIO.logits]: tensorOver(logits, [numRows, this.rampWidth]) });
   }
 
   /** Positions and the attention mask for `rows`: the inputs every block shares. */
@@ -489,7 +504,15 @@ export class Model {
 
   release(): void {
     const spans = [...this.spans.values()].map((span) => span.session);
-    for (const session of new Set([...this.blocks, this.head, this.rampHead, ...this.trainedRamps.values(), this.fused, ...spans, ...this.decisions.values()])) {
+    for (const session of new Set([
+      ...this.blocks,
+      this.head,
+      this.rampHead,
+      ...this.trainedRamps.values(),
+      this.fused,
+      ...spans,
+      ...this.decisions.values(),
+    ])) {
       session?.release();
     }
     this.spans.clear();

@@ -103,9 +103,7 @@ function attribute(name: string, value: AttributeValue): Attribute {
   if (typeof value === 'string') return { name, type: AttributeType.STRING, s: new TextEncoder().encode(value) };
   if (Array.isArray(value)) return { name, type: AttributeType.INTS, ints: value };
   if (typeof value === 'number') {
-    return Number.isInteger(value)
-      ? { name, type: AttributeType.INT, i: value }
-      : { name, type: AttributeType.FLOAT, f: value };
+    return Number.isInteger(value) ? { name, type: AttributeType.INT, i: value } : { name, type: AttributeType.FLOAT, f: value };
   }
   if ('floats' in value) return { name, type: AttributeType.FLOATS, floats: value.floats };
   if ('int' in value) return { name, type: AttributeType.INT, i: value.int };
@@ -179,9 +177,7 @@ export class GraphBuilder {
   constant(values: number[], type: 'int64' | 'float' = 'int64', dims: number[] = [values.length]): string {
     const name = `const_${this.counter++}`;
     this.initializers.push(
-      type === 'int64'
-        ? { name, dims, dataType: DataType.int64, int64Data: values }
-        : { name, dims, dataType: DataType.float, floatData: values },
+      type === 'int64' ? { name, dims, dataType: DataType.int64, int64Data: values } : { name, dims, dataType: DataType.float, floatData: values },
     );
     return name;
   }
@@ -190,17 +186,8 @@ export class GraphBuilder {
    * Adds a node. `outputs` is a count (names are generated) or explicit names.
    * An empty string in `inputs` marks an omitted optional input.
    */
-  node(
-    opType: string,
-    inputs: string[],
-    attributes: Record<string, AttributeValue> = {},
-    outputs: number | string[] = 1,
-    domain = '',
-  ): string[] {
-    const names =
-      typeof outputs === 'number'
-        ? Array.from({ length: outputs }, (_, k) => `${opType.toLowerCase()}_${this.counter}_${k}`)
-        : outputs;
+  node(opType: string, inputs: string[], attributes: Record<string, AttributeValue> = {}, outputs: number | string[] = 1, domain = ''): string[] {
+    const names = typeof outputs === 'number' ? Array.from({ length: outputs }, (_, k) => `${opType.toLowerCase()}_${this.counter}_${k}`) : outputs;
     this.nodes.push({
       name: `${opType}_${this.counter++}`,
       opType,

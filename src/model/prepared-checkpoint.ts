@@ -18,14 +18,18 @@ import { rowRange, transpose } from './tensors.js';
 export function readPreparedCheckpoint(dir: string): Checkpoint {
   const manifest = readManifest(dir);
   if (manifest.quantization !== 'none') {
-    throw new ModelFormatError(dir, `prepared with ${manifest.quantization} weights, whose float values are gone: export the checkpoint it came from (${manifest.source})`);
+    throw new ModelFormatError(
+      dir,
+      `prepared with ${manifest.quantization} weights, whose float values are gone: export the checkpoint it came from (${manifest.source})`,
+    );
   }
   const c = manifest.config;
   const weightsFile = path.join(dir, WEIGHTS_FILE);
   const bytes = fs.readFileSync(weightsFile);
   const stored = (name: string): Tensor => {
     const ref = manifest.weights[name];
-    if (!ref || ref.type !== 'float' || ref.offset + ref.byteLength > bytes.length) throw new ModelFormatError(weightsFile, `no float32 weight ${name} where the manifest says`);
+    if (!ref || ref.type !== 'float' || ref.offset + ref.byteLength > bytes.length)
+      throw new ModelFormatError(weightsFile, `no float32 weight ${name} where the manifest says`);
     // A copy: weights.bin's buffer need not be 4-byte aligned at the offset.
     const data = new Float32Array(bytes.buffer.slice(bytes.byteOffset + ref.offset, bytes.byteOffset + ref.offset + ref.byteLength));
     return { dims: ref.dims, data };

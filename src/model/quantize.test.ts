@@ -55,7 +55,10 @@ test('int8 pads a row whose length is not a multiple of 32 with zero-point codes
   for (let row = 0; row < 3; row++) {
     const padding = q.codes.subarray((row * 2 + 1) * INT8_BLOCK_SIZE + (inFeatures - INT8_BLOCK_SIZE), (row * 2 + 2) * INT8_BLOCK_SIZE);
     assert.equal(padding.length, 2 * INT8_BLOCK_SIZE - inFeatures);
-    assert.ok(padding.every((c) => c === INT8_ZERO_POINT), `row ${row}: padding decodes to 0`);
+    assert.ok(
+      padding.every((c) => c === INT8_ZERO_POINT),
+      `row ${row}: padding decodes to 0`,
+    );
     // The partial block's scale comes from its 11 real weights only.
     const tail = Array.from(w.data.subarray(row * inFeatures + INT8_BLOCK_SIZE, (row + 1) * inFeatures));
     assert.ok(Math.abs(q.scales[row * 2 + 1]! - Math.max(...tail.map(Math.abs)) / 127) < 1e-9);

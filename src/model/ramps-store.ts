@@ -80,7 +80,14 @@ function installRampGraphs(dir: string, manifest: Manifest, trainedRamps: Traine
     return found;
   };
   for (const ramp of trainedRamps.ramps) {
-    const graph = buildTrainedRampGraph(manifest.config, ramp.layer, lookup, { ...ramp, candidateRows: trainedRamps.candidateRows }, WEIGHTS_FILE, trainedRamps.file);
+    const graph = buildTrainedRampGraph(
+      manifest.config,
+      ramp.layer,
+      lookup,
+      { ...ramp, candidateRows: trainedRamps.candidateRows },
+      WEIGHTS_FILE,
+      trainedRamps.file,
+    );
     fs.writeFileSync(path.join(dir, ramp.graph), graph);
   }
   const updated: Manifest = { ...manifest, trainedRamps };
@@ -123,10 +130,18 @@ export function exportRamps(dir: string, manifest: Manifest, ckpt: Checkpoint, o
  * fingerprint matches) into the prepared model `dir`. Returns the updated
  * manifest and where they came from, or null when none match.
  */
-export function installShippedRamps(dir: string, manifest: Manifest, ckpt: Checkpoint, shippedDir = SHIPPED_RAMPS_DIR): { manifest: Manifest; from: string } | null {
+export function installShippedRamps(
+  dir: string,
+  manifest: Manifest,
+  ckpt: Checkpoint,
+  shippedDir = SHIPPED_RAMPS_DIR,
+): { manifest: Manifest; from: string } | null {
   if (!fs.existsSync(shippedDir)) return null;
   let fingerprint: string | null = null;
-  for (const entry of fs.readdirSync(shippedDir).filter((name) => name.endsWith('.ramps')).sort()) {
+  for (const entry of fs
+    .readdirSync(shippedDir)
+    .filter((name) => name.endsWith('.ramps'))
+    .sort()) {
     const from = path.join(shippedDir, entry);
     const parsed = ShippedRampsSchema.safeParse(JSON.parse(fs.readFileSync(path.join(from, SHIPPED_RAMPS_JSON), 'utf8')));
     // Cheap checks first: hashing a large checkpoint's weights takes a while.

@@ -165,7 +165,12 @@ function fingerprint(source: string, quantization: Quantization, tokenizer?: str
   hash.update(`quantization:${quantization}\n`);
   for (const p of [source, tokenizer].filter((x): x is string => !!x)) {
     const stat = fs.statSync(p);
-    const files = stat.isDirectory() ? fs.readdirSync(p).sort().map((f) => path.join(p, f)) : [p];
+    const files = stat.isDirectory()
+      ? fs
+          .readdirSync(p)
+          .sort()
+          .map((f) => path.join(p, f))
+      : [p];
     for (const f of files) {
       const s = fs.statSync(f);
       hash.update(`${path.resolve(f)}:${s.size}:${s.mtimeMs}\n`);

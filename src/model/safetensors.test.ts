@@ -100,7 +100,13 @@ test('readSafetensorsDir reads a single file or the shards of an index', (t) => 
   assert.throws(() => readSafetensorsDir(dir), /no model.safetensors/);
 
   writeSafetensors(path.join(dir, 'model-00001-of-00002.safetensors'), new Map([['a', tensor([2], [1, 2])]]));
-  writeSafetensors(path.join(dir, 'model-00002-of-00002.safetensors'), new Map([['b', tensor([1], [3])], ['c', tensor([1], [4])]]));
+  writeSafetensors(
+    path.join(dir, 'model-00002-of-00002.safetensors'),
+    new Map([
+      ['b', tensor([1], [3])],
+      ['c', tensor([1], [4])],
+    ]),
+  );
   const index = path.join(dir, 'model.safetensors.index.json');
   const weightMap = { a: 'model-00001-of-00002.safetensors', b: 'model-00002-of-00002.safetensors', c: 'model-00002-of-00002.safetensors' };
   fs.writeFileSync(index, JSON.stringify({ metadata: { total_size: 16 }, weight_map: weightMap }));

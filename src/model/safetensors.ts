@@ -76,7 +76,11 @@ function readOpenFile(file: string, fd: number): Map<string, Tensor> {
     if (name === '__metadata__') continue;
     const parsed = HeaderEntrySchema.safeParse(raw);
     if (!parsed.success) throw new ModelFormatError(file, `bad header entry for tensor ${name}: ${z.prettifyError(parsed.error)}`);
-    const { dtype, shape, data_offsets: [begin, end] } = parsed.data;
+    const {
+      dtype,
+      shape,
+      data_offsets: [begin, end],
+    } = parsed.data;
     if (!(dtype in BYTES_PER_ELEMENT)) {
       throw new ModelFormatError(file, `tensor ${name} has dtype ${dtype}; only F32, F16 and BF16 are supported`);
     }
@@ -222,7 +226,8 @@ function f16Table(): Uint32Array {
     const sign = h & 0x8000 ? -1 : 1;
     const exponent = (h >> 10) & 0x1f;
     const mantissa = h & 0x3ff;
-    if (exponent === 0) asFloat[h] = sign * mantissa * 2 ** -24; // zero and subnormals
+    if (exponent === 0)
+      asFloat[h] = sign * mantissa * 2 ** -24; // zero and subnormals
     else if (exponent === 0x1f) asFloat[h] = mantissa ? NaN : sign * Infinity;
     else asFloat[h] = sign * (1 + mantissa / 1024) * 2 ** (exponent - 15);
   }

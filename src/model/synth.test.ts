@@ -14,13 +14,22 @@ const TOKENIZERS_DIR = fileURLToPath(new URL('../../../../shared/models/tokenize
 function expectedShapes(checkpoint: Checkpoint): Map<string, number[]> {
   const { architecture, dim, hiddenDim, numHeads, numKvHeads, headDim, vocabSize, maxSeqLen } = checkpoint.config;
   const gpt2 = architecture === 'gpt2';
-  const shapes = new Map<string, number[]>([['tok_embeddings', [vocabSize, dim]], ['norm', [dim]]]);
+  const shapes = new Map<string, number[]>([
+    ['tok_embeddings', [vocabSize, dim]],
+    ['norm', [dim]],
+  ]);
   if (gpt2) shapes.set('pos_embeddings', [maxSeqLen, dim]).set('norm_bias', [dim]);
   for (let i = 0; i < checkpoint.config.numLayers; i++) {
     const l = `layers.${i}.`;
     shapes.set(`${l}attention_norm`, [dim]).set(`${l}ffn_norm`, [dim]);
-    shapes.set(`${l}wq`, [numHeads * headDim, dim]).set(`${l}wk`, [numKvHeads * headDim, dim]).set(`${l}wv`, [numKvHeads * headDim, dim]);
-    shapes.set(`${l}wo`, [dim, numHeads * headDim]).set(`${l}w1`, [hiddenDim, dim]).set(`${l}w2`, [dim, hiddenDim]);
+    shapes
+      .set(`${l}wq`, [numHeads * headDim, dim])
+      .set(`${l}wk`, [numKvHeads * headDim, dim])
+      .set(`${l}wv`, [numKvHeads * headDim, dim]);
+    shapes
+      .set(`${l}wo`, [dim, numHeads * headDim])
+      .set(`${l}w1`, [hiddenDim, dim])
+      .set(`${l}w2`, [dim, hiddenDim]);
     if (gpt2) {
       for (const bias of ['attention_norm_bias', 'ffn_norm_bias', 'bo', 'b2']) shapes.set(l + bias, [dim]);
       shapes.set(`${l}bq`, [dim]).set(`${l}bk`, [dim]).set(`${l}bv`, [dim]).set(`${l}b1`, [hiddenDim]);

@@ -103,4 +103,3 @@ export function ropeTables(c: ModelConfig): { cos: Tensor; sin: Tensor } {
   }
   return { cos: { dims: [c.maxSeqLen, half], data: cos }, sin: { dims: [c.maxSeqLen, half], data: sin } };
 }
-

@@ -123,12 +123,14 @@ test('a chat template that is not a single string is not used', () => {
 test('load reads tokenizer.json and the optional tokenizer_config.json, naming a bad file', async () => {
   const files = tinyFiles();
   const dir = tempDir();
-  await assert.rejects(TextTokenizer.load(dir), (error: unknown) =>
-    error instanceof ModelFormatError && error.file === path.join(dir, 'tokenizer.json') && /missing/.test(error.message),
+  await assert.rejects(
+    TextTokenizer.load(dir),
+    (error: unknown) => error instanceof ModelFormatError && error.file === path.join(dir, 'tokenizer.json') && /missing/.test(error.message),
   );
   fs.writeFileSync(path.join(dir, 'tokenizer.json'), '{"model": ');
-  await assert.rejects(TextTokenizer.load(dir), (error: unknown) =>
-    error instanceof ModelFormatError && error.file === path.join(dir, 'tokenizer.json') && /invalid JSON/.test(error.message),
+  await assert.rejects(
+    TextTokenizer.load(dir),
+    (error: unknown) => error instanceof ModelFormatError && error.file === path.join(dir, 'tokenizer.json') && /invalid JSON/.test(error.message),
   );
   fs.writeFileSync(path.join(dir, 'tokenizer.json'), JSON.stringify(files.tokenizer));
   const withoutConfig = await TextTokenizer.load(dir);
@@ -136,16 +138,15 @@ test('load reads tokenizer.json and the optional tokenizer_config.json, naming a
   assert.equal(withoutConfig.eosToken, undefined);
 
   fs.writeFileSync(path.join(dir, 'tokenizer_config.json'), '[1, 2');
-  await assert.rejects(TextTokenizer.load(dir), (error: unknown) =>
-    error instanceof ModelFormatError && error.file === path.join(dir, 'tokenizer_config.json'),
+  await assert.rejects(
+    TextTokenizer.load(dir),
+    (error: unknown) => error instanceof ModelFormatError && error.file === path.join(dir, 'tokenizer_config.json'),
   );
   fs.writeFileSync(path.join(dir, 'tokenizer_config.json'), JSON.stringify(files.config));
   assert.equal((await TextTokenizer.load(dir)).eosToken, '</s>');
 
   fs.writeFileSync(path.join(dir, 'tokenizer.json'), JSON.stringify({ model: { type: 'Nonsense' } }));
-  await assert.rejects(TextTokenizer.load(dir), (error: unknown) =>
-    error instanceof ModelFormatError && /not a usable tokenizer/.test(error.message),
-  );
+  await assert.rejects(TextTokenizer.load(dir), (error: unknown) => error instanceof ModelFormatError && /not a usable tokenizer/.test(error.message));
 });
 
 test('the incremental decoder holds a split character until its last byte arrives', () => {

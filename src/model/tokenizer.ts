@@ -75,7 +75,10 @@ export class TextTokenizer {
   readonly bosToken: string | undefined;
   readonly eosToken: string | undefined;
 
-  private constructor(private readonly hf: HfTokenizer, config: Record<string, unknown>) {
+  private constructor(
+    private readonly hf: HfTokenizer,
+    config: Record<string, unknown>,
+  ) {
     let maxId = -1;
     for (const id of hf.get_vocab(true).values()) maxId = Math.max(maxId, id);
     this.vocabSize = maxId + 1;

@@ -43,9 +43,19 @@ function eventsourceParserFile(): string {
  */
 function contentSecurityPolicy(html: string): string {
   const hashes = [...html.matchAll(/<script type="importmap">([\s\S]*?)<\/script>/g)].map(
-    (m) => `'sha256-${createHash('sha256').update(m[1] ?? '').digest('base64')}'`,
+    (m) =>
+      `'sha256-${createHash('sha256')
+        .update(m[1] ?? '')
+        .digest('base64')}'`,
   );
-  return [`default-src 'self'`, `script-src 'self' ${hashes.join(' ')}`, `img-src 'self' data:`, `object-src 'none'`, `base-uri 'none'`, `form-action 'none'`].join('; ');
+  return [
+    `default-src 'self'`,
+    `script-src 'self' ${hashes.join(' ')}`,
+    `img-src 'self' data:`,
+    `object-src 'none'`,
+    `base-uri 'none'`,
+    `form-action 'none'`,
+  ].join('; ');
 }
 
 /** The API's own 404 body (as app.ts's notFound writes it). */

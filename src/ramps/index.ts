@@ -38,4 +38,3 @@ export function rampTrainer(training: Partial<TrainRampsOptions> = {}): RampTrai
     return readManifest(dir);
   };
 }
-

@@ -162,7 +162,15 @@ export function generateContinuations(model: Model, prompts: number[][], samplin
   const logits = new Float32Array(numRows * vocabSize);
   tokens.forEach((prompt, r) => {
     const rows = { firstSlot: r, numRows: 1, seqLen: prompt.length, pastLengths: [0] };
-    const hidden = runBlocks(model, kv, model.embed(prompt, prompt.map((_, i) => i)), rows);
+    const hidden = runBlocks(
+      model,
+      kv,
+      model.embed(
+        prompt,
+        prompt.map((_, i) => i),
+      ),
+      rows,
+    );
     model.runHead(hidden.slice((prompt.length - 1) * dim), 1, logits.subarray(r * vocabSize, (r + 1) * vocabSize));
   });
   for (;;) {
@@ -175,7 +183,15 @@ export function generateContinuations(model: Model, prompts: number[][], samplin
     if (done.every(Boolean)) return tokens;
     // Finished rows run too (the call covers every slot), at their last position again: a harmless rewrite.
     const positions = tokens.map((row) => row.length - 1);
-    const hidden = runBlocks(model, kv, model.embed(tokens.map((row) => row.at(-1)!), positions), { firstSlot: 0, numRows, seqLen: 1, pastLengths: positions });
+    const hidden = runBlocks(
+      model,
+      kv,
+      model.embed(
+        tokens.map((row) => row.at(-1)!),
+        positions,
+      ),
+      { firstSlot: 0, numRows, seqLen: 1, pastLengths: positions },
+    );
     model.runHead(hidden, numRows, logits);
   }
 }
@@ -190,7 +206,13 @@ function sampledPrefixes(model: Model, openings: number[][], seed: number): numb
   const { bosTokenId, eosTokenIds } = model.config;
   const stops = new Set([bosTokenId, ...eosTokenIds]);
   const rng = new Rng(seed + 1);
-  const sampled = generateContinuations(model, openings, openings.map(() => ({ ...GREEDY, temperature: 1 })), seed + 1, PREFIX_MAX);
+  const sampled = generateContinuations(
+    model,
+    openings,
+    openings.map(() => ({ ...GREEDY, temperature: 1 })),
+    seed + 1,
+    PREFIX_MAX,
+  );
   return sampled.map((tokens, i) => {
     const cut = tokens.slice(0, openings[i]!.length + PREFIX_MIN + (rng.nextUint32() % (PREFIX_MAX - PREFIX_MIN + 1)));
     while (cut.length > openings[i]!.length && stops.has(cut.at(-1)!)) cut.pop();
@@ -241,7 +263,16 @@ function capture(model: Model, sequences: { tokens: number[]; from: number }[], 
   for (const { tokens, from } of sequences) {
     const blocks: Float32Array[] = [];
     const rows = { firstSlot: 0, numRows: 1, seqLen: tokens.length, pastLengths: [0] };
-    const last = runBlocks(model, kv, model.embed(tokens, tokens.map((_, i) => i)), rows, blocks);
+    const last = runBlocks(
+      model,
+      kv,
+      model.embed(
+        tokens,
+        tokens.map((_, i) => i),
+      ),
+      rows,
+      blocks,
+    );
     const kept = tokens.length - from;
     const logits = new Float32Array(kept * vocabSize);
     model.runHead(last.slice(from * dim), kept, logits);
@@ -287,7 +318,12 @@ function frozenHead(dir: string, manifest: Manifest, candidates: Int32Array): Fr
   const rows = new Float32Array(candidates.length * dim);
   candidates.forEach((token, c) => rows.set(head.subarray(token * dim, (token + 1) * dim), c * dim));
   const bias = architecture === 'gpt2' ? floats(StoredWeights.finalNormBias) : null;
-  return { dim, rows, numCandidates: candidates.length, norm: { kind: architecture === 'gpt2' ? 'layer' : 'rms', weight: floats(StoredWeights.finalNorm), bias, eps: normEps } };
+  return {
+    dim,
+    rows,
+    numCandidates: candidates.length,
+    norm: { kind: architecture === 'gpt2' ? 'layer' : 'rms', weight: floats(StoredWeights.finalNorm), bias, eps: normEps },
+  };
 }
 
 /** Quality of one ramp from its confidence and agreement per held-out position. */
@@ -334,7 +370,13 @@ function trainedQuality(head: FrozenHead, params: Float32Array, candidates: Int3
 }
 
 /** Fits one ramp's parameters to the calibration positions; reports positions done to `onBatch`. */
-function fit(head: FrozenHead, hidden: Float32Array, positions: Positions, options: TrainRampsOptions, onBatch: (positions: number, loss: number) => void): Float32Array {
+function fit(
+  head: FrozenHead,
+  hidden: Float32Array,
+  positions: Positions,
+  options: TrainRampsOptions,
+  onBatch: (positions: number, loss: number) => void,
+): Float32Array {
   const { dim } = head;
   const width = head.numCandidates + 1;
   let rest = 0;
@@ -410,8 +452,16 @@ export async function trainRamps(dir: string, overrides: Partial<TrainRampsOptio
     prefixes.slice(0, numCalibrationPrefixed).forEach((prompt, i) => rows.push({ prompt, opening: prefixed[i]!.length, sampling: GREEDY }));
     const numCalibration = rows.length;
     for (const p of heldOutPrompts) rows.push({ prompt: encode(p), opening: encode(p).length, sampling: GREEDY });
-    prefixes.slice(numCalibrationPrefixed).forEach((prompt, i) => rows.push({ prompt, opening: prefixed[numCalibrationPrefixed + i]!.length, sampling: GREEDY }));
-    const generated = generateContinuations(model, rows.map((r) => r.prompt), rows.map((r) => r.sampling), options.seed, options.newTokens);
+    prefixes
+      .slice(numCalibrationPrefixed)
+      .forEach((prompt, i) => rows.push({ prompt, opening: prefixed[numCalibrationPrefixed + i]!.length, sampling: GREEDY }));
+    const generated = generateContinuations(
+      model,
+      rows.map((r) => r.prompt),
+      rows.map((r) => r.sampling),
+      options.seed,
+      options.newTokens,
+    );
     const calibration = generated.slice(0, numCalibration).map((tokens) => ({ tokens, from: 0 }));
     const text = options.textFile ? textSequences(model, options.textFile) : [];
     calibration.push(...text.map((tokens) => ({ tokens, from: 0 })));

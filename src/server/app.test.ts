@@ -68,7 +68,7 @@ test('completions stream with include_usage ends with a usage chunk', async () =
   const chunks = await sseChunks(await post(app, '/v1/completions', { prompt: 'Once', stream: true, stream_options: { include_usage: true } }));
   assert.deepEqual(chunks.at(-1)!.choices, []);
   assert.deepEqual(chunks.at(-1)!.usage, { prompt_tokens: 5, completion_tokens: 3, total_tokens: 8 });
-  assert.equal(chunks.map((c) => ((c.choices as { text?: string }[])[0]?.text ?? '')).join(''), 'Hello, world');
+  assert.equal(chunks.map((c) => (c.choices as { text?: string }[])[0]?.text ?? '').join(''), 'Hello, world');
 });
 
 test('non-streamed chat and completion answers carry the whole text and usage', async () => {
@@ -129,7 +129,7 @@ test('parameters reach the engine; unknown fields are ignored', async () => {
 
 test('a chat template from the tokenizer is rendered with the messages, the generation prompt and the special tokens', async () => {
   const template =
-    "{{ bos_token }}{% for m in messages %}<{{ m.role }}>{{ m.content }}</{{ m.role }}>{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}";
+    '{{ bos_token }}{% for m in messages %}<{{ m.role }}>{{ m.content }}</{{ m.role }}>{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}';
   const tokenizer = new CharTokenizer(template);
   const { app, engine } = setup(new FakeEngine(), fakeModel(tokenizer, 256));
   const res = await post(app, '/v1/chat/completions', {
@@ -290,7 +290,14 @@ test('early exits: per-request early_exit reaches the engine; exited tokens carr
   const { app } = setup(engine);
   const chunks = await sseChunks(await post(app, '/v1/chat/completions', { messages: [{ role: 'user', content: 'x' }], stream: true }));
   assert.equal(engine.requests[0]!.earlyExit, true);
-  assert.deepEqual((chunks[1]!.choices as unknown[])[0], { index: 0, delta: { content: 'a' }, logprobs: null, finish_reason: null, exit_layer: 2, exit_confidence: 0.9 });
+  assert.deepEqual((chunks[1]!.choices as unknown[])[0], {
+    index: 0,
+    delta: { content: 'a' },
+    logprobs: null,
+    finish_reason: null,
+    exit_layer: 2,
+    exit_confidence: 0.9,
+  });
   assert.deepEqual((chunks[2]!.choices as unknown[])[0], { index: 0, delta: { content: 'b' }, logprobs: null, finish_reason: null });
   await post(app, '/v1/completions', { prompt: 'x', early_exit: false });
   assert.equal(engine.requests[1]!.earlyExit, false);

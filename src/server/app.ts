@@ -89,7 +89,10 @@ export function createApp(deps: AppDeps): ServerApp {
   // CORS first, so preflights need no key and even a 401 tells the page why.
   if (options.corsOrigins.length > 0) app.use('*', corsFor(options.corsOrigins));
   if (options.apiKeys.length > 0) app.use('*', apiKeyAuth(options.apiKeys));
-  app.use('*', bodyLimit(options.maxBodyBytes, () => new ApiError(413, `the request body is larger than ${options.maxBodyBytes} bytes`, { code: 'request_too_large' })));
+  app.use(
+    '*',
+    bodyLimit(options.maxBodyBytes, () => new ApiError(413, `the request body is larger than ${options.maxBodyBytes} bytes`, { code: 'request_too_large' })),
+  );
 
   app.get('/health', (c) => {
     const engine = deps.engine.health;

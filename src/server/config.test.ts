@@ -13,7 +13,9 @@ test('serve flags: defaults, $PORT and $OFFRAMP_MODEL, and overrides', () => {
   assert.equal(config.maxContext, undefined);
   assert.equal(parseServeArgs([], { PORT: '9001', OFFRAMP_MODEL: '/m' }).config.port, 9001);
   assert.equal(parseServeArgs([], { PORT: '9001', OFFRAMP_MODEL: '/m' }).config.model, '/m');
-  const { config: custom } = parseServeArgs(['--port', '0', '--max-running', '4', '--max-queued', '0', '--max-context', '128', '--device', 'cpu'], { PORT: '9001' });
+  const { config: custom } = parseServeArgs(['--port', '0', '--max-running', '4', '--max-queued', '0', '--max-context', '128', '--device', 'cpu'], {
+    PORT: '9001',
+  });
   assert.deepEqual([custom.port, custom.maxRunning, custom.maxQueued, custom.maxContext], [0, 4, 0, 128]);
   assert.equal(parseServeArgs(['--help'], {}).help, true);
   assert.equal(config.quantize, undefined, 'unset: float32, and a prepared directory is taken as it is');
@@ -21,7 +23,10 @@ test('serve flags: defaults, $PORT and $OFFRAMP_MODEL, and overrides', () => {
 });
 
 test('serve flags: a bad value names its flag', () => {
-  assert.throws(() => parseServeArgs(['--max-running', 'many'], {}), (e: Error) => e instanceof ServeConfigError && /--max-running/.test(e.message));
+  assert.throws(
+    () => parseServeArgs(['--max-running', 'many'], {}),
+    (e: Error) => e instanceof ServeConfigError && /--max-running/.test(e.message),
+  );
   assert.throws(() => parseServeArgs(['--port', '70000'], {}), /--port/);
   assert.throws(() => parseServeArgs(['--device', 'tpu'], {}), /--device/);
   assert.throws(() => parseServeArgs(['--quantize', 'int4'], {}), /--quantize/);
@@ -52,7 +57,10 @@ test('serve flags: API keys repeated or comma-separated, from $OFFRAMP_API_KEY u
 });
 
 test('serve flags: CORS origins, queue timeout, debug routes', () => {
-  const { config } = parseServeArgs(['--cors-origin', 'http://localhost:5173', '--cors-origin', 'https://a.example,https://b.example:8443', '--queue-timeout', '2.5', '--debug-routes'], {});
+  const { config } = parseServeArgs(
+    ['--cors-origin', 'http://localhost:5173', '--cors-origin', 'https://a.example,https://b.example:8443', '--queue-timeout', '2.5', '--debug-routes'],
+    {},
+  );
   assert.deepEqual(config.corsOrigins, ['http://localhost:5173', 'https://a.example', 'https://b.example:8443']);
   assert.equal(config.queueTimeoutSeconds, 2.5);
   assert.equal(config.debugRoutes, true);

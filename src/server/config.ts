@@ -22,7 +22,10 @@ export const ServeConfigSchema = z.object({
   /** onnxruntime execution provider. */
   device: z.enum(['cpu', 'cuda', 'webgpu']).default('cpu'),
   /** onnxruntime intra-op threads per session; 0 lets it choose. */
-  threads: int().min(0).max(os.cpus().length * 4).default(1),
+  threads: int()
+    .min(0)
+    .max(os.cpus().length * 4)
+    .default(1),
   /** TCP port (default $PORT, else 8000); 0 picks a free one. */
   port: int().min(0).max(65535).default(8000),
   /** Address to listen on; 0.0.0.0 to accept other machines. */
@@ -38,7 +41,9 @@ export const ServeConfigSchema = z.object({
   /** Positions computed per engine step across all requests (bounds how long a prompt chunk can stall the streams). */
   maxStepTokens: int().min(1).default(512),
   /** Largest request body in bytes; larger ones get 413 (1 MiB: parsing a full one costs the event loop about 0.1 s). */
-  maxBodyBytes: int().min(1024).default(1024 * 1024),
+  maxBodyBytes: int()
+    .min(1024)
+    .default(1024 * 1024),
   /** The name clients use as `model` (default: the model's own short name). */
   servedModelName: z.string().min(1).optional(),
   /** Early exits: 'on' streams tokens from intermediate ramps when the controller finds them accurate enough. */

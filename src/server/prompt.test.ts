@@ -52,7 +52,18 @@ test('a template that does not parse falls back to the plain one', () => {
 
 test('plain template', () => {
   assert.equal(renderPlainChat([{ role: 'user', content: 'Hi' }]), 'User: Hi\nAssistant:');
-  assert.equal(renderPlainChat([{ role: 'user', content: [{ type: 'text', text: 'a' }, { type: 'text', text: 'b' }] }]), 'User: a\nb\nAssistant:');
+  assert.equal(
+    renderPlainChat([
+      {
+        role: 'user',
+        content: [
+          { type: 'text', text: 'a' },
+          { type: 'text', text: 'b' },
+        ],
+      },
+    ]),
+    'User: a\nb\nAssistant:',
+  );
 });
 
 test('completion prompts: text, one text in a list, ids, ids in a list', () => {

@@ -99,10 +99,14 @@ export function refuseOversizedArrays(json: unknown, limit: PromptLimit): void {
     const first: unknown = prompt[0];
     const ids: unknown[] = Array.isArray(first) ? first : prompt;
     if (ids.length >= limit.maxContext) {
-      throw new ApiError(400, `This model's maximum context length is ${limit.maxContext} tokens, and the prompt alone has ${ids.length}, leaving no room for a completion. Please shorten the prompt.`, {
-        param: 'prompt',
-        code: 'context_length_exceeded',
-      });
+      throw new ApiError(
+        400,
+        `This model's maximum context length is ${limit.maxContext} tokens, and the prompt alone has ${ids.length}, leaving no room for a completion. Please shorten the prompt.`,
+        {
+          param: 'prompt',
+          code: 'context_length_exceeded',
+        },
+      );
     }
   }
   if (Array.isArray(messages)) {
@@ -113,10 +117,14 @@ export function refuseOversizedArrays(json: unknown, limit: PromptLimit): void {
     }
     const maxChars = maxCharsOf(limit);
     if (count > maxChars) {
-      throw new ApiError(400, `This model's maximum context length is ${limit.maxContext} tokens; ${count} messages and content parts cannot fit in it. Please shorten the messages.`, {
-        param: 'messages',
-        code: 'context_length_exceeded',
-      });
+      throw new ApiError(
+        400,
+        `This model's maximum context length is ${limit.maxContext} tokens; ${count} messages and content parts cannot fit in it. Please shorten the messages.`,
+        {
+          param: 'messages',
+          code: 'context_length_exceeded',
+        },
+      );
     }
   }
 }

@@ -36,7 +36,11 @@ test('a request that gets no first token within the queue timeout is withdrawn a
     assert.equal(body.error.type, 'rate_limit_exceeded');
     assert.match(body.error.message, /waited 0\.05 s in the queue/);
   }
-  assert.deepEqual(engine.aborted, engine.requests.map((r) => r.id), 'withdrawn from the engine');
+  assert.deepEqual(
+    engine.aborted,
+    engine.requests.map((r) => r.id),
+    'withdrawn from the engine',
+  );
   assert.equal(state.inFlight, 0, 'the queue place is given back');
   const metrics = await (await app.request('/metrics')).text();
   assert.match(metrics, /^offramp:requests_rejected_total\{status="429"\} 2$/m);

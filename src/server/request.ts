@@ -51,7 +51,13 @@ function stopStrings(stop: GenerationBody['stop']): string[] {
   return typeof stop === 'string' ? [stop] : stop;
 }
 
-export function toGenerateRequest(id: string, body: GenerationBody, promptTokens: number[], model: ModelInfo, promptParam: 'messages' | 'prompt'): GenerateRequest {
+export function toGenerateRequest(
+  id: string,
+  body: GenerationBody,
+  promptTokens: number[],
+  model: ModelInfo,
+  promptParam: 'messages' | 'prompt',
+): GenerateRequest {
   const maxTokens = resolveMaxTokens(body, promptTokens.length, model.maxContext, promptParam);
   const topK = body.top_k ?? 0;
   const request: GenerateRequest = {

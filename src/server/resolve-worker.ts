@@ -18,10 +18,7 @@ interface ResolveJob {
   quantization?: Quantization;
 }
 
-type ResolveMessage =
-  | { type: 'log'; line: string }
-  | { type: 'done'; dir: string }
-  | { type: 'failed'; name: string; message: string; file?: string };
+type ResolveMessage = { type: 'log'; line: string } | { type: 'done'; dir: string } | { type: 'failed'; name: string; message: string; file?: string };
 
 /** The worker's error rebuilt in this thread, as its own class where the CLI treats that class as a user error. */
 function rebuild(failed: Extract<ResolveMessage, { type: 'failed' }>): Error {
@@ -62,7 +59,12 @@ if (!isMainThread && parentPort) {
   const job = workerData as ResolveJob;
   const post = (message: ResolveMessage): void => port.postMessage(message);
   try {
-    const dir = await resolveModel(job.source, { tokenizer: job.tokenizer, quantization: job.quantization, trainer: rampTrainer(), log: (line) => post({ type: 'log', line }) });
+    const dir = await resolveModel(job.source, {
+      tokenizer: job.tokenizer,
+      quantization: job.quantization,
+      trainer: rampTrainer(),
+      log: (line) => post({ type: 'log', line }),
+    });
     post({ type: 'done', dir });
   } catch (error) {
     const { name, message } = error as Error;

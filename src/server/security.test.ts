@@ -14,7 +14,13 @@ test('without API keys every route is open', async () => {
 
 test('with API keys: Bearer required everywhere but /health and the playground page; 401 in OpenAI’s shape', async () => {
   const { app } = setup({ apiKeys: ['sk-one', 'sk-two'] });
-  const attempts: Record<string, string>[] = [{}, { authorization: 'Bearer sk-wrong' }, { authorization: 'sk-one' }, { authorization: 'Basic c2stb25lOg==' }, { authorization: 'Bearer sk-one-more' }];
+  const attempts: Record<string, string>[] = [
+    {},
+    { authorization: 'Bearer sk-wrong' },
+    { authorization: 'sk-one' },
+    { authorization: 'Basic c2stb25lOg==' },
+    { authorization: 'Bearer sk-one-more' },
+  ];
   for (const headers of attempts) {
     const res = await post(app, '/v1/completions', completion, headers);
     assert.equal(res.status, 401, JSON.stringify(headers));

@@ -90,7 +90,9 @@ async function loadModel(config: ServeConfig, engine: WorkerEngine, log: (line: 
   });
   const weights = weightsLabel(manifest.quantization);
   const kvMiB = KvCache.byteLengthFor(manifest.config, config.maxRunning, maxContext) / 2 ** 20;
-  log(`model ${dir} loaded in ${((performance.now() - started) / 1000).toFixed(1)} s (${weights} weights, context ${maxContext}, ${config.maxRunning} slots, KV cache ${kvMiB.toFixed(0)} MiB); ${describeRamps(manifest)}`);
+  log(
+    `model ${dir} loaded in ${((performance.now() - started) / 1000).toFixed(1)} s (${weights} weights, context ${maxContext}, ${config.maxRunning} slots, KV cache ${kvMiB.toFixed(0)} MiB); ${describeRamps(manifest)}`,
+  );
   return { id: config.servedModelName ?? defaultModelName(config.model), maxContext, tokenizer, maxCharsPerToken: maxCharsPerToken(tokenizer) };
 }
 

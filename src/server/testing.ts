@@ -44,7 +44,13 @@ export function token(requestId: string, text: string, exitLayer: number | null 
 export function tokens(pieces: string[], reason: 'stop' | 'length' = 'stop', finalText = ''): Script {
   return async function* (request) {
     for (const text of pieces) yield token(request.id, text);
-    yield { type: 'finished', requestId: request.id, finishReason: reason, text: finalText, usage: { promptTokens: request.promptTokens.length, completionTokens: pieces.length } };
+    yield {
+      type: 'finished',
+      requestId: request.id,
+      finishReason: reason,
+      text: finalText,
+      usage: { promptTokens: request.promptTokens.length, completionTokens: pieces.length },
+    };
   };
 }
 
@@ -86,7 +92,11 @@ export class FakeEngine implements ServedEngine {
 /** POSTs a JSON body (a string is sent as it is). */
 export function post(app: Hono, path: string, body: unknown, headers: Record<string, string> = {}): Promise<Response> {
   return Promise.resolve(
-    app.request(path, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: typeof body === 'string' ? body : JSON.stringify(body) }),
+    app.request(path, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...headers },
+      body: typeof body === 'string' ? body : JSON.stringify(body),
+    }),
   );
 }
 
