@@ -35,7 +35,7 @@ export async function startServer(options: { maxRunning: number; maxQueued: numb
     MAIN,
     'serve',
     ...['--model', path.join(SHARED, 'stories260K.bin'), '--tokenizer', path.join(SHARED, 'tok512.bin'), '--host', '127.0.0.1', '--port', '0'],
-    ...['--early-exit', 'off', '--max-running', String(options.maxRunning), '--max-queued', String(options.maxQueued)],
+    ...['--max-running', String(options.maxRunning), '--max-queued', String(options.maxQueued)],
     ...['--max-body-bytes', String(options.maxBodyBytes), '--queue-timeout', '30', '--shutdown-grace', '5', '--debug-routes'],
   ];
   // --expose-gc (workers inherit it): POST /debug/gc before each memory reading.

@@ -220,7 +220,6 @@ test('fuzz, the real server on stories260K over loopback: never a 5xx, never hun
       // Batches of up to 12 against 4 + 4 places: some get 429.
       maxQueued: 4,
       maxBodyBytes: MAX_BODY_BYTES,
-      earlyExit: 'off',
     }),
   );
   t.after(async () => {

@@ -36,7 +36,7 @@ async function serveInChild(t: TestContext, args: string[]): Promise<Child> {
   // A script file, not `node -e`: workers inherit execArgv, and --input-type would refuse their entry file.
   const script = path.join(cache, 'serve.mjs');
   fs.writeFileSync(script, `const { serveCommand } = await import(${JSON.stringify(SERVE)});\nawait serveCommand(process.argv.slice(2));\n`);
-  const child = spawn(process.execPath, [script, '--model', sharedModelPath('stories260K', 'stories260K.bin'), '--port', '0', '--early-exit', 'off', ...args], {
+  const child = spawn(process.execPath, [script, '--model', sharedModelPath('stories260K', 'stories260K.bin'), '--port', '0', ...args], {
     env: childEnv(cache),
     stdio: ['ignore', 'ignore', 'pipe'],
   });
