@@ -22,30 +22,24 @@ export function transpose(t: Tensor): Tensor {
  * convert_llama_weights_to_hf.py). Works on [rows, cols] weights and [rows] biases.
  */
 export function interleavedToHalf(t: Tensor, headDim: number): Tensor {
-  const rows = t.dims[0]!;
-  const cols = t.dims.length === 1 ? 1 : t.dims[1]!;
   const half = headDim / 2;
-  const out = new Float32Array(t.data.length);
-  for (let r = 0; r < rows; r++) {
-    const head = Math.floor(r / headDim);
-    const within = r % headDim;
-    const to = head * headDim + (within % 2) * half + Math.floor(within / 2);
-    out.set(t.data.subarray(r * cols, (r + 1) * cols), to * cols);
-  }
-  return { dims: t.dims, data: out };
+  return permuteHeadRows(t, headDim, (within) => (within % 2) * half + Math.floor(within / 2));
 }
 
 /** The inverse of interleavedToHalf: rotate-half rows (i, i + headDim/2) back to adjacent pairs (2i, 2i + 1). */
 export function halfToInterleaved(t: Tensor, headDim: number): Tensor {
+  const half = headDim / 2;
+  return permuteHeadRows(t, headDim, (within) => 2 * (within % half) + Math.floor(within / half));
+}
+
+/** Moves each head's row `within` to row `to(within)` of the same head; [rows, cols] weights or [rows] biases. */
+function permuteHeadRows(t: Tensor, headDim: number, to: (within: number) => number): Tensor {
   const rows = t.dims[0]!;
   const cols = t.dims.length === 1 ? 1 : t.dims[1]!;
-  const half = headDim / 2;
   const out = new Float32Array(t.data.length);
   for (let r = 0; r < rows; r++) {
     const head = Math.floor(r / headDim);
-    const within = r % headDim;
-    const to = head * headDim + 2 * (within % half) + Math.floor(within / half);
-    out.set(t.data.subarray(r * cols, (r + 1) * cols), to * cols);
+    out.set(t.data.subarray(r * cols, (r + 1) * cols), (head * headDim + to(r % headDim)) * cols);
   }
   return { dims: t.dims, data: out };
 }
