@@ -197,12 +197,12 @@ test('a ramp that pays for itself but not for leaving the fused graph is dropped
 });
 
 test('shadow records veto new ramps that could never pay, and let through one that could', () => {
-  const run = (agreeRate: number) => {
+  const run = (agreeRate: number, stepRows = 1) => {
     const c = controller({ candidateLayers: [3], costs: { ...costs, splitMs: 2 }, logSize: 1_000 });
     // Two adjustments of real records drop the start ramp (it never exits); shadow records come 1 in 10.
     const t = synthTrace({ numLayers: NUM_LAYERS, costs, tokens: 20_000, ramps: new Map([[3, silent(agreeRate)]]), seed: 5 });
     t.tokens.forEach((token, i) => {
-      const rec = { ramps: token.ramps.map((r) => ({ layer: r.layer, confidence: r.confidence, agrees: r.argmax === token.final })), exitLayer: null };
+      const rec = { ramps: token.ramps.map((r) => ({ layer: r.layer, confidence: r.confidence, agrees: r.argmax === token.final })), exitLayer: null, stepRows };
       if (i % 10 === 0) c.recordShadow(rec);
       else c.record(c.activeRamps().length > 0 ? rec : { ramps: [], exitLayer: null });
     });
@@ -220,6 +220,10 @@ test('shadow records veto new ramps that could never pay, and let through one th
   const rich = run(0.9);
   assert.ok(rich.shadow.ceilingMs['3']! > 0);
   assert.ok(rich.log.filter((e) => e.kind === 'activate').length > 1);
+  // The same tokens decoded 16 to a step: no exit would have saved anything, so nothing is tried again.
+  const batched = run(0.9, 16);
+  assert.ok(batched.shadow.ceilingMs['3']! < 0);
+  assert.equal(batched.log.filter((e) => e.kind === 'activate').length, 1, 'only the start');
 });
 
 test('respects the ramp budget: never more ramps than it allows; setCosts drops the least useful', () => {

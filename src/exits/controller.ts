@@ -135,7 +135,7 @@ export class ExitController {
    * an ordinary token, and its scores say what ramps not active could do.
    */
   recordShadow(rec: TokenRecord): void {
-    this.shadow.push({ ramps: rec.ramps.map((r) => ({ ...r })), exitLayer: null });
+    this.shadow.push({ ...rec, ramps: rec.ramps.map((r) => ({ ...r })), exitLayer: null });
     this.record({ ramps: [], exitLayer: null });
   }
 
