@@ -202,7 +202,11 @@ test('shadow records veto new ramps that could never pay, and let through one th
     // Two adjustments of real records drop the start ramp (it never exits); shadow records come 1 in 10.
     const t = synthTrace({ numLayers: NUM_LAYERS, costs, tokens: 20_000, ramps: new Map([[3, silent(agreeRate)]]), seed: 5 });
     t.tokens.forEach((token, i) => {
-      const rec = { ramps: token.ramps.map((r) => ({ layer: r.layer, confidence: r.confidence, agrees: r.argmax === token.final })), exitLayer: null, stepRows };
+      const rec = {
+        ramps: token.ramps.map((r) => ({ layer: r.layer, confidence: r.confidence, agrees: r.argmax === token.final })),
+        exitLayer: null,
+        stepRows,
+      };
       if (i % 10 === 0) c.recordShadow(rec);
       else c.record(c.activeRamps().length > 0 ? rec : { ramps: [], exitLayer: null });
     });
