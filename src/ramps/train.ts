@@ -145,6 +145,21 @@ function runBlocks(model: Model, kv: KvCache, input: Float32Array, rows: BlockRo
   return hidden;
 }
 
+/** Every block over a whole sequence from position 0, in KV slot `slot`; keeps each block's output in `keep` when given. */
+function runSequence(model: Model, kv: KvCache, tokens: number[], slot: number, keep?: Float32Array[]): Float32Array {
+  const rows = { firstSlot: slot, numRows: 1, seqLen: tokens.length, pastLengths: [0] };
+  return runBlocks(
+    model,
+    kv,
+    model.embed(
+      tokens,
+      tokens.map((_, i) => i),
+    ),
+    rows,
+    keep,
+  );
+}
+
 /**
  * Continues every prompt at once (one batched call per block per step),
  * row r with `samplings[r]` and its own seed. A row stops at BOS or
@@ -161,16 +176,7 @@ export function generateContinuations(model: Model, prompts: number[][], samplin
   const done = tokens.map((t) => t.length >= capacity);
   const logits = new Float32Array(numRows * vocabSize);
   tokens.forEach((prompt, r) => {
-    const rows = { firstSlot: r, numRows: 1, seqLen: prompt.length, pastLengths: [0] };
-    const hidden = runBlocks(
-      model,
-      kv,
-      model.embed(
-        prompt,
-        prompt.map((_, i) => i),
-      ),
-      rows,
-    );
+    const hidden = runSequence(model, kv, prompt, r);
     model.runHead(hidden.slice((prompt.length - 1) * dim), 1, logits.subarray(r * vocabSize, (r + 1) * vocabSize));
   });
   for (;;) {
@@ -262,17 +268,7 @@ function capture(model: Model, sequences: { tokens: number[]; from: number }[], 
   let at = 0;
   for (const { tokens, from } of sequences) {
     const blocks: Float32Array[] = [];
-    const rows = { firstSlot: 0, numRows: 1, seqLen: tokens.length, pastLengths: [0] };
-    const last = runBlocks(
-      model,
-      kv,
-      model.embed(
-        tokens,
-        tokens.map((_, i) => i),
-      ),
-      rows,
-      blocks,
-    );
+    const last = runSequence(model, kv, tokens, 0, blocks);
     const kept = tokens.length - from;
     const logits = new Float32Array(kept * vocabSize);
     model.runHead(last.slice(from * dim), kept, logits);
