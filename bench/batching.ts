@@ -67,7 +67,7 @@ async function engineTokensPerSecond(streams: number, prompt: number[], perStrea
   let tokens = 0;
   const client = async (requests: number) => {
     for (let i = 0; i < requests; i++) {
-      const request = { id: String(id++), promptTokens: prompt, sampling: GREEDY, maxTokens: MAX_TOKENS, stop: [], earlyExit: false };
+      const request = { id: String(id++), promptTokens: prompt, sampling: GREEDY, maxTokens: MAX_TOKENS, stop: [], earlyExit: 'off' as const };
       for await (const event of engine.generate(request)) {
         if (event.type === 'error') throw new Error(event.message);
         if (event.type === 'token') tokens++;

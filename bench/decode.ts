@@ -47,7 +47,7 @@ async function perBlock(model: Model, promptTokens: number[], numTokens: number)
   const engine = new LocalEngine(model, { maxRunning: 1, maxStepTokens: maxContext, maxContext, earlyExit: EXITS_OFF });
   let first = 0;
   let count = 0;
-  const request = { id: 'bench', promptTokens, sampling: GREEDY, maxTokens: numTokens, stop: [], earlyExit: false };
+  const request = { id: 'bench', promptTokens, sampling: GREEDY, maxTokens: numTokens, stop: [], earlyExit: 'off' as const };
   for await (const event of engine.generate(request)) {
     if (event.type === 'error') throw new Error(event.message);
     if (event.type !== 'token') continue;

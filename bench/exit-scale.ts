@@ -42,7 +42,7 @@ async function meanItl(exitPlan?: (number | null)[]): Promise<{ itlMs: number; e
     sampling: GREEDY,
     maxTokens: numTokens,
     stop: [],
-    earlyExit: false,
+    earlyExit: 'off' as const,
     exitOverride: exitPlan && { kind: 'plan' as const, layers: exitPlan },
   };
   const times: number[] = [];

@@ -1,10 +1,13 @@
 /**
  * Early exits on stories260K, in one run: exits off, exits on under the
- * controller (one variant per --accuracies value), and oracle exits (each
+ * controller (one variant per --accuracies value), oracle exits (each
  * token leaves at the earliest ramp that would stream the full model's own
  * token, recorded from a traced full run: the text is unchanged, so this is
- * the most exits can save here); at each --concurrency, greedy and sampling
- * (each --temperatures value; top_p 1).
+ * the most exits can save here), lossless mode under its draft controller,
+ * and lossless with the oracle's drafts (every draft accepted: the most
+ * drafting can save); at each --concurrency, greedy and sampling (each
+ * --temperatures value; top_p 1). Lossless rows also report, per ramp, the
+ * share of drafts accepted and the drafts accepted per verified run.
  *
  *   npm run build && node dist/bench/exits.js [--concurrency 1,4,16] [--temperatures 0,0.8]
  *     [--accuracies 0.99,0.95] [--max-tokens 128] [--warmup 2] [--rounds 8] [--seed 1234]
@@ -43,7 +46,17 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { drawKey, type EarlyExitOptions, EXITS_OFF, type GenerateRequest, GREEDY, LocalEngine, sample, type SamplingParams } from '../src/engine/index.js';
+import {
+  drawKey,
+  type EarlyExitMode,
+  type EarlyExitOptions,
+  EXITS_OFF,
+  type GenerateRequest,
+  GREEDY,
+  LocalEngine,
+  sample,
+  type SamplingParams,
+} from '../src/engine/index.js';
 import { KvCache, Model, resolveModel } from '../src/model/index.js';
 import { PROJECT_ROOT } from '../src/util/index.js';
 import { storyPrompts } from './prompts.js';
@@ -132,7 +145,7 @@ class OraclePlans {
       seed,
       maxTokens,
       stop: [],
-      earlyExit: false,
+      earlyExit: 'off',
       exitOverride: { kind: 'trace' },
     };
     const plan: Plan = [];
@@ -150,6 +163,7 @@ class OraclePlans {
 interface Variant {
   name: string;
   engine: LocalEngine;
+  mode: EarlyExitMode;
   oracle?: OraclePlans;
 }
 
@@ -164,7 +178,16 @@ async function drive(variant: Variant, concurrency: number, round: number, sampl
       const seed = seedOf(round, prompt);
       const plan = variant.oracle?.get(prompt, seed);
       const exitOverride = plan && { kind: 'plan' as const, layers: plan };
-      const request: GenerateRequest = { id: `b${seed}`, promptTokens: prompts[prompt]!, sampling, seed, maxTokens, stop: [], earlyExit: true, exitOverride };
+      const request: GenerateRequest = {
+        id: `b${seed}`,
+        promptTokens: prompts[prompt]!,
+        sampling,
+        seed,
+        maxTokens,
+        stop: [],
+        earlyExit: variant.mode,
+        exitOverride,
+      };
       results.push(await collect(variant.engine, request));
     }
   };
@@ -225,6 +248,25 @@ function recheck(results: RequestResult[], sampling: SamplingParams): number {
   return agree / total;
 }
 
+/** Per ramp, drafts made, drafts accepted and verified runs so far (lossless), to difference over the measured rounds. */
+function draftTally(engine: LocalEngine): Map<number, { drafted: number; accepted: number; runs: number }> {
+  return new Map((engine.engine.drafts?.state().ramps ?? []).map((r) => [r.layer, { drafted: r.drafted, accepted: r.accepted, runs: r.runs }]));
+}
+
+/** Per ramp that drafted between two tallies: the share of drafts accepted and the drafts accepted per verified run. */
+function draftStats(
+  before: ReturnType<typeof draftTally>,
+  after: ReturnType<typeof draftTally>,
+): Record<string, { acceptance: number; meanAcceptedRun: number }> {
+  const stats: Record<string, { acceptance: number; meanAcceptedRun: number }> = {};
+  for (const [layer, end] of after) {
+    const start = before.get(layer) ?? { drafted: 0, accepted: 0, runs: 0 };
+    const [drafted, accepted, runs] = [end.drafted - start.drafted, end.accepted - start.accepted, end.runs - start.runs];
+    if (drafted > 0) stats[String(layer)] = { acceptance: accepted / drafted, meanAcceptedRun: accepted / runs };
+  }
+  return stats;
+}
+
 /** The controller's running tally (null with exits off), to difference over the measured rounds. */
 function tally(engine: LocalEngine): { tokens: number; agreed: number } | null {
   const state = engine.engine.controller?.state();
@@ -250,13 +292,13 @@ function sameTextShare(results: RequestResult[], reference: RequestResult[]): nu
 function variantsAt(concurrency: number, oracle: OraclePlans): Variant[] {
   const engineOptions = { maxRunning: Math.max(concurrency, 1), maxStepTokens: 512, maxContext: model.config.maxSeqLen };
   const exitsOn = (accuracy: number): EarlyExitOptions => ({ ...EXITS_OFF, enabled: true, accuracy, rampBudget: Number(values['ramp-budget']) });
+  const engineWith = (earlyExit: EarlyExitOptions) => new LocalEngine(model, { ...engineOptions, earlyExit });
   return [
-    { name: 'exits off', engine: new LocalEngine(model, { ...engineOptions, earlyExit: EXITS_OFF }) },
-    ...numbers(values.accuracies).map((accuracy) => ({
-      name: `exits on @${accuracy}`,
-      engine: new LocalEngine(model, { ...engineOptions, earlyExit: exitsOn(accuracy) }),
-    })),
-    { name: 'oracle exits', engine: new LocalEngine(model, { ...engineOptions, earlyExit: EXITS_OFF }), oracle },
+    { name: 'exits off', engine: engineWith(EXITS_OFF), mode: 'off' },
+    ...numbers(values.accuracies).map((accuracy) => ({ name: `exits on @${accuracy}`, engine: engineWith(exitsOn(accuracy)), mode: 'on' as const })),
+    { name: 'oracle exits', engine: engineWith(EXITS_OFF), mode: 'on', oracle },
+    { name: 'lossless', engine: engineWith(exitsOn(0.99)), mode: 'lossless' },
+    { name: 'lossless, oracle drafts', engine: engineWith(exitsOn(0.99)), mode: 'lossless', oracle },
   ];
 }
 
@@ -266,6 +308,7 @@ async function measurePoint(temperature: number, concurrency: number, oracle: Or
   const variants = variantsAt(concurrency, oracle);
   for (const variant of variants) for (let round = 0; round < warmupRounds; round++) await drive(variant, concurrency, round, sampling);
   const before = variants.map((v) => tally(v.engine));
+  const draftsBefore = variants.map((v) => draftTally(v.engine));
   const measured = variants.map(() => ({ results: [] as RequestResult[], wallMs: 0 }));
   for (let r = 0; r < measuredRounds; r++) {
     for (let k = 0; k < variants.length; k++) {
@@ -293,11 +336,14 @@ async function measurePoint(temperature: number, concurrency: number, oracle: Or
       itlMedianMs: itl?.p50 ?? null,
       itlP99Ms: itl?.p99 ?? null,
       // The controller's own count over the measured rounds (null: no controller).
-      agreementServer: start && end && end.tokens > start.tokens ? (end.agreed - start.agreed) / (end.tokens - start.tokens) : null,
+      agreementServer: variant.mode === 'on' && start && end && end.tokens > start.tokens ? (end.agreed - start.agreed) / (end.tokens - start.tokens) : null,
       agreementRecheck: recheck(results, sampling),
       rampShare: exited / outputTokens,
       exitMix: exitMixOf(results),
       sameTextAsExitsOff: v === 0 ? null : sameTextShare(results, exitsOff),
+      drafts: draftStats(draftsBefore[v]!, draftTally(variant.engine)),
+      // Lossless: the draft controller's plan and clock at the end of the point.
+      draftController: variant.mode === 'lossless' && !variant.oracle ? variant.engine.engine.drafts!.state() : null,
     };
     process.stderr.write(
       `exits: ${row.variant} T=${temperature} x${concurrency}: ${row.tokensPerSecond.toFixed(0)} tokens/s, ITL p50 ${fmt(row.itlMedianMs)} ms p99 ${fmt(row.itlP99Ms)} ms\n`,
@@ -313,13 +359,16 @@ type Row = Awaited<ReturnType<typeof measurePoint>>[number];
 
 function markdownTable(rows: Row[]): string {
   return [
-    '| variant | temperature | streams | tokens/s | ITL p50 (ms) | ITL p99 (ms) | agreement (server) | agreement (re-check) | from ramps | exit mix (block: tokens) | same text as exits off |',
-    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|',
+    '| variant | temperature | streams | tokens/s | ITL p50 (ms) | ITL p99 (ms) | agreement (server) | agreement (re-check) | from ramps | exit mix (block: tokens) | same text as exits off | drafts accepted / per run (by ramp) |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|',
     ...rows.map((r) => {
       const mix = Object.entries(r.exitMix)
         .map(([k, v]) => `${k}: ${v}`)
         .join(', ');
-      return `| ${r.variant} | ${r.temperature} | ${r.concurrency} | ${r.tokensPerSecond.toFixed(0)} | ${fmt(r.itlMedianMs)} | ${fmt(r.itlP99Ms)} | ${fmt(r.agreementServer, 4)} | ${fmt(r.agreementRecheck, 4)} | ${percent(r.rampShare)} | ${mix} | ${percent(r.sameTextAsExitsOff)} |`;
+      const drafts = Object.entries(r.drafts)
+        .map(([k, d]) => `${k}: ${percent(d.acceptance)} / ${d.meanAcceptedRun.toFixed(1)}`)
+        .join(', ');
+      return `| ${r.variant} | ${r.temperature} | ${r.concurrency} | ${r.tokensPerSecond.toFixed(0)} | ${fmt(r.itlMedianMs)} | ${fmt(r.itlP99Ms)} | ${fmt(r.agreementServer, 4)} | ${fmt(r.agreementRecheck, 4)} | ${percent(r.rampShare)} | ${mix} | ${percent(r.sameTextAsExitsOff)} | ${drafts || '–'} |`;
     }),
   ].join('\n');
 }

@@ -66,7 +66,7 @@ for (const prompt of storyPrompts()) {
     sampling: GREEDY,
     maxTokens: Number(values['max-tokens']),
     stop: [],
-    earlyExit: false,
+    earlyExit: 'off' as const,
     exitOverride: { kind: 'trace' as const },
   };
   for await (const event of engine.generate(request)) {

@@ -294,7 +294,7 @@ async function generateCommand(args: string[]): Promise<void> {
     seed,
     maxTokens: Math.min(maxTokens, maxContext - promptTokens.length),
     stop: [],
-    earlyExit: false,
+    earlyExit: 'off',
   })) {
     if (event.type === 'error') throw new Error(event.message);
     if (event.type === 'token' && !firstTokenAt) firstTokenAt = performance.now();

@@ -37,7 +37,7 @@ function engineFor(model: Model, earlyExit: EarlyExitOptions, maxRunning = 4): L
 
 async function tokenEvents(engine: LocalEngine, request: Partial<GenerateRequest> & { promptTokens: number[] }): Promise<TokenEvent[]> {
   const events: TokenEvent[] = [];
-  const full: GenerateRequest = { id: `r${Math.random()}`, sampling: GREEDY, maxTokens: 60, stop: [], earlyExit: true, ...request };
+  const full: GenerateRequest = { id: `r${Math.random()}`, sampling: GREEDY, maxTokens: 60, stop: [], earlyExit: 'on', ...request };
   for await (const event of engine.generate(full)) {
     if (event.type === 'error') throw new Error(event.message);
     if (event.type === 'token') events.push(event);
@@ -59,7 +59,7 @@ for (const [kind, trainRamps] of RAMP_KINDS) {
       { freeze: true },
     );
     const prompts = PROMPTS.map((p) => model.tokenizer.encode(p));
-    const a = await Promise.all(prompts.map((promptTokens) => tokenEvents(off, { promptTokens, earlyExit: false })));
+    const a = await Promise.all(prompts.map((promptTokens) => tokenEvents(off, { promptTokens, earlyExit: 'off' })));
     const b = await Promise.all(prompts.map((promptTokens) => tokenEvents(on, { promptTokens })));
     assert.deepEqual(b.map(tokensOf), a.map(tokensOf));
     assert.ok(b.flat().every((e) => e.exitLayer === null));
@@ -72,10 +72,10 @@ for (const [kind, trainRamps] of RAMP_KINDS) {
     const engine = engineFor(model, EXITS_OFF);
     for (const prompt of PROMPTS) {
       const promptTokens = model.tokenizer.encode(prompt);
-      const traced = await tokenEvents(engine, { promptTokens, exitOverride: { kind: 'trace' }, earlyExit: false });
+      const traced = await tokenEvents(engine, { promptTokens, exitOverride: { kind: 'trace' }, earlyExit: 'off' });
       // The oracle: the earliest ramp whose argmax is the full model's (the first token comes from the prompt pass).
       const plan = traced.map((e, i) => (i === 0 ? null : (e.trace!.ramps.find((r) => r.token === e.trace!.finalToken)?.layer ?? null)));
-      const reference = await tokenEvents(engine, { promptTokens, earlyExit: false, logprobs: 3 });
+      const reference = await tokenEvents(engine, { promptTokens, earlyExit: 'off', logprobs: 3 });
       const exited = await tokenEvents(engine, { promptTokens, exitOverride: { kind: 'plan', layers: plan }, logprobs: 3 });
       assert.deepEqual(tokensOf(exited), tokensOf(reference), prompt);
       assert.deepEqual(
@@ -91,7 +91,7 @@ for (const [kind, trainRamps] of RAMP_KINDS) {
         const recompute = await tokenEvents(engine, {
           promptTokens: [...promptTokens, ...tokensOf(exited).slice(0, i)],
           maxTokens: 1,
-          earlyExit: false,
+          earlyExit: 'off',
           logprobs: 3,
         });
         for (const other of [reference[i]!, recompute[0]!]) {

@@ -118,7 +118,7 @@ test('more failures than the restart policy allows leave the engine dead, and di
   const engine = new WorkerEngine({ maxRestarts: 1, restartDelayMs: 10, log: (line) => lines.push(line) });
   t.after(() => engine.close());
   await engine.start(dir, { runtime: { device: 'cpu', threads: 1 }, engine: { maxRunning: 2, maxStepTokens: 64, maxContext: 64, earlyExit: EXITS_OFF } });
-  const request = (id: string) => ({ id, promptTokens: [1, 403, 407, 261, 378], sampling: GREEDY, maxTokens: 8, stop: [], earlyExit: false });
+  const request = (id: string) => ({ id, promptTokens: [1, 403, 407, 261, 378], sampling: GREEDY, maxTokens: 8, stop: [], earlyExit: 'off' as const });
   const run = async (id: string): Promise<string> => {
     let text = '';
     for await (const event of engine.generate(request(id))) if (event.type === 'token') text += event.text;

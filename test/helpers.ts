@@ -106,7 +106,7 @@ export async function generateTogether(model: Model, prompts: number[][], maxTok
   const engine = new LocalEngine(model, { maxRunning, maxStepTokens: 256, maxContext: model.config.maxSeqLen, earlyExit: EXITS_OFF });
   return Promise.all(
     prompts.map(async (promptTokens, i) => {
-      const request: GenerateRequest = { id: `r${i}`, promptTokens, sampling: GREEDY, maxTokens, stop: [], earlyExit: false };
+      const request: GenerateRequest = { id: `r${i}`, promptTokens, sampling: GREEDY, maxTokens, stop: [], earlyExit: 'off' };
       const tokens: number[] = [];
       for await (const event of engine.generate(request)) {
         if (event.type === 'token') tokens.push(...event.tokenIds);

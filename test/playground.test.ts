@@ -79,7 +79,12 @@ test('the playground in headless Chromium on stories260K', { timeout: 90_000 }, 
   process.env.OFFRAMP_CACHE_DIR = cache;
   fs.mkdirSync(ARTIFACTS, { recursive: true });
   const server = await startServer(
-    ServeConfigSchema.parse({ model: sharedModelPath('stories260K', 'stories260K.bin'), tokenizer: sharedModelPath('stories260K', 'tok512.bin'), port: 0 }),
+    ServeConfigSchema.parse({
+      model: sharedModelPath('stories260K', 'stories260K.bin'),
+      tokenizer: sharedModelPath('stories260K', 'tok512.bin'),
+      port: 0,
+      debugRoutes: true,
+    }),
   );
   let browser: Browser | null = null;
   t.after(async () => {
@@ -126,7 +131,13 @@ test('the playground in headless Chromium on stories260K', { timeout: 90_000 }, 
     assert.match(words(500), /failed \(HTTP 500\)/);
   });
 
-  // A little traffic first, so that the controller has feedback and some ramps may have earned thresholds.
+  // On stories260K the controller rightly keeps the ramps nearly shut, so colours would have nothing
+  // to show: force the ramp after block 4 open (POST /debug/exits), after a little traffic for feedback.
+  const forceExits = async (exits: object) => {
+    const res = await fetch(`${server.url}/debug/exits`, { method: 'POST', body: JSON.stringify(exits) });
+    assert.equal(res.status, 202, await res.text());
+  };
+  await forceExits({ ramps: [{ layer: 3, threshold: 0.5 }] });
   await Promise.all(
     ['Once upon a time', 'Tom and his dog', 'The sun was hot and', 'Lily wanted to'].map(async (prompt) => {
       const res = await fetch(`${server.url}/v1/completions`, { method: 'POST', body: JSON.stringify({ prompt, max_tokens: 150, temperature: 0 }) });
@@ -218,6 +229,8 @@ test('the playground in headless Chromium on stories260K', { timeout: 90_000 }, 
     for (const span of spans.filter((s) => s.exit === 'ramp')) assert.ok(!fullColors.has(span.color), 'ramps are colored apart from the full model');
     const ramps = spans.filter((s) => s.exit === 'ramp').length;
     t.diagnostic(`${ramps} of ${spans.length} tokens came from ramps`);
+    assert.ok(ramps >= spans.length / 10, `${ramps} of ${spans.length} tokens came from ramps: the forced ramp should stream many`);
+    assert.ok(spans.some((s) => s.exit === 'full'));
 
     const stats = await page.locator('.message-reply .stats-line').innerText();
     assert.match(stats, /TTFT \d/);
@@ -234,6 +247,42 @@ test('the playground in headless Chromium on stories260K', { timeout: 90_000 }, 
       await page.screenshot({ path: path.join(ROOT, 'docs', 'playground.png') });
       await page.setViewportSize({ width: 1280, height: 820 });
     }
+  });
+
+  await t.test("lossless: the mode goes with the request; verified drafts wear their ramp's colour, and the text is the full model's", async () => {
+    await forceExits({ draft: { layer: 3, minConfidence: 0.3, maxDraft: 8 } });
+    await page.selectOption('#early-exit', 'lossless');
+    await page.fill('#max-tokens', '100');
+    const prompt = 'Tom and his dog';
+    const { state } = await sendAndWait(page, prompt);
+    assert.equal(state, 'done');
+    const spans = await page
+      .locator('.message-reply')
+      .last()
+      .locator('.tok')
+      .evaluateAll((els) =>
+        els.map((el) => ({
+          exit: (el as HTMLElement).dataset.exit,
+          layer: (el as HTMLElement).dataset.layer,
+          title: (el as HTMLElement).title,
+          text: el.textContent ?? '',
+          color: getComputedStyle(el).borderBottomColor,
+        })),
+      );
+    const drafts = spans.filter((s) => s.exit === 'draft');
+    t.diagnostic(`${drafts.length} of ${spans.length} tokens were drafted by a ramp and verified`);
+    assert.ok(drafts.length >= spans.length / 10, `${drafts.length} of ${spans.length} tokens were verified drafts`);
+    for (const draft of drafts) {
+      assert.equal(draft.layer, '3');
+      assert.match(draft.title, /drafted after block 3.*verified by the full model/);
+    }
+    const off = await fetch(`${server.url}/v1/completions`, {
+      method: 'POST',
+      body: JSON.stringify({ prompt, max_tokens: 100, temperature: 0, early_exit: 'off' }),
+    });
+    const { choices } = (await off.json()) as { choices: { text: string }[] };
+    assert.equal(spans.map((s) => s.text).join(''), choices[0]!.text, "lossless text is exits off's");
+    await page.selectOption('#early-exit', 'on');
   });
 
   await t.test('chat: a system prompt and the history go with each turn', async () => {

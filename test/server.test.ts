@@ -231,7 +231,7 @@ test('with early exits on, /exits and /metrics show the controller, and chunks s
     early_exit: false,
   } as OpenAI.CompletionCreateParamsNonStreaming);
   assert.equal('Once upon a time' + exact.choices[0]!.text + '\n', GOLDEN());
-  // A seeded request reproduces with exits on (it decodes on the full model): the same text twice, and exits off's text.
+  // A seeded request reproduces with exits on (it decodes lossless: ramps draft, the full model verifies): the same text twice, and exits off's text.
   const seeded = (extra: object) =>
     client.completions.create({
       model: 'stories260K',

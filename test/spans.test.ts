@@ -142,7 +142,7 @@ const EXITS_ON: EarlyExitOptions = { ...EXITS_OFF, enabled: true };
 
 async function tokenEvents(engine: LocalEngine, request: Partial<GenerateRequest> & { promptTokens: number[] }): Promise<TokenEvent[]> {
   const events: TokenEvent[] = [];
-  const full: GenerateRequest = { id: `r${Math.random()}`, sampling: GREEDY, maxTokens: 12, stop: [], earlyExit: true, ...request };
+  const full: GenerateRequest = { id: `r${Math.random()}`, sampling: GREEDY, maxTokens: 12, stop: [], earlyExit: 'on', ...request };
   for await (const event of engine.generate(full)) {
     if (event.type === 'error') throw new Error(event.message);
     if (event.type === 'token') events.push(event);
@@ -165,7 +165,7 @@ test('spans: a decode step reading the ramps after layers 1 and 3, exiting at ne
   const promptTokens = model.tokenizer.encode('Once upon a time');
 
   let before = model.calls;
-  const reference = await tokenEvents(off, { promptTokens, earlyExit: false });
+  const reference = await tokenEvents(off, { promptTokens, earlyExit: 'off' });
   const callsOff = model.calls - before;
   before = model.calls;
   const spans = await tokenEvents(on, { promptTokens });

@@ -7,7 +7,7 @@ test('costs: null until every block is timed; the split cost is blocks + head âˆ
   meter.addSpan(0, 0, 'hidden', 0.2);
   assert.equal(meter.snapshot(), null);
   meter.addSpan(1, 1, 'hidden', 0.3);
-  assert.deepEqual(meter.snapshot(), { blockMs: [0.2, 0.3], rampMs: 0.3, splitMs: 0 });
+  assert.deepEqual(meter.snapshot(), { blockMs: [0.2, 0.3], rampMs: 0.3, splitMs: 0, headMs: 0, fusedMs: 0 });
 });
 
 test('costs: a span call is shared evenly between its blocks and the ramp or head that ends it', () => {
@@ -38,4 +38,19 @@ test('costs: a span call is shared by work, so a ramp lighter than a block is ch
     costs.blockMs.every((ms) => Math.abs(ms - 0.4) < 1e-12),
     `blocks ${costs.blockMs}`,
   );
+});
+
+test('costs: one-row calls of different sizes fit a line: a fixed cost per call plus what each part adds', () => {
+  const meter = new CostMeter(4, { block: 2, ramp: 1, head: 4 });
+  // Truth: 0.05 ms per call, 0.01 ms per unit of work.
+  const truth = (work: number) => 0.05 + 0.01 * work;
+  for (let i = 0; i < 3; i++) {
+    meter.addSpan(0, 0, 'ramp', truth(3));
+    meter.addSpan(1, 3, 'head', truth(10));
+    meter.addFused(truth(12));
+    meter.addSpan(0, 3, 'head', 99, 16); // a batch of 16 rows: not a one-row call
+  }
+  const call = meter.snapshot()!.call!;
+  assert.ok(Math.abs(call.overheadMs - 0.05) < 1e-9 && Math.abs(call.blockMs - 0.02) < 1e-9);
+  assert.ok(Math.abs(call.rampMs - 0.01) < 1e-9 && Math.abs(call.headMs - 0.04) < 1e-9);
 });

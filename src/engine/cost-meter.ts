@@ -8,7 +8,7 @@
  *
  * @module
  */
-import type { Costs } from '../exits/index.js';
+import type { CallCosts, Costs } from '../exits/index.js';
 import { Ring } from '../util/index.js';
 
 /** Samples each median is taken over. */
@@ -41,6 +41,8 @@ export class CostMeter {
   private readonly ramp = new RecentMedian();
   private readonly head = new RecentMedian();
   private readonly fused = new RecentMedian();
+  /** One-row calls by their work: the points the per-call line is fitted to (see callLine). */
+  private readonly byWork = new Map<number, RecentMedian>();
 
   constructor(
     numLayers: number,
@@ -59,8 +61,9 @@ export class CostMeter {
    * lighter than a block is not charged like one. The controller's sums over
    * blocks stay what a step costs.
    */
-  addSpan(from: number, to: number, end: 'ramp' | 'head' | 'hidden', ms: number): void {
+  addSpan(from: number, to: number, end: 'ramp' | 'head' | 'hidden', ms: number, rows = 1): void {
     const endWork = end === 'hidden' ? 0 : this.work[end];
+    if (rows === 1) this.addCall((to - from + 1) * this.work.block + endWork, ms);
     const perWork = ms / ((to - from + 1) * this.work.block + endWork);
     for (let layer = from; layer <= to; layer++) this.blocks[layer]!.add(perWork * this.work.block);
     if (end === 'ramp') this.ramp.add(perWork * endWork);
@@ -68,8 +71,36 @@ export class CostMeter {
   }
 
   /** A whole decode step in one fused call. */
-  addFused(ms: number): void {
+  addFused(ms: number, rows = 1): void {
     this.fused.add(ms);
+    if (rows === 1) this.addCall(this.blocks.length * this.work.block + this.work.head, ms);
+  }
+
+  private addCall(work: number, ms: number): void {
+    let median = this.byWork.get(work);
+    if (!median) this.byWork.set(work, (median = new RecentMedian()));
+    median.add(ms);
+  }
+
+  /**
+   * The line through the one-row calls timed (the median of each size):
+   * milliseconds = overhead + perWork × work, by least squares. Null until
+   * two sizes have been timed.
+   */
+  private callLine(): CallCosts | null {
+    const points = [...this.byWork].map(([work, median]) => [work, median.value] as const);
+    if (points.length < 2) return null;
+    const meanWork = points.reduce((s, [w]) => s + w, 0) / points.length;
+    const meanMs = points.reduce((s, [, ms]) => s + ms, 0) / points.length;
+    let covariance = 0;
+    let variance = 0;
+    for (const [w, ms] of points) {
+      covariance += (w - meanWork) * (ms - meanMs);
+      variance += (w - meanWork) ** 2;
+    }
+    const perWork = Math.max(0, covariance / variance);
+    const overheadMs = Math.max(0, meanMs - perWork * meanWork);
+    return { overheadMs, blockMs: perWork * this.work.block, rampMs: perWork * this.work.ramp, headMs: perWork * this.work.head };
   }
 
   /** Null until every block has been timed at least once. */
@@ -82,6 +113,7 @@ export class CostMeter {
     const rampMs = this.ramp.value || head || Math.max(...blockMs);
     // Unknown (0) until both paths have been timed.
     const splitMs = fused > 0 && head > 0 ? Math.max(0, blockMs.reduce((a, b) => a + b, 0) + head - fused) : 0;
-    return { blockMs, rampMs, splitMs };
+    const call = this.callLine();
+    return { blockMs, rampMs, splitMs, headMs: head, fusedMs: fused, ...(call && { call }) };
   }
 }

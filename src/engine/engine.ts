@@ -13,7 +13,7 @@
  *
  * @module
  */
-import { ExitController, type ConfidenceKind, type ExitControllerInput } from '../exits/index.js';
+import { DraftController, ExitController, type ConfidenceKind, type ExitControllerInput } from '../exits/index.js';
 import type { Model } from '../model/index.js';
 import { RequestError, requestProblem } from './errors.js';
 import { ModelRunner, type SampledToken, type StepResult } from './runner.js';
@@ -46,6 +46,8 @@ const COST_UPDATE_STEPS = 64;
 export class Engine {
   readonly scheduler: Scheduler;
   readonly controller: ExitController | null;
+  /** Lossless mode's draft controller; null when exits are off. */
+  readonly drafts: DraftController | null;
   private readonly runner: ModelRunner;
   private readonly sequences = new Map<string, Sequence>();
   private numSteps = 0;
@@ -66,14 +68,29 @@ export class Engine {
       rampBudget: exits.rampBudget,
     };
     this.controller = exits.enabled ? new ExitController(controllerOptions) : null;
+    const { numLayers, candidateLayers } = controllerOptions;
+    this.drafts = exits.enabled ? new DraftController({ numLayers, candidateLayers, maxDraft: exits.maxDeferred }) : null;
     this.scheduler = new Scheduler(options);
     this.runner = new ModelRunner(model, {
       controller: this.controller,
+      drafts: this.drafts,
       confidence: exits.confidence,
       maxDeferred: exits.maxDeferred,
       maxRunning: options.maxRunning,
       maxContext: options.maxContext,
     });
+  }
+
+  /** A running request's sequence (tests, diagnostics), or undefined. */
+  sequence(requestId: string): Sequence | undefined {
+    return this.sequences.get(requestId);
+  }
+
+  /** What the KV cache holds for a running request at `layer`: its positions so far (tests, diagnostics). */
+  cached(requestId: string, layer: number): { keys: Float32Array; values: Float32Array } {
+    const seq = this.sequences.get(requestId);
+    if (!seq) throw new RangeError(`request ${requestId} is not running`);
+    return this.runner.cached(seq, layer);
   }
 
   /** Queues a request. Throws RequestError when it cannot fit. */
@@ -130,7 +147,9 @@ export class Engine {
   private shareCosts(): void {
     if (!this.controller || ++this.numSteps % COST_UPDATE_STEPS !== 0) return;
     const costs = this.runner.costs.snapshot();
-    if (costs) this.controller.setCosts(costs);
+    if (!costs) return;
+    this.controller.setCosts(costs);
+    this.drafts?.setCosts(costs);
   }
 
   /** Ends every request with an error (the engine cannot go on). */
@@ -142,7 +161,7 @@ export class Engine {
     }
   }
 
-  /** Streams a sampled token to its client: a ramp's at once (see runner.ts), the others from `apply`. */
+  /** Streams a sampled token to its client: a ramp's at once (see runner.ts), the others (verified drafts too) from `apply`. */
   private stream({ seq, tokenId, exit }: SampledToken): void {
     if (seq.abortRequested || this.isEos(tokenId)) return;
     const text = seq.output.push(tokenId);
@@ -153,17 +172,23 @@ export class Engine {
       tokenIds: [tokenId],
       exitLayer: exit.layer,
       confidence: exit.confidence,
+      ...(exit.verified && { verified: true }),
       ...(exit.trace && { trace: exit.trace }),
       ...(exit.logprobs && { logprobs: exit.logprobs }),
     });
   }
 
-  /** Applies a step's tokens to their sequences, in the order the runner decided them; sets the endings. */
+  /**
+   * Applies a step's tokens to their sequences, in the order the runner
+   * decided them; sets the endings. A lossless sequence may get several
+   * (its verified drafts): those after the one that ends it are dropped.
+   */
   private apply(result: StepResult): void {
     for (const token of result.tokens) {
       const { seq, tokenId, exit } = token;
-      if (seq.abortRequested) continue;
-      if (exit.layer === null) this.stream(token);
+      if (seq.abortRequested || seq.finishReason) continue;
+      if (exit.layer === null || exit.verified) this.stream(token);
+      if (seq.lossless) this.drafts?.countTokens(1, exit.verified ? 1 : 0);
       if (this.isEos(tokenId)) {
         seq.finishReason = 'stop';
         continue;

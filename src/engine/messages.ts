@@ -12,7 +12,7 @@
  *
  * @module
  */
-import type { ControllerState } from '../exits/index.js';
+import type { ControllerState, DraftState, ForcedDraftPlan, Ramp } from '../exits/index.js';
 import type { RuntimeOptions } from '../model/index.js';
 import type { EngineOptions } from './engine.js';
 import type { EngineErrorData } from './errors.js';
@@ -39,6 +39,8 @@ export interface EngineStats {
   busySeconds: number;
   /** The early-exit controller's state (GET /exits), or null with exits off. */
   exits: ControllerState | null;
+  /** Lossless mode's draft controller (GET /exits), or null with exits off. */
+  lossless: DraftState | null;
 }
 
 // --- main → worker
@@ -85,7 +87,22 @@ export interface GcMessage {
   type: 'gc';
 }
 
-export type ToWorkerMessage = SubmitMessage | AbortMessage | CloseMessage | FaultMessage | GcMessage;
+/**
+ * Test use only: force the exit controller's ramps and thresholds and the
+ * draft controller's plan, both frozen (the playground test needs tokens
+ * that really come from ramps). Absent fields are left as they are.
+ */
+export interface ForceExitsMessage {
+  type: 'force-exits';
+  exits: ForcedExits;
+}
+
+export interface ForcedExits {
+  ramps?: Ramp[];
+  draft?: ForcedDraftPlan | null;
+}
+
+export type ToWorkerMessage = SubmitMessage | AbortMessage | CloseMessage | FaultMessage | GcMessage | ForceExitsMessage;
 
 // --- worker → main
 
@@ -140,4 +157,6 @@ export interface ServedEngine extends EngineClient {
   injectFault(kind: FaultKind): void;
   /** A full garbage collection in the engine; served only with `debugRoutes`. */
   collectGarbage(): void;
+  /** Forces and freezes exits (see ForceExitsMessage); served only with `debugRoutes`. */
+  forceExits(exits: ForcedExits): void;
 }

@@ -48,6 +48,11 @@ export class ModelCalls {
     this.costs = new CostMeter(model.config.numLayers, { block: blockMacs(model.config), ramp: model.rampMacs, head: vocabSize * dim });
   }
 
+  /** What the KV cache holds for `seq` at `layer`: its first `layerLengths[layer]` positions. */
+  cached(seq: Sequence, layer: number): { keys: Float32Array; values: Float32Array } {
+    return this.kv.read(layer, seq.slot, seq.layerLengths[layer]!);
+  }
+
   /** Makes room for `longestSequence` known tokens, plus one position for stray writes (see KvCache). */
   fitKv(longestSequence: number, slotLengths: SlotLengths): void {
     let slotsInUse = 0;
@@ -70,7 +75,7 @@ export class ModelCalls {
     const logits = this.buffers.get('span-logits', numRows * this.logitsWidth(end));
     const started = performance.now();
     const ramp = this.model.runSpan(from, to, end, input, { firstSlot, numRows, seqLen: 1, pastLengths }, this.kv, { hidden, logits });
-    this.costs.addSpan(from, to, end.kind, performance.now() - started);
+    this.costs.addSpan(from, to, end.kind, performance.now() - started, numRows);
     const said = new Map<R, SpanRow>();
     for (const row of rows) {
       const i = row.seq.slot - firstSlot;
@@ -126,7 +131,7 @@ export class ModelCalls {
     const logits = this.buffers.get('fused-logits', numRows * this.model.config.vocabSize);
     const started = performance.now();
     this.model.runFused(input, { firstSlot, numRows, seqLen: 1, pastLengths }, this.kv, logits);
-    this.costs.addFused(performance.now() - started);
+    this.costs.addFused(performance.now() - started, numRows);
     return { logits, firstSlot };
   }
 

@@ -16,6 +16,16 @@
  * ends with positions still deferred has them run in `settle`, for their
  * verdicts.
  *
+ * Lossless mode (self-speculative decoding): a token that leaves a ramp is a
+ * draft. It feeds the next position but is not streamed; its position is
+ * deferred as above. The catch-up pass that reaches the head is then the
+ * verification: the full model's token at each drafted position (drawn with
+ * the same key as the draft) is compared with the draft, the agreeing
+ * prefix goes out as the full model's tokens, and at the first disagreement
+ * the full model's token goes out instead, the later drafts and the current
+ * position are dropped and every layer's length rolls back to just past the
+ * rejected position (`verify`). The text is exactly exits off's.
+ *
  * Prompt chunks run after the decode batch, all blocks, no exits (`prefill`).
  *
  * The model calls themselves (reused buffers, timings, the KV cache, the
@@ -30,7 +40,7 @@
  *
  * @module
  */
-import type { ConfidenceKind, ExitController, TokenRecord } from '../exits/index.js';
+import type { ConfidenceKind, DraftController, ExitController, TokenRecord } from '../exits/index.js';
 import type { Model, SpanEnd } from '../model/index.js';
 import type { CostMeter } from './cost-meter.js';
 import { choosePolicy, feedsController, type ExitPolicy, type PolicyContext } from './exit-policy.js';
@@ -46,6 +56,8 @@ export interface ExitInfo {
   layer: number | null;
   /** The ramp's confidence when it exited there. */
   confidence: number | null;
+  /** Lossless: `layer` drafted the token and the full model verified it; it was not streamed early. */
+  verified?: true;
   /** Every ramp read for this token, with the full model's argmax (trace policy only). */
   trace?: { ramps: RampReading[]; finalToken: number };
   logprobs?: TokenLogprobs;
@@ -69,6 +81,8 @@ export type ExitSink = (token: SampledToken) => void;
 export interface RunnerOptions {
   /** null: exits off for every request. */
   controller: ExitController | null;
+  /** Lossless mode's draft controller (null when exits are off). */
+  drafts: DraftController | null;
   confidence: ConfidenceKind;
   /** A sequence exits at most this many positions in a row before the deep blocks must catch up. */
   maxDeferred: number;
@@ -89,6 +103,8 @@ const FUSED_SAMPLE_STEPS = 64;
  */
 const SHADOW_STEPS_EARLY = 64;
 const SHADOW_STEPS = 512;
+/** While lossless sequences run and the draft controller lacks records for some ramp: drafting waits on them. */
+const SHADOW_STEPS_DRAFTS = 16;
 
 /** What a token's exit cost the step it was decided in, for the controller (see exitSavingMs). */
 interface ExitAccount {
@@ -116,6 +132,8 @@ interface Row {
   position: number;
   hidden: Float32Array; // [dim]: output of the last block run for this position
   readings: RampReading[];
+  /** Lossless: a draft before this position was rejected; every layer goes back to this length and the row emits nothing. */
+  rollbackTo?: number;
 }
 
 /** What the parts of one execute() call share. */
@@ -140,12 +158,23 @@ export class ModelRunner {
     private readonly options: RunnerOptions,
   ) {
     this.calls = new ModelCalls(model, options.maxRunning, options.maxContext);
-    this.policies = { controller: options.controller, candidates: model.manifest.rampCandidates, maxDeferred: options.maxDeferred };
+    this.policies = {
+      controller: options.controller,
+      drafts: options.drafts,
+      candidates: model.manifest.rampCandidates,
+      maxDeferred: options.maxDeferred,
+      maxContext: options.maxContext,
+    };
   }
 
   /** What the model calls have cost so far, for the controller. */
   get costs(): CostMeter {
     return this.calls.costs;
+  }
+
+  /** What the KV cache holds for `seq` at `layer` (tests, diagnostics). */
+  cached(seq: Sequence, layer: number): { keys: Float32Array; values: Float32Array } {
+    return this.calls.cached(seq, layer);
   }
 
   execute(plan: StepPlan, onExit: ExitSink): StepResult {
@@ -158,28 +187,47 @@ export class ModelRunner {
     return { tokens: step.tokens };
   }
 
-  /** Runs an ended sequence's deferred positions through the deep blocks, for their verdicts. */
+  /** Runs an ended sequence's deferred positions through the deep blocks, for their verdicts (a lossless sequence's drafts are dropped). */
   settle(seq: Sequence): void {
+    if (seq.lossless) {
+      seq.deferred.length = 0;
+      seq.drafts.length = 0;
+      return;
+    }
     if (!feedsController(seq, this.policies)) return;
     const policy = choosePolicy(seq, this.policies, false);
     const numLayers = this.model.config.numLayers;
     while (seq.deferred.length > 0) {
       const from = Math.min(...seq.deferred.map((d) => d.layer)) + 1;
       if (from >= numLayers) break;
-      this.catchUp(seq, policy, from, this.spanEnd(from, [{ seq, policy }]), null, true);
+      this.catchUp(seq, policy, from, this.spanEnd(from, [{ seq, policy }]), null, true, null);
     }
   }
 
   private decode(batch: Sequence[], step: Step): void {
     const shadow = this.isShadowStep(batch);
-    const rows: Row[] = batch.map((seq) => {
-      const position = seq.numComputed;
-      const hidden = this.model.embed([seq.tokens[position]!], [position]);
-      return { seq, policy: choosePolicy(seq, this.policies, shadow), position, hidden, readings: [] };
-    });
+    const rows = batch.map((seq) => this.rowAt(seq, shadow));
     const fused = this.model.hasFused && !shadow && (rows.every((row) => this.needsNoSingleBlock(row)) || this.timesFusedNow(rows));
+    // A lossless sequence decoding alone times its steps for the draft controller's clock.
+    const only = batch.length === 1 && rows[0]!.policy.kind === 'lossless' ? batch[0]! : null;
+    const started = performance.now();
     if (fused) this.decodeFused(rows, step);
     else this.decodeBySpans(rows, step);
+    // Alone, it drafts on within the step, one span call per draft and none of a step's other
+    // work, until a position goes all the way and verifies the run. In a batch the other rows
+    // need their tokens: there it drafts one position per step.
+    while (only && only.deferred.length > 0 && only.numPending === 1) {
+      this.calls.fitKv(only.numFed, step.slotLengths);
+      this.decodeBySpans([this.rowAt(only, false)], step);
+    }
+    if (only) this.policies.drafts?.recordStep(performance.now() - started, step.tokens.length, fused);
+  }
+
+  /** A decode row for the sequence's next position: its input, and its policy for this step. */
+  private rowAt(seq: Sequence, shadow: boolean): Row {
+    const position = seq.numComputed;
+    const hidden = this.model.embed([seq.tokenAt(position)], [position]);
+    return { seq, policy: choosePolicy(seq, this.policies, shadow), position, hidden, readings: [] };
   }
 
   /**
@@ -192,7 +240,9 @@ export class ModelRunner {
   private isShadowStep(batch: Sequence[]): boolean {
     const controller = this.policies.controller;
     if (!controller || !batch.every((seq) => feedsController(seq, this.policies) && seq.deferred.length === 0)) return false;
-    const period = controller.hasShadowEvidence ? SHADOW_STEPS : SHADOW_STEPS_EARLY;
+    const drafts = this.policies.drafts;
+    const draftsLearning = drafts !== null && !drafts.hasEvidence && batch.some((seq) => seq.lossless);
+    const period = draftsLearning ? SHADOW_STEPS_DRAFTS : controller.hasShadowEvidence ? SHADOW_STEPS : SHADOW_STEPS_EARLY;
     return ++this.shadowCandidates % period === 0;
   }
 
@@ -209,7 +259,8 @@ export class ModelRunner {
    * so that the controller knows what leaving the fused graph costs.
    */
   private timesFusedNow(rows: Row[]): boolean {
-    const mayFuse = (row: Row) => row.seq.deferred.length === 0 && (row.policy.kind === 'controller' || this.needsNoSingleBlock(row));
+    const tuned = (row: Row) => row.policy.kind === 'controller' || row.policy.kind === 'lossless';
+    const mayFuse = (row: Row) => row.seq.deferred.length === 0 && (tuned(row) || this.needsNoSingleBlock(row));
     return rows.every(mayFuse) && ++this.stepsOffFused % FUSED_SAMPLE_STEPS === 0;
   }
 
@@ -244,7 +295,7 @@ export class ModelRunner {
       const said = synced.length > 0 ? this.calls.batchedSpan(from, to, this.spanEndKind(to, synced), synced, step.slotLengths) : new Map<Row, SpanRow>();
       // A catch-up beside a batched call is a call the deferral added: its exits pay for it.
       for (const row of active)
-        if (row.seq.layerLengths[from]! < row.position) said.set(row, this.catchUp(row.seq, row.policy, from, to, row, synced.length > 0)!);
+        if (row.seq.layerLengths[from]! < row.position) said.set(row, this.catchUp(row.seq, row.policy, from, to, row, synced.length > 0, step)!);
       for (const row of active) row.seq.layerLengths.fill(row.position + 1, from, to + 1);
       if (to === numLayers - 1) this.finalHead(active, said, step);
       else active = this.ramp(to, active, said, step);
@@ -283,6 +334,8 @@ export class ModelRunner {
       const { reading, column } = this.read(layer, spanRow, row.seq, row.position + 1);
       row.readings.push(reading);
       if (!row.policy.exits(layer, reading.confidence)) continue;
+      // An end of text is never a draft: the position after it would be wasted work.
+      if (row.seq.lossless && this.model.config.eosTokenIds.includes(reading.token)) continue;
       exited.add(row);
       row.seq.deferred.push({
         position: row.position,
@@ -293,7 +346,8 @@ export class ModelRunner {
         stepRows: step.decodeRows,
         overheadMs: 0,
       });
-      this.emit(step, row.seq, column, { layer, confidence: reading.confidence }, this.rampToken, spanRow.logits?.subarray(0, this.model.rampVocab));
+      if (row.seq.lossless) row.seq.drafts.push(reading.token);
+      else this.emit(step, row.seq, column, { layer, confidence: reading.confidence }, this.rampToken, spanRow.logits?.subarray(0, this.model.rampVocab));
     }
     return exited.size === 0 ? active : active.filter((row) => !exited.has(row));
   }
@@ -301,6 +355,10 @@ export class ModelRunner {
   /** The rows that went all the way: the head's logits from their last span, their verdicts, their tokens. */
   private finalHead(rows: Row[], said: Map<Row, SpanRow>, step: Step): void {
     for (const row of rows) {
+      if (row.rollbackTo !== undefined) {
+        row.seq.layerLengths.fill(row.rollbackTo);
+        continue;
+      }
       const rowLogits = said.get(row)!.logits!;
       const finalToken = this.draw(row.seq, row.position + 1, rowLogits);
       row.policy.feedback?.(verdict(row.readings, finalToken, null, { stepRows: step.decodeRows }));
@@ -317,9 +375,10 @@ export class ModelRunner {
    * they get the full model's verdict, and leave the deferred list. Returns
    * what the span said about the current position. `apart`: the call runs
    * beside the batch's own (or after the sequence ended), so its time is
-   * the deferral's overhead, shared by the positions it carries.
+   * the deferral's overhead, shared by the positions it carries. A lossless
+   * sequence's pass that reaches the head verifies its drafts (`verify`).
    */
-  private catchUp(seq: Sequence, policy: ExitPolicy, from: number, to: number, current: Row | null, apart: boolean): SpanRow | null {
+  private catchUp(seq: Sequence, policy: ExitPolicy, from: number, to: number, current: Row | null, apart: boolean, step: Step | null): SpanRow | null {
     const dim = this.model.config.dim;
     const waiting = seq.deferred.filter((d) => d.layer === from - 1);
     const numRows = waiting.length + (current ? 1 : 0);
@@ -343,10 +402,53 @@ export class ModelRunner {
 
     const feedback = policy.feedback;
     const account = (d: DeferredPosition): ExitAccount => ({ stepRows: d.stepRows, overheadMs: d.overheadMs });
+    if (seq.lossless && isLast) {
+      if (!current || !step) throw new Error('internal error: drafts are verified only by a position that goes all the way');
+      this.verify(seq, policy, waiting, said, current, step, account);
+      return said[waiting.length]!;
+    }
     if (feedback && isLast) waiting.forEach((d, i) => feedback(verdict(d.readings, this.draw(seq, d.position + 1, said[i]!.logits!), d.exitLayer, account(d))));
     else if (feedback && end.kind === 'ramp') waiting.forEach((d, i) => d.readings.push(this.read(to, said[i]!, seq, d.position + 1).reading));
     if (isLast) seq.deferred.splice(0, seq.deferred.length, ...seq.deferred.filter((d) => !waiting.includes(d)));
     return current ? said[waiting.length]! : null;
+  }
+
+  /**
+   * The full model's verdict on a lossless sequence's drafts, in order (all
+   * its deferred positions, which this pass just ran to the head): each
+   * draft the full model's own draw agrees with goes out as its token; at
+   * the first that disagrees, the full model's token goes out instead, the
+   * later drafts are dropped, and `current` (fed by a dropped draft) rolls
+   * every layer back to just past the rejected position (see finalHead).
+   */
+  private verify(
+    seq: Sequence,
+    policy: ExitPolicy,
+    waiting: DeferredPosition[],
+    said: SpanRow[],
+    current: Row,
+    step: Step,
+    account: (d: DeferredPosition) => ExitAccount,
+  ): void {
+    if (waiting.length !== seq.deferred.length || waiting.length !== seq.drafts.length)
+      throw new Error(`internal error: ${waiting.length} positions reached the head but ${seq.drafts.length} drafts wait`);
+    let accepted = 0;
+    for (const [i, d] of waiting.entries()) {
+      const logits = said[i]!.logits!;
+      const token = this.draw(seq, d.position + 1, logits);
+      policy.feedback?.(verdict(d.readings, token, d.exitLayer, account(d)));
+      if (token !== seq.drafts[i]) {
+        this.emit(step, seq, token, { layer: null, confidence: null }, sameColumn, logits);
+        current.rollbackTo = d.position + 1;
+        break;
+      }
+      const confidence = d.readings.find((r) => r.layer === d.exitLayer)?.confidence ?? null;
+      this.emit(step, seq, token, { layer: d.exitLayer, confidence, verified: true }, sameColumn, logits);
+      accepted++;
+    }
+    this.policies.drafts?.recordOutcome({ layer: waiting[0]!.exitLayer, drafted: waiting.length, accepted });
+    seq.deferred.length = 0;
+    seq.drafts.length = 0;
   }
 
   /** A prompt chunk through every block; the chunk that ends the prompt samples the first token. */
@@ -398,6 +500,6 @@ export class ModelRunner {
     }
     const sampled = { seq, tokenId: tokenOf(column), exit: logprobs ? { ...exit, logprobs } : exit };
     step.tokens.push(sampled);
-    if (exit.layer !== null) step.onExit(sampled);
+    if (exit.layer !== null && !exit.verified) step.onExit(sampled);
   }
 }

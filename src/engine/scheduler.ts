@@ -31,7 +31,7 @@ export interface StepPlan {
    * range of slots and needs every one's past length.
    */
   slotLengths: (Int32Array | null)[];
-  /** Known tokens (prompt + generated) of the longest running sequence: the KV cache must hold them. */
+  /** Known tokens and drafts (see Sequence.numFed) of the longest running sequence: the KV cache must hold them. */
   longestSequence: number;
 }
 
@@ -83,7 +83,7 @@ export class Scheduler {
       budget -= numTokens;
     }
     const slotLengths = this.slotOwners.map((seq) => seq?.layerLengths ?? null);
-    const longestSequence = Math.max(0, ...this.running.map((seq) => seq.tokens.length));
+    const longestSequence = Math.max(0, ...this.running.map((seq) => seq.numFed));
     return { decode, prefill, slotLengths, longestSequence };
   }
 }

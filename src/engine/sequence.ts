@@ -8,6 +8,10 @@
  * position whose token left at a ramp has its deep layers deferred until the
  * next position that goes all the way (the catch-up pass).
  *
+ * In lossless mode a ramp's token is a draft: it feeds the next position but
+ * is not one of `tokens` (which hold only what the client may see) until the
+ * deep blocks verify it; `tokenAt` reads past `tokens` into the drafts.
+ *
  * @module
  */
 import type { TextTokenizer } from '../model/index.js';
@@ -40,6 +44,8 @@ export class Sequence {
   readonly layerLengths: Int32Array;
   /** Deferred positions, oldest first. */
   readonly deferred: DeferredPosition[] = [];
+  /** Lossless mode: tokens ramps drafted after `tokens`, oldest first, not yet verified (drafts[i] follows deferred[i]). */
+  readonly drafts: number[] = [];
   slot = -1;
   /** Set when the engine applies the token that ends the request; it finishes it at the step boundary. */
   finishReason: FinishReason | null = null;
@@ -66,6 +72,21 @@ export class Sequence {
     return drawKey(this.seed, index);
   }
 
+  /** The token at `index`: a known one, or a draft past them. */
+  tokenAt(index: number): number {
+    return index < this.tokens.length ? this.tokens[index]! : this.drafts[index - this.tokens.length]!;
+  }
+
+  /** Known tokens and drafts: the positions the model may be fed. */
+  get numFed(): number {
+    return this.tokens.length + this.drafts.length;
+  }
+
+  /** Whether the request decodes in lossless mode (ramps draft, the full model verifies). */
+  get lossless(): boolean {
+    return this.request.earlyExit === 'lossless';
+  }
+
   get id(): string {
     return this.request.id;
   }
@@ -85,6 +106,6 @@ export class Sequence {
 
   /** Positions still to run through the model. */
   get numPending(): number {
-    return this.tokens.length - this.numComputed;
+    return this.numFed - this.numComputed;
   }
 }

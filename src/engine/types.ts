@@ -8,6 +8,8 @@ import type { SamplingParams, TokenLogprobs } from './sampler.js';
 
 export type RequestId = string;
 
+export type EarlyExitMode = 'off' | 'on' | 'lossless';
+
 export type FinishReason = 'stop' | 'length' | 'abort' | 'error';
 
 /**
@@ -37,8 +39,12 @@ export interface GenerateRequest {
   maxTokens: number;
   /** Strings that end generation; matched across token boundaries and never streamed. */
   stop: string[];
-  /** Stream tokens from early-exit ramps when the controller allows (the server's default). */
-  earlyExit: boolean;
+  /**
+   * `on`: stream tokens from early-exit ramps when the controller allows (the
+   * server's default); `lossless`: ramps draft, the full model verifies, the
+   * text is exactly the full model's; `off`: the full model only.
+   */
+  earlyExit: EarlyExitMode;
   /** Benchmarks and fixtures only: exits decided by the request instead of the controller (see ExitOverride). */
   exitOverride?: ExitOverride;
   /** Return each token's log-probability and this many alternatives (OpenAI's logprobs / top_logprobs). */
@@ -56,6 +62,8 @@ export interface TokenEvent {
   exitLayer: number | null;
   /** The ramp's confidence when it exited; null for the full model. */
   confidence: number | null;
+  /** Lossless mode: the ramp `exitLayer` drafted the token and the full model verified it (it is the full model's). */
+  verified?: true;
   /** Every candidate ramp's reading of the token (`trace` overrides only). */
   trace?: { ramps: RampReading[]; finalToken: number };
   /** When the request asked for logprobs: from the distribution the token was sampled from (ramp or full model). */

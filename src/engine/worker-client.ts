@@ -23,7 +23,7 @@ import type { RuntimeOptions } from '../model/index.js';
 import { AsyncQueue } from '../util/index.js';
 import type { EngineOptions } from './engine.js';
 import { EngineDeadError, EngineError, EngineRestartingError } from './errors.js';
-import type { EngineHealth, EngineStats, FaultKind, FromWorkerMessage, ServedEngine, ToWorkerMessage, WorkerInit } from './messages.js';
+import type { EngineHealth, EngineStats, FaultKind, ForcedExits, FromWorkerMessage, ServedEngine, ToWorkerMessage, WorkerInit } from './messages.js';
 import type { EngineEvent, GenerateRequest } from './types.js';
 
 export interface WorkerEngineOptions {
@@ -170,6 +170,11 @@ export class WorkerEngine implements ServedEngine {
    */
   injectFault(kind: FaultKind): void {
     this.post({ type: 'fault', kind });
+  }
+
+  /** Test use only: forces and freezes exits in the worker (see ForceExitsMessage). */
+  forceExits(exits: ForcedExits): void {
+    this.post({ type: 'force-exits', exits });
   }
 
   /** Soak use only: a full garbage collection in the worker, if it runs with --expose-gc. */

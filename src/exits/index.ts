@@ -28,4 +28,16 @@ export {
   type TraceHeader,
   type TraceToken,
 } from './trace.js';
-export { clears, savedMs, streamedAgrees, type Costs, type Ramp, type RampScore, type TokenRecord } from './types.js';
+export { callMs, clears, savedMs, streamedAgrees, type CallCosts, type Costs, type Ramp, type RampScore, type TokenRecord } from './types.js';
+export {
+  baselineMsPerToken,
+  cycleExpectation,
+  DraftController,
+  draftMsPerToken,
+  type DraftControllerInput,
+  type DraftOutcome,
+  type DraftPlan,
+  type DraftRampState,
+  type ForcedDraftPlan,
+  type DraftState,
+} from './drafts.js';

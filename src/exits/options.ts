@@ -21,6 +21,9 @@ export const CostsSchema = z.object({
   rampMs: z.number().min(0),
   /** Milliseconds per step lost to decoding block by block instead of fused (see Costs). */
   splitMs: z.number().min(0).optional(),
+  headMs: z.number().min(0).optional(),
+  fusedMs: z.number().min(0).optional(),
+  call: z.object({ overheadMs: z.number().min(0), blockMs: z.number().min(0), rampMs: z.number().min(0), headMs: z.number().min(0) }).optional(),
 });
 
 export const ExitControllerOptionsSchema = z

@@ -41,6 +41,32 @@ export interface Costs {
    * active. Absent or 0 when the model has no fused graph.
    */
   splitMs?: number;
+  /** Milliseconds for the final head over one position; absent or 0 until timed. */
+  headMs?: number;
+  /** Milliseconds for a whole decode step in the fused graph; absent or 0 until timed (or without one). */
+  fusedMs?: number;
+  /**
+   * One call for one row, as a line fitted to the calls timed: a fixed cost
+   * per call, plus what each block, a ramp and the head add to it. Unlike
+   * blockMs (which shares each call's overhead among its blocks), it says
+   * what a span that has not run yet would cost. Absent until calls of
+   * different sizes have been timed.
+   */
+  call?: CallCosts;
+}
+
+/** A linear model of one call's milliseconds for one row (see Costs.call). */
+export interface CallCosts {
+  overheadMs: number;
+  blockMs: number;
+  rampMs: number;
+  headMs: number;
+}
+
+/** What a call over blocks `from`..`to` (one row) costs by `call`, with a ramp or the head after it when asked. */
+export function callMs(call: CallCosts, from: number, to: number, end: 'ramp' | 'head' | 'hidden'): number {
+  const endMs = end === 'ramp' ? call.rampMs : end === 'head' ? call.headMs : 0;
+  return call.overheadMs + (to - from + 1) * call.blockMs + endMs;
 }
 
 /** An active ramp: its layer and the uncertainty (1 − confidence) it tolerates. */

@@ -123,6 +123,19 @@ export class KvCache {
     }
   }
 
+  /** A copy of the first `length` positions of `slot` at `layer`: keys and values, each [kvHeads, length, headDim]. */
+  read(layer: number, slot: number, length: number): { keys: Float32Array; values: Float32Array } {
+    const { numKvHeads, headDim } = this.config;
+    const keys = new Float32Array(numKvHeads * length * headDim);
+    const values = new Float32Array(keys.length);
+    for (let h = 0; h < numKvHeads; h++) {
+      const from = (slot * numKvHeads + h) * this.positions * headDim;
+      keys.set(this.keys[layer]!.subarray(from, from + length * headDim), h * length * headDim);
+      values.set(this.values[layer]!.subarray(from, from + length * headDim), h * length * headDim);
+    }
+    return { keys, values };
+  }
+
   /** Bytes a cache of `numSlots` × `maxContext` positions allocates (keys and values of every layer). */
   static byteLengthFor(config: ModelConfig, numSlots: number, maxContext: number): number {
     return config.numLayers * 2 * KvCache.layerFloats(config, numSlots, maxContext) * Float32Array.BYTES_PER_ELEMENT;

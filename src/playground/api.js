@@ -12,7 +12,7 @@ import { createParser } from 'eventsource-parser';
 
 /**
  * One streamed token, or the end of the reply.
- * @typedef {{ type: 'token', text: string, layer: number | null, confidence: number | null }} TokenEvent
+ * @typedef {{ type: 'token', text: string, layer: number | null, confidence: number | null, verified: boolean }} TokenEvent
  * @typedef {{ type: 'finish', reason: string, completionTokens: number | null }} FinishEvent
  * @typedef {TokenEvent | FinishEvent} StreamEvent
  */
@@ -131,7 +131,7 @@ export async function fetchExits(signal) {
 
 /**
  * One chunk's choice, as offramp streams it (chat `delta.content` or completion `text`, plus its extensions).
- * @typedef {{ delta?: { content?: string | null }, text?: string, finish_reason?: string | null, exit_layer?: number, exit_confidence?: number }} Choice
+ * @typedef {{ delta?: { content?: string | null }, text?: string, finish_reason?: string | null, exit_layer?: number, exit_confidence?: number, exit_verified?: boolean }} Choice
  * @typedef {{ choices?: Choice[], usage?: { completion_tokens: number } | null, error?: { message?: string, code?: string | null } }} Chunk
  */
 
@@ -182,7 +182,14 @@ export async function* streamCompletion(path, body, signal) {
         const choice = chunk.choices?.[0];
         if (!choice) continue;
         const text = choice.delta?.content ?? choice.text ?? '';
-        if (text) yield { type: 'token', text, layer: choice.exit_layer ?? null, confidence: choice.exit_confidence ?? null };
+        if (text)
+          yield {
+            type: 'token',
+            text,
+            layer: choice.exit_layer ?? null,
+            confidence: choice.exit_confidence ?? null,
+            verified: choice.exit_verified === true,
+          };
         if (choice.finish_reason) finishReason = choice.finish_reason;
       }
     }

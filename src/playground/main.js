@@ -43,7 +43,7 @@ const ui = {
   temperature: byId('temperature', HTMLInputElement),
   topP: byId('top-p', HTMLInputElement),
   maxTokens: byId('max-tokens', HTMLInputElement),
-  earlyExit: byId('early-exit', HTMLInputElement),
+  earlyExit: byId('early-exit', HTMLSelectElement),
   apiKey: byId('api-key', HTMLInputElement),
   legend: byId('legend', HTMLUListElement),
   chart: byId('chart', SVGSVGElement),
@@ -108,7 +108,7 @@ function numberField(input) {
 /** The request fields every send shares; the server validates them and says what is wrong. */
 function sampling() {
   /** @type {Record<string, unknown>} */
-  const fields = { model: ui.model.value || undefined, early_exit: ui.earlyExit.checked };
+  const fields = { model: ui.model.value || undefined, early_exit: ui.earlyExit.value };
   const temperature = numberField(ui.temperature);
   const topP = numberField(ui.topP);
   const maxTokens = numberField(ui.maxTokens);
@@ -185,7 +185,7 @@ async function send() {
     for await (const event of streamCompletion(path, body, controller.signal)) {
       if (event.type === 'token') {
         stats.token(event.layer, performance.now());
-        reply.token(event.text, event.layer, event.confidence);
+        reply.token(event.text, event.layer, event.confidence, event.verified);
         if (event.layer !== null) legend.add([event.layer]);
         drawStats();
       } else {

@@ -13,10 +13,12 @@ import { colorFor, emitterName } from './palette.js';
  * A token's hover text.
  * @param {number | null} layer
  * @param {number | null} confidence
+ * @param {boolean} verified a lossless draft the full model verified
  */
-function tokenTitle(layer, confidence) {
+function tokenTitle(layer, confidence, verified) {
   if (layer === null) return 'full model (no early exit)';
   const conf = confidence === null ? 'confidence not reported' : `confidence ${confidence.toFixed(3)}`;
+  if (verified) return `${emitterName(layer)}: drafted after block ${layer}, ${conf}; verified by the full model (lossless)`;
   return `${emitterName(layer)}: exited after block ${layer}, ${conf}`;
 }
 
@@ -40,16 +42,17 @@ export class ReplyView {
    * @param {string} text
    * @param {number | null} layer
    * @param {number | null} confidence
+   * @param {boolean} [verified] a lossless draft the full model verified
    */
-  token(text, layer, confidence) {
+  token(text, layer, confidence, verified = false) {
     const span = document.createElement('span');
     span.className = 'tok';
     span.textContent = text;
-    span.dataset.exit = layer === null ? 'full' : 'ramp';
+    span.dataset.exit = layer === null ? 'full' : verified ? 'draft' : 'ramp';
     if (layer !== null) span.dataset.layer = String(layer);
     if (confidence !== null) span.dataset.confidence = confidence.toFixed(4);
     span.style.setProperty('--c', colorFor(layer));
-    span.title = tokenTitle(layer, confidence);
+    span.title = tokenTitle(layer, confidence, verified);
     this.body.append(span);
     this.text += text;
     this.follow();

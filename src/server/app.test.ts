@@ -111,7 +111,7 @@ test('parameters reach the engine; unknown fields are ignored', async () => {
   assert.deepEqual(request.sampling, { temperature: 0.5, topP: 0.9, topK: 0, minP: 0.05 });
   assert.equal(request.maxTokens, 7);
   assert.equal(request.seed, 42);
-  assert.equal(request.earlyExit, false, 'a seeded request decodes on the full model, so it reproduces');
+  assert.equal(request.earlyExit, 'lossless', 'a seeded request decodes lossless, so it reproduces');
   assert.deepEqual(request.stop, ['\n']);
 
   await post(app, '/v1/completions', { prompt: [[5, 6, 7]], stop: ['a', 'b'] });
@@ -120,7 +120,7 @@ test('parameters reach the engine; unknown fields are ignored', async () => {
   assert.deepEqual(second.sampling, { temperature: 1, topP: 1, topK: 0, minP: 0 });
   assert.equal(second.maxTokens, 64 - 3, 'default max_tokens: the rest of the context');
   assert.equal(second.seed, undefined);
-  assert.equal(second.earlyExit, true);
+  assert.equal(second.earlyExit, 'on');
   assert.deepEqual(second.stop, ['a', 'b']);
 
   await post(app, '/v1/completions', { prompt: [8, 9] });
@@ -217,7 +217,7 @@ test('requests are timed and counted in /metrics', async () => {
 
 test('/metrics shows the engine’s own stats when it reports them', async () => {
   const engine = new FakeEngine();
-  const stats = { running: 3, waiting: 2, freeSlots: 13, busySeconds: 1.5, exits: null };
+  const stats = { running: 3, waiting: 2, freeSlots: 13, busySeconds: 1.5, exits: null, lossless: null };
   engine.stats = stats;
   const { app } = createApp({ engine, model: fakeModel() });
   const text = await (await app.request('/metrics')).text();
@@ -289,7 +289,7 @@ test('early exits: per-request early_exit reaches the engine; exited tokens carr
   });
   const { app } = setup(engine);
   const chunks = await sseChunks(await post(app, '/v1/chat/completions', { messages: [{ role: 'user', content: 'x' }], stream: true }));
-  assert.equal(engine.requests[0]!.earlyExit, true);
+  assert.equal(engine.requests[0]!.earlyExit, 'on');
   assert.deepEqual((chunks[1]!.choices as unknown[])[0], {
     index: 0,
     delta: { content: 'a' },
@@ -300,5 +300,36 @@ test('early exits: per-request early_exit reaches the engine; exited tokens carr
   });
   assert.deepEqual((chunks[2]!.choices as unknown[])[0], { index: 0, delta: { content: 'b' }, logprobs: null, finish_reason: null });
   await post(app, '/v1/completions', { prompt: 'x', early_exit: false });
-  assert.equal(engine.requests[1]!.earlyExit, false);
+  assert.equal(engine.requests[1]!.earlyExit, 'off');
+  // The modes by name; a seeded request that would exit decodes lossless (its text is the full model's, so it reproduces).
+  await post(app, '/v1/completions', { prompt: 'x', early_exit: 'lossless' });
+  await post(app, '/v1/completions', { prompt: 'x', seed: 3 });
+  await post(app, '/v1/completions', { prompt: 'x', seed: 3, early_exit: 'off' });
+  assert.deepEqual(
+    engine.requests.slice(2).map((r) => r.earlyExit),
+    ['lossless', 'lossless', 'off'],
+  );
+  const bad = await post(app, '/v1/completions', { prompt: 'x', early_exit: 'sometimes' });
+  assert.equal(bad.status, 400);
+});
+
+test('early exits: verified drafts carry exit_layer and exit_verified; a server with exits off turns every request off', async () => {
+  const engine = new FakeEngine(async function* (request) {
+    yield { ...token(request.id, 'a', 1), verified: true };
+    yield { type: 'finished', requestId: request.id, finishReason: 'stop', text: '', usage: { promptTokens: 1, completionTokens: 1 } };
+  });
+  const { app } = setup(engine);
+  const chunks = await sseChunks(await post(app, '/v1/completions', { prompt: 'x', stream: true, early_exit: 'lossless' }));
+  assert.deepEqual((chunks[0]!.choices as unknown[])[0], {
+    index: 0,
+    text: 'a',
+    logprobs: null,
+    finish_reason: null,
+    exit_layer: 1,
+    exit_confidence: 0.9,
+    exit_verified: true,
+  });
+  const off = setup(engine, { ...fakeModel(), earlyExit: 'off' });
+  await post(off.app, '/v1/completions', { prompt: 'x', early_exit: 'lossless' });
+  assert.equal(engine.requests.at(-1)!.earlyExit, 'off');
 });

@@ -18,7 +18,7 @@ import { encodeCompletionPrompt, refuseOversizedArrays } from './prompt.js';
 import { checkModel, toGenerateRequest } from './request.js';
 import { respond } from './respond.js';
 import { readJson } from './read-json.js';
-import { ChatCompletionSchema, CompletionSchema, type GenerationBody } from './schemas.js';
+import { ChatCompletionSchema, CompletionSchema, ForceExitsSchema, type GenerationBody } from './schemas.js';
 import { apiKeyAuth, corsFor } from './security.js';
 import { ServerState, type ModelInfo } from './state.js';
 
@@ -37,7 +37,7 @@ export interface AppOptions {
   apiKeys: readonly string[];
   /** Origins allowed by CORS ('*': any); empty: no CORS headers at all. */
   corsOrigins: readonly string[];
-  /** Test and soak use only: POST /debug/fault (needs `injectFault`). */
+  /** Test and soak use only: POST /debug/fault, /debug/gc and /debug/exits. */
   debugRoutes: boolean;
 }
 
@@ -107,10 +107,12 @@ export function createApp(deps: AppDeps): ServerApp {
     return c.body(text, 200, { 'content-type': PROMETHEUS_CONTENT_TYPE });
   });
 
-  // The early-exit controller's state: active ramps, thresholds, agreement, exit rates, utilities, recent adjustments.
+  // The early-exit controllers' state: the server's mode; active ramps, thresholds, agreement, exit rates, utilities,
+  // recent adjustments; and lossless mode's drafting plan, acceptance and run lengths.
   app.get('/exits', (c) => {
     const stats = deps.engine.stats;
-    return c.json(stats?.exits ? { enabled: true, ...stats.exits } : { enabled: false });
+    if (!stats?.exits) return c.json({ enabled: false });
+    return c.json({ enabled: true, mode: state.model?.earlyExit ?? null, ...stats.exits, lossless: stats.lossless });
   });
 
   app.get('/v1/models', (c) => {
@@ -157,6 +159,14 @@ export function createApp(deps: AppDeps): ServerApp {
       if (kind !== 'crash' && kind !== 'step') throw new ApiError(400, 'kind: must be "crash" or "step"', { param: 'kind', code: 'invalid_value' });
       deps.engine.injectFault(kind);
       return c.json({ injected: kind }, 202);
+    });
+    // Tests: force and freeze the exit thresholds and the draft plan, so that tokens really come from ramps.
+    app.post('/debug/exits', async (c) => {
+      const parsed = ForceExitsSchema.safeParse(await readJson(c));
+      if (!parsed.success) throw fromZodError(parsed.error);
+      const { ramps, draft } = parsed.data;
+      deps.engine.forceExits({ ...(ramps && { ramps }), ...(draft !== undefined && { draft }) });
+      return c.json({ forced: parsed.data }, 202);
     });
     // Both threads collect garbage (with node --expose-gc), so the soak compares resident memory like with like.
     app.post('/debug/gc', (c) => {

@@ -46,8 +46,12 @@ export const ServeConfigSchema = z.object({
     .default(1024 * 1024),
   /** The name clients use as `model` (default: the model's own short name). */
   servedModelName: z.string().min(1).optional(),
-  /** Early exits: 'on' streams tokens from intermediate ramps when the controller finds them accurate enough. */
-  earlyExit: z.enum(['off', 'on']).default('on'),
+  /**
+   * Early exits, for requests that do not choose: 'on' streams tokens from
+   * intermediate ramps when the controller finds them accurate enough;
+   * 'lossless' lets ramps draft tokens that the full model verifies.
+   */
+  earlyExit: z.enum(['off', 'on', 'lossless']).default('on'),
   /** The exit constraint: share of streamed tokens equal to the full model's choice. */
   accuracy: z.coerce.number().gt(0).lt(1).default(0.99),
   /** Share of a non-exiting step that all active ramps together may cost. */
@@ -83,7 +87,9 @@ export const SERVE_USAGE = `usage: offramp serve [options]
   --max-context N        positions per request (default and maximum: the model's)
   --max-step-tokens N    positions per engine step (default 512)
   --served-model-name S  the model's name in the API (default: the model's)
-  --early-exit on|off    stream tokens from early-exit ramps (default on)
+  --early-exit on|lossless|off
+                         on: stream tokens from early-exit ramps (default);
+                         lossless: ramps draft, the full model verifies
   --accuracy A           with exits on: share of streamed tokens that must equal the full
                          model's argmax (default 0.99)
   --ramp-budget B        share of a full step all active ramps together may cost (default 0.2)

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { Usage } from '../engine/index.js';
+import type { TokenEvent, Usage } from '../engine/index.js';
 
 export type Endpoint = 'chat' | 'completion';
 
@@ -48,17 +48,24 @@ export function roleChunk(meta: ResponseMeta): Record<string, unknown> | null {
 /**
  * A chunk of new text, or (with `finishReason`) the last chunk of the choice.
  * A token released by an early-exit ramp carries offramp's `exit_layer`
- * extension (the block it exited after) and `exit_confidence` (the ramp's
- * confidence); standard clients ignore them.
+ * extension (the ramp's layer) and `exit_confidence` (the ramp's
+ * confidence); a lossless draft the full model verified also carries
+ * `exit_verified: true`. Standard clients ignore them.
  */
 export function contentChunk(
   meta: ResponseMeta,
   text: string,
   finishReason: OpenAiFinishReason | null = null,
-  exitLayer: number | null = null,
-  exitConfidence: number | null = null,
+  exit: Pick<TokenEvent, 'exitLayer' | 'confidence' | 'verified'> | null = null,
 ): Record<string, unknown> {
-  const extension = exitLayer === null ? {} : { exit_layer: exitLayer, ...(exitConfidence !== null && { exit_confidence: exitConfidence }) };
+  const extension =
+    exit === null || exit.exitLayer === null
+      ? {}
+      : {
+          exit_layer: exit.exitLayer,
+          ...(exit.confidence !== null && { exit_confidence: exit.confidence }),
+          ...(exit.verified && { exit_verified: true }),
+        };
   if (meta.endpoint === 'chat') {
     const delta = text ? { content: text } : {};
     return envelope(meta, [{ index: 0, delta, logprobs: null, finish_reason: finishReason, ...extension }]);

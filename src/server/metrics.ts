@@ -6,7 +6,7 @@
  * @module
  */
 import type { EngineStats, FinishReason, Usage } from '../engine/index.js';
-import type { ControllerState } from '../exits/index.js';
+import type { ControllerState, DraftState } from '../exits/index.js';
 import { Registry, type Labels } from './prometheus.js';
 
 // Buckets: vLLM's, extended downwards, because a tiny model on a CPU decodes in well under a millisecond.
@@ -53,6 +53,20 @@ export class ServerMetrics {
   private readonly thresholds = this.registry.gauge('offramp:exit_threshold', 'Current threshold of each active early-exit ramp, by layer (0: never exits).');
   private readonly exitRates = this.registry.gauge('offramp:exit_rate', 'Share of recent tokens streamed from each active ramp, by layer.');
   private readonly activeRamps = this.registry.gauge('offramp:exit_active_ramps', 'Early-exit ramps active now.');
+  private readonly draftPlan = this.registry.gauge(
+    'offramp:lossless_draft_min_confidence',
+    "Lossless mode: the least confidence that drafts, by the drafting ramp's layer and the longest run (no series: nothing drafts).",
+  );
+  private readonly acceptance = this.registry.gauge('offramp:lossless_acceptance', 'Lossless mode: share of drafts the full model accepted, by ramp layer.');
+  private readonly acceptedRun = this.registry.gauge('offramp:lossless_mean_accepted_run', 'Lossless mode: drafts accepted per verified run, by ramp layer.');
+  private readonly draftedShare = this.registry.gauge(
+    'offramp:lossless_drafted_token_share',
+    "Lossless mode: share of lossless requests' tokens that were verified drafts.",
+  );
+  private readonly msPerToken = this.registry.gauge(
+    'offramp:lossless_ms_per_token',
+    'Lossless mode: expected milliseconds per token, by plan ("draft": the drafting plan\'s estimate, "off": without drafting).',
+  );
   private readonly success = this.registry.counter('offramp:request_success_total', 'Requests finished, by finish reason.');
   private readonly rejected = this.registry.counter('offramp:requests_rejected_total', 'Requests refused before generation, by HTTP status.');
   private readonly restarts = this.registry.counter('offramp:engine_restarts_total', 'Times the engine worker was restarted after a failure.');
@@ -117,11 +131,28 @@ export class ServerMetrics {
       this.busy.inc({}, engine.busySeconds >= this.busySeen ? engine.busySeconds - this.busySeen : engine.busySeconds);
       this.busySeen = engine.busySeconds;
       if (engine.exits) this.setExitGauges(engine.exits);
+      if (engine.lossless) this.setDraftGauges(engine.lossless);
     } else {
       this.running.set(http.started);
       this.waiting.set(http.inFlight - http.started);
     }
     return this.registry.render();
+  }
+
+  private setDraftGauges(drafts: DraftState): void {
+    const { plan } = drafts;
+    this.draftPlan.clear();
+    if (plan) this.draftPlan.set(plan.minConfidence, { layer: String(plan.layer), max_draft: String(plan.maxDraft) });
+    this.acceptance.clear();
+    this.acceptedRun.clear();
+    for (const ramp of drafts.ramps) {
+      if (ramp.acceptance !== null) this.acceptance.set(ramp.acceptance, { layer: String(ramp.layer) });
+      if (ramp.meanAcceptedRun !== null) this.acceptedRun.set(ramp.meanAcceptedRun, { layer: String(ramp.layer) });
+    }
+    if (drafts.tokens > 0) this.draftedShare.set(drafts.draftedTokens / drafts.tokens);
+    this.msPerToken.clear();
+    if (plan?.msPerToken) this.msPerToken.set(plan.msPerToken, { plan: 'draft' });
+    if (drafts.baselineMsPerToken !== null) this.msPerToken.set(drafts.baselineMsPerToken, { plan: 'off' });
   }
 
   private setExitGauges(exits: ControllerState): void {

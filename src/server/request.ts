@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { requestProblem, type GenerateRequest } from '../engine/index.js';
+import { requestProblem, type EarlyExitMode, type GenerateRequest } from '../engine/index.js';
 import { ApiError } from './errors.js';
 import type { GenerationBody } from './schemas.js';
 import type { ModelInfo } from './state.js';
@@ -51,6 +51,19 @@ function stopStrings(stop: GenerationBody['stop']): string[] {
   return typeof stop === 'string' ? [stop] : stop;
 }
 
+/**
+ * The request's early-exit mode: its own `early_exit`, else the server's. A
+ * seeded request must reproduce, and the thresholds it would exit at move
+ * with the controller: where it would exit it decodes lossless instead,
+ * whose text is the full model's for that seed.
+ */
+function earlyExitMode(body: GenerationBody, server: EarlyExitMode): EarlyExitMode {
+  if (server === 'off') return 'off';
+  const asked = body.early_exit === true ? 'on' : body.early_exit === false ? 'off' : (body.early_exit ?? server);
+  const seeded = body.seed !== null && body.seed !== undefined;
+  return asked === 'on' && seeded ? 'lossless' : asked;
+}
+
 export function toGenerateRequest(
   id: string,
   body: GenerationBody,
@@ -71,9 +84,7 @@ export function toGenerateRequest(
     },
     maxTokens,
     stop: stopStrings(body.stop),
-    // A seeded request must reproduce, and the thresholds it would exit at move with the
-    // controller: it decodes on the full model (until lossless mode, whose text is the full model's).
-    earlyExit: (body.early_exit ?? true) && (body.seed === null || body.seed === undefined),
+    earlyExit: earlyExitMode(body, model.earlyExit),
   };
   if (body.seed !== null && body.seed !== undefined) request.seed = body.seed;
   return request;

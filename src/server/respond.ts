@@ -150,7 +150,7 @@ async function streamEvents(
       const event = next.value;
       if (event.type === 'token') {
         timer.token(event.exitLayer);
-        if (event.text) sse.send(contentChunk(meta, event.text, null, event.exitLayer, event.confidence));
+        if (event.text) sse.send(contentChunk(meta, event.text, null, event));
         continue;
       }
       if (event.type === 'finished' && (event.finishReason === 'stop' || event.finishReason === 'length')) {

@@ -48,8 +48,13 @@ const generationFields = {
   stream_options: z.object({ include_usage: z.boolean().nullish() }).nullish(),
   n: refused(z.number().int(), (n) => n === 1, 'only n = 1 is supported'),
   user: z.string().nullish(),
-  /** offramp's extension: false streams every token from the full model; default true (exits when the server enables them). */
-  early_exit: z.boolean().nullish(),
+  /**
+   * offramp's extension: "on" (or true) streams tokens from early-exit ramps,
+   * "lossless" lets ramps draft tokens that the full model verifies (the text
+   * is exactly the full model's), "off" (or false) uses the full model only;
+   * absent: the server's --early-exit mode.
+   */
+  early_exit: z.union([z.boolean(), z.enum(['on', 'off', 'lossless'])]).nullish(),
 };
 
 const textPart = z.object({ type: z.literal('text'), text: text() });
@@ -85,3 +90,9 @@ export type CompletionBody = z.infer<typeof CompletionSchema>;
 
 /** What both endpoints have in common once parsed. */
 export type GenerationBody = ChatCompletionBody | CompletionBody;
+
+/** POST /debug/exits (tests, behind --debug-routes): ramps and thresholds, and a draft plan (null: none), forced and frozen. */
+export const ForceExitsSchema = z.object({
+  ramps: z.array(z.object({ layer: z.number().int().min(0), threshold: z.number().min(0).max(1) })).optional(),
+  draft: z.object({ layer: z.number().int().min(0), minConfidence: z.number().min(0).max(1), maxDraft: z.number().int().min(1) }).nullish(),
+});

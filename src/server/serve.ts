@@ -80,7 +80,7 @@ async function loadModel(config: ServeConfig, engine: WorkerEngine, log: (line: 
       maxStepTokens: Math.max(config.maxStepTokens, config.maxRunning),
       maxContext,
       earlyExit: {
-        enabled: config.earlyExit === 'on',
+        enabled: config.earlyExit !== 'off',
         accuracy: config.accuracy,
         rampBudget: config.rampBudget,
         confidence: config.confidence,
@@ -93,7 +93,13 @@ async function loadModel(config: ServeConfig, engine: WorkerEngine, log: (line: 
   log(
     `model ${dir} loaded in ${((performance.now() - started) / 1000).toFixed(1)} s (${weights} weights, context ${maxContext}, ${config.maxRunning} slots, KV cache ${kvMiB.toFixed(0)} MiB); ${describeRamps(manifest)}`,
   );
-  return { id: config.servedModelName ?? defaultModelName(config.model), maxContext, tokenizer, maxCharsPerToken: maxCharsPerToken(tokenizer) };
+  return {
+    id: config.servedModelName ?? defaultModelName(config.model),
+    earlyExit: config.earlyExit,
+    maxContext,
+    tokenizer,
+    maxCharsPerToken: maxCharsPerToken(tokenizer),
+  };
 }
 
 /** Starts listening now and loading the model in the background (see `ready`). */

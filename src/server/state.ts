@@ -8,9 +8,12 @@
 import { setMaxListeners } from 'node:events';
 import { ApiError } from './errors.js';
 import { ChatPrompter, type PromptTokenizer } from './prompt.js';
+import type { EarlyExitMode } from '../engine/index.js';
 
 /** The model the server answers for. */
 export interface ModelInfo {
+  /** The server's early-exit mode: what a request that does not say gets. */
+  earlyExit: EarlyExitMode;
   /** The name clients pass as `model`. */
   id: string;
   /** Positions per request, prompt plus completion (the engine's maxContext). */

@@ -6,7 +6,7 @@
  * @module
  */
 import { createParser } from 'eventsource-parser';
-import type { EngineEvent, EngineHealth, EngineStats, FaultKind, GenerateRequest, ServedEngine } from '../engine/index.js';
+import type { EngineEvent, EngineHealth, EngineStats, FaultKind, ForcedExits, GenerateRequest, ServedEngine } from '../engine/index.js';
 import type { Hono } from 'hono';
 import type { PromptTokenizer } from './prompt.js';
 import type { ModelInfo } from './state.js';
@@ -28,6 +28,7 @@ export class CharTokenizer implements PromptTokenizer {
 
 export const fakeModel = (tokenizer: PromptTokenizer = new CharTokenizer(), maxContext = 64): ModelInfo => ({
   id: 'fake-model',
+  earlyExit: 'on',
   maxContext,
   tokenizer,
   created: 1700000000,
@@ -71,6 +72,7 @@ export class FakeEngine implements ServedEngine {
   readonly requests: GenerateRequest[] = [];
   readonly aborted: string[] = [];
   readonly faults: FaultKind[] = [];
+  readonly forced: ForcedExits[] = [];
   stats: EngineStats | null = null;
   health: EngineHealth = 'ready';
   restarts = 0;
@@ -87,6 +89,10 @@ export class FakeEngine implements ServedEngine {
   }
 
   collectGarbage(): void {}
+
+  forceExits(exits: ForcedExits): void {
+    this.forced.push(exits);
+  }
 }
 
 /** POSTs a JSON body (a string is sent as it is). */

@@ -31,6 +31,13 @@ export class Ring<T> {
     return evicted;
   }
 
+  /** Forgets every item. */
+  clear(): void {
+    this.items.fill(undefined);
+    this.start = 0;
+    this.count = 0;
+  }
+
   /** The newest `n` items (all if fewer), oldest first. */
   last(n: number = this.count): T[] {
     const k = Math.min(Math.max(0, n), this.count);
