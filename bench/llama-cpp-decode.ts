@@ -17,18 +17,16 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
-import { getLlama, LlamaLogLevel } from 'node-llama-cpp';
+import { FLOAT32_ATTENTION, loadLlamaCppModel } from './llama-cpp.js';
 
 /** Tokens/s of a greedy decode of `numTokens` after `prompt` (BOS added as the file says), excluding the first token. */
 export async function nodeLlamaCppDecode(file: string, prompt: string, threads: number, numTokens: number): Promise<number> {
-  const llama = await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error });
-  const model = await llama.loadModel({ modelPath: file });
+  const model = await loadLlamaCppModel(file);
   try {
     const promptTokens = model.tokenize(prompt);
     const bos = model.tokens.shouldPrependBosToken && model.tokens.bos !== null ? [model.tokens.bos] : [];
     const contextSize = Math.min(model.trainContextSize, bos.length + promptTokens.length + numTokens + 1);
-    // Float32 KV cache, as offramp keeps; llama.cpp's default is F16.
-    const context = await model.createContext({ contextSize, threads, experimentalKvCacheKeyType: 'F32', experimentalKvCacheValueType: 'F32' });
+    const context = await model.createContext({ contextSize, threads, ...FLOAT32_ATTENTION });
     try {
       const sequence = context.getSequence();
       let first = 0;
