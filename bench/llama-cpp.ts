@@ -10,10 +10,23 @@
  */
 import { getLlama, LlamaLogLevel, type LlamaModel } from 'node-llama-cpp';
 
-/** Context options for attention as offramp computes it: a float32 KV cache (llama.cpp's default F16 cache turns near-ties in greedy text). */
+/**
+ * Context options for attention as offramp computes it, in float32.
+ *
+ * A float32 KV cache: llama.cpp's default F16 cache turns near-ties in
+ * greedy text. And no flash attention: with it (node-llama-cpp's default,
+ * "auto", turns it on for the CPU), llama.cpp casts each layer's whole F32
+ * K and V views (at least 256 cells) to F16 at every step before its F16
+ * flash kernel (llama-graph.cpp, build_attn_mha: "if (k->type ==
+ * GGML_TYPE_F32) k = ggml_cast(ctx0, k, GGML_TYPE_F16)"). So the F32 cache
+ * was attended in F16 anyway, and the casts cost more than half again the
+ * rest of a token: on the stories110M shape at one thread, 39 ms of CPU a
+ * token against 24 without flash attention (stories260K: 1.9x).
+ */
 export const FLOAT32_ATTENTION = {
   experimentalKvCacheKeyType: 'F32',
   experimentalKvCacheValueType: 'F32',
+  flashAttention: false,
 } as const;
 
 /** node-llama-cpp has no prebuilt llama.cpp binary that loads on this machine (and the bench builds none). */
