@@ -35,6 +35,8 @@ import { buildWork, poissonArrivals, type Work } from './workload.js';
 const OFF = 'exits-off';
 const PEER = 'transformers.js';
 const LLAMA_CPP = 'llama.cpp';
+/** llama.cpp's LLAMA_MAX_SEQ: a context holds at most this many sequences. */
+const LLAMA_CPP_MAX_SEQUENCES = 256;
 
 async function sleep(ms: number): Promise<void> {
   await new Promise((resolve) => setTimeout(resolve, ms));
@@ -93,8 +95,10 @@ async function startVariants(
   }
   if (options.variants.includes('llama.cpp')) {
     const file = exportGgufPeerModel(model.name, log);
-    log(`loading ${LLAMA_CPP} (node-llama-cpp) from ${file}`);
-    targets.push(await LlamaCppTarget.load(LLAMA_CPP, file, maxContext, options.threads));
+    // As many sequences as offramp's servers have slots, up to llama.cpp's limit of 256 (LLAMA_MAX_SEQ).
+    const sequences = Math.min(maxRunning, LLAMA_CPP_MAX_SEQUENCES);
+    log(`loading ${LLAMA_CPP} (node-llama-cpp) from ${file}, ${sequences} sequences`);
+    targets.push(await LlamaCppTarget.load(LLAMA_CPP, file, maxContext, options.threads, sequences));
     variants.push({ id: LLAMA_CPP, kind: 'peer', earlyExit: null, accuracy: null, url: null });
   }
   if (targets.length === 0) throw new Error('no variants to run (check --variants)');

@@ -6,9 +6,11 @@
  * weights (the overhead floor); each with float32 and with int8 linear layers.
  * Beside them, llama.cpp on the same weights exported as GGUF (F32 beside
  * float32, Q8_0 beside int8): through node-llama-cpp, and llama.cpp's own
- * llama-bench when `--llama-bench DIR` (or $LLAMA_CPP_BIN) names a build
- * folder holding it (../shared/peers/build-llama-cpp.sh builds one; see
- * ../shared/peers/README.md). `--llama-cpp off` leaves llama.cpp out.
+ * llama-bench when built: `--llama-bench DIR` (or $LLAMA_CPP_BIN) names the
+ * folder holding it or build-llama-cpp.sh's OUT folder; by default the bench
+ * looks in /tmp/llama.cpp-peer, where ../shared/peers/README.md builds it
+ * (`../shared/peers/build-llama-cpp.sh /tmp/llama.cpp-peer`). `--llama-cpp
+ * off` leaves llama.cpp out.
  *
  *   npm run bench:decode [-- --models stories260K,stories110M --threads 1,2 --quantize none,int8 --repeats 5]
  *
@@ -23,7 +25,7 @@ import { parseArgs } from 'node:util';
 import { argmax, EXITS_OFF, GREEDY, LocalEngine } from '../src/engine/index.js';
 import { KvCache, Model, QUANTIZATIONS, weightsLabel, type Quantization } from '../src/model/index.js';
 import { PROJECT_ROOT } from '../src/util/index.js';
-import { llamaBenchDecode, nodeLlamaCppDecode } from './llama-cpp-decode.js';
+import { DEFAULT_LLAMA_CPP_OUT, findLlamaBench, llamaBenchDecode, nodeLlamaCppDecode } from './llama-cpp-decode.js';
 import { exportGgufPeerModel, prepareBenchModel } from './models.js';
 
 const PROMPT = 'Once upon a time';
@@ -103,14 +105,16 @@ const quantizations = values.quantize.split(',').map((q) => {
   if (!(QUANTIZATIONS as readonly string[]).includes(q)) throw new Error(`--quantize: ${JSON.stringify(q)} is not one of ${QUANTIZATIONS.join(', ')}`);
   return q as Quantization;
 });
+const log = (line: string) => process.stderr.write(`bench: ${line}\n`);
 const withLlamaCpp = values['llama-cpp'] !== 'off';
-const llamaBenchDir = withLlamaCpp ? values['llama-bench'] : undefined;
-if (withLlamaCpp && !llamaBenchDir) {
-  process.stderr.write(
-    'bench: no llama-bench column: pass --llama-bench DIR (or set LLAMA_CPP_BIN), DIR from `../shared/peers/build-llama-cpp.sh /tmp/llama.cpp-peer`\n',
+const llamaBenchDir = withLlamaCpp ? findLlamaBench(values['llama-bench']) : null;
+if (withLlamaCpp) {
+  log(
+    llamaBenchDir
+      ? `llama-bench from ${llamaBenchDir}`
+      : `no llama-bench column: none built in ${DEFAULT_LLAMA_CPP_OUT}; build it with \`../shared/peers/build-llama-cpp.sh ${DEFAULT_LLAMA_CPP_OUT}\` (about 10 minutes on 2 cores), or name a build with --llama-bench DIR (or LLAMA_CPP_BIN=DIR)`,
   );
 }
-const log = (line: string) => process.stderr.write(`bench: ${line}\n`);
 for (const name of values.models.split(',')) {
   const builds: { quantization: Quantization; dir: string; gguf: string | null }[] = [];
   for (const quantization of quantizations) {

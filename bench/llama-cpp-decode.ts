@@ -7,9 +7,9 @@
  *   context sequence; tokens/s from the first generated token to the last,
  *   as offramp's columns are measured.
  * - llama-bench: llama.cpp's own C benchmark (`-p 0 -n N`: N tokens decoded
- *   one at a time after an empty prompt), when a build folder holding it is
- *   given; see ../shared/peers/README.md to build one (about 10 minutes on
- *   2 cores; never in CI).
+ *   one at a time after an empty prompt), when built: in the folder named,
+ *   or in /tmp/llama.cpp-peer where ../shared/peers/README.md builds it
+ *   (about 10 minutes on 2 cores; never in CI).
  *
  * @module
  */
@@ -17,18 +17,16 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
-import { getLlama, LlamaLogLevel } from 'node-llama-cpp';
+import { FLOAT32_ATTENTION, loadLlamaCppModel } from './llama-cpp.js';
 
 /** Tokens/s of a greedy decode of `numTokens` after `prompt` (BOS added as the file says), excluding the first token. */
 export async function nodeLlamaCppDecode(file: string, prompt: string, threads: number, numTokens: number): Promise<number> {
-  const llama = await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error });
-  const model = await llama.loadModel({ modelPath: file });
+  const model = await loadLlamaCppModel(file);
   try {
     const promptTokens = model.tokenize(prompt);
     const bos = model.tokens.shouldPrependBosToken && model.tokens.bos !== null ? [model.tokens.bos] : [];
     const contextSize = Math.min(model.trainContextSize, bos.length + promptTokens.length + numTokens + 1);
-    // Float32 KV cache, as offramp keeps; llama.cpp's default is F16.
-    const context = await model.createContext({ contextSize, threads, experimentalKvCacheKeyType: 'F32', experimentalKvCacheValueType: 'F32' });
+    const context = await model.createContext({ contextSize, threads, ...FLOAT32_ATTENTION });
     try {
       const sequence = context.getSequence();
       let first = 0;
@@ -46,13 +44,38 @@ export async function nodeLlamaCppDecode(file: string, prompt: string, threads: 
   }
 }
 
+/** The OUT folder ../shared/peers/README.md builds llama.cpp's tools into; looked in when no folder is named. */
+export const DEFAULT_LLAMA_CPP_OUT = '/tmp/llama.cpp-peer';
+
+/**
+ * The folder holding llama-bench: `dir` itself, or the build folder inside it
+ * when `dir` is build-llama-cpp.sh's OUT (`llama.cpp/build/bin`); without
+ * `dir`, the same inside DEFAULT_LLAMA_CPP_OUT, or null when nothing is built
+ * there. A named folder without llama-bench is an error.
+ */
+export function findLlamaBench(dir: string | undefined): string | null {
+  const candidates = (base: string) => [base, path.join(base, 'llama.cpp', 'build', 'bin')];
+  const found = candidates(dir ?? DEFAULT_LLAMA_CPP_OUT).find((d) => fs.existsSync(path.join(d, 'llama-bench')));
+  if (found || dir === undefined) return found ?? null;
+  throw new Error(
+    `no llama-bench in ${dir} or ${candidates(dir)[1]}: build it with \`../shared/peers/build-llama-cpp.sh ${dir}\` (about 10 minutes on 2 cores; see ../shared/peers/README.md), or leave the column out by naming no folder`,
+  );
+}
+
 const LlamaBenchRowSchema = z.object({ n_gen: z.number(), avg_ts: z.number() });
 
-/** llama-bench's decode tokens/s for `file`, run from the build folder `binDir`; one repetition per call (the caller repeats). */
+/**
+ * llama-bench's decode tokens/s for `file`, run from the folder `binDir`
+ * (findLlamaBench); one repetition per call (the caller repeats). Flash
+ * attention off, as in the node-llama-cpp column (FLOAT32_ATTENTION); the KV
+ * cache stays F16, since llama-bench takes no F32 cache type (`-ctk` knows
+ * f16, bf16 and quantized types only). At these lengths the cache is a small
+ * part of a token's memory traffic (about 2% on the stories110M shape).
+ */
 export function llamaBenchDecode(binDir: string, file: string, threads: number, numTokens: number): number {
   const bin = path.join(binDir, 'llama-bench');
-  if (!fs.existsSync(bin)) throw new Error(`no llama-bench in ${binDir}: build it with ../shared/peers/build-llama-cpp.sh (see ../shared/peers/README.md)`);
-  const json = execFileSync(bin, ['-m', file, '-t', String(threads), '-p', '0', '-n', String(numTokens), '-r', '1', '-o', 'json'], { encoding: 'utf8' });
+  const args = ['-m', file, '-t', String(threads), '-p', '0', '-n', String(numTokens), '-r', '1', '-fa', 'off', '-o', 'json'];
+  const json = execFileSync(bin, args, { encoding: 'utf8' });
   const rows = z.array(LlamaBenchRowSchema).parse(JSON.parse(json));
   const decode = rows.find((r) => r.n_gen === numTokens);
   if (!decode) throw new Error(`llama-bench printed no ${numTokens}-token decode row`);

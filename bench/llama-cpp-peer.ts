@@ -1,52 +1,85 @@
 /**
  * The llama.cpp peer: node-llama-cpp (llama.cpp's engine through its Node
- * binding, prebuilt CPU binaries) generating from the same weights,
- * exported by `exportGguf`, the way a Node user runs it: in process, one
- * `LlamaCompletion` at a time on one context sequence.
+ * binding, prebuilt CPU binaries, never built here: see llama-cpp.ts)
+ * generating from the same weights, exported by `exportGguf`, the way a
+ * Node user serves several clients: in process, one `LlamaContext` with
+ * `sequences` context sequences, one `LlamaCompletion` per request on a
+ * sequence of its own.
  *
- * Never builds or downloads: `getLlama` runs with `build: 'never'` and no
- * GPU, so a machine without the prebuilt binary fails to load the peer
- * instead of compiling llama.cpp.
+ * Concurrency: up to `sequences` requests run at once; the others wait in a
+ * FIFO queue. node-llama-cpp batches the running sequences' evaluations:
+ * each sequence queues its next tokens, and the context decodes everything
+ * queued in one llama_decode on the next event-loop turn (at once when every
+ * sequence has queued), so concurrent requests share each step's pass over
+ * the weights as offramp's batched steps do. A sequence whose sampled token
+ * comes back a turn late joins the next step's batch instead.
  *
- * Timing, as for the transformers.js peer (peer.ts): `onToken` fires once
- * per generated token; its timestamps are the chunks. TTFT runs from the
- * request's due time (queueing included); tokenization is inside the clock.
- * Each request gets a fresh context sequence, so none reuses an earlier
- * one's prompt (offramp's engine does not cache prefixes either).
- * Like the other peer it serves one request at a time, in a FIFO queue.
+ * Timing, as for the transformers.js peer (peer.ts, in-process.ts):
+ * `onToken` fires once per generated token; its timestamps are the chunks.
+ * TTFT runs from the request's due time (queueing included); tokenization
+ * is inside the clock. Each request gets a fresh context sequence, so none
+ * reuses an earlier one's prompt (offramp's engine does not cache prefixes
+ * either).
  *
  * @module
  */
-import { getLlama, LlamaCompletion, LlamaLogLevel, type LlamaContext, type LlamaModel, type Token } from 'node-llama-cpp';
+import { LlamaCompletion, type LlamaContext, type LlamaContextSequence, type LlamaModel, type Token } from 'node-llama-cpp';
 import { renderPlainChat } from '../src/server/index.js';
+import { RequestSlots, timedGeneration, type Generated } from './in-process.js';
+import { FLOAT32_ATTENTION, loadLlamaCppModel } from './llama-cpp.js';
 import { failedRecord, type RequestRecord, type ServerSnapshot, type Target } from './target.js';
 import type { Work } from './workload.js';
 
 export class LlamaCppTarget implements Target {
-  /** The tail of the FIFO queue: each request starts when the one before it has ended. */
-  private queue: Promise<unknown> = Promise.resolve();
+  /** One slot per context sequence: a request runs once a sequence is free. */
+  private readonly slots: RequestSlots;
 
   private constructor(
     readonly id: string,
     private readonly model: LlamaModel,
     private readonly context: LlamaContext,
-  ) {}
+  ) {
+    this.slots = new RequestSlots(context.totalSequences);
+  }
 
-  /** Loads the GGUF `file` with a context of `contextSize` tokens and `threads` CPU threads (0: llama.cpp's default). */
-  static async load(id: string, file: string, contextSize: number, threads: number): Promise<LlamaCppTarget> {
-    const llama = await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error });
-    const model = await llama.loadModel({ modelPath: file });
-    // llama.cpp's default (every core) spins its threads: on a shared 2-core machine that took 50 s for 20 tokens.
-    // A float32 KV cache, as offramp keeps (llama.cpp's default F16 cache turns near-ties in greedy text).
-    const kvCache = { experimentalKvCacheKeyType: 'F32', experimentalKvCacheValueType: 'F32' } as const;
-    const context = await model.createContext({ contextSize, sequences: 1, ...kvCache, ...(threads > 0 ? { threads } : {}) });
-    return new LlamaCppTarget(id, model, context);
+  /**
+   * Loads the GGUF `file` with one context of `sequences` sequences, each of
+   * `contextSize` tokens, and `threads` CPU threads (0: llama.cpp's default).
+   */
+  static async load(id: string, file: string, contextSize: number, threads: number, sequences = 1): Promise<LlamaCppTarget> {
+    const model = await loadLlamaCppModel(file);
+    try {
+      // llama.cpp's default (every core) spins its threads: on a shared 2-core machine that took 50 s for 20 tokens.
+      const context = await model.createContext({ contextSize, sequences, ...FLOAT32_ATTENTION, ...(threads > 0 ? { threads } : {}) });
+      return new LlamaCppTarget(id, model, context);
+    } catch (error) {
+      await model.dispose();
+      throw error;
+    }
+  }
+
+  /** How many requests run at once (the context's sequences). */
+  get sequences(): number {
+    return this.context.totalSequences;
   }
 
   send(work: Work, startMs: number, maxTokens: number, temperature: number): Promise<RequestRecord> {
-    const run = this.queue.then(() => this.generate(work, startMs, maxTokens, temperature));
-    this.queue = run;
-    return run;
+    return this.slots.run(async () => {
+      // A fresh sequence per request: nothing of an earlier request's prompt is reused.
+      let sequence: LlamaContextSequence;
+      try {
+        sequence = this.context.getSequence();
+      } catch (error) {
+        return failedRecord(work, startMs, (error as Error).message);
+      }
+      try {
+        return await timedGeneration(work, startMs, (onTokens) => this.generate(sequence, work, maxTokens, temperature, onTokens));
+      } finally {
+        // Awaited inside the slot, after the record's endMs: the context takes the sequence's id back only once
+        // disposal gets its lock (after the decode in flight), and the request this slot goes to next needs it.
+        await sequence.dispose();
+      }
+    });
   }
 
   /** Story text as is; chat in offramp's plain rendering, since the bench's models have no chat template. */
@@ -55,12 +88,15 @@ export class LlamaCppTarget implements Target {
     return prompt.kind === 'story' ? prompt.prompt : renderPlainChat(prompt.messages);
   }
 
-  private async generate(work: Work, startMs: number, maxTokens: number, temperature: number): Promise<RequestRecord> {
-    const record: RequestRecord = { ...failedRecord(work, startMs, ''), error: null, tokenSource: 'chunks' };
-    // A fresh sequence per request: nothing of an earlier request's prompt is reused.
-    const sequence = this.context.getSequence();
+  private async generate(
+    sequence: LlamaContextSequence,
+    work: Work,
+    maxTokens: number,
+    temperature: number,
+    onTokens: (numTokens: number) => void,
+  ): Promise<Generated> {
+    const completion = new LlamaCompletion({ contextSequence: sequence, autoDisposeSequence: false });
     try {
-      const completion = new LlamaCompletion({ contextSequence: sequence, autoDisposeSequence: false });
       // Tokens, not text: given text, LlamaCompletion splits a leading word its own way ("The" as
       // "▁T" + "he" on stories260K, not "▁The" as llama.cpp's tokenizer and offramp do), which
       // changes the continuation. Given tokens, it still adds BOS as the GGUF says.
@@ -75,27 +111,15 @@ export class LlamaCppTarget implements Target {
         topK: 0,
         onToken: (tokens) => {
           generated.push(...tokens);
-          const now = performance.now();
-          for (let i = 0; i < tokens.length; i++) {
-            record.chunkMs.push(now);
-            record.chunkExit.push(null);
-          }
+          onTokens(tokens.length);
         },
       });
-      completion.dispose({ disposeSequence: false });
       // The completion's own text drops the first token's leading space (" named" after a prompt
       // comes back as "named"); detokenizing after the prompt's tokens keeps it.
-      record.text = this.model.detokenize(generated, false, promptTokens);
-      record.finishReason = metadata.stopReason === 'eogToken' ? 'stop' : 'length';
-    } catch (error) {
-      return { ...record, endMs: performance.now(), error: (error as Error).message };
+      return { text: this.model.detokenize(generated, false, promptTokens), finishReason: metadata.stopReason === 'eogToken' ? 'stop' : 'length' };
     } finally {
-      // Not awaited: disposal is not part of the request's time (endMs is read below).
-      void sequence.dispose();
+      completion.dispose({ disposeSequence: false });
     }
-    record.endMs = performance.now();
-    record.outputTokens = record.chunkMs.length;
-    return record;
   }
 
   async snapshot(): Promise<ServerSnapshot | null> {
@@ -103,7 +127,7 @@ export class LlamaCppTarget implements Target {
   }
 
   async close(): Promise<void> {
-    await this.queue.catch(() => {});
+    await this.slots.idle();
     await this.context.dispose();
     await this.model.dispose();
   }

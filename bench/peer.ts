@@ -31,7 +31,8 @@ import {
   type PreTrainedTokenizer,
 } from '@huggingface/transformers';
 import { renderPlainChat } from '../src/server/index.js';
-import { failedRecord, type RequestRecord, type ServerSnapshot, type Target } from './target.js';
+import { RequestSlots, timedGeneration, type Generated } from './in-process.js';
+import type { RequestRecord, ServerSnapshot, Target } from './target.js';
 import type { Work } from './workload.js';
 
 // Everything comes from the exported folder; never reach for the hub.
@@ -41,8 +42,8 @@ env.allowRemoteModels = false;
 const seedRandom = random.seed as InstanceType<typeof random.Random>['seed'];
 
 export class PeerTarget implements Target {
-  /** The tail of the FIFO queue: each request starts when the one before it has ended. */
-  private queue: Promise<unknown> = Promise.resolve();
+  /** One slot: each request starts when the one before it has ended. */
+  private readonly slots = new RequestSlots(1);
 
   private constructor(
     readonly id: string,
@@ -75,46 +76,36 @@ export class PeerTarget implements Target {
   }
 
   send(work: Work, startMs: number, maxTokens: number, temperature: number): Promise<RequestRecord> {
-    const run = this.queue.then(() => this.generate(work, startMs, maxTokens, temperature));
-    this.queue = run;
-    return run;
+    return this.slots.run(() => timedGeneration(work, startMs, (onTokens) => this.generate(work, maxTokens, temperature, onTokens)));
   }
 
-  private async generate(work: Work, startMs: number, maxTokens: number, temperature: number): Promise<RequestRecord> {
-    const record: RequestRecord = { ...failedRecord(work, startMs, ''), error: null, tokenSource: 'chunks' };
+  private async generate(work: Work, maxTokens: number, temperature: number, onTokens: (numTokens: number) => void): Promise<Generated> {
+    let text = '';
     let eos = false;
-    try {
-      const ids = this.encode(work);
-      const streamer = new TextStreamer(this.tokenizer, {
-        skip_prompt: true,
-        skip_special_tokens: true,
-        callback_function: (text: string) => void (record.text += text),
-        token_callback_function: (tokens: bigint[]) => {
-          if (tokens.length === 1 && this.eosIds.has(tokens[0]!)) {
-            eos = true;
-            return;
-          }
-          record.chunkMs.push(performance.now());
-          record.chunkExit.push(null);
-        },
-      });
-      if (temperature > 0) seedRandom(work.seed);
-      await this.model.generate({
-        input_ids: new Tensor('int64', BigInt64Array.from(ids, BigInt), [1, ids.length]),
-        attention_mask: new Tensor('int64', new BigInt64Array(ids.length).fill(1n), [1, ids.length]),
-        max_new_tokens: maxTokens,
-        do_sample: temperature > 0,
-        temperature: temperature > 0 ? temperature : 1,
-        top_k: 0,
-        streamer,
-      });
-    } catch (error) {
-      return { ...record, endMs: performance.now(), error: (error as Error).message };
-    }
-    record.endMs = performance.now();
-    record.outputTokens = record.chunkMs.length;
-    record.finishReason = eos ? 'stop' : 'length';
-    return record;
+    const ids = this.encode(work);
+    const streamer = new TextStreamer(this.tokenizer, {
+      skip_prompt: true,
+      skip_special_tokens: true,
+      callback_function: (piece: string) => void (text += piece),
+      token_callback_function: (tokens: bigint[]) => {
+        if (tokens.length === 1 && this.eosIds.has(tokens[0]!)) {
+          eos = true;
+          return;
+        }
+        onTokens(tokens.length);
+      },
+    });
+    if (temperature > 0) seedRandom(work.seed);
+    await this.model.generate({
+      input_ids: new Tensor('int64', BigInt64Array.from(ids, BigInt), [1, ids.length]),
+      attention_mask: new Tensor('int64', new BigInt64Array(ids.length).fill(1n), [1, ids.length]),
+      max_new_tokens: maxTokens,
+      do_sample: temperature > 0,
+      temperature: temperature > 0 ? temperature : 1,
+      top_k: 0,
+      streamer,
+    });
+    return { text, finishReason: eos ? 'stop' : 'length' };
   }
 
   async snapshot(): Promise<ServerSnapshot | null> {
@@ -122,7 +113,7 @@ export class PeerTarget implements Target {
   }
 
   async close(): Promise<void> {
-    await this.queue.catch(() => {});
+    await this.slots.idle();
     await this.model.dispose();
   }
 }

@@ -81,6 +81,9 @@ export function markdownReport(result: BenchResult): string {
     p.runs.flatMap((r) => (r.serverMetrics ? [r.serverMetrics.ttft.within10Percent && r.serverMetrics.itl.within10Percent] : [])),
   );
   const m = result.machine;
+  const llamaCppNote = result.variants.some((v) => v.id === 'llama.cpp')
+    ? '- llama.cpp (node-llama-cpp, in this process) batches concurrent requests on its context sequences, one per server slot; requests beyond them queue.\n'
+    : '';
   return `# offramp bench: ${result.model.name}
 
 ${result.date} · \`${result.command}\` · ${m.cpus} x ${m.cpuModel}, Node ${m.node} · load average ${m.loadAverageStart.map((x) => x.toFixed(2)).join(' ')} at start, ${m.loadAverageEnd.map((x) => x.toFixed(2)).join(' ')} at end · ${result.durationS.toFixed(0)} s
@@ -91,7 +94,7 @@ ${markdownTables(result)}
 
 - TTFT: to the first content chunk; ITL: gaps between content chunks; TPOT: (e2e − TTFT) / (tokens − 1); all client side, milliseconds.
 - transformers.js serves one request at a time in this process (no HTTP): at concurrency > 1 and under Poisson arrivals its requests queue, so its throughput is sequential serving's and its TTFT includes the wait.
-- from ramps: share of streamed chunks that carried \`exit_layer\`. exit agreement: share of this point's exit-controller verdicts where the streamed token equalled the full model's argmax (GET /exits before and after). same text: requests whose whole text equals exits-off's for the same prompt and seed.
+${llamaCppNote}- from ramps: share of streamed chunks that carried \`exit_layer\`. exit agreement: share of this point's exit-controller verdicts where the streamed token equalled the full model's argmax (GET /exits before and after). same text: requests whose whole text equals exits-off's for the same prompt and seed.
 - engine busy: share of the point's wall time the server's engine thread spent in steps (\`offramp:engine_busy_seconds_total\`); near 100%, the engine is what limits throughput.
 - vs /metrics: client mean minus the server's histogram mean (sum/count increase over the point), relative; ✓ when every repeat is within 10% on both. ${checks.filter(Boolean).length} of ${checks.length} runs within 10%.
 `;
