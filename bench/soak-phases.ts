@@ -55,7 +55,7 @@ function soakCases(): SoakCase[] {
   return loadPrompts()
     .filter((p) => p.id.startsWith('short-') || p.kind === 'chat')
     .map((p, i): SoakCase => {
-      const common = { max_tokens: lengths[i % lengths.length]!, temperature: 0, early_exit: false, ...(i % 5 === 4 ? { stop: ['.'] } : {}) };
+      const common = { max_tokens: lengths[i % lengths.length]!, temperature: 0, early_exit: 'lossless', ...(i % 5 === 4 ? { stop: ['.'] } : {}) };
       return p.kind === 'story'
         ? { id: p.id, path: '/v1/completions', body: { prompt: p.prompt, ...common } }
         : { id: p.id, path: '/v1/chat/completions', body: { messages: p.messages, ...common } };

@@ -25,7 +25,7 @@ export interface Server {
   stop(): Promise<number | null>;
 }
 
-/** Starts `offramp serve` on stories260K, exits off, on a free loopback port, with the debug routes; resolves once /health is 200. */
+/** Starts `offramp serve` on stories260K with its default settings (exits on), on a free loopback port, with the debug routes; resolves once /health is 200. */
 export async function startServer(options: { maxRunning: number; maxQueued: number; maxBodyBytes: number }): Promise<Server> {
   const cache = fs.mkdtempSync(path.join(os.tmpdir(), 'offramp-soak-'));
   const apiKey = `soak-${randomUUID()}`;

@@ -1,6 +1,6 @@
 /**
  * Soak: `offramp serve` as a child process on loopback (stories260K, greedy,
- * early exits off so every text is exact) under mixed load for a bounded
+ * early exits on, the compared requests lossless so every text is exact) under mixed load for a bounded
  * time: streamed and whole answers, clients that hang up mid-stream or
  * before the headers, malformed requests, overload bursts past the queue, and
  * one forced crash of the engine worker (POST /debug/fault, --debug-routes).

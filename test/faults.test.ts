@@ -49,7 +49,7 @@ const complete = (server: RunningServer, body: Record<string, unknown>): Promise
 
 /** A stream's status, and (for a 200) its frames once it ends; resolves when the first frame is in. */
 async function openStream(server: RunningServer, prompt: string): Promise<{ status: number; body?: unknown; frames: Promise<string[]> }> {
-  const res = await complete(server, { prompt, temperature: 0, early_exit: false, stream: true });
+  const res = await complete(server, { prompt, temperature: 0, early_exit: 'lossless', stream: true });
   if (res.status !== 200) return { status: res.status, body: await res.json(), frames: Promise.resolve([]) };
   return { status: 200, ...(await sseFrames(res)) };
 }
@@ -58,7 +58,7 @@ async function faultMidStream(t: TestContext, kind: FaultKind): Promise<void> {
   if (!requireSharedModels(t)) return;
   const server = await serve(t);
   const solo = async (): Promise<string> => {
-    const res = await complete(server, { prompt: 'Once upon a time', max_tokens: 80, temperature: 0, early_exit: false });
+    const res = await complete(server, { prompt: 'Once upon a time', max_tokens: 80, temperature: 0, early_exit: 'lossless' });
     assert.equal(res.status, 200);
     return ((await res.json()) as { choices: { text: string }[] }).choices[0]!.text;
   };

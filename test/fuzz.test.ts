@@ -45,7 +45,7 @@ const validParams = {
   stream: fc.boolean(),
   stream_options: fc.record({ include_usage: fc.boolean() }),
   n: fc.constant(1),
-  early_exit: fc.boolean(),
+  early_exit: fc.constantFrom(true, false, 'on', 'off', 'lossless'),
   user: fc.string({ maxLength: 10 }),
 };
 const validMessage = fc.record({
