@@ -71,11 +71,12 @@ async function startVariants(
 ): Promise<BenchVariant[]> {
   const variants: BenchVariant[] = [];
   const serverFlags = { threads: options.threads, maxRunning, maxQueued: options.maxQueued, maxContext };
-  const offramp: { id: string; earlyExit: 'on' | 'off'; accuracy: number | null }[] = [];
+  const offramp: { id: string; earlyExit: 'on' | 'lossless' | 'off'; accuracy: number | null }[] = [];
   if (options.url.length === 0 && options.variants.includes('off')) offramp.push({ id: OFF, earlyExit: 'off', accuracy: null });
   if (options.url.length === 0 && options.variants.includes('on')) {
     for (const accuracy of options.accuracy) offramp.push({ id: `exits-on@${accuracy}`, earlyExit: 'on', accuracy });
   }
+  if (options.url.length === 0 && options.variants.includes('lossless')) offramp.push({ id: 'lossless', earlyExit: 'lossless', accuracy: null });
   for (const v of offramp) {
     log(`starting ${v.id}`);
     const flags = { ...serverFlags, earlyExit: v.earlyExit, ...(v.accuracy === null ? {} : { accuracy: v.accuracy }) };

@@ -27,8 +27,8 @@ const list = <T>(item: z.ZodType<T, string>) =>
 const num = (schema: z.ZodNumber = z.number()) => z.string().pipe(z.coerce.number<string>().pipe(schema));
 const int = () => z.coerce.number().int();
 
-/** Columns of the comparison: offramp with exits off, with exits on (one per --accuracy), the transformers.js peer, llama.cpp through node-llama-cpp. */
-export const VARIANT_KINDS = ['off', 'on', 'peer', 'llama.cpp'] as const;
+/** Columns of the comparison: offramp with exits off, with exits on (one per --accuracy), in lossless mode, the transformers.js peer, llama.cpp through node-llama-cpp. */
+export const VARIANT_KINDS = ['off', 'on', 'lossless', 'peer', 'llama.cpp'] as const;
 export type VariantKind = (typeof VARIANT_KINDS)[number];
 
 /** stories260K (trained) and the synth shapes (random weights). */
@@ -90,7 +90,8 @@ export const BENCH_USAGE = `usage: npm run bench -- [options]
 
   --model M           stories260K (default; real weights) or a synth shape: stories15M,
                       stories110M, smollm-135m, gpt2 (random weights: speed only)
-  --variants V        off,on,peer,llama.cpp (default off,on,peer); peer: transformers.js,
+  --variants V        off,on,lossless,peer,llama.cpp (default off,on,peer); lossless: a server
+                      with --early-exit lossless (ramps draft, the full model verifies); peer: transformers.js,
                       llama.cpp: node-llama-cpp on the same weights exported as GGUF (F32)
   --accuracy A,...    one exits-on column per value (default 0.99,0.95)
   --concurrency N,... closed-loop clients (default 1,4,16,64)

@@ -14,7 +14,7 @@ export interface BenchVariant {
   /** Column name: exits-off, exits-on@0.99, transformers.js, llama.cpp, or the URL of a server benched as it runs. */
   id: string;
   kind: 'offramp' | 'peer' | 'external';
-  earlyExit: 'on' | 'off' | null;
+  earlyExit: 'on' | 'lossless' | 'off' | null;
   accuracy: number | null;
   url: string | null;
 }
