@@ -7,10 +7,14 @@
  * and lossless with the oracle's drafts (every draft accepted: the most
  * drafting can save); at each --concurrency, greedy and sampling (each
  * --temperatures value; top_p 1). Lossless rows also report, per ramp, the
- * share of drafts accepted and the drafts accepted per verified run.
+ * share of drafts accepted and the drafts accepted per verified run. At
+ * one stream, one more lossless variant per candidate ramp drafts there
+ * whenever its confidence reaches --forced-draft (the plan forced and
+ * frozen): what each ramp's drafts are worth, whatever the controller
+ * chooses.
  *
  *   npm run build && node dist/bench/exits.js [--concurrency 1,4,16] [--temperatures 0,0.8]
- *     [--accuracies 0.99,0.95] [--max-tokens 128] [--warmup 2] [--rounds 8] [--seed 1234]
+ *     [--accuracies 0.99,0.95] [--forced-draft 0.5] [--max-tokens 128] [--warmup 2] [--rounds 8] [--seed 1234]
  *
  * A round is one pass over the prompts. Each variant first runs --warmup
  * rounds unmeasured (the controller's first feedback); then the variants take
@@ -68,6 +72,7 @@ const { values } = parseArgs({
     concurrency: { type: 'string', default: '1,4,16' },
     temperatures: { type: 'string', default: '0,0.8' },
     accuracies: { type: 'string', default: '0.99,0.95' },
+    'forced-draft': { type: 'string', default: '0.5' },
     'max-tokens': { type: 'string', default: '128' },
     'ramp-budget': { type: 'string', default: '0.2' },
     warmup: { type: 'string', default: '2' },
@@ -299,7 +304,15 @@ function variantsAt(concurrency: number, oracle: OraclePlans): Variant[] {
     { name: 'oracle exits', engine: engineWith(EXITS_OFF), mode: 'on', oracle },
     { name: 'lossless', engine: engineWith(exitsOn(0.99)), mode: 'lossless' },
     { name: 'lossless, oracle drafts', engine: engineWith(exitsOn(0.99)), mode: 'lossless', oracle },
+    ...(concurrency === 1 && values['forced-draft'] ? model.manifest.rampCandidates.map((layer) => forcedDrafts(engineWith(exitsOn(0.99)), layer)) : []),
   ];
+}
+
+/** Lossless, drafting at the ramp after `layer` whenever its confidence reaches --forced-draft (forced and frozen). */
+function forcedDrafts(engine: LocalEngine, layer: number): Variant {
+  const minConfidence = Number(values['forced-draft']);
+  engine.engine.drafts!.setPlan({ layer, minConfidence, maxDraft: EXITS_OFF.maxDeferred }, { freeze: true });
+  return { name: `lossless, drafts at L${layer} ≥ ${minConfidence}`, engine, mode: 'lossless' };
 }
 
 /** One point (temperature, streams): warm-up, then measured rounds with the variants taking turns; one row per variant. */
