@@ -96,6 +96,43 @@ for (const [name, load] of MODELS) {
   }
 }
 
+test('lossless: top-k, top-p, min-p, logprobs, max_tokens and the end of the context behave as with exits off', LIMIT, async (t) => {
+  if (!requireSharedModels(t)) return;
+  const model = await loadTiny(t);
+  const maxContext = 40; // the prompt plus up to 36 tokens: some requests run into the context's end mid-run
+  const engine = new LocalEngine(model, { maxRunning: 2, maxStepTokens: 512, maxContext, earlyExit: EXITS_ON });
+  const promptTokens = model.tokenizer.encode('Tom and his dog');
+  const cases: Partial<GenerateRequest>[] = [
+    { sampling: { temperature: 1, topP: 0.9, topK: 0, minP: 0 } },
+    { sampling: { temperature: 0.7, topP: 1, topK: 5, minP: 0 }, maxTokens: 7 },
+    { sampling: { temperature: 1.3, topP: 1, topK: 0, minP: 0.05 }, logprobs: 3 },
+    { sampling: GREEDY, logprobs: 2, maxTokens: 1 },
+    { sampling: GREEDY, maxTokens: maxContext - promptTokens.length },
+    { sampling: { temperature: 0.9, topP: 0.8, topK: 20, minP: 0.01 }, maxTokens: maxContext - promptTokens.length, seed: 5 },
+  ];
+  for (const extra of cases) {
+    const maxTokens = extra.maxTokens ?? 30;
+    const off = await run(engine, request(promptTokens, { ...extra, maxTokens }));
+    const lossless = await run(engine, request(promptTokens, { ...extra, maxTokens, earlyExit: 'lossless', exitOverride: draftEverywhere(model) }));
+    const label = JSON.stringify(extra);
+    assert.deepEqual(ids(lossless.tokens), ids(off.tokens), label);
+    assert.equal(lossless.finishReason, off.finishReason, label);
+    // Logprobs are the full model's (from the verifying pass: the same numbers up to float rounding).
+    lossless.tokens.forEach((e, i) => {
+      const want = off.tokens[i]!.logprobs;
+      assert.equal(e.logprobs === undefined, want === undefined, label);
+      if (!e.logprobs || !want) return;
+      assert.deepEqual(
+        e.logprobs.top.map((x) => x.token),
+        want.top.map((x) => x.token),
+        label,
+      );
+      for (const [got, expected] of [[e.logprobs.logprob, want.logprob], ...e.logprobs.top.map((x, k) => [x.logprob, want.top[k]!.logprob])])
+        assert.ok(Math.abs(got! - expected!) < 1e-4, `${label}: logprob ${got} vs ${expected}`);
+    });
+  }
+});
+
 test('lossless: after every rollback the KV cache of every layer equals an exits-off pass over the same tokens', LIMIT, async (t) => {
   if (!requireSharedModels(t)) return;
   const model = await loadStories(t);
