@@ -22,9 +22,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { argmax, EXITS_OFF, GREEDY, LocalEngine } from '../src/engine/index.js';
-import { KvCache, Model, QUANTIZATIONS, weightsLabel, type Quantization } from '../src/model/index.js';
+import { EXITS_OFF, GREEDY, LocalEngine } from '../src/engine/index.js';
+import { Model, QUANTIZATIONS, weightsLabel, type Quantization } from '../src/model/index.js';
 import { PROJECT_ROOT } from '../src/util/index.js';
+import { bareDecode } from './decode-loop.js';
 import { DEFAULT_LLAMA_CPP_OUT, findLlamaBench, llamaBenchDecode, nodeLlamaCppDecode } from './llama-cpp-decode.js';
 import { exportGgufPeerModel, prepareBenchModel } from './models.js';
 
@@ -56,27 +57,6 @@ async function perBlock(model: Model, promptTokens: number[], numTokens: number)
     if (count++ === 0) first = performance.now();
   }
   return ((count - 1) / (performance.now() - first)) * 1000;
-}
-
-/** The same decode loop straight over the fused whole-model graph (Model.runFused): no engine, no scheduler. */
-function fused(model: Model, promptTokens: number[], numTokens: number): number {
-  const context = Math.min(model.config.maxSeqLen, promptTokens.length + numTokens + 1);
-  const kv = new KvCache(model.config, 1, context);
-  const logits = new Float32Array(model.config.vocabSize);
-  const pastLengths = new Int32Array(1);
-  const step = (tokens: number[], start: number): number => {
-    pastLengths[0] = start;
-    const hidden = model.embed(
-      tokens,
-      tokens.map((_, i) => start + i),
-    );
-    model.runFused(hidden, { firstSlot: 0, numRows: 1, seqLen: tokens.length, pastLengths }, kv, logits);
-    return argmax(logits);
-  };
-  let token = step(promptTokens, 0);
-  const first = performance.now();
-  for (let i = 1; i < numTokens; i++) token = step([token], promptTokens.length + i - 1);
-  return ((numTokens - 1) / (performance.now() - first)) * 1000;
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -134,7 +114,7 @@ for (const name of values.models.split(',')) {
     const numTokens = Number(values.tokens ?? (model.config.dim <= 64 ? 256 : 64));
     await perBlock(model, promptTokens, 8); // warm-up
     await perBlock(engineDefault, promptTokens, 8);
-    fused(fusedModel, promptTokens, 8);
+    bareDecode(fusedModel, 'fused', promptTokens, 8);
     if (gguf) await nodeLlamaCppDecode(gguf, PROMPT, threads, 8);
     const a: number[] = [];
     const b: number[] = [];
@@ -144,7 +124,7 @@ for (const name of values.models.split(',')) {
     for (let r = 0; r < repeats; r++) {
       a.push(await perBlock(model, promptTokens, numTokens));
       c.push(await perBlock(engineDefault, promptTokens, numTokens));
-      b.push(fused(fusedModel, promptTokens, numTokens));
+      b.push(bareDecode(fusedModel, 'fused', promptTokens, numTokens));
       if (gguf) d.push(await nodeLlamaCppDecode(gguf, PROMPT, threads, numTokens));
       if (gguf && llamaBenchDir) e.push(llamaBenchDecode(llamaBenchDir, gguf, threads, numTokens));
       const llamaCpp = `${d.length ? `, node-llama-cpp ${d.at(-1)!.toFixed(1)}` : ''}${e.length ? `, llama-bench ${e.at(-1)!.toFixed(1)}` : ''}`;

@@ -38,6 +38,12 @@ export interface RuntimeOptions {
    * overhead; larger ones would hold their weights twice for a few percent.
    */
   fused?: boolean;
+  /**
+   * Turns on onnxruntime's profiler: each session graph writes a Chrome-trace
+   * JSON of its calls and kernels to `<profile>-<graph>_<time>.json` when it
+   * is released (bench/decode-profile.ts reads them). Off by default.
+   */
+  profile?: string;
 }
 
 /** Below this size of weights.bin the fused graph is loaded by default. */
@@ -76,6 +82,11 @@ const RECENT_SPAN_CALLS = 64;
 function createSession(graph: string | Uint8Array, options: RuntimeOptions, dir?: string): SyncSession {
   const providers = options.device === 'cpu' ? ['cpu'] : [options.device];
   const weightsFolder = dir === undefined ? {} : { model_external_initializers_file_folder_path: dir };
+  // The graph's name in each file's name, so a reader can tell the sessions' files apart (onnxruntime adds only the time).
+  const profile =
+    options.profile === undefined
+      ? {}
+      : { enableProfiling: true, profileFilePrefix: `${options.profile}-${typeof graph === 'string' ? path.basename(graph, '.onnx') : 'span'}` };
   try {
     return openSession(graph, {
       executionProviders: providers,
@@ -84,6 +95,7 @@ function createSession(graph: string | Uint8Array, options: RuntimeOptions, dir?
       executionMode: 'sequential',
       graphOptimizationLevel: 'all',
       logSeverityLevel: 3,
+      ...profile,
       // Sessions run one after another; spinning pools would only fight for the cores.
       extra: { session: { intra_op: { allow_spinning: '0' }, ...weightsFolder } },
     });
