@@ -15,6 +15,7 @@
  *
  *   npm run build && node dist/bench/exits.js [--concurrency 1,4,16] [--temperatures 0,0.8]
  *     [--accuracies 0.99,0.95] [--forced-draft 0.5] [--max-tokens 128] [--warmup 2] [--rounds 8] [--seed 1234]
+ *     [--confidence probe|margin|max-prob|entropy]   (default probe, as the server)
  *
  * A round is one pass over the prompts. Each variant first runs --warmup
  * rounds unmeasured (the controller's first feedback); then the variants take
@@ -50,6 +51,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { z } from 'zod';
 import {
   drawKey,
   type EarlyExitMode,
@@ -61,6 +63,7 @@ import {
   sample,
   type SamplingParams,
 } from '../src/engine/index.js';
+import { CONFIDENCE_KINDS } from '../src/exits/index.js';
 import { KvCache, Model, resolveModel } from '../src/model/index.js';
 import { PROJECT_ROOT } from '../src/util/index.js';
 import { storyPrompts } from './prompts.js';
@@ -75,6 +78,8 @@ const { values } = parseArgs({
     'forced-draft': { type: 'string', default: '0.5' },
     'max-tokens': { type: 'string', default: '128' },
     'ramp-budget': { type: 'string', default: '0.2' },
+    // The server's default: a trained ramp's probe (the margin for plain-head ramps).
+    confidence: { type: 'string', default: 'probe' },
     warmup: { type: 'string', default: '2' },
     rounds: { type: 'string', default: '8' },
     seed: { type: 'string', default: '1234' },
@@ -86,6 +91,7 @@ const maxTokens = Number(values['max-tokens']);
 const warmupRounds = Number(values.warmup);
 const measuredRounds = Number(values.rounds);
 const baseSeed = Number(values.seed);
+const confidence = z.enum(CONFIDENCE_KINDS).parse(values.confidence);
 const model = await Model.load(await resolveModel(path.join(SHARED, 'stories260K.bin'), { tokenizer: path.join(SHARED, 'tok512.bin') }), {
   device: 'cpu',
   threads: 1,
@@ -296,7 +302,7 @@ function sameTextShare(results: RequestResult[], reference: RequestResult[]): nu
 
 function variantsAt(concurrency: number, oracle: OraclePlans): Variant[] {
   const engineOptions = { maxRunning: Math.max(concurrency, 1), maxStepTokens: 512, maxContext: model.config.maxSeqLen };
-  const exitsOn = (accuracy: number): EarlyExitOptions => ({ ...EXITS_OFF, enabled: true, accuracy, rampBudget: Number(values['ramp-budget']) });
+  const exitsOn = (accuracy: number): EarlyExitOptions => ({ ...EXITS_OFF, enabled: true, accuracy, rampBudget: Number(values['ramp-budget']), confidence });
   const engineWith = (earlyExit: EarlyExitOptions) => new LocalEngine(model, { ...engineOptions, earlyExit });
   return [
     { name: 'exits off', engine: engineWith(EXITS_OFF), mode: 'off' },

@@ -69,7 +69,8 @@ generate options:
 prepare SOURCE --out DIR [--tokenizer T] [--quantize none|int8] [--train-ramps auto|on|off]
         auto (default): train when it takes under two minutes, else say how long it would
 train-ramps MODEL [--tokenizer T] [--text FILE] [--report FILE.json] [--seed S] [--epochs N]
-        [--continuations N] [--prefixed N] [--held-out-prefixed N] [--new-tokens N] [--threads N] [--export DIR]
+        [--continuations N] [--prefixed N] [--held-out-prefixed N] [--new-tokens N] [--hidden N]
+        [--probe-epochs N] [--threads N] [--workers N] [--export DIR]
         MODEL as serve --model takes it; distils ramps on the model's own continuations of
         prompts/ (and --text), stores them in its prepared directory, prints the held-out report;
         --export models/NAME.ramps ships them with the repository for that checkpoint
@@ -179,7 +180,10 @@ async function trainRampsCommand(args: string[]): Promise<void> {
       prefixed: { type: 'string', default: String(TRAIN_RAMPS_DEFAULTS.prefixedPerPrompt) },
       'held-out-prefixed': { type: 'string', default: String(TRAIN_RAMPS_DEFAULTS.heldOutPrefixedPerPrompt) },
       'new-tokens': { type: 'string', default: String(TRAIN_RAMPS_DEFAULTS.newTokens) },
+      hidden: { type: 'string' },
+      'probe-epochs': { type: 'string', default: String(TRAIN_RAMPS_DEFAULTS.probeEpochs) },
       threads: { type: 'string', default: String(TRAIN_RAMPS_DEFAULTS.threads) },
+      workers: { type: 'string', default: String(TRAIN_RAMPS_DEFAULTS.workers) },
     },
     true,
   );
@@ -193,7 +197,10 @@ async function trainRampsCommand(args: string[]): Promise<void> {
     prefixedPerPrompt: count('prefixed', values.prefixed, 0),
     heldOutPrefixedPerPrompt: count('held-out-prefixed', values['held-out-prefixed'], 0),
     newTokens: count('new-tokens', values['new-tokens']),
+    hidden: values.hidden === undefined ? null : count('hidden', values.hidden),
+    probeEpochs: count('probe-epochs', values['probe-epochs']),
     threads: count('threads', values.threads, 0),
+    workers: count('workers', values.workers),
     textFile: values.text ? path.resolve(values.text) : null,
     verbose: true,
   };

@@ -2,7 +2,8 @@
  * Fused spans between ramps on stories260K (5 blocks), with ramps after
  * layers 1 and 3: a span call equals the blocks, ramps and head run one at a
  * time (hidden states, logits, the KV cache), its in-graph decision equals
- * runRamp + scoreLogits for every confidence kind, and a decode step that
+ * runRamp + scoreLogits for every confidence kind (for 'probe' on trained
+ * ramps: the probe runRamp returns), and a decode step that
  * reads both ramps and exits at neither makes three model calls.
  */
 import assert from 'node:assert/strict';
@@ -86,14 +87,17 @@ for (const [trainRamps, fused, shape, rows] of (['off', 'auto'] as const).flatMa
     let hidden = input;
     const blockHidden: Float32Array[] = [];
     const rampLogits = new Map<number, Float32Array>();
+    const rampProbes = new Map<number, Float32Array>();
     for (let layer = 0; layer < numLayers; layer++) {
       const out = new Float32Array(hidden.length);
       model.runBlock(layer, hidden, out, rows, byBlock);
       blockHidden.push((hidden = out));
       if (RAMPS.includes(layer)) {
         const logits = new Float32Array(positions * model.rampWidth);
-        model.runRamp(layer, out, positions, logits);
+        const probe = model.hasTrainedRamps ? new Float32Array(positions) : undefined;
+        model.runRamp(layer, out, positions, logits, probe);
         rampLogits.set(layer, logits);
+        if (probe) rampProbes.set(layer, probe);
       }
     }
     const headLogits = new Float32Array(positions * vocabSize);
@@ -114,11 +118,14 @@ for (const [trainRamps, fused, shape, rows] of (['off', 'auto'] as const).flatMa
         for (let p = 0; p < positions; p++) {
           const row = expected.subarray(p * model.rampWidth, (p + 1) * model.rampWidth);
           const score = scoreLogits(row, kind);
+          // A trained ramp's probe is its own output; plain-head ramps have none and score the margin.
+          const probe = kind === 'probe' ? rampProbes.get(layer) : undefined;
+          const confidence = probe ? Math.min(1, Math.max(0, probe[p]!)) : score.confidence;
           assert.equal(decision.top[2 * p], score.argmax, `${kind}: ramp ${layer} position ${p} best column`);
           assert.equal(decision.top[2 * p + 1], secondBest(row, score.argmax), `${kind}: ramp ${layer} position ${p} second column`);
           assert.ok(
-            Math.abs(decision.confidence[p]! - score.confidence) <= TOLERANCE,
-            `${kind}: ramp ${layer} confidence ${decision.confidence[p]} vs ${score.confidence}`,
+            Math.abs(decision.confidence[p]! - confidence) <= TOLERANCE,
+            `${kind}: ramp ${layer} confidence ${decision.confidence[p]} vs ${confidence}`,
           );
         }
         spanInput = out.hidden;

@@ -8,13 +8,18 @@
  */
 
 /**
- * - `margin`: top-1 probability − top-2 probability (Apparate's LLaMA path; the default).
+ * - `margin`: top-1 probability − top-2 probability (Apparate's LLaMA path).
  * - `max-prob`: top-1 probability.
  * - `entropy`: 1 − H(p) / ln(vocab): 1 for a one-hot row, 0 for a uniform one.
+ * - `probe`: a trained ramp's own estimate that its token is the full
+ *   model's, from a small classifier fitted beside it (src/model/probe-math.ts)
+ *   that reads the ramp's state as well as its probabilities; computed in the
+ *   ramp's graph. Ramps without one (the plain head) score the margin, and so
+ *   does scoreLogits, which sees only logits. The server's default.
  */
-export type ConfidenceKind = 'margin' | 'max-prob' | 'entropy';
+export type ConfidenceKind = 'margin' | 'max-prob' | 'entropy' | 'probe';
 
-export const CONFIDENCE_KINDS: readonly ConfidenceKind[] = ['margin', 'max-prob', 'entropy'];
+export const CONFIDENCE_KINDS: readonly ConfidenceKind[] = ['margin', 'max-prob', 'entropy', 'probe'];
 
 export interface Score {
   /** Index of the largest logit (the first one on ties). */
@@ -77,7 +82,7 @@ export function scoreLogits(logits: Float32Array, kind: ConfidenceKind = 'margin
   }
 
   let confidence: number;
-  if (kind === 'margin') {
+  if (kind === 'margin' || kind === 'probe') {
     confidence = (1 - Math.exp(second - best)) / sum;
   } else if (kind === 'max-prob') {
     confidence = 1 / sum;

@@ -33,7 +33,7 @@ export const TraceHeaderSchema = z.object({
   numLayers: z.number().int().min(2),
   candidateLayers: z.array(z.number().int().min(0)),
   costs: CostsSchema,
-  confidence: z.enum(['margin', 'max-prob', 'entropy']).optional(),
+  confidence: z.enum(['margin', 'max-prob', 'entropy', 'probe']).optional(),
 });
 export type TraceHeader = z.infer<typeof TraceHeaderSchema>;
 

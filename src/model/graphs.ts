@@ -314,20 +314,29 @@ export function buildFusedGraph(config: ModelConfig, weight: WeightLookup, weigh
   return g.toBytes();
 }
 
-/** Where one trained ramp's tensors lie in ramps.bin (see ramp-math.ts for the math). */
+/** Where one trained ramp's tensors lie in ramps.bin (see ramp-math.ts and probe-math.ts for the math). */
 export interface TrainedRampWeights {
-  translator: WeightRef; // [dim, dim] (in, out)
   bias: WeightRef; // [dim]
+  up: WeightRef; // [hidden, dim] (out, in)
+  upBias: WeightRef; // [hidden]
+  down: WeightRef; // [dim, hidden] (out, in)
   restRow: WeightRef; // [1, dim]
   restBias: WeightRef; // [1]
   candidateRows: WeightRef; // [candidates, dim]: the head's rows of the candidate tokens, shared by every ramp
+  probe: { weight: WeightRef; bias: WeightRef; out: WeightRef; outBias: WeightRef }; // [probeHidden, features], [probeHidden], [probeHidden, 1], [1]
 }
 
+/** A trained ramp graph's inputs and outputs: the head's, and the probe's confidence [rows]. */
+export const RampIO = { ...HeadIO, probe: 'probe' } as const;
+
+/** Epsilon of a trained ramp's own input norm (ramp-math.ts's RAMP_INPUT_EPS). */
+const RAMP_INPUT_EPS = 1e-5;
+
 /**
- * A trained ramp: an affine map towards the last block's hidden state, the
- * model's own final norm (read from weights.bin), then the head's candidate
- * rows and one "rest" logit for every token outside them:
- * logits [rows, candidates + 1]. Its own tensors live in `rampsFile`.
+ * A trained ramp: a residual MLP over the block's hidden state, the model's
+ * own final norm (read from weights.bin), then the head's candidate rows and
+ * one "rest" logit for every token outside them: logits [rows, candidates +
+ * 1]; and its probe's confidence [rows]. Its own tensors live in `rampsFile`.
  */
 export function buildTrainedRampGraph(
   config: ModelConfig,
@@ -338,10 +347,19 @@ export function buildTrainedRampGraph(
   rampsFile: string,
 ): Uint8Array {
   const g = new GraphBuilder(`ramp_${layer}`, weightsFile);
-  const hidden = g.input(HeadIO.hidden, 'float', ['rows', config.dim]);
-  trainedRamp(g, config, weight, ramp, rampsFile, hidden, HeadIO.logits);
-  g.output(HeadIO.logits, 'float', ['rows', ramp.candidateRows.dims[0]! + 1]);
+  const hidden = g.input(RampIO.hidden, 'float', ['rows', config.dim]);
+  const width = ramp.candidateRows.dims[0]! + 1;
+  const states = trainedRamp(g, config, weight, ramp, rampsFile, hidden, RampIO.logits);
+  rampProbe(g, ramp, rampsFile, RampIO.logits, states, RampIO.probe);
+  g.output(RampIO.logits, 'float', ['rows', width]);
+  g.output(RampIO.probe, 'float', ['rows']);
   return g.toBytes();
+}
+
+/** What a trained ramp computes on the way to its logits that its probe reads: names of [rows, dim] tensors. */
+interface RampStates {
+  input: string; // h / rms(h)
+  normed: string; // the final norm's output, what the head reads
 }
 
 /** Adds a trained ramp over `hidden` [rows, dim], writing `logits` [rows, candidates + 1]. */
@@ -353,13 +371,39 @@ function trainedRamp(
   rampsFile: string,
   hidden: string,
   logits: string,
-): void {
+): RampStates {
   const own = (name: string, ref: WeightRef) => g.weight(`ramp.${name}`, ref, rampsFile);
-  const translated = g.op('Gemm', [hidden, own('translator', ramp.translator), own('bias', ramp.bias)]);
+  const ones = g.constant(new Array<number>(config.dim).fill(1), 'float', [config.dim]);
+  const input = g.op('SimplifiedLayerNormalization', [hidden, ones], { axis: -1, epsilon: RAMP_INPUT_EPS });
+  const pre = g.op('Gemm', [input, own('up', ramp.up), own('up_bias', ramp.upBias)], { transB: 1 });
+  const act = g.op('Mul', [pre, g.op('Sigmoid', [pre])]);
+  const translated = g.op('Add', [hidden, g.op('Gemm', [act, own('down', ramp.down), own('bias', ramp.bias)], { transB: 1 })]);
   const normed = finalNorm(g, config, weight, translated);
   const candidates = g.op('Gemm', [normed, own('candidate_rows', ramp.candidateRows)], { transB: 1 });
   const rest = g.op('Gemm', [normed, own('rest_row', ramp.restRow), own('rest_bias', ramp.restBias)], { transB: 1 });
   g.node('Concat', [candidates, rest], { axis: -1 }, [logits]);
+  return { input, normed };
+}
+
+/**
+ * Adds a trained ramp's probe (probe-math.ts) over its `logits` and states,
+ * writing its confidence [rows] as `output`: features [p1, p2, entropy,
+ * normed, input], a SiLU layer, a sigmoid.
+ */
+function rampProbe(g: GraphBuilder, ramp: TrainedRampWeights, rampsFile: string, logits: string, states: RampStates, output: string): void {
+  const own = (name: string, ref: WeightRef) => g.weight(`ramp.probe_${name}`, ref, rampsFile);
+  const [values] = g.node('TopK', [logits, g.constant([2])], { axis: -1, largest: 1, sorted: 1 }, 2) as [string, string];
+  const [l1, l2] = g.node('Split', [values, g.constant([1, 1])], { axis: -1 }, 2) as [string, string];
+  const probs = g.op('Softmax', [logits], { axis: -1 });
+  const p1 = g.op('ReduceMax', [probs], { axes: [-1], keepdims: 1 }); // [rows, 1]
+  const p2 = g.op('Mul', [p1, g.op('Exp', [g.op('Sub', [l2, l1])])]);
+  const negEntropy = g.op('ReduceSum', [g.op('Mul', [probs, g.op('LogSoftmax', [logits], { axis: -1 })]), g.constant([-1])], { keepdims: 1 });
+  const entropy = g.op('Neg', [negEntropy]);
+  const features = g.op('Concat', [p1, p2, entropy, states.normed, states.input], { axis: -1 });
+  const pre = g.op('Gemm', [features, own('weight', ramp.probe.weight), own('bias', ramp.probe.bias)], { transB: 1 });
+  const act = g.op('Mul', [pre, g.op('Sigmoid', [pre])]);
+  const logit = g.op('Gemm', [act, own('out', ramp.probe.out), own('out_bias', ramp.probe.outBias)]); // [rows, 1]
+  g.node('Squeeze', [g.op('Sigmoid', [logit]), g.constant([-1])], {}, [output]);
 }
 
 /** Names of a span graph's outputs beyond the blocks' new keys and values (see buildSpanGraph). */
@@ -371,8 +415,11 @@ export const SpanIO = {
   logits: 'logits', // [rows, vocab]: the head, for spans that end the model
 } as const;
 
-/** How a ramp's confidence is scored: the same kinds, and the same formulas, as src/exits' scoreLogits. */
-export type RampConfidence = 'margin' | 'max-prob' | 'entropy';
+/**
+ * How a ramp's confidence is scored: the same kinds, and the same formulas, as src/exits' scoreLogits;
+ * 'probe' is a trained ramp's own probe (the margin for ramps without one).
+ */
+export type RampConfidence = 'margin' | 'max-prob' | 'entropy' | 'probe';
 
 /** What a span computes after its last block. */
 export type SpanEnd =
@@ -386,26 +433,32 @@ export type SpanRamp = { trained: TrainedRampWeights; rampsFile: string } | { vo
 /**
  * Confidence of each row of `logits` [rows, width] as scoreLogits computes
  * it (src/exits/confidence.ts), in float32, and the two best columns: margin
- * p1 − p2 = p1 · (1 − exp(l2 − l1)), max-prob p1, entropy 1 − H / ln(width).
- * TopK is taken on the logits, not the probabilities, so that ties that only
- * appear after rounding to probabilities cannot change the best column; on
- * equal logits onnxruntime's TopK puts the lower index first, as argmax does.
+ * p1 − p2 = p1 · (1 − exp(l2 − l1)), max-prob p1, entropy 1 − H / ln(width);
+ * 'probe' takes `probe` [rows] (a trained ramp's) as it is, or the margin
+ * where there is none. TopK is taken on the logits, not the probabilities,
+ * so that ties that only appear after rounding to probabilities cannot
+ * change the best column; on equal logits onnxruntime's TopK puts the lower
+ * index first, as argmax does.
  */
-function rampDecision(g: GraphBuilder, logits: string, width: number, kind: RampConfidence): void {
+function rampDecision(g: GraphBuilder, logits: string, width: number, kind: RampConfidence, probe: string | null): void {
   const [values, top] = g.node('TopK', [logits, g.constant([2])], { axis: -1, largest: 1, sorted: 1 }, 2) as [string, string];
   g.node('Cast', [top], { to: DataType.int32 }, [SpanIO.rampTop]);
-  const probs = g.op('Softmax', [logits], { axis: -1 });
-  const p1 = g.op('ReduceMax', [probs], { axes: [-1], keepdims: 0 });
   let confidence: string;
-  if (kind === 'margin') {
-    const [l1, l2] = g.node('Split', [values, g.constant([1, 1])], { axis: -1 }, 2) as [string, string];
-    const ratio = g.op('Exp', [g.op('Sub', [l2, l1])]);
-    confidence = g.op('Mul', [p1, g.op('Squeeze', [g.op('Sub', [g.constant([1], 'float', []), ratio]), g.constant([-1])])]);
-  } else if (kind === 'max-prob') {
-    confidence = p1;
+  if (kind === 'probe' && probe) {
+    confidence = probe;
   } else {
-    const negEntropy = g.op('ReduceSum', [g.op('Mul', [probs, g.op('LogSoftmax', [logits], { axis: -1 })]), g.constant([-1])], { keepdims: 0 });
-    confidence = g.op('Add', [g.constant([1], 'float', []), g.op('Div', [negEntropy, g.constant([Math.log(width)], 'float', [])])]);
+    const probs = g.op('Softmax', [logits], { axis: -1 });
+    const p1 = g.op('ReduceMax', [probs], { axes: [-1], keepdims: 0 });
+    if (kind === 'margin' || kind === 'probe') {
+      const [l1, l2] = g.node('Split', [values, g.constant([1, 1])], { axis: -1 }, 2) as [string, string];
+      const ratio = g.op('Exp', [g.op('Sub', [l2, l1])]);
+      confidence = g.op('Mul', [p1, g.op('Squeeze', [g.op('Sub', [g.constant([1], 'float', []), ratio]), g.constant([-1])])]);
+    } else if (kind === 'max-prob') {
+      confidence = p1;
+    } else {
+      const negEntropy = g.op('ReduceSum', [g.op('Mul', [probs, g.op('LogSoftmax', [logits], { axis: -1 })]), g.constant([-1])], { keepdims: 0 });
+      confidence = g.op('Add', [g.constant([1], 'float', []), g.op('Div', [negEntropy, g.constant([Math.log(width)], 'float', [])])]);
+    }
   }
   g.node('Clip', [confidence, g.constant([0], 'float', []), g.constant([1], 'float', [])], {}, [SpanIO.rampConfidence]);
   g.output(SpanIO.rampTop, 'int32', ['rows', 2]);
@@ -415,11 +468,14 @@ function rampDecision(g: GraphBuilder, logits: string, width: number, kind: Ramp
 /**
  * The exit decision alone, over ramp logits [rows, width] computed by the
  * ramp's own graph: what a span's end does (rampDecision), for models whose
- * spans are not fused (see Model.runSpan). It has no weights.
+ * spans are not fused (see Model.runSpan). It has no weights. With `probe`,
+ * it also takes the trained ramp's probe [rows] (RampIO.probe), which
+ * 'probe' confidence passes through.
  */
-export function buildDecisionGraph(width: number, kind: RampConfidence): Uint8Array {
+export function buildDecisionGraph(width: number, kind: RampConfidence, probe = false): Uint8Array {
   const g = new GraphBuilder(`decision_${kind}`, '');
-  rampDecision(g, g.input(HeadIO.logits, 'float', ['rows', width]), width, kind);
+  const probeInput = probe ? g.input(RampIO.probe, 'float', ['rows']) : null;
+  rampDecision(g, g.input(HeadIO.logits, 'float', ['rows', width]), width, kind, probeInput);
   return g.toBytes();
 }
 
@@ -462,9 +518,18 @@ export function buildSpanGraph(
   if (!ramp) throw new Error(`internal error: span ${from}-${to} ends at a ramp but has none`);
   const width = 'trained' in ramp ? ramp.trained.candidateRows.dims[0]! + 1 : ramp.vocab;
   const logits = end.logits ? SpanIO.rampLogits : 'ramp_logits_internal';
-  if ('trained' in ramp) trainedRamp(g, config, weight, ramp.trained, ramp.rampsFile, rows, logits);
-  else head(g, config, weight, rows, logits, ramp.vocab);
+  let probe: string | null = null;
+  if ('trained' in ramp) {
+    const states = trainedRamp(g, config, weight, ramp.trained, ramp.rampsFile, rows, logits);
+    // The probe only where the decision reads it: other kinds leave it out of the graph.
+    if (end.confidence === 'probe') {
+      probe = 'ramp_probe';
+      rampProbe(g, ramp.trained, ramp.rampsFile, logits, states, probe);
+    }
+  } else {
+    head(g, config, weight, rows, logits, ramp.vocab);
+  }
   if (end.logits) g.output(SpanIO.rampLogits, 'float', ['rows', width]);
-  rampDecision(g, logits, width, end.confidence);
+  rampDecision(g, logits, width, end.confidence, probe);
   return { graph: g.toBytes(), weightBytes: g.weightBytes };
 }

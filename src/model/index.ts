@@ -22,7 +22,18 @@ export {
 export { DeviceError, Model, type BlockRows, type Device, type RuntimeOptions, type SpanBuffers, type SpanRampResult } from './model.js';
 export { prepareModel, type PrepareOptions, type RampTrainer, type TrainRampsMode } from './prepare.js';
 export { exportRamps, writeTrainedRamps } from './ramps-store.js';
-export { Adam, exitableShare, initialParams, leastSquaresStart, paramLayout, rampLogits, rampLossAndGrad, shuffled, type FrozenHead } from './ramp-math.js';
+export { Adam, exitableShare, initialParams, paramLayout, rampLogits, rampLossAndGrad, RampTrainScratch, shuffled, type FrozenHead } from './ramp-math.js';
+export {
+  featureMoments,
+  foldStandardization,
+  initialProbe,
+  probeConfidence,
+  probeFeatureCount,
+  probeFeatures,
+  probeLossAndGrad,
+  ProbeScratch,
+  standardize,
+} from './probe-math.js';
 export { RAMP_VOCAB, StoredWeights, type RampConfidence, type SpanEnd } from './graphs.js';
 export { loadPrompts, PROMPTS_FILE, PromptSchema, storyPrompts, type Prompt } from './prompts.js';
 export { exportHfOnnx, HF_ONNX_MODEL } from './export-hf.js';

@@ -10,7 +10,7 @@ import { ModelConfigSchema, ModelFormatError } from './checkpoint.js';
 
 export const MANIFEST_FILE = 'manifest.json';
 export const WEIGHTS_FILE = 'weights.bin';
-export const MANIFEST_FORMAT = 'offramp-model/8';
+export const MANIFEST_FORMAT = 'offramp-model/9';
 /** Trained ramps' tensors, beside weights.bin (rewritten alone by `offramp train-ramps`). */
 export const RAMPS_FILE = 'ramps.bin';
 
@@ -43,16 +43,22 @@ const WeightRefSchema = z.object({
 const RampQualitySchema = z.object({
   /** Share of positions where the ramp's argmax is the full model's. */
   agreement: z.number(),
-  /** Largest share of positions that can exit (most confident first, by margin) at 99% / 95% precision. */
+  /**
+   * Largest share of positions that can exit (most confident first) at 99% / 95% precision,
+   * ranked by the confidence the server uses by default: the probe where the ramp has one, else the margin.
+   */
   exitable99: z.number(),
   exitable95: z.number(),
+  /** The same, ranked by the margin (top-1 minus top-2 probability), for ramps with a probe. */
+  marginExitable99: z.number().optional(),
+  marginExitable95: z.number().optional(),
 });
 
 export const RampReportSchema = z.object({
   /** Blocks run before the ramp (1…layers−1); `/exits` names it by `layer` = afterBlocks − 1. */
   afterBlocks: z.number().int().positive(),
   layer: z.number().int().nonnegative(),
-  /** The plain head (final norm + LM head over the whole vocabulary, no map) and the trained ramp. */
+  /** The plain head (final norm + LM head over the whole vocabulary, no map) and the trained ramp with its probe. */
   plain: RampQualitySchema,
   trained: RampQualitySchema,
 });
@@ -65,6 +71,8 @@ export const RampTrainingSchema = z.object({
   epochs: z.number().int().positive(),
   learningRate: z.number().positive(),
   batchSize: z.number().int().positive(),
+  /** The probe's training (logistic loss against agreement with the full model's argmax, on the same positions). */
+  probe: z.object({ epochs: z.number().int().positive(), learningRate: z.number().positive(), batchSize: z.number().int().positive() }),
   calibration: z.object({
     /** Prompt ids (prompts/prompts.json) whose continuations were the training text. */
     prompts: z.array(z.string()),
@@ -90,13 +98,20 @@ export const RampTrainingSchema = z.object({
 export type RampTraining = z.infer<typeof RampTrainingSchema>;
 
 /**
- * Trained ramps (see ramp-math.ts): per candidate layer, t = h·A + b (full
- * dim×dim), the model's final norm, the head's rows of the candidate tokens
- * and a trained rest logit. Tensors live in `file` (ramps.bin).
+ * Trained ramps (see ramp-math.ts and probe-math.ts): per candidate layer,
+ * t = h + b + D·silu(U·x + c) with x = h / rms(h), the model's final norm,
+ * the head's rows of the candidate tokens and a trained rest logit; and a
+ * probe that estimates from the ramp's probabilities, normed state and input
+ * whether its token is the full model's. Tensors live in `file` (ramps.bin).
  */
 export const TrainedRampsSchema = z.object({
   file: z.string(),
-  form: z.literal('affine'),
+  /** 'mlp': the residual MLP above (the affine d×d map of format 8 is gone). */
+  form: z.literal('mlp'),
+  /** The MLP's width. */
+  hidden: z.number().int().positive(),
+  /** The probe's hidden width; its features are [p1, p2, entropy, normed state, normed input]. */
+  probeHidden: z.number().int().positive(),
   /** int32 token ids the ramps score, most frequent in the calibration text first. */
   candidates: WeightRefSchema,
   /** [candidates, dim]: the head's rows of those tokens (float32). */
@@ -106,10 +121,18 @@ export const TrainedRampsSchema = z.object({
       /** 0-based block index whose output it reads (as `/exits` names ramps). */
       layer: z.number().int().nonnegative(),
       graph: z.string(),
-      translator: WeightRefSchema,
-      bias: WeightRefSchema,
-      restRow: WeightRefSchema,
-      restBias: WeightRefSchema,
+      bias: WeightRefSchema, // [dim]
+      up: WeightRefSchema, // [hidden, dim] (out, in)
+      upBias: WeightRefSchema, // [hidden]
+      down: WeightRefSchema, // [dim, hidden] (out, in)
+      restRow: WeightRefSchema, // [1, dim]
+      restBias: WeightRefSchema, // [1]
+      probe: z.object({
+        weight: WeightRefSchema, // [probeHidden, features] (out, in)
+        bias: WeightRefSchema, // [probeHidden]
+        out: WeightRefSchema, // [probeHidden, 1]
+        outBias: WeightRefSchema, // [1]
+      }),
     }),
   ),
   training: RampTrainingSchema,
@@ -146,7 +169,10 @@ export function describeRamps(manifest: Manifest): string {
   if (!trained) return `plain-head ramps (untrained; \`offramp train-ramps\` trains them)`;
   const after = trained.ramps.map((r) => r.layer + 1).join(', ');
   const { training } = trained;
-  return `trained ramps after blocks ${after} (${trained.candidates.dims[0]} candidate tokens, distilled on ${training.calibration.positions} positions, seed ${training.seed})`;
+  return (
+    `trained ramps after blocks ${after} (residual MLP of width ${trained.hidden} and a confidence probe; ${trained.candidates.dims[0]} candidate tokens, ` +
+    `distilled on ${training.calibration.positions} positions, seed ${training.seed})`
+  );
 }
 
 /** True when `dir` holds a model prepared by this version of the compiler (an older one compiles again). */

@@ -16,7 +16,19 @@ import fs from 'node:fs';
 import path from 'node:path';
 import ort from 'onnxruntime-node';
 import type { ModelConfig } from './checkpoint.js';
-import { BlockIO, buildDecisionGraph, buildSpanGraph, HeadIO, SpanIO, StoredWeights, type SpanEnd, type SpanRamp, type WeightLookup } from './graphs.js';
+import {
+  BlockIO,
+  buildDecisionGraph,
+  buildSpanGraph,
+  HeadIO,
+  RampIO,
+  SpanIO,
+  StoredWeights,
+  type SpanEnd,
+  type SpanRamp,
+  type WeightLookup,
+} from './graphs.js';
+import { probeFeatureCount } from './probe-math.js';
 import type { BlockRows, KvCache, KvView } from './kv-cache.js';
 import { readManifest, WEIGHTS_FILE, type Manifest } from './manifest.js';
 import { readCandidates } from './ramps-store.js';
@@ -377,17 +389,18 @@ export class Model {
     if (end.kind === 'head') this.runHead(hidden, positions, out.logits!);
     if (end.kind !== 'ramp') return null;
     const logits = end.logits ? out.logits! : new Float32Array(positions * this.rampWidth);
-    this.runRamp(to, hidden, positions, logits);
-    let decision = this.decisions.get(end.confidence);
+    // A trained ramp's graph computes its probe beside its logits; the decision passes it through.
+    const probe = end.confidence === 'probe' && this.hasTrainedRamps ? new Float32Array(positions) : null;
+    this.runRamp(to, hidden, positions, logits, probe ?? undefined);
+    const key = `${end.confidence}${probe ? '+probe' : ''}`;
+    let decision = this.decisions.get(key);
     if (!decision) {
-      decision = createSession(buildDecisionGraph(this.rampWidth, end.confidence), this.runtime, this.dir);
-      this.decisions.set(end.confidence, decision);
+      decision = createSession(buildDecisionGraph(this.rampWidth, end.confidence, probe !== null), this.runtime, this.dir);
+      this.decisions.set(key, decision);
     }
-    const results = this.run(
-      decision,
-      { [HeadIO.logits]: tensorOver(logits, [positions, this.rampWidth]) },
-      { [SpanIO.rampTop]: null, [SpanIO.rampConfidence]: null },
-    );
+    const feeds: Record<string, ort.Tensor> = { [HeadIO.logits]: tensorOver(logits, [positions, this.rampWidth]) };
+    if (probe) feeds[RampIO.probe] = tensorOver(probe, [positions]);
+    const results = this.run(decision, feeds, { [SpanIO.rampTop]: null, [SpanIO.rampConfidence]: null });
     return { top: results[SpanIO.rampTop]!.data as Int32Array, confidence: results[SpanIO.rampConfidence]!.data as Float32Array };
   }
 
@@ -450,10 +463,15 @@ export class Model {
     return this.candidates?.length ?? this.manifest.graphs.ramp.vocab;
   }
 
-  /** Multiply-adds of one ramp for one position: the trained map (dim × dim), then a head row per column. */
+  /**
+   * Multiply-adds of one ramp for one position: a trained ramp's MLP (dim ×
+   * hidden, twice) and its probe, then a head row per column.
+   */
   get rampMacs(): number {
     const { dim } = this.config;
-    return (this.candidates ? dim * dim : 0) + this.rampWidth * dim;
+    const trained = this.manifest.trainedRamps;
+    const own = trained ? 2 * dim * trained.hidden + (probeFeatureCount(dim) + 1) * trained.probeHidden : 0;
+    return own + this.rampWidth * dim;
   }
 
   /** Columns of a ramp's logits: one per scored token, then (trained ramps) the rest logit for every other token. */
@@ -467,11 +485,18 @@ export class Model {
     return column < this.candidates.length ? this.candidates[column]! : -1;
   }
 
-  /** Ramp logits [numRows, rampWidth] into `logits` from block `layer`'s output [numRows, dim]. */
-  runRamp(layer: number, hidden: Float32Array, numRows: number, logits: Float32Array): void {
+  /**
+   * Ramp logits [numRows, rampWidth] into `logits` from block `layer`'s
+   * output [numRows, dim]; a trained ramp's probe confidence [numRows] into
+   * `probe` when given (plain-head ramps have none: asking is an error).
+   */
+  runRamp(layer: number, hidden: Float32Array, numRows: number, logits: Float32Array, probe?: Float32Array): void {
     const session = this.candidates ? this.trainedRamps.get(layer) : this.rampHead;
     if (!session) throw new RangeError(`no trained ramp after block ${layer}`);
-    this.run(session, { [HeadIO.hidden]: tensorOver(hidden, [numRows, this.config.dim]) }, { [HeadIO.logits]: tensorOver(logits, [numRows, this.rampWidth]) });
+    if (probe && !this.candidates) throw new RangeError('plain-head ramps have no probe');
+    const fetches: Record<string, ort.Tensor | null> = { [RampIO.logits]: tensorOver(logits, [numRows, this.rampWidth]) };
+    if (probe) fetches[RampIO.probe] = tensorOver(probe, [numRows]);
+    this.run(session, { [RampIO.hidden]: tensorOver(hidden, [numRows, this.config.dim]) }, fetches);
   }
 
   /** Positions and the attention mask for `rows`: the inputs every block shares. */

@@ -22,49 +22,73 @@ import type { Checkpoint } from './checkpoint.js';
 import { buildTrainedRampGraph } from './graphs.js';
 import { MANIFEST_FILE, RAMPS_FILE, TrainedRampsSchema, WEIGHTS_FILE, type Manifest, type RampTraining, type TrainedRamps } from './manifest.js';
 import type { WeightRef } from './onnx.js';
+import { probeFeatureCount, probeLayout } from './probe-math.js';
 import { paramLayout } from './ramp-math.js';
 import { writeWeights, type StoredTensor } from './weights-file.js';
 
-/** What training produced: the candidates and each ramp's parameters (ramp-math.ts's layout). */
+/** What training produced: the candidates and each ramp's parameters (ramp-math.ts's and probe-math.ts's layouts). */
 export interface FittedRamps {
   /** Token ids the ramps score, most frequent first. */
   candidates: Int32Array;
   /** [candidates, dim]: the head's rows of those tokens. */
   candidateRows: Float32Array;
-  /** Per ramp: the block index it reads, and its flat parameters. */
-  ramps: { layer: number; params: Float32Array }[];
+  /** The MLP's width, and the probe's. */
+  hidden: number;
+  probeHidden: number;
+  /** Per ramp: the block index it reads, its flat parameters and its probe's. */
+  ramps: { layer: number; params: Float32Array; probe: Float32Array }[];
   training: RampTraining;
 }
 
 /** Writes `fitted` into the prepared model `dir`, replacing its trained ramps; returns the updated manifest (written last). */
 export function writeTrainedRamps(dir: string, manifest: Manifest, fitted: FittedRamps): Manifest {
   const dim = manifest.config.dim;
-  const layout = paramLayout(dim);
+  const { hidden, probeHidden } = fitted;
+  const layout = paramLayout(dim, hidden);
+  const features = probeFeatureCount(dim);
+  const probeAt = probeLayout(features, probeHidden);
   const tensors = new Map<string, StoredTensor>();
   tensors.set('candidates', { dims: [fitted.candidates.length], data: fitted.candidates });
   tensors.set('candidate_rows', { dims: [fitted.candidates.length, dim], data: fitted.candidateRows });
-  for (const { layer, params } of fitted.ramps) {
+  for (const { layer, params, probe } of fitted.ramps) {
     const part = (from: number, length: number) => params.slice(from, from + length);
-    tensors.set(`${layer}.translator`, { dims: [dim, dim], data: part(layout.translator, dim * dim) });
     tensors.set(`${layer}.bias`, { dims: [dim], data: part(layout.bias, dim) });
+    tensors.set(`${layer}.up`, { dims: [hidden, dim], data: part(layout.up, hidden * dim) });
+    tensors.set(`${layer}.up_bias`, { dims: [hidden], data: part(layout.upBias, hidden) });
+    tensors.set(`${layer}.down`, { dims: [dim, hidden], data: part(layout.down, dim * hidden) });
     tensors.set(`${layer}.rest_row`, { dims: [1, dim], data: part(layout.restRow, dim) });
     tensors.set(`${layer}.rest_bias`, { dims: [1], data: part(layout.restBias, 1) });
+    const probePart = (from: number, length: number) => probe.slice(from, from + length);
+    tensors.set(`${layer}.probe_weight`, { dims: [probeHidden, features], data: probePart(probeAt.weight, probeHidden * features) });
+    tensors.set(`${layer}.probe_bias`, { dims: [probeHidden], data: probePart(probeAt.bias, probeHidden) });
+    tensors.set(`${layer}.probe_out`, { dims: [probeHidden, 1], data: probePart(probeAt.out, probeHidden) });
+    tensors.set(`${layer}.probe_out_bias`, { dims: [1], data: probePart(probeAt.outBias, 1) });
   }
   const partial = path.join(dir, `${RAMPS_FILE}.partial`);
   const refs = writeWeights(partial, tensors);
   const ref = (name: string): WeightRef => refs[name]!;
   const trainedRamps: TrainedRamps = {
     file: RAMPS_FILE,
-    form: 'affine',
+    form: 'mlp',
+    hidden,
+    probeHidden,
     candidates: ref('candidates'),
     candidateRows: ref('candidate_rows'),
     ramps: fitted.ramps.map(({ layer }) => ({
       layer,
       graph: `ramp_${layer}.onnx`,
-      translator: ref(`${layer}.translator`),
       bias: ref(`${layer}.bias`),
+      up: ref(`${layer}.up`),
+      upBias: ref(`${layer}.up_bias`),
+      down: ref(`${layer}.down`),
       restRow: ref(`${layer}.rest_row`),
       restBias: ref(`${layer}.rest_bias`),
+      probe: {
+        weight: ref(`${layer}.probe_weight`),
+        bias: ref(`${layer}.probe_bias`),
+        out: ref(`${layer}.probe_out`),
+        outBias: ref(`${layer}.probe_out_bias`),
+      },
     })),
     training: fitted.training,
   };

@@ -56,8 +56,8 @@ export const ServeConfigSchema = z.object({
   accuracy: z.coerce.number().gt(0).lt(1).default(0.99),
   /** Share of a non-exiting step that all active ramps together may cost. */
   rampBudget: z.coerce.number().min(0).max(1).default(0.2),
-  /** How a ramp's confidence is read from its logits. */
-  confidence: z.enum(['margin', 'max-prob', 'entropy']).default('margin'),
+  /** How a ramp's confidence is scored: 'probe' is a trained ramp's own classifier (the margin for plain-head ramps). */
+  confidence: z.enum(['probe', 'margin', 'max-prob', 'entropy']).default('probe'),
   /** Positions a sequence may exit in a row before its deep blocks must catch up. */
   maxDeferred: int().min(1).max(256).default(16),
   /** After SIGTERM/SIGINT, how long in-flight requests may take to finish before they are cut (seconds). */
@@ -93,7 +93,9 @@ export const SERVE_USAGE = `usage: offramp serve [options]
   --accuracy A           with exits on: share of streamed tokens that must equal the full
                          model's argmax (default 0.99)
   --ramp-budget B        share of a full step all active ramps together may cost (default 0.2)
-  --confidence C         margin | max-prob | entropy (default margin: top-1 minus top-2)
+  --confidence C         probe | margin | max-prob | entropy (default probe: the trained
+                         ramp's own estimate of agreement; margin, top-1 minus top-2, for
+                         plain-head ramps)
   --max-deferred N       positions a stream may exit in a row before the deep blocks
                          catch up (default 16)
   --shutdown-grace S     seconds in-flight requests get after SIGTERM (default 30)

@@ -1,0 +1,200 @@
+/**
+ * Fitting one ramp and its probe to calibration positions (ramp-math.ts,
+ * probe-math.ts), and scoring a fitted ramp on held-out positions. Pure
+ * computation on arrays: it runs in the trainer's thread or in a worker
+ * (fit-worker.ts), with the same result either way.
+ *
+ * @module
+ */
+import { scoreLogits } from '../exits/index.js';
+import {
+  Adam,
+  exitableShare,
+  featureMoments,
+  foldStandardization,
+  initialParams,
+  initialProbe,
+  paramLayout,
+  probeConfidence,
+  probeFeatureCount,
+  probeFeatures,
+  probeLossAndGrad,
+  ProbeScratch,
+  rampLogits,
+  rampLossAndGrad,
+  RampTrainScratch,
+  shuffled,
+  standardize,
+  type FrozenHead,
+} from '../model/index.js';
+import { Rng } from '../util/index.js';
+
+/** What fitting one ramp reads of the calibration positions (see calibration.ts's Positions): one layer's hidden states. */
+export interface FitPositions {
+  count: number;
+  /** [count, dim]: the block output the ramp reads. */
+  hidden: Float32Array;
+  /** [count, candidates + 1]: the full model's probabilities of the candidates, then the rest. */
+  targets: Float32Array;
+  /** The full model's argmax over the whole vocabulary. */
+  finalArgmax: Int32Array;
+}
+
+/** The settings fitting reads (see TrainRampsOptions). */
+export interface FitOptions {
+  seed: number;
+  epochs: number;
+  learningRate: number;
+  batchSize: number;
+  /** The MLP's width. */
+  hidden: number;
+  probeHidden: number;
+  probeEpochs: number;
+  probeLearningRate: number;
+  probeBatchSize: number;
+}
+
+/** The rest logit starts at log(this) when the candidates hold (nearly) everything. */
+const MIN_REST_SHARE = 1e-4;
+
+/** Quality of one ramp from its confidence and agreement per held-out position. */
+export function quality(confidence: Float64Array | Float32Array, agrees: boolean[]) {
+  return {
+    agreement: agrees.filter(Boolean).length / Math.max(1, agrees.length),
+    exitable99: exitableShare(confidence, agrees, 0.99),
+    exitable95: exitableShare(confidence, agrees, 0.95),
+  };
+}
+
+/** Positions a trained ramp scores at a time when it reads many: its logits are needed only for this long. */
+const READING_CHUNK = 256;
+
+/** What a trained ramp says at `count` positions: the probe's features, the margin and whether its token is the full model's. */
+function rampReadings(head: FrozenHead, params: Float32Array, candidates: Int32Array, hidden: Float32Array, positions: Omit<FitPositions, 'hidden'>) {
+  const { dim, numCandidates } = head;
+  const width = numCandidates + 1;
+  const numFeatures = probeFeatureCount(dim);
+  const features = new Float32Array(positions.count * numFeatures);
+  const margin = new Float64Array(positions.count);
+  const agrees = new Uint8Array(positions.count);
+  const logits = new Float32Array(READING_CHUNK * width);
+  for (let from = 0; from < positions.count; from += READING_CHUNK) {
+    const n = Math.min(READING_CHUNK, positions.count - from);
+    rampLogits(head, params, hidden.subarray(from * dim, (from + n) * dim), n, logits, (batch, first, count) => {
+      const rows = logits.subarray(first * width, (first + count) * width);
+      probeFeatures(rows, width, batch.n, batch.x, dim, count, features.subarray((from + first) * numFeatures, (from + first + count) * numFeatures));
+    });
+    for (let i = 0; i < n; i++) {
+      const score = scoreLogits(logits.subarray(i * width, (i + 1) * width), 'margin');
+      // The rest column wins: no single token, so the server gives it confidence 0 and it never exits.
+      const token = score.argmax < numCandidates ? candidates[score.argmax]! : -1;
+      margin[from + i] = token < 0 ? 0 : score.confidence;
+      agrees[from + i] = token === positions.finalArgmax[from + i] ? 1 : 0;
+    }
+  }
+  return { features, margin, agrees };
+}
+
+/** A trained ramp on held-out positions, scored as the server scores it: by its probe (and by margin, beside it). */
+export function trainedQuality(head: FrozenHead, params: Float32Array, probe: Float32Array, candidates: Int32Array, heldOut: FitPositions) {
+  const { hidden } = heldOut;
+  const { features, margin, agrees } = rampReadings(head, params, candidates, hidden, heldOut);
+  const confidence = new Float32Array(heldOut.count);
+  probeConfidence(probe, features, probeFeatureCount(head.dim), heldOut.count, confidence);
+  margin.forEach((m, i) => m === 0 && (confidence[i] = 0)); // the rest column: never exits
+  const said = Array.from(agrees, Boolean);
+  const byMargin = quality(margin, said);
+  return { ...quality(confidence, said), marginExitable99: byMargin.exitable99, marginExitable95: byMargin.exitable95 };
+}
+
+/** Cosine decay to a tenth over `totalSteps`: big steps while far off, small ones to settle. */
+const cosineScale = (step: number, totalSteps: number) => 0.1 + 0.9 * 0.5 * (1 + Math.cos((Math.PI * step) / totalSteps));
+
+/** Fits one ramp's parameters to the calibration positions; reports positions done to `onBatch`. */
+function fit(head: FrozenHead, positions: FitPositions, options: FitOptions, onBatch: (positions: number, loss: number) => void): Float32Array {
+  const { dim } = head;
+  const { hidden } = positions;
+  const width = head.numCandidates + 1;
+  const mlp = options.hidden;
+  let rest = 0;
+  for (let i = 0; i < positions.count; i++) rest += positions.targets[i * width + head.numCandidates]!;
+  const rng = new Rng(options.seed);
+  const params = initialParams(dim, mlp, Math.log(Math.max(MIN_REST_SHARE, rest / Math.max(1, positions.count))), rng);
+  const grad = new Float32Array(paramLayout(dim, mlp).size);
+  const adam = new Adam(params.length, options.learningRate);
+  const scratch = new RampTrainScratch(head, mlp, options.batchSize);
+  const batchHidden = new Float32Array(options.batchSize * dim);
+  const batchTargets = new Float32Array(options.batchSize * width);
+  const totalSteps = options.epochs * Math.ceil(positions.count / options.batchSize);
+  let step = 0;
+  for (let epoch = 0; epoch < options.epochs; epoch++) {
+    const order = shuffled(positions.count, rng);
+    for (let from = 0; from < positions.count; from += options.batchSize) {
+      const n = Math.min(options.batchSize, positions.count - from);
+      for (let i = 0; i < n; i++) {
+        const p = order[from + i]!;
+        batchHidden.set(hidden.subarray(p * dim, (p + 1) * dim), i * dim);
+        batchTargets.set(positions.targets.subarray(p * width, (p + 1) * width), i * width);
+      }
+      grad.fill(0);
+      const loss = rampLossAndGrad(head, params, batchHidden, batchTargets, n, grad, scratch);
+      adam.step(params, grad, cosineScale(step++, totalSteps));
+      onBatch(n, loss);
+    }
+  }
+  return params;
+}
+
+/**
+ * Fits a trained ramp's probe on the calibration positions: whether the
+ * ramp's token is the full model's, from its features (standardised while
+ * training, folded back into the first layer after). Returns the probe's
+ * parameters, reading raw features.
+ */
+function fitProbe(head: FrozenHead, params: Float32Array, candidates: Int32Array, positions: FitPositions, options: FitOptions): Float32Array {
+  const numFeatures = probeFeatureCount(head.dim);
+  const { features, agrees } = rampReadings(head, params, candidates, positions.hidden, positions);
+  const moments = featureMoments(features, numFeatures, positions.count);
+  standardize(features, numFeatures, positions.count, moments);
+  const rng = new Rng(options.seed + 1);
+  const probe = initialProbe(numFeatures, options.probeHidden, rng);
+  const grad = new Float32Array(probe.length);
+  const adam = new Adam(probe.length, options.probeLearningRate);
+  const size = options.probeBatchSize;
+  const scratch = new ProbeScratch(options.probeHidden, size, numFeatures);
+  const batchFeatures = new Float32Array(size * numFeatures);
+  const batchLabels = new Uint8Array(size);
+  const totalSteps = options.probeEpochs * Math.ceil(positions.count / size);
+  let step = 0;
+  for (let epoch = 0; epoch < options.probeEpochs; epoch++) {
+    const order = shuffled(positions.count, rng);
+    for (let from = 0; from < positions.count; from += size) {
+      const n = Math.min(size, positions.count - from);
+      for (let i = 0; i < n; i++) {
+        const p = order[from + i]!;
+        batchFeatures.set(features.subarray(p * numFeatures, (p + 1) * numFeatures), i * numFeatures);
+        batchLabels[i] = agrees[p]!;
+      }
+      grad.fill(0);
+      probeLossAndGrad(probe, batchFeatures, batchLabels, numFeatures, n, grad, scratch);
+      adam.step(probe, grad, cosineScale(step++, totalSteps));
+    }
+  }
+  return foldStandardization(probe, numFeatures, moments);
+}
+
+/**
+ * Fits one ramp (epochs of Adam on the distillation loss, seeded), then its
+ * probe on the same positions. `onBatch` hears of every batch of the ramp's
+ * fitting: positions done and the batch's loss.
+ */
+export function fitRamp(
+  head: FrozenHead,
+  candidates: Int32Array,
+  positions: FitPositions,
+  options: FitOptions,
+  onBatch: (positions: number, loss: number) => void = () => {},
+): { params: Float32Array; probe: Float32Array } {
+  const params = fit(head, positions, options, onBatch);
+  return { params, probe: fitProbe(head, params, candidates, positions, options) };
+}
