@@ -32,6 +32,13 @@ test('draft cycles: the closed sums match a simulation of drafting and verifying
   assert.ok(Math.abs(drafts / cycles - expected.drafts) < 0.02);
 });
 
+test('draft cost: the baseline is one call over every block and the head, by the fitted line when there is one', () => {
+  const call = { overheadMs: 0.1, blockMs: 0.01, rampMs: 0.005, headMs: 0.02 };
+  // A fused median of 0.9 ms (calls over whole batches) must not stand in for one row's step.
+  assert.ok(Math.abs(baselineMsPerToken({ ...COSTS, fusedMs: 0.9, call }) - (0.1 + 5 * 0.01 + 0.02)) < 1e-12);
+  assert.ok(draftMsPerToken({ ...COSTS, fusedMs: 0.9, call }, 3, 0.1, 0.9, 1, 0) > baselineMsPerToken({ ...COSTS, fusedMs: 0.9, call }));
+});
+
 test('draft cost: alone in its step, accepted drafts from an early ramp beat the fused step; in a batch they never do', () => {
   const baseline = baselineMsPerToken(COSTS);
   assert.equal(baseline, 0.4);

@@ -163,8 +163,16 @@ export function draftMsPerToken(costs: Costs, layer: number, p: number, a: numbe
   return (aloneShare * alone + (1 - aloneShare) * batched) / cycle.tokens;
 }
 
-/** Milliseconds per token with no drafting: the fused step when timed, else the blocks and head. */
+/**
+ * Milliseconds per token with no drafting: one call over every block and
+ * the head, priced like the drafting plans (by the fitted line when there
+ * is one: the fused step's median mixes calls over whole batches, and
+ * against one-row prices it made drafting look cheap at 16 streams), else
+ * the fused step when timed, else the blocks and head.
+ */
 export function baselineMsPerToken(costs: Costs): number {
+  const last = costs.blockMs.length - 1;
+  if (costs.call) return callMs(costs.call, 0, last, 'head');
   return costs.fusedMs || costs.blockMs.reduce((s, ms) => s + ms, 0) + (costs.headMs || costs.rampMs);
 }
 
