@@ -38,7 +38,7 @@ export interface EngineOptions extends SchedulerOptions {
   earlyExit: EarlyExitOptions;
 }
 
-export const EXITS_OFF: EarlyExitOptions = { enabled: false, accuracy: 0.99, rampBudget: 0.1, confidence: 'margin', maxDeferred: 16 };
+export const EXITS_OFF: EarlyExitOptions = { enabled: false, accuracy: 0.99, rampBudget: 0.1, confidence: 'probe', maxDeferred: 16 };
 
 /** How often (steps) measured costs reach the controller. */
 const COST_UPDATE_STEPS = 64;
