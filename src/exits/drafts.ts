@@ -95,7 +95,7 @@ export interface DraftRampState {
 
 export interface DraftState {
   plan: DraftPlan | null;
-  /** Milliseconds per token without drafting (the fused step); null until timed. */
+  /** Milliseconds per token without drafting (see baselineMsPerToken); null until costs are measured. */
   baselineMsPerToken: number | null;
   /** Tokens emitted by lossless sequences, and how many of them were verified drafts. */
   tokens: number;
@@ -124,7 +124,8 @@ const DRAFT_SHARES = Array.from({ length: 19 }, (_, i) => (i + 1) / 20);
  * Expected tokens per draft cycle with up to `run` drafts, each position
  * confident enough with probability p and each draft accepted with
  * probability a: Σ_d P(d) Σ_{i≤d} a^i (the accepted prefix, plus the full
- * model's token). Returns that and the expected number of drafts.
+ * model's token). Returns that, the expected number of drafts, and the
+ * probability that the cycle drafts at all.
  */
 export function cycleExpectation(p: number, a: number, run: number): { tokens: number; drafts: number; anyDraft: number } {
   let tokens = 0;
@@ -322,13 +323,17 @@ export class DraftController {
       if (samples.length < this.options.minSamples) continue;
       const aloneShare = samples.filter((s) => s.alone).length / samples.length;
       const byConfidence = [...samples].sort((x, y) => y.confidence - x.confidence);
+      // The records that draft at a threshold are a prefix of byConfidence: count their agreements once.
+      const agreedIn = [0];
+      byConfidence.forEach((s, i) => agreedIn.push(agreedIn[i]! + (s.agrees ? 1 : 0)));
       for (const share of DRAFT_SHARES) {
-        const minConfidence = byConfidence[Math.max(0, Math.round(share * samples.length) - 1)]!.confidence;
+        let confident = Math.max(1, Math.round(share * samples.length));
+        const minConfidence = byConfidence[confident - 1]!.confidence;
         if (minConfidence <= 0) continue; // a ramp whose rest column won has no confidence: never a draft
-        const confident = byConfidence.filter((s) => s.confidence >= minConfidence);
-        const p = confident.length / samples.length;
+        while (confident < byConfidence.length && byConfidence[confident]!.confidence >= minConfidence) confident++; // ties draft too
+        const p = confident / samples.length;
         // One unseen miss added: a handful of lucky records must not look perfect.
-        const a = confident.filter((s) => s.agrees).length / (confident.length + 1);
+        const a = agreedIn[confident]! / (confident + 1);
         for (const run of RUN_LENGTHS) {
           if (run > this.options.maxDraft) break;
           const msPerToken = draftMsPerToken(costs, layer, p, a, run, aloneShare);
