@@ -10,7 +10,7 @@ import { ModelConfigSchema, ModelFormatError } from './checkpoint.js';
 
 export const MANIFEST_FILE = 'manifest.json';
 export const WEIGHTS_FILE = 'weights.bin';
-export const MANIFEST_FORMAT = 'offramp-model/9';
+export const MANIFEST_FORMAT = 'offramp-model/10';
 /** Trained ramps' tensors, beside weights.bin (rewritten alone by `offramp train-ramps`). */
 export const RAMPS_FILE = 'ramps.bin';
 

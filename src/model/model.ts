@@ -29,7 +29,7 @@ import {
   type WeightLookup,
 } from './graphs.js';
 import { probeFeatureCount } from './probe-math.js';
-import type { BlockRows, KvCache, KvView } from './kv-cache.js';
+import type { BlockRows, KvCache } from './kv-cache.js';
 import { readManifest, WEIGHTS_FILE, type Manifest } from './manifest.js';
 import { readCandidates } from './ramps-store.js';
 import { openSession, type SyncSession } from './session.js';
@@ -141,6 +141,13 @@ function reusedForDecoding<T>(cache: Map<string, T>, seqLen: number, key: string
   return value;
 }
 
+/** A call's BlockIO.newKv output, and each of its blocks' keys and values within it. */
+interface NewKv {
+  tensor: ort.Tensor;
+  keys: Float32Array[];
+  values: Float32Array[];
+}
+
 const tensorCache = new WeakMap<Float32Array, ort.Tensor>();
 
 /** What a span that ends at a ramp decides per row (see buildSpanGraph); its logits go to the caller's buffer when asked. */
@@ -168,7 +175,7 @@ function tensorOver(data: Float32Array, dims: number[]): ort.Tensor {
 
 export class Model {
   private readonly positionCache = new Map<string, PositionTensors>();
-  private readonly newKvCache = new Map<string, KvView[]>();
+  private readonly newKvCache = new Map<string, NewKv>();
   /** Fused span sessions by what they compute, least recently used first, with the bytes of the weights each reads and its last use. */
   private readonly spans = new Map<string, { session: SyncSession; weightBytes: number; lastUse: number }>();
   /** Span calls so far: the clock of `lastUse`. */
@@ -271,15 +278,15 @@ export class Model {
   runBlock(layer: number, input: Float32Array, output: Float32Array, rows: BlockRows, kv: KvCache): void {
     const cache = kv.view(layer, rows.firstSlot, rows.numRows);
     const dims = [rows.numRows, rows.seqLen, this.config.dim];
-    const added = this.newKvTensors(1, rows)[0]!;
+    const added = this.newKv(1, rows);
     const feeds: Record<string, ort.Tensor> = {
       [BlockIO.hidden]: tensorOver(input, dims),
       [BlockIO.pastKey]: cache.key,
       [BlockIO.pastValue]: cache.value,
       ...this.positionFeeds(rows, kv),
     };
-    this.run(this.blocks[layer]!, feeds, { [BlockIO.hiddenOut]: tensorOver(output, dims), [BlockIO.newKey]: added.key, [BlockIO.newValue]: added.value });
-    kv.append(layer, rows, added.key.data as Float32Array, added.value.data as Float32Array);
+    this.run(this.blocks[layer]!, feeds, { [BlockIO.hiddenOut]: tensorOver(output, dims), [BlockIO.newKv]: added.tensor });
+    kv.append(layer, rows, added.keys[0]!, added.values[0]!);
   }
 
   /** Logits [numRows, vocab] into `logits` from hidden states [numRows, dim]: the final head, or a ramp. */
@@ -303,27 +310,28 @@ export class Model {
   runFused(input: Float32Array, rows: BlockRows, kv: KvCache, logits: Float32Array): void {
     const { numLayers, dim, vocabSize } = this.config;
     const feeds: Record<string, ort.Tensor> = { [BlockIO.hidden]: tensorOver(input, [rows.numRows, rows.seqLen, dim]), ...this.positionFeeds(rows, kv) };
-    const fetches: Record<string, ort.Tensor> = { [HeadIO.logits]: tensorOver(logits, [rows.numRows, vocabSize]) };
-    const added = this.newKvTensors(numLayers, rows);
+    const added = this.newKv(numLayers, rows);
+    const fetches: Record<string, ort.Tensor> = { [HeadIO.logits]: tensorOver(logits, [rows.numRows, vocabSize]), [BlockIO.newKv]: added.tensor };
     for (let layer = 0; layer < numLayers; layer++) {
       const cache = kv.view(layer, rows.firstSlot, rows.numRows);
       feeds[`${BlockIO.pastKey}_${layer}`] = cache.key;
       feeds[`${BlockIO.pastValue}_${layer}`] = cache.value;
-      fetches[`${BlockIO.newKey}_${layer}`] = added[layer]!.key;
-      fetches[`${BlockIO.newValue}_${layer}`] = added[layer]!.value;
     }
     this.run(this.fused!, feeds, fetches);
-    for (let layer = 0; layer < numLayers; layer++) {
-      kv.append(layer, rows, added[layer]!.key.data as Float32Array, added[layer]!.value.data as Float32Array);
-    }
+    for (let layer = 0; layer < numLayers; layer++) kv.append(layer, rows, added.keys[layer]!, added.values[layer]!);
   }
 
-  /** Output tensors for `count` layers' new keys and values over `rows`. */
-  private newKvTensors(count: number, rows: BlockRows): KvView[] {
-    const dims = [rows.numRows, rows.seqLen, this.config.numKvHeads * this.config.headDim];
+  /** The output tensor for `count` blocks' new keys and values over `rows` (BlockIO.newKv), and each block's keys and values in it. */
+  private newKv(count: number, rows: BlockRows): NewKv {
+    const size = rows.numRows * rows.seqLen * this.config.numKvHeads * this.config.headDim;
     return reusedForDecoding(this.newKvCache, rows.seqLen, `${count}:${rows.numRows}`, () => {
-      const tensor = () => new ort.Tensor('float32', new Float32Array(dims[0]! * dims[1]! * dims[2]!), dims);
-      return Array.from({ length: count }, () => ({ key: tensor(), value: tensor() }));
+      const data = new Float32Array(2 * count * size);
+      const block = (i: number) => data.subarray(i * size, (i + 1) * size);
+      return {
+        tensor: new ort.Tensor('float32', data, [2 * count * rows.numRows, rows.seqLen, this.config.numKvHeads * this.config.headDim]),
+        keys: Array.from({ length: count }, (_, b) => block(2 * b)),
+        values: Array.from({ length: count }, (_, b) => block(2 * b + 1)),
+      };
     });
   }
 
@@ -349,14 +357,12 @@ export class Model {
     const { dim, vocabSize } = this.config;
     const positions = rows.numRows * rows.seqLen;
     const feeds: Record<string, ort.Tensor> = { [BlockIO.hidden]: tensorOver(input, [rows.numRows, rows.seqLen, dim]), ...this.positionFeeds(rows, kv) };
-    const fetches: Record<string, ort.Tensor | null> = {};
-    const added = this.newKvTensors(to - from + 1, rows);
+    const added = this.newKv(to - from + 1, rows);
+    const fetches: Record<string, ort.Tensor | null> = { [BlockIO.newKv]: added.tensor };
     for (let layer = from; layer <= to; layer++) {
       const cache = kv.view(layer, rows.firstSlot, rows.numRows);
       feeds[`${BlockIO.pastKey}_${layer}`] = cache.key;
       feeds[`${BlockIO.pastValue}_${layer}`] = cache.value;
-      fetches[`${BlockIO.newKey}_${layer}`] = added[layer - from]!.key;
-      fetches[`${BlockIO.newValue}_${layer}`] = added[layer - from]!.value;
     }
     if (end.kind === 'head') fetches[SpanIO.logits] = tensorOver(out.logits!, [positions, vocabSize]);
     else fetches[SpanIO.hiddenOut] = tensorOver(out.hidden!, [rows.numRows, rows.seqLen, dim]);
@@ -366,9 +372,7 @@ export class Model {
       if (end.logits) fetches[SpanIO.rampLogits] = tensorOver(out.logits!, [positions, this.rampWidth]);
     }
     const results = this.run(this.spanSession(from, to, end), feeds, fetches);
-    for (let layer = from; layer <= to; layer++) {
-      kv.append(layer, rows, added[layer - from]!.key.data as Float32Array, added[layer - from]!.value.data as Float32Array);
-    }
+    for (let layer = from; layer <= to; layer++) kv.append(layer, rows, added.keys[layer - from]!, added.values[layer - from]!);
     if (end.kind !== 'ramp') return null;
     return { top: results[SpanIO.rampTop]!.data as Int32Array, confidence: results[SpanIO.rampConfidence]!.data as Float32Array };
   }
