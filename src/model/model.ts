@@ -46,10 +46,14 @@ export interface RuntimeOptions {
   threads: number;
   /**
    * Also load the whole-model graph, for steps that need no block on its own.
-   * Default: for models under FUSED_MAX_BYTES, whose time goes to per-call
-   * overhead; larger ones would hold their weights twice for a few percent.
+   * Default: for models under FUSED_MAX_BYTES. It holds the weights a second
+   * time (onnxruntime prepacks its own copy per session) for 10-30% faster
+   * decoding than block by block at the stories110M shape, and far more on
+   * small models, whose time goes to per-call overhead.
    */
   fused?: boolean;
+  /** Lets onnxruntime's intra-op threads spin between kernels instead of sleeping (experiment; default off). */
+  spin?: boolean;
   /**
    * Turns on onnxruntime's profiler: each session graph writes a Chrome-trace
    * JSON of its calls and kernels to `<profile>-<graph>_<time>.json` when it
@@ -58,8 +62,14 @@ export interface RuntimeOptions {
   profile?: string;
 }
 
-/** Below this size of weights.bin the fused graph is loaded by default. */
-export const FUSED_MAX_BYTES = 64 * 1024 * 1024;
+/** Below this size of weights.bin the fused graph is loaded by default: up to about 130M float32 parameters. */
+export const FUSED_MAX_BYTES = 512 * 1024 * 1024;
+
+/**
+ * Below this size of weights.bin a span runs as a session of its own (see
+ * runSpan); larger models compose spans from the block sessions they hold.
+ */
+const SPAN_SESSIONS_MAX_BYTES = 64 * 1024 * 1024;
 
 const INSTALL_HINT: Record<Device, string> = {
   cpu: '',
@@ -80,7 +90,7 @@ export class DeviceError extends Error {
  * its own prepacked copy of the weights a session multiplies by (weights.bin
  * itself is mapped, and shared; disabling prepacking halved block speed),
  * so the sessions' weights are also held to SPAN_WEIGHTS_SHARE times
- * weights.bin, or FUSED_MAX_BYTES if more: the spans of the current ramps
+ * weights.bin, or SPAN_SESSIONS_MAX_BYTES if more: the spans of the current ramps
  * and of the previous ones. The least recently used goes first, but never
  * one used in the last RECENT_SPAN_CALLS span calls: a step whose spans
  * alone exceed the budget would otherwise recompile them every step
@@ -109,7 +119,7 @@ function createSession(graph: string | Uint8Array, options: RuntimeOptions, dir?
       logSeverityLevel: 3,
       ...profile,
       // Sessions run one after another; spinning pools would only fight for the cores.
-      extra: { session: { intra_op: { allow_spinning: '0' }, ...weightsFolder } },
+      extra: { session: { intra_op: { allow_spinning: options.spin ? '1' : '0' }, ...weightsFolder } },
     });
   } catch (error) {
     if (options.device !== 'cpu')
@@ -342,14 +352,15 @@ export class Model {
    * (returned) and its logits when `end.logits`; the last block's output
    * goes to `out.hidden` unless the span ends the model.
    *
-   * Models that load the fused graph (small ones, whose time goes to
-   * per-call overhead) run a span in one call, its graph compiled on first
-   * use (see buildSpanGraph). Larger ones compose it from the block, ramp
+   * Small models that load the fused graph (under SPAN_SESSIONS_MAX_BYTES,
+   * whose time goes to per-call overhead) run a span in one call, its graph
+   * compiled on first use (see buildSpanGraph). Larger ones compose it from the block, ramp
    * and head sessions they hold anyway: a fused span would hold its weights
    * once more for a per-call saving that is noise beside their blocks.
    */
   runSpan(from: number, to: number, end: SpanEnd, input: Float32Array, rows: BlockRows, kv: KvCache, out: SpanBuffers): SpanRampResult | null {
-    return this.fused ? this.fusedSpan(from, to, end, input, rows, kv, out) : this.composedSpan(from, to, end, input, rows, kv, out);
+    const ownSession = this.fused && this.weightsBytes < SPAN_SESSIONS_MAX_BYTES;
+    return ownSession ? this.fusedSpan(from, to, end, input, rows, kv, out) : this.composedSpan(from, to, end, input, rows, kv, out);
   }
 
   /** A span as one session's call. */
@@ -432,7 +443,7 @@ export class Model {
 
   /** Releases the least recently used spans to make room for one more reading `weightBytes` (see MAX_SPANS). */
   private evictSpans(weightBytes: number): void {
-    const budget = Math.max(SPAN_WEIGHTS_SHARE * this.weightsBytes, FUSED_MAX_BYTES);
+    const budget = Math.max(SPAN_WEIGHTS_SHARE * this.weightsBytes, SPAN_SESSIONS_MAX_BYTES);
     let held = [...this.spans.values()].reduce((sum, s) => sum + s.weightBytes, weightBytes);
     for (const [key, span] of this.spans) {
       if ((this.spans.size < MAX_SPANS && held <= budget) || span.lastUse > this.spanCalls - RECENT_SPAN_CALLS) break;
