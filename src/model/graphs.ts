@@ -97,7 +97,7 @@ function firstRows(ref: WeightRef, storedRows: number, rows: number, dims: numbe
  * embedding's layout, which it may share) and so runs as Gemm with transB.
  * In either form only its first `headRows` rows are scored (the ramps' vocabulary).
  */
-function linear(
+export function linear(
   g: GraphBuilder,
   weight: WeightLookup,
   x: string,

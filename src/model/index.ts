@@ -19,7 +19,19 @@ export {
   type Quantization,
   type RampTraining,
 } from './manifest.js';
-export { DeviceError, Model, type BlockRows, type Device, type RuntimeOptions, type SpanBuffers, type SpanRampResult } from './model.js';
+export {
+  createSession,
+  DeviceError,
+  Model,
+  SPINNING,
+  type BlockRows,
+  type Device,
+  type RuntimeOptions,
+  type SpanBuffers,
+  type SpanRampResult,
+  type Spinning,
+} from './model.js';
+export { LinearIO, writeLinearGraph, type LinearGraph } from './linear-graph.js';
 export { prepareModel, type PrepareOptions, type RampTrainer, type TrainRampsMode } from './prepare.js';
 export { exportRamps, writeTrainedRamps } from './ramps-store.js';
 export { Adam, exitableShare, initialParams, paramLayout, rampLogits, rampLossAndGrad, RampTrainScratch, shuffled, type FrozenHead } from './ramp-math.js';

@@ -52,15 +52,26 @@ export interface RuntimeOptions {
    * small models, whose time goes to per-call overhead.
    */
   fused?: boolean;
-  /** Lets onnxruntime's intra-op threads spin between kernels instead of sleeping (experiment; default off). */
-  spin?: boolean;
   /**
    * Turns on onnxruntime's profiler: each session graph writes a Chrome-trace
    * JSON of its calls and kernels to `<profile>-<graph>_<time>.json` when it
    * is released (bench/decode-profile.ts reads them). Off by default.
    */
   profile?: string;
+  /** When intra-op threads spin for work instead of sleeping (default 'never'; see Spinning). */
+  spinning?: Spinning;
 }
+
+/**
+ * Whether a session's intra-op threads spin while they wait for work:
+ * 'never' (the default: sessions run one after another, and pools spinning
+ * between calls would only fight for the cores), 'in-calls' (between one
+ * call's kernels, stopping when the call returns: onnxruntime's
+ * session.force_spinning_stop) or 'always'. bench/matvec-peer.ts measures
+ * all three.
+ */
+export const SPINNING = ['never', 'in-calls', 'always'] as const;
+export type Spinning = (typeof SPINNING)[number];
 
 /** Below this size of weights.bin the fused graph is loaded by default: up to about 130M float32 parameters. */
 export const FUSED_MAX_BYTES = 512 * 1024 * 1024;
@@ -100,9 +111,10 @@ const MAX_SPANS = 64;
 const SPAN_WEIGHTS_SHARE = 2;
 const RECENT_SPAN_CALLS = 64;
 
-/** `graph` is a file, or a graph's bytes whose external weights are in `dir`. */
-function createSession(graph: string | Uint8Array, options: RuntimeOptions, dir?: string): SyncSession {
+/** Opens one graph as the model's sessions are opened: `graph` is a file, or a graph's bytes whose external weights are in `dir`. */
+export function createSession(graph: string | Uint8Array, options: RuntimeOptions, dir?: string): SyncSession {
   const providers = options.device === 'cpu' ? ['cpu'] : [options.device];
+  const spinning = options.spinning ?? 'never';
   const weightsFolder = dir === undefined ? {} : { model_external_initializers_file_folder_path: dir };
   // The graph's name in each file's name, so a reader can tell the sessions' files apart (onnxruntime adds only the time).
   const profile =
@@ -118,8 +130,9 @@ function createSession(graph: string | Uint8Array, options: RuntimeOptions, dir?
       graphOptimizationLevel: 'all',
       logSeverityLevel: 3,
       ...profile,
-      // Sessions run one after another; spinning pools would only fight for the cores.
-      extra: { session: { intra_op: { allow_spinning: options.spin ? '1' : '0' }, ...weightsFolder } },
+      extra: {
+        session: { intra_op: { allow_spinning: spinning === 'never' ? '0' : '1' }, force_spinning_stop: spinning === 'in-calls' ? '1' : '0', ...weightsFolder },
+      },
     });
   } catch (error) {
     if (options.device !== 'cpu')

@@ -52,6 +52,19 @@ export interface PrepareOptions {
 }
 
 /**
+ * Adds a linear layer's weight to `out`, given [out, in] as checkpoints hold
+ * it, in the form the graphs' `linear` reads: float32 transposed to
+ * [in, out], or int8 codes and their scales. (A float32 LM head is stored
+ * [out, in] as it is: see storedTensors.)
+ */
+export function storeLinear(out: Map<string, StoredTensor>, name: string, weight: Tensor, quantization: Quantization): void {
+  if (quantization === 'none') return void out.set(name, transpose(weight));
+  const { dims, codes, scales } = quantizeInt8(weight);
+  out.set(name, { dims, data: codes });
+  out.set(StoredWeights.scales(name), { dims: [scales.length], data: scales });
+}
+
+/**
  * The tensors as the graphs read them: linear layers fused and either
  * transposed to [in, out] or quantized, rotary tables added. A float32 head
  * tied to the embedding is not stored apart (see prepareModel).
@@ -62,13 +75,7 @@ function storedTensors(ckpt: Checkpoint, quantization: Quantization): Map<string
   const kvDim = c.numKvHeads * c.headDim;
   const get = (name: string, dims: number[]) => getTensor(ckpt, name, dims);
   const out = new Map<string, StoredTensor>();
-  /** Stores a linear layer's weight, given [out, in] as checkpoints hold it, in the form the graphs' `linear` reads. */
-  const putLinear = (name: string, weight: Tensor) => {
-    if (quantization === 'none') return void out.set(name, transpose(weight));
-    const { dims, codes, scales } = quantizeInt8(weight);
-    out.set(name, { dims, data: codes });
-    out.set(StoredWeights.scales(name), { dims: [scales.length], data: scales });
-  };
+  const putLinear = (name: string, weight: Tensor) => storeLinear(out, name, weight, quantization);
   const embeddings = get('tok_embeddings', [c.vocabSize, c.dim]);
   out.set(StoredWeights.embeddings, embeddings); // float32 always: the runtime looks tokens up in it
   const head = c.tiedEmbeddings ? embeddings : get('output', [c.vocabSize, c.dim]);
