@@ -58,17 +58,22 @@ export interface RuntimeOptions {
    * is released (bench/decode-profile.ts reads them). Off by default.
    */
   profile?: string;
-  /** When intra-op threads spin for work instead of sleeping (default 'never'; see Spinning). */
+  /**
+   * When every session's intra-op threads spin for work instead of sleeping
+   * (see Spinning). Default: the fused graph's 'always' (it runs back to
+   * back, and waking a sleeping thread for each of its kernels cost a fifth
+   * of a stories110M int8 token at two threads: 157 against 202 tokens/s),
+   * every other session's 'never' (they take turns, and the pools of a dozen
+   * block sessions spinning between their calls fought for the cores).
+   */
   spinning?: Spinning;
 }
 
 /**
  * Whether a session's intra-op threads spin while they wait for work:
- * 'never' (the default: sessions run one after another, and pools spinning
- * between calls would only fight for the cores), 'in-calls' (between one
- * call's kernels, stopping when the call returns: onnxruntime's
- * session.force_spinning_stop) or 'always'. bench/matvec-peer.ts measures
- * all three.
+ * 'never', 'in-calls' (between one call's kernels, stopping when the call
+ * returns: onnxruntime's session.force_spinning_stop) or 'always'.
+ * bench/matvec-peer.ts measures all three.
  */
 export const SPINNING = ['never', 'in-calls', 'always'] as const;
 export type Spinning = (typeof SPINNING)[number];
@@ -255,7 +260,7 @@ export class Model {
     const trainedRamps = new Map((trained?.ramps ?? []).map((ramp) => [ramp.layer, createSession(path.join(dir, ramp.graph), options)] as const));
     const candidates = trained ? readCandidates(dir, trained) : null;
     const useFused = options.fused ?? weightsBytes.length < FUSED_MAX_BYTES;
-    const fused = useFused ? createSession(path.join(dir, manifest.graphs.fused), options) : null;
+    const fused = useFused ? createSession(path.join(dir, manifest.graphs.fused), { ...options, spinning: options.spinning ?? 'always' }) : null;
     return new Model(
       dir,
       manifest,
