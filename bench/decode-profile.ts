@@ -26,6 +26,7 @@ import { parseArgs } from 'node:util';
 import { Model, QUANTIZATIONS, readManifest, weightsLabel, type Quantization } from '../src/model/index.js';
 import { bareDecode, DECODE_PATHS, type DecodePath } from './decode-loop.js';
 import { prepareBenchModel } from './models.js';
+import { median } from './stats.js';
 
 const PROMPT = 'Once upon a time';
 
@@ -43,7 +44,6 @@ const quantization = values.quantize as Quantization;
 const threads = Number(values.threads);
 const numTokens = Number(values.tokens);
 const repeats = Number(values.repeats);
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const log = (line: string) => process.stderr.write(`decode-profile: ${line}\n`);
 
 /** One event of onnxruntime's Chrome-trace profile (times in µs). */
@@ -127,8 +127,8 @@ for (const decodePath of DECODE_PATHS) {
   const us = readProfiles(used, numTokens);
   for (const [label, total] of us) us.set(label, total / (repeats * (numTokens - 1)));
   fs.rmSync(profileDir, { recursive: true, force: true });
-  const tokensPerSecond = median(plainRates);
-  const profiledTokensPerSecond = median(profiledRates);
+  const tokensPerSecond = median(plainRates)!;
+  const profiledTokensPerSecond = median(profiledRates)!;
 
   // Bytes per decode call at the loop's last position, from the graphs' input and output shapes (bareDecode's KV capacity is the loop's context + 1);
   // onnxruntime-node binds CPU tensors in place, so these are what a call points at, not copies.

@@ -28,6 +28,7 @@ import { PROJECT_ROOT } from '../src/util/index.js';
 import { bareDecode } from './decode-loop.js';
 import { DEFAULT_LLAMA_CPP_OUT, findLlamaBench, llamaBenchDecode, nodeLlamaCppDecode } from './llama-cpp-decode.js';
 import { exportGgufPeerModel, prepareBenchModel } from './models.js';
+import { median } from './stats.js';
 
 const PROMPT = 'Once upon a time';
 
@@ -58,8 +59,6 @@ async function perBlock(model: Model, promptTokens: number[], numTokens: number)
   }
   return ((count - 1) / (performance.now() - first)) * 1000;
 }
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 interface Row {
   model: string;
@@ -136,12 +135,12 @@ for (const name of values.models.split(',')) {
       model: name,
       threads,
       weights,
-      perBlockTokensPerSecond: median(a),
-      engineDefaultTokensPerSecond: median(c),
-      fusedTokensPerSecond: median(b),
-      perBlockOverFused: median(a) / median(b),
-      nodeLlamaCppTokensPerSecond: d.length ? median(d) : null,
-      llamaBenchTokensPerSecond: e.length ? median(e) : null,
+      perBlockTokensPerSecond: median(a)!,
+      engineDefaultTokensPerSecond: median(c)!,
+      fusedTokensPerSecond: median(b)!,
+      perBlockOverFused: median(a)! / median(b)!,
+      nodeLlamaCppTokensPerSecond: median(d),
+      llamaBenchTokensPerSecond: median(e),
     });
     fusedModel.release();
     model.release();

@@ -16,6 +16,7 @@ import { EXITS_OFF, GREEDY, LocalEngine } from '../src/engine/index.js';
 import { Model } from '../src/model/index.js';
 import { PROJECT_ROOT } from '../src/util/index.js';
 import { prepareBenchModel } from './models.js';
+import { median } from './stats.js';
 
 const { values } = parseArgs({
   options: {
@@ -68,9 +69,8 @@ for (let r = 0; r < Number(values.repeats); r++) {
   exitedShare = forced.exited / numTokens;
   process.stderr.write(`exit-scale: repeat ${r + 1}: exits off ${off.at(-1)!.toFixed(2)} ms, forced exits ${on.at(-1)!.toFixed(2)} ms per token\n`);
 }
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const skippedShare = exitedShare * ((model.config.numLayers - 1 - halfDepth) / model.config.numLayers);
-const saving = 1 - median(on) / median(off);
+const saving = 1 - median(on)! / median(off)!;
 const result = {
   date: new Date().toISOString(),
   command: `node dist/bench/exit-scale.js ${process.argv.slice(2).join(' ')}`.trim(),

@@ -51,6 +51,7 @@ import {
 } from '../src/model/index.js';
 import { PROJECT_ROOT, Rng } from '../src/util/index.js';
 import { DEFAULT_LLAMA_CPP_OUT, findLlamaBench } from './llama-cpp-decode.js';
+import { median } from './stats.js';
 
 const { values } = parseArgs({
   options: {
@@ -71,7 +72,6 @@ const quantizations = values.quantize.split(',').map((q) => {
   return q as Quantization;
 });
 const log = (line: string) => process.stderr.write(`matvec-peer: ${line}\n`);
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 /** Time each engine spends per measurement, so short products get many calls and long ones a few. */
 const MEASURE_US = 300_000;
@@ -137,7 +137,7 @@ function timeCalls(run: () => void, calls: number): number {
     run();
     us.push((performance.now() - start) * 1000);
   }
-  return median(us);
+  return median(us)!;
 }
 
 /** [rows, cols], uniform in [-scale, scale). */
@@ -234,7 +234,7 @@ try {
         }
         for (const s of sessions) s.session.release();
         const ortUs: Record<Spinning, number | null> = { never: null, 'in-calls': null, always: null };
-        for (const e of engines) if (e.spinning) ortUs[e.spinning] = median(e.us);
+        for (const e of engines) if (e.spinning) ortUs[e.spinning] = median(e.us)!;
         const ggml = engines.find((e) => e.spinning === null);
         rows.push({
           shape: shape.name,
