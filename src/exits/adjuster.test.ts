@@ -1,13 +1,13 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import {
+  bestUtilityMs,
   budgetRampCount,
-  ceilingMs,
   chooseNewLayer,
   countUsage,
   NO_USAGE,
   planAdjustment,
-  shadowCeilingsMs,
+  shadowBestMs,
   spreadLayers,
   utilityMs,
   type AdjustInput,
@@ -45,25 +45,48 @@ test('spread: centres of equal bins over the candidates', () => {
 
 test("utility: savings of exits minus overhead of passes, minus the ramp's share of the split cost", () => {
   const costs = { blockMs: blocks(8), rampMs: 0.5 };
-  const usage = { ...NO_USAGE, exits: 10, soloExits: 10, passes: 20, share: 12, agreed: 15, agreedSolo: 15 };
+  const usage = { ...NO_USAGE, exits: 10, soloExits: 10, passes: 20, share: 12 };
   assert.equal(utilityMs(costs, 3, usage), 10 * 4 - 20 * 0.5);
   assert.equal(utilityMs({ ...costs, splitMs: 2 }, 3, usage), 10 * 4 - 20 * 0.5 - 12 * 2);
-  // The ceiling: all 15 agreeing tokens exit, the other 15 readers pass.
-  assert.equal(ceilingMs({ ...costs, splitMs: 2 }, 3, usage), 15 * 4 - 15 * 0.5 - 12 * 2);
+});
+
+test('best utility: the most confident tokens exit while their misses fit the target, ties together', () => {
+  const costs = { blockMs: blocks(8), rampMs: 0.5, splitMs: 2 };
+  // 100 tokens read layer 3: confidences 0.99, 0.98, …; the 5th and the 30th most confident miss.
+  const records = Array.from({ length: 100 }, (_, i) => ({
+    ramps: [{ layer: 3, confidence: 1 - (i + 1) / 100, agrees: i !== 4 && i !== 29 }],
+    exitLayer: null,
+  }));
+  const split = () => 1;
+  // At 0.99, one miss in 100 tokens: the best threshold takes the 29 tokens before the second miss (4 ms saved each).
+  assert.equal(bestUtilityMs(records, 3, costs, 0.99, split), 29 * 4 - 71 * 0.5 - 100 * 2);
+  // At 0.995 no miss fits: the four before the first.
+  assert.equal(bestUtilityMs(records, 3, costs, 0.995, split), 4 * 4 - 96 * 0.5 - 100 * 2);
+  // A miss tied with the tokens before it takes them down with it.
+  const tied = records.map((r, i) => (i < 5 ? { ...r, ramps: [{ ...r.ramps[0]!, confidence: 1 }] } : r));
+  assert.equal(bestUtilityMs(tied, 3, costs, 0.995, split), -100 * 0.5 - 100 * 2);
+  // In a batch an exit saves nothing: none is worth making.
+  const batched = records.map((r) => ({ ...r, stepRows: 16 }));
+  assert.equal(bestUtilityMs(batched, 3, costs, 0.99, split), 29 * 0 - 71 * 0.5 - 100 * 2);
+  // Tokens that left at an earlier ramp did not read this one: 50 readers with one miss among them, which fits.
+  const earlier = records.map((r, i) => (i % 2 ? { ...r, ramps: [{ layer: 1, confidence: 1, agrees: true }, ...r.ramps], exitLayer: 1 } : r));
+  assert.equal(
+    bestUtilityMs(earlier, 3, costs, 0.99, () => 0),
+    50 * 4,
+  );
 });
 
 test('utility in a batch: an exit saves only alone in its step, and pays for the catch-up its deferral added', () => {
   const costs = { blockMs: blocks(8), rampMs: 0.5 };
   // 10 exits, 4 of them alone in their step; the catch-ups run apart from the batch cost 3 ms.
-  const usage = { ...NO_USAGE, exits: 10, soloExits: 4, overheadMs: 3, passes: 20, agreed: 15, agreedSolo: 5 };
+  const usage = { ...NO_USAGE, exits: 10, soloExits: 4, overheadMs: 3, passes: 20 };
   assert.equal(utilityMs(costs, 3, usage), 4 * 4 - 3 - 20 * 0.5);
-  assert.equal(ceilingMs(costs, 3, usage), 5 * 4 - 15 * 0.5);
   // Counting records: a batched exit adds its overhead and no solo exit.
   const counted = { ...NO_USAGE };
-  countUsage(counted, { ramps: [], exitLayer: 3, stepRows: 16, overheadMs: 0.25 }, true, true, 1);
-  countUsage(counted, { ramps: [], exitLayer: 3 }, true, true, 1);
-  countUsage(counted, { ramps: [], exitLayer: null, stepRows: 16 }, false, false, 0.5);
-  assert.deepEqual(counted, { exits: 2, soloExits: 1, overheadMs: 0.25, passes: 1, share: 2.5, agreed: 2, agreedSolo: 1 });
+  countUsage(counted, { ramps: [], exitLayer: 3, stepRows: 16, overheadMs: 0.25 }, true, 1);
+  countUsage(counted, { ramps: [], exitLayer: 3 }, true, 1);
+  countUsage(counted, { ramps: [], exitLayer: null, stepRows: 16 }, false, 0.5);
+  assert.deepEqual(counted, { exits: 2, soloExits: 1, overheadMs: 0.25, passes: 1, share: 2.5 });
 });
 
 test('new ramp: middle of the widest stretch without an exit, only where exiting pays', () => {
@@ -83,13 +106,14 @@ const adjustInput = (usage: [number, RampUsage][]): AdjustInput => ({
   active: usage.map(([layer]) => layer),
   usage: new Map(usage),
   onProbation: new Set(),
+  bestMs: new Map(usage.map(([layer]) => [layer, 1])),
   costs: { blockMs: blocks(8), rampMs: 0.2 },
   numLayers: 8,
   candidates: [0, 1, 2, 3, 4, 5, 6],
   maxActive: 3,
   blocked: new Set(),
 });
-const use = (exits: number, passes: number, agreed = 200): RampUsage => ({ ...NO_USAGE, exits, soloExits: exits, passes, agreed, agreedSolo: agreed });
+const use = (exits: number, passes: number): RampUsage => ({ ...NO_USAGE, exits, soloExits: exits, passes });
 
 test('plan: negative once → probation, negative again → deactivate, room → activate', () => {
   const base = adjustInput([
@@ -111,8 +135,8 @@ test('plan: negative once → probation, negative again → deactivate, room →
   const recovered = planAdjustment({ ...base, onProbation: new Set([1]) });
   assert.deepEqual(recovered.recovered, [1]);
 
-  // Agreeing on 10 of 400 tokens, no threshold could make layer 3 pay: no probation.
-  const hopeless = planAdjustment({ ...base, usage: new Map([...base.usage, [3, use(0, 400, 10)]]) });
+  // No threshold could have made layer 3 pay over the period: no probation.
+  const hopeless = planAdjustment({ ...base, bestMs: new Map([...base.bestMs, [3, -1]]) });
   assert.deepEqual(hopeless.probation, []);
   assert.deepEqual(hopeless.deactivate, [3]);
 });
@@ -131,19 +155,19 @@ test('plan: no new ramp beside one that lost time, nor right after the last one 
   assert.equal(lastGoes.activate, null);
 });
 
-test('shadow ceilings: what each candidate could buy as a new ramp, with the split cost only when none is active', () => {
+test("shadow: each candidate's best utility as a new ramp, with the split cost only when none is active", () => {
   const costs = { blockMs: blocks(4), rampMs: 0.1, splitMs: 1 };
-  // Layer 0 agrees on 1 token in 4, layer 2 on 3 in 4.
+  // Layer 0 is confident about the one token in 4 it agrees on; layer 2 agrees on 3 in 4 but is sure of none.
   const records = [true, false, false, false].map((agrees0, i) => ({
     ramps: [
-      { layer: 0, confidence: 0.5, agrees: agrees0 },
+      { layer: 0, confidence: agrees0 ? 0.9 : 0.5, agrees: agrees0 },
       { layer: 2, confidence: 0.5, agrees: i < 3 },
     ],
     exitLayer: null,
   }));
-  const alone = shadowCeilingsMs(records, [0, 2], costs, true);
+  const alone = shadowBestMs(records, [0, 2], costs, 0.99, true);
   assert.ok(Math.abs(alone.get(0)! - (1 * 3 - 3 * 0.1 - 4 * 1)) < 1e-12);
-  assert.ok(Math.abs(alone.get(2)! - (3 * 1 - 1 * 0.1 - 4 * 1)) < 1e-12);
-  const beside = shadowCeilingsMs(records, [0, 2], costs, false);
-  assert.ok(Math.abs(beside.get(2)! - (3 * 1 - 1 * 0.1)) < 1e-12);
+  assert.ok(Math.abs(alone.get(2)! - (-4 * 0.1 - 4 * 1)) < 1e-12);
+  const beside = shadowBestMs(records, [0, 2], costs, 0.99, false);
+  assert.ok(Math.abs(beside.get(0)! - (1 * 3 - 3 * 0.1)) < 1e-12);
 });

@@ -14,8 +14,9 @@
  *   way out): a ramp also pays for keeping decoding off the fused graph, which
  *   on a small model costs more than the ramp itself. A negative ramp gets one
  *   re-tune (probation); negative again at the next adjustment, it goes. It
- *   goes at once when no threshold could have made it pay: even had every
- *   token it agreed on exited there, its utility would be negative.
+ *   goes at once when no threshold could have made it pay: even at the best
+ *   threshold the tuning target allows (see bestUtilityMs), replayed over
+ *   the period's tokens, its utility would be negative.
  * - While the budget and maxRamps leave room, and every ramp that stays
  *   paid for itself over the period, one new ramp is tried per adjustment
  *   (a ramp still losing time is not joined by another untested one, and a
@@ -24,15 +25,16 @@
  *   stretch of blocks with no exit chance (the model's input and its last
  *   block count as ends), only at layers where one exit saves more than a
  *   ramp costs (else it cannot pay: the last layers rarely can), and not at
- *   a layer still cooling off after being dropped, nor at one whose shadow
- *   ceiling is negative (see shadowCeilingsMs: the engine now and then
- *   scores every candidate on a step that cannot exit, so a ramp that could
- *   never pay is known without trying it). Ties go to the earlier
- *   layer, which saves more per exit.
+ *   a layer still cooling off after being dropped, nor at one whose best
+ *   utility over the shadow records is negative (see shadowBestMs: the
+ *   engine now and then scores every candidate on a step that cannot exit,
+ *   so a ramp that could never pay is known without trying it, and trying
+ *   one costs every token the split cost for at least a period). Ties go
+ *   to the earlier layer, which saves more per exit.
  *
  * @module
  */
-import { aloneInStep, savedMs, type Costs, type TokenRecord } from './types.js';
+import { aloneInStep, exitSavingMs, rampsRead, savedMs, type Costs, type TokenRecord } from './types.js';
 
 /** How many ramps the budget allows, capped by maxRamps. Free ramps (rampMs 0) are capped by maxRamps only. */
 export function budgetRampCount(costs: Costs, rampBudget: number, maxRamps: number): number {
@@ -66,26 +68,17 @@ export interface RampUsage {
   passes: number;
   /** Tokens that read this ramp, each counted as 1 / (ramps it read): the ramp's share of the split cost. */
   share: number;
-  /** Tokens that read this ramp while it agreed with the full model: the most that could have exited there. */
-  agreed: number;
-  /** Of them, tokens alone in their step: the most whose exit there could have saved time. */
-  agreedSolo: number;
 }
 
-export const NO_USAGE: Readonly<RampUsage> = { exits: 0, soloExits: 0, overheadMs: 0, passes: 0, share: 0, agreed: 0, agreedSolo: 0 };
+export const NO_USAGE: Readonly<RampUsage> = { exits: 0, soloExits: 0, overheadMs: 0, passes: 0, share: 0 };
 
-/** Adds one token that read the ramp after `layer` to its usage (`exited`: it left there). */
-export function countUsage(usage: RampUsage, rec: TokenRecord, agrees: boolean, exited: boolean, share: number): void {
-  const solo = aloneInStep(rec);
+/** Adds one token that read the ramp to its usage (`exited`: it left there; `share`: of the split cost, see RampUsage). */
+export function countUsage(usage: RampUsage, rec: TokenRecord, exited: boolean, share: number): void {
   if (exited) {
     usage.exits++;
-    if (solo) usage.soloExits++;
+    if (aloneInStep(rec)) usage.soloExits++;
     usage.overheadMs += rec.overheadMs ?? 0;
   } else usage.passes++;
-  if (agrees) {
-    usage.agreed++;
-    if (solo) usage.agreedSolo++;
-  }
   usage.share += share;
 }
 
@@ -94,30 +87,54 @@ export function utilityMs(costs: Costs, layer: number, usage: RampUsage): number
   return usage.soloExits * savedMs(costs, layer) - usage.overheadMs - usage.passes * costs.rampMs - usage.share * (costs.splitMs ?? 0);
 }
 
-/** The utility had every token the ramp agreed on exited there (and no other): what a re-tune could reach at best. */
-export function ceilingMs(costs: Costs, layer: number, usage: RampUsage): number {
-  const readers = usage.exits + usage.passes;
-  return utilityMs(costs, layer, { ...usage, exits: usage.agreed, soloExits: usage.agreedSolo, overheadMs: 0, passes: readers - usage.agreed });
+/**
+ * The ramp's utility over `records` at the threshold that would have paid
+ * most while the tuning target held: the tokens that read it exit most
+ * confident first (equal confidences together, as a threshold takes them)
+ * for as long as the misses among them stay within (1 − target) of all the
+ * records, the most the tuner's replay allows one ramp. The catch-ups their
+ * deferral adds are left out, so it errs on the side of paying: a negative
+ * figure means no threshold could make the ramp pay. `splitShare` is each
+ * reading token's share of the split cost, paid at any threshold.
+ */
+export function bestUtilityMs(records: readonly TokenRecord[], layer: number, costs: Costs, target: number, splitShare: (rec: TokenRecord) => number): number {
+  const readings: { confidence: number; agrees: boolean; savedMs: number }[] = [];
+  let share = 0;
+  for (const rec of records) {
+    const score = rampsRead(rec).find((r) => r.layer === layer);
+    if (!score) continue;
+    readings.push({ confidence: score.confidence, agrees: score.agrees, savedMs: exitSavingMs(costs, layer, rec) });
+    share += splitShare(rec);
+  }
+  readings.sort((a, b) => b.confidence - a.confidence);
+  const allowedMisses = (1 - target) * records.length;
+  let best = -readings.length * costs.rampMs; // no token exits: every reader pays for the ramp
+  let saved = 0;
+  let misses = 0;
+  for (let k = 0; k < readings.length; k++) {
+    const reading = readings[k]!;
+    saved += reading.savedMs;
+    if (!reading.agrees && ++misses > allowedMisses) break;
+    const tieEnds = k === readings.length - 1 || readings[k + 1]!.confidence !== reading.confidence;
+    if (tieEnds) best = Math.max(best, saved - (readings.length - k - 1) * costs.rampMs);
+  }
+  return best - share * (costs.splitMs ?? 0);
 }
 
 /**
- * Each candidate's ceiling as a new ramp, from shadow records (tokens on
- * which every candidate ramp was scored and none could exit): what it would
- * have bought over those tokens had every token it agreed on exited there.
- * `paysSplit`: no ramp is active now, so a new one would bring the split
- * cost back for every token; otherwise that cost is being paid already.
+ * Each candidate's best utility as a new ramp (see bestUtilityMs) over shadow
+ * records (tokens on which every candidate ramp was scored and none could
+ * exit). `paysSplit`: no ramp is active now, so a new one would bring the
+ * split cost back for every token; otherwise that cost is being paid already.
  */
-export function shadowCeilingsMs(records: readonly TokenRecord[], candidates: readonly number[], costs: Costs, paysSplit: boolean): Map<number, number> {
-  const ceilings = new Map<number, number>();
-  for (const layer of candidates) {
-    const usage = { ...NO_USAGE };
-    for (const rec of records) {
-      const score = rec.ramps.find((r) => r.layer === layer);
-      if (score) countUsage(usage, rec, score.agrees, false, paysSplit ? 1 : 0);
-    }
-    ceilings.set(layer, ceilingMs(costs, layer, usage));
-  }
-  return ceilings;
+export function shadowBestMs(
+  records: readonly TokenRecord[],
+  candidates: readonly number[],
+  costs: Costs,
+  target: number,
+  paysSplit: boolean,
+): Map<number, number> {
+  return new Map(candidates.map((layer) => [layer, bestUtilityMs(records, layer, costs, target, () => (paysSplit ? 1 : 0))]));
 }
 
 export interface AdjustInput {
@@ -126,6 +143,8 @@ export interface AdjustInput {
   usage: ReadonlyMap<number, RampUsage>;
   /** Ramps already given their one re-tune after a negative period. */
   onProbation: ReadonlySet<number>;
+  /** Per active layer, its best utility over the period (see bestUtilityMs): below 0, no re-tune can help. */
+  bestMs: ReadonlyMap<number, number>;
   costs: Costs;
   numLayers: number;
   candidates: readonly number[];
@@ -155,7 +174,7 @@ export function planAdjustment(input: AdjustInput): AdjustPlan {
     const usage = input.usage.get(layer) ?? NO_USAGE;
     const u = utilityMs(input.costs, layer, usage);
     plan.utilities.set(layer, u);
-    const hopeless = ceilingMs(input.costs, layer, usage) < 0;
+    const hopeless = (input.bestMs.get(layer) ?? 0) < 0;
     if (u < 0) (input.onProbation.has(layer) || hopeless ? plan.deactivate : plan.probation).push(layer);
     else if (input.onProbation.has(layer)) plan.recovered.push(layer);
   }

@@ -15,11 +15,11 @@
  *
  * @module
  */
-import { budgetRampCount, countUsage, NO_USAGE, planAdjustment, shadowCeilingsMs, spreadLayers, type RampUsage } from './adjuster.js';
+import { bestUtilityMs, budgetRampCount, countUsage, NO_USAGE, planAdjustment, shadowBestMs, spreadLayers, type RampUsage } from './adjuster.js';
 import { CostsSchema, ExitControllerOptionsSchema, type ExitControllerInput, type ExitControllerOptions } from './options.js';
 import { tuneThresholds } from './tuner.js';
 import type { ControllerEvent, ControllerEventKind, ControllerState } from './state.js';
-import { clears, streamedAgrees, type Costs, type Ramp, type TokenRecord } from './types.js';
+import { clears, rampsRead, streamedAgrees, type Costs, type Ramp, type TokenRecord } from './types.js';
 import { Ring } from '../util/index.js';
 
 /**
@@ -110,11 +110,10 @@ export class ExitController {
     if (ok) this.windowCorrect++;
     this.totalTokens++;
     if (ok) this.totalCorrect++;
-    // Ramps read on the token's way out; deeper ones were scored later, off its critical path.
-    const read = copy.ramps.filter((s) => copy.exitLayer === null || s.layer <= copy.exitLayer);
+    const read = rampsRead(copy);
     for (const s of read) {
       const u = this.usage.get(s.layer) ?? { ...NO_USAGE };
-      countUsage(u, copy, s.agrees, s.layer === copy.exitLayer, 1 / read.length);
+      countUsage(u, copy, s.layer === copy.exitLayer, 1 / read.length);
       this.usage.set(s.layer, u);
     }
     this.sinceTune++;
@@ -207,7 +206,7 @@ export class ExitController {
         onProbation: this.probation.has(r.layer),
       })),
       maxActiveRamps: this.maxActive(),
-      shadow: { records: this.shadow.size, ceilingMs: Object.fromEntries(this.shadowCeilings()) },
+      shadow: { records: this.shadow.size, bestMs: Object.fromEntries(this.shadowBest()) },
       violationStreak: this.violationStreak,
       costs: { ...this.costs, blockMs: [...this.costs.blockMs] },
       counts: { ...this.counts },
@@ -285,17 +284,20 @@ export class ExitController {
   }
 
   private adjust(): void {
+    const period = this.records.last(this.sinceAdjust);
     this.sinceAdjust = 0;
     this.adjustments++;
     const blocked =
       this.adjustments < this.idle.until
         ? new Set(this.candidates)
         : new Set([...this.retired].filter(([, r]) => r.until > this.adjustments).map(([layer]) => layer));
-    for (const [layer, ceiling] of this.shadowCeilings()) if (ceiling < 0) blocked.add(layer);
+    for (const [layer, best] of this.shadowBest()) if (best < 0) blocked.add(layer);
+    const splitShare = (rec: TokenRecord) => 1 / rampsRead(rec).length;
     const plan = planAdjustment({
       active: this.ramps.map((r) => r.layer),
       usage: this.usage,
       onProbation: this.probation,
+      bestMs: new Map(this.ramps.map((r) => [r.layer, bestUtilityMs(period, r.layer, this.costs, this.tuningTarget, splitShare)])),
       costs: this.costs,
       numLayers: this.options.numLayers,
       candidates: this.candidates,
@@ -336,10 +338,10 @@ export class ExitController {
 
   // --- helpers ---------------------------------------------------------------
 
-  /** Each candidate's ceiling as a new ramp, from the shadow records; empty until there are minShadow of them. */
-  private shadowCeilings(): Map<number, number> {
+  /** Each candidate's best utility as a new ramp, from the shadow records; empty until there are minShadow of them. */
+  private shadowBest(): Map<number, number> {
     if (!this.hasShadowEvidence) return new Map();
-    return shadowCeilingsMs(this.shadow.last(), this.candidates, this.costs, this.ramps.length === 0);
+    return shadowBestMs(this.shadow.last(), this.candidates, this.costs, this.tuningTarget, this.ramps.length === 0);
   }
 
   private maxActive(): number {

@@ -46,10 +46,11 @@ export interface ControllerState {
   /** Ramps allowed by the budget and maxRamps. */
   maxActiveRamps: number;
   /**
-   * Shadow records held, and each candidate's ceiling as a new ramp over
-   * them in ms (empty until there are enough): a negative one is not tried.
+   * Shadow records held, and each candidate's best utility as a new ramp
+   * over them in ms, at the best threshold the tuning target allows (empty
+   * until there are enough): a negative one is not tried.
    */
-  shadow: { records: number; ceilingMs: Record<string, number> };
+  shadow: { records: number; bestMs: Record<string, number> };
   violationStreak: number;
   costs: Costs;
   /** tunes: tuner runs that moved a threshold; retunes: runs from all zeros (violations, negative utility). */

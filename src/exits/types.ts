@@ -105,6 +105,11 @@ export function aloneInStep(rec: TokenRecord): boolean {
   return (rec.stepRows ?? 1) === 1;
 }
 
+/** The ramps a token read on its way out; deeper ones were scored later, off its critical path. */
+export function rampsRead(rec: TokenRecord): readonly RampScore[] {
+  return rec.exitLayer === null ? rec.ramps : rec.ramps.filter((r) => r.layer <= rec.exitLayer!);
+}
+
 /**
  * Whether a streamed token equalled the full model's: its exit ramp agreed,
  * or it came from the full model. An exit ramp missing from `ramps` is an
