@@ -5,7 +5,11 @@
  * - node-llama-cpp: llama.cpp's engine through its Node binding (prebuilt
  *   CPU binaries, never built here), a greedy `evaluate` loop over one
  *   context sequence; tokens/s from the first generated token to the last,
- *   as offramp's columns are measured.
+ *   as offramp's columns are measured. Each measurement runs in a Node
+ *   process of its own (node-llama-cpp-decode.ts), as a user of either
+ *   library would run it: once node-llama-cpp had decoded in the bench's
+ *   process, offramp's engine there decoded stories110M int8 on two threads
+ *   at 0.85 of the bare fused loop instead of 0.93 (six alternating runs each).
  * - llama-bench: llama.cpp's own C benchmark (`-p 0 -n N`: N tokens decoded
  *   one at a time after an empty prompt), when built: in the folder named,
  *   or in /tmp/llama.cpp-peer where ../shared/peers/README.md builds it
@@ -13,14 +17,31 @@
  *
  * @module
  */
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { z } from 'zod';
 import { FLOAT32_ATTENTION, loadLlamaCppModel } from './llama-cpp.js';
 
-/** Tokens/s of a greedy decode of `numTokens` after `prompt` (BOS added as the file says), excluding the first token. */
+const NodeLlamaCppResultSchema = z.object({ tokensPerSecond: z.number() });
+
+/** What node-llama-cpp-decode.ts prints: the result as the last line of its output. */
+export function printNodeLlamaCppResult(tokensPerSecond: number): void {
+  process.stdout.write(`\n${JSON.stringify({ tokensPerSecond })}\n`);
+}
+
+/** Tokens/s of a greedy decode of `numTokens` after `prompt` through node-llama-cpp, in a Node process of its own. */
 export async function nodeLlamaCppDecode(file: string, prompt: string, threads: number, numTokens: number): Promise<number> {
+  const child = fileURLToPath(new URL('./node-llama-cpp-decode.js', import.meta.url));
+  const { stdout } = await promisify(execFile)(process.execPath, [child, file, prompt, String(threads), String(numTokens)], { encoding: 'utf8' });
+  const last = stdout.trim().split('\n').at(-1) ?? '';
+  return NodeLlamaCppResultSchema.parse(JSON.parse(last)).tokensPerSecond;
+}
+
+/** Tokens/s of a greedy decode of `numTokens` after `prompt` (BOS added as the file says), excluding the first token, in this process. */
+export async function nodeLlamaCppDecodeHere(file: string, prompt: string, threads: number, numTokens: number): Promise<number> {
   const model = await loadLlamaCppModel(file);
   try {
     const promptTokens = model.tokenize(prompt);
