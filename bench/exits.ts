@@ -77,7 +77,7 @@ const { values } = parseArgs({
     accuracies: { type: 'string', default: '0.99,0.95' },
     'forced-draft': { type: 'string', default: '0.5' },
     'max-tokens': { type: 'string', default: '128' },
-    'ramp-budget': { type: 'string', default: '0.2' },
+    'ramp-budget': { type: 'string', default: String(EXITS_OFF.rampBudget) },
     // The server's default: a trained ramp's probe (the margin for plain-head ramps).
     confidence: { type: 'string', default: 'probe' },
     warmup: { type: 'string', default: '2' },

@@ -13,7 +13,7 @@
  *
  * @module
  */
-import { DraftController, ExitController, type ConfidenceKind, type ExitControllerInput } from '../exits/index.js';
+import { DEFAULT_RAMP_BUDGET, DraftController, ExitController, type ConfidenceKind, type ExitControllerInput } from '../exits/index.js';
 import type { Model } from '../model/index.js';
 import { RequestError, requestProblem } from './errors.js';
 import { ModelRunner, type SampledToken, type StepResult } from './runner.js';
@@ -38,7 +38,7 @@ export interface EngineOptions extends SchedulerOptions {
   earlyExit: EarlyExitOptions;
 }
 
-export const EXITS_OFF: EarlyExitOptions = { enabled: false, accuracy: 0.99, rampBudget: 0.1, confidence: 'probe', maxDeferred: 16 };
+export const EXITS_OFF: EarlyExitOptions = { enabled: false, accuracy: 0.99, rampBudget: DEFAULT_RAMP_BUDGET, confidence: 'probe', maxDeferred: 16 };
 
 /** How often (steps) measured costs reach the controller. */
 const COST_UPDATE_STEPS = 64;

@@ -5,11 +5,11 @@ import { drift, informative, overconfident, silent, synthTrace, type RampBehavio
 import { replay, type Trace } from './trace.js';
 import type { TokenRecord } from './types.js';
 
-// An 8-block model: blocks 1 ms, a ramp 0.2 ms, so the 10% budget allows 4 ramps and maxRamps (3) binds.
+// An 8-block model: blocks 1 ms, a ramp 0.2 ms, so a 10% budget allows 4 ramps and maxRamps (3) binds.
 const NUM_LAYERS = 8;
 const CANDIDATES = [0, 1, 2, 3, 4, 5, 6];
 const costs = { blockMs: new Array<number>(NUM_LAYERS).fill(1), rampMs: 0.2 };
-const controller = (extra: object = {}) => new ExitController({ numLayers: NUM_LAYERS, candidateLayers: CANDIDATES, costs, ...extra });
+const controller = (extra: object = {}) => new ExitController({ numLayers: NUM_LAYERS, candidateLayers: CANDIDATES, costs, rampBudget: 0.1, ...extra });
 const trace = (ramps: Map<number, RampBehaviour>, tokens: number, seed = 1): Trace => synthTrace({ numLayers: NUM_LAYERS, costs, tokens, ramps, seed });
 /** Deeper ramps agree more often; confidence is informative everywhere. */
 const informativeRamps = () => new Map<number, RampBehaviour>(CANDIDATES.map((l) => [l, informative(0.5 + 0.07 * l)]));
@@ -262,7 +262,7 @@ test('respects the ramp budget: never more ramps than it allows; setCosts drops 
 });
 
 test('setCosts before any feedback lays the ramps out again', () => {
-  const c = new ExitController({ numLayers: NUM_LAYERS, candidateLayers: CANDIDATES }); // ramps free until measured
+  const c = new ExitController({ numLayers: NUM_LAYERS, candidateLayers: CANDIDATES, rampBudget: 0.1 }); // ramps free until measured
   assert.equal(c.activeRamps().length, 3);
   c.setCosts({ blockMs: costs.blockMs, rampMs: 0.5 });
   assert.deepEqual(layers(c), [3]);

@@ -9,7 +9,7 @@
 export { CONFIDENCE_KINDS, scoreLogits, type ConfidenceKind, type Score } from './confidence.js';
 export { ExitController } from './controller.js';
 export type { ControllerEvent, ControllerEventKind, ControllerState, RampState } from './state.js';
-export { ExitControllerOptionsSchema, type ExitControllerInput, type ExitControllerOptions } from './options.js';
+export { DEFAULT_RAMP_BUDGET, ExitControllerOptionsSchema, type ExitControllerInput, type ExitControllerOptions } from './options.js';
 export { tuneThresholds, type TuneInput, type TuneMove, type TuneResult } from './tuner.js';
 export { budgetRampCount, chooseNewLayer, planAdjustment, spreadLayers, utilityMs, type AdjustPlan, type RampUsage } from './adjuster.js';
 export {

@@ -14,6 +14,16 @@ import { z } from 'zod';
 
 const count = () => z.number().int().min(1);
 
+/**
+ * Share of a non-exiting step's cost that all active ramps together may
+ * cost: Σ rampMs ≤ rampBudget × (Σ blockMs + rampMs for the final head).
+ * Apparate used 2–5% for classification; a trained ramp here (a small MLP,
+ * then the head over its candidate tokens) costs 0.6–0.75 of a stories260K
+ * block, so 10% opened none there; 20% opens one. A ramp that cannot pay is
+ * still kept shut by its measured utility (adjuster.ts).
+ */
+export const DEFAULT_RAMP_BUDGET = 0.2;
+
 export const CostsSchema = z.object({
   /** Milliseconds per decoder block, one entry per block. */
   blockMs: z.array(z.number().min(0)),
@@ -42,13 +52,8 @@ export const ExitControllerOptionsSchema = z
      * place a threshold, and leaves room for the tuned window to overfit.
      */
     tuningSlack: z.number().min(0).lt(1).default(0.5),
-    /**
-     * Share of a non-exiting step's cost that all active ramps together may
-     * cost: Σ rampMs ≤ rampBudget × (Σ blockMs + rampMs for the final head).
-     * Apparate used 2–5% for classification; a ramp here is the full LM head,
-     * which for a tiny model is a large part of a step, so 10%.
-     */
-    rampBudget: z.number().min(0).default(0.1),
+    /** See DEFAULT_RAMP_BUDGET. */
+    rampBudget: z.number().min(0).default(DEFAULT_RAMP_BUDGET),
     /** At most this many active ramps (Apparate: 2–3). */
     maxRamps: z.number().int().min(0).default(3),
     /** Tokens over which streamed agreement is checked against `accuracy`: 2 misses allowed at 99%. */

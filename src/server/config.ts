@@ -7,6 +7,7 @@
 import os from 'node:os';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { z } from 'zod';
+import { EXITS_OFF } from '../engine/index.js';
 import { QUANTIZATIONS } from '../model/index.js';
 import { ORIGIN_PATTERN } from './security.js';
 
@@ -55,7 +56,7 @@ export const ServeConfigSchema = z.object({
   /** The exit constraint: share of streamed tokens equal to the full model's choice. */
   accuracy: z.coerce.number().gt(0).lt(1).default(0.99),
   /** Share of a non-exiting step that all active ramps together may cost. */
-  rampBudget: z.coerce.number().min(0).max(1).default(0.2),
+  rampBudget: z.coerce.number().min(0).max(1).default(EXITS_OFF.rampBudget),
   /** How a ramp's confidence is scored: 'probe' is a trained ramp's own classifier (the margin for plain-head ramps). */
   confidence: z.enum(['probe', 'margin', 'max-prob', 'entropy']).default('probe'),
   /** Positions a sequence may exit in a row before its deep blocks must catch up. */
@@ -92,7 +93,7 @@ export const SERVE_USAGE = `usage: offramp serve [options]
                          lossless: ramps draft, the full model verifies
   --accuracy A           with exits on: share of streamed tokens that must equal the full
                          model's argmax (default 0.99)
-  --ramp-budget B        share of a full step all active ramps together may cost (default 0.2)
+  --ramp-budget B        share of a full step all active ramps together may cost (default ${EXITS_OFF.rampBudget})
   --confidence C         probe | margin | max-prob | entropy (default probe: the trained
                          ramp's own estimate of agreement; margin, top-1 minus top-2, for
                          plain-head ramps)
