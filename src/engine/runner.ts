@@ -41,7 +41,7 @@
  * @module
  */
 import type { ConfidenceKind, DraftController, ExitController, TokenRecord } from '../exits/index.js';
-import type { Model, SpanEnd } from '../model/index.js';
+import { contextConfidence, contextMatch, type Model, type SpanEnd } from '../model/index.js';
 import type { CostMeter } from './cost-meter.js';
 import { choosePolicy, feedsController, type ExitPolicy, type PolicyContext } from './exit-policy.js';
 import { logprobsOf, sample, type TokenLogprobs } from './sampler.js';
@@ -487,7 +487,20 @@ export class ModelRunner {
       if (!said.logits) throw new Error(`internal error: the ramp after block ${layer} returned no logits for a sampled row`);
       column = this.draw(seq, index, said.logits.subarray(0, this.model.rampVocab), this.rampToken);
     }
-    return { reading: { layer, token: this.rampToken(column), confidence: rest ? 0 : said.confidence }, column };
+    const token = this.rampToken(column);
+    return { reading: { layer, token, confidence: rest ? 0 : this.weighContext(layer, said.confidence, token, seq, index - 1) }, column };
+  }
+
+  /** A trained ramp's probe confidence for `token` at the position after `end`, weighed against the sequence's text so far. */
+  private weighContext(layer: number, confidence: number, token: number, seq: Sequence, end: number): number {
+    const weights = this.options.confidence === 'probe' ? this.model.rampContext(layer) : null;
+    if (!weights) return confidence;
+    return contextConfidence(
+      weights,
+      confidence,
+      token,
+      contextMatch((i) => seq.tokenAt(i), end),
+    );
   }
 
   /** Hands on the token of `column` (a ramp's token also goes to onExit at once), with logprobs from `logits` when asked. */

@@ -34,6 +34,7 @@ export {
 export { LinearIO, writeLinearGraph, type LinearGraph } from './linear-graph.js';
 export { prepareModel, type PrepareOptions, type RampTrainer, type TrainRampsMode } from './prepare.js';
 export { exportRamps, writeTrainedRamps } from './ramps-store.js';
+export { CONTEXT_WEIGHTS, contextConfidence, contextMatch, fitContext, type ContextMatch, type ContextSamples } from './context-math.js';
 export { Adam, exitableShare, initialParams, paramLayout, rampLogits, rampLossAndGrad, RampTrainScratch, shuffled, type FrozenHead } from './ramp-math.js';
 export {
   featureMoments,

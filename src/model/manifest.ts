@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { ModelConfigSchema, ModelFormatError } from './checkpoint.js';
+import { CONTEXT_WEIGHTS } from './context-math.js';
 
 export const MANIFEST_FILE = 'manifest.json';
 export const WEIGHTS_FILE = 'weights.bin';
@@ -45,10 +46,14 @@ const RampQualitySchema = z.object({
   agreement: z.number(),
   /**
    * Largest share of positions that can exit (most confident first) at 99% / 95% precision,
-   * ranked by the confidence the server uses by default: the probe where the ramp has one, else the margin.
+   * ranked by the confidence the server uses by default: the probe where the ramp has one (weighed
+   * against the context where it has a context model), else the margin.
    */
   exitable99: z.number(),
   exitable95: z.number(),
+  /** The same, ranked by the probe alone, for ramps whose probe is weighed against the context (see context-math.ts). */
+  probeExitable99: z.number().optional(),
+  probeExitable95: z.number().optional(),
   /** The same, ranked by the margin (top-1 minus top-2 probability), for ramps with a probe. */
   marginExitable99: z.number().optional(),
   marginExitable95: z.number().optional(),
@@ -133,6 +138,8 @@ export const TrainedRampsSchema = z.object({
         out: WeightRefSchema, // [probeHidden, 1]
         outBias: WeightRefSchema, // [1]
       }),
+      /** The context model's weights (context-math.ts); absent in ramps trained before it: the probe alone. */
+      context: z.array(z.number()).length(CONTEXT_WEIGHTS).optional(),
     }),
   ),
   training: RampTrainingSchema,

@@ -486,6 +486,11 @@ export class Model {
     return session.run(feeds, fetches);
   }
 
+  /** The context model of the trained ramp after block `layer` (context-math.ts), or null: its probe stands alone. */
+  rampContext(layer: number): readonly number[] | null {
+    return this.manifest.trainedRamps?.ramps.find((r) => r.layer === layer)?.context ?? null;
+  }
+
   /** Whether the ramps are trained (see ramp-math.ts); otherwise each is the plain head. */
   get hasTrainedRamps(): boolean {
     return this.candidates !== null;

@@ -35,8 +35,8 @@ export interface FittedRamps {
   /** The MLP's width, and the probe's. */
   hidden: number;
   probeHidden: number;
-  /** Per ramp: the block index it reads, its flat parameters and its probe's. */
-  ramps: { layer: number; params: Float32Array; probe: Float32Array }[];
+  /** Per ramp: the block index it reads, its flat parameters, its probe's and its context model's weights. */
+  ramps: { layer: number; params: Float32Array; probe: Float32Array; context: ArrayLike<number> }[];
   training: RampTraining;
 }
 
@@ -74,7 +74,7 @@ export function writeTrainedRamps(dir: string, manifest: Manifest, fitted: Fitte
     probeHidden,
     candidates: ref('candidates'),
     candidateRows: ref('candidate_rows'),
-    ramps: fitted.ramps.map(({ layer }) => ({
+    ramps: fitted.ramps.map(({ layer, context }) => ({
       layer,
       graph: `ramp_${layer}.onnx`,
       bias: ref(`${layer}.bias`),
@@ -89,6 +89,7 @@ export function writeTrainedRamps(dir: string, manifest: Manifest, fitted: Fitte
         out: ref(`${layer}.probe_out`),
         outBias: ref(`${layer}.probe_out_bias`),
       },
+      context: Array.from(context),
     })),
     training: fitted.training,
   };

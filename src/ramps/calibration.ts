@@ -9,7 +9,7 @@
  */
 import fs from 'node:fs';
 import { argmax, drawKey, GREEDY, sample, softmax, type SamplingParams } from '../engine/index.js';
-import { KvCache, Model, type BlockRows } from '../model/index.js';
+import { contextMatch, KvCache, Model, type BlockRows } from '../model/index.js';
 import { Rng } from '../util/index.js';
 
 /** A sampled prefix adds PREFIX_MIN..PREFIX_MAX tokens (seeded) to its opening before the greedy continuation. */
@@ -166,14 +166,23 @@ export interface Positions {
   targets: Float32Array;
   /** The full model's argmax over the whole vocabulary. */
   finalArgmax: Int32Array;
+  /** Each position's induction match in the text before it (see context-math.ts): its token (−1: none) and length. */
+  match: { token: Int32Array; length: Int32Array };
 }
 
 const sharedFloats = (length: number) => new Float32Array(new SharedArrayBuffer(length * 4));
+const sharedInts = (length: number) => new Int32Array(new SharedArrayBuffer(length * 4));
 
-/** One kept stretch of a sequence: per ramp layer and for the last block, its block outputs [positions, dim]. */
+/**
+ * One kept stretch of a sequence: per ramp layer and for the last block, its
+ * block outputs [positions, dim]; the sequence's tokens, and the index of the
+ * stretch's first position in them.
+ */
 interface Stretch {
   states: Float32Array[];
   numPositions: number;
+  tokens: readonly number[];
+  first: number;
 }
 
 /**
@@ -190,13 +199,19 @@ function gather(model: Model, stretches: Stretch[], numLayers: number, candidate
     count,
     hidden: Array.from({ length: numLayers }, () => sharedFloats(count * dim)),
     targets: sharedFloats(count * width),
-    finalArgmax: new Int32Array(new SharedArrayBuffer(count * 4)),
+    finalArgmax: sharedInts(count),
+    match: { token: sharedInts(count), length: sharedInts(count) },
   };
   const final = new Float32Array(count * dim);
   let at = 0;
-  for (const { states, numPositions } of stretches) {
+  for (const { states, numPositions, tokens, first } of stretches) {
     for (let k = 0; k < numLayers; k++) out.hidden[k]!.set(states[k]!.subarray(0, numPositions * dim), at * dim);
     final.set(states[numLayers]!.subarray(0, numPositions * dim), at * dim);
+    for (let i = 0; i < numPositions; i++) {
+      const match = contextMatch((index) => tokens[index]!, first + i);
+      out.match.token[at + i] = match.token;
+      out.match.length[at + i] = match.length;
+    }
     at += numPositions;
   }
   const logits = new Float32Array(HEAD_CHUNK * vocabSize);
@@ -225,7 +240,8 @@ export function generatedPositions(model: Model, generation: Generation, rows: n
   const dim = model.config.dim;
   const stretches = rows.map((r, i) => {
     const kept = recorder.counts[r]! - from[i]!;
-    return { states: recorder.states[r]!.map((s) => s.subarray(from[i]! * dim, recorder.counts[r]! * dim)), numPositions: Math.max(0, kept) };
+    const states = recorder.states[r]!.map((s) => s.subarray(from[i]! * dim, recorder.counts[r]! * dim));
+    return { states, numPositions: Math.max(0, kept), tokens: generation.tokens[r]!, first: from[i]! };
   });
   return gather(model, stretches, recorder.states[0]!.length - 1, candidates);
 }
@@ -237,24 +253,31 @@ export function sequencePositions(model: Model, sequences: number[][], layers: r
   const stretches = sequences.map((tokens) => {
     const blocks: Float32Array[] = [];
     runSequence(model, kv, tokens, 0, blocks);
-    return { states: [...layers, model.config.numLayers - 1].map((layer) => blocks[layer]!), numPositions: tokens.length };
+    return { states: [...layers, model.config.numLayers - 1].map((layer) => blocks[layer]!), numPositions: tokens.length, tokens, first: 0 };
   });
   return gather(model, stretches, layers.length, candidates);
+}
+
+/** `x` then `y` in a new array from `make`. */
+function joined<T extends Float32Array | Int32Array>(x: T, y: T, make: (length: number) => T): T {
+  const out = make(x.length + y.length);
+  out.set(x);
+  out.set(y, x.length);
+  return out;
 }
 
 /** Positions of `a` followed by those of `b`. */
 export function concatPositions(a: Positions, b: Positions): Positions {
   if (b.count === 0) return a;
-  const join = (x: Float32Array, y: Float32Array) => {
-    const out = sharedFloats(x.length + y.length);
-    out.set(x);
-    out.set(y, x.length);
-    return out;
+  const floats = (x: Float32Array, y: Float32Array) => joined(x, y, sharedFloats);
+  const ints = (x: Int32Array, y: Int32Array) => joined(x, y, sharedInts);
+  return {
+    count: a.count + b.count,
+    hidden: a.hidden.map((h, k) => floats(h, b.hidden[k]!)),
+    targets: floats(a.targets, b.targets),
+    finalArgmax: ints(a.finalArgmax, b.finalArgmax),
+    match: { token: ints(a.match.token, b.match.token), length: ints(a.match.length, b.match.length) },
   };
-  const finalArgmax = new Int32Array(new SharedArrayBuffer((a.count + b.count) * 4));
-  finalArgmax.set(a.finalArgmax);
-  finalArgmax.set(b.finalArgmax, a.count);
-  return { count: a.count + b.count, hidden: a.hidden.map((h, k) => join(h, b.hidden[k]!)), targets: join(a.targets, b.targets), finalArgmax };
 }
 
 /** Token sequences of the text file, cut to the model's context. */

@@ -10,7 +10,7 @@
  */
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import type { FrozenHead } from '../model/index.js';
-import { fitRamp, type FitOptions, type FitPositions } from './fit.js';
+import { fitRamp, type FitOptions, type FitPositions, type FittedRampParams } from './fit.js';
 
 /** One ramp to fit. */
 export interface FitJob {
@@ -20,12 +20,7 @@ export interface FitJob {
   options: FitOptions;
 }
 
-export interface FittedRamp {
-  params: Float32Array;
-  probe: Float32Array;
-}
-
-type FitMessage = { type: 'batches'; positions: number; loss: number } | ({ type: 'done' } & FittedRamp) | { type: 'failed'; message: string };
+type FitMessage = { type: 'batches'; positions: number; loss: number } | ({ type: 'done' } & FittedRampParams) | { type: 'failed'; message: string };
 
 /** A worker reports progress after this many batches (and once at the end). */
 const REPORT_EVERY = 64;
@@ -34,7 +29,7 @@ const REPORT_EVERY = 64;
 const FIT_JOB = 'offramp-fit-ramp';
 
 /** Fits one job in a worker; `onBatches` hears positions done and the last batch's loss now and then. */
-function fitInWorker(job: FitJob, onBatches: (positions: number, loss: number) => void): Promise<FittedRamp> {
+function fitInWorker(job: FitJob, onBatches: (positions: number, loss: number) => void): Promise<FittedRampParams> {
   return new Promise((resolve, reject) => {
     const worker = new Worker(new URL(import.meta.url), { workerData: { kind: FIT_JOB, job } });
     let settled = false;
@@ -42,7 +37,7 @@ function fitInWorker(job: FitJob, onBatches: (positions: number, loss: number) =
       if (message.type === 'batches') onBatches(message.positions, message.loss);
       else if (message.type === 'done') {
         settled = true;
-        resolve({ params: message.params, probe: message.probe });
+        resolve({ params: message.params, probe: message.probe, context: message.context });
       } else {
         settled = true;
         reject(new Error(message.message));
@@ -63,9 +58,13 @@ function fitInWorker(job: FitJob, onBatches: (positions: number, loss: number) =
  * other). `onBatches(job, positions, loss)` hears each job's progress.
  * Results come back in the jobs' order.
  */
-export async function fitRamps(jobs: FitJob[], workers: number, onBatches: (job: number, positions: number, loss: number) => void): Promise<FittedRamp[]> {
+export async function fitRamps(
+  jobs: FitJob[],
+  workers: number,
+  onBatches: (job: number, positions: number, loss: number) => void,
+): Promise<FittedRampParams[]> {
   if (workers <= 1) return jobs.map((job, i) => fitRamp(job.head, job.candidates, job.positions, job.options, (n, loss) => onBatches(i, n, loss)));
-  const results = new Array<FittedRamp>(jobs.length);
+  const results = new Array<FittedRampParams>(jobs.length);
   let next = 0;
   const lane = async (): Promise<void> => {
     while (next < jobs.length) {

@@ -9,8 +9,10 @@
 import { scoreLogits } from '../exits/index.js';
 import {
   Adam,
+  contextConfidence,
   exitableShare,
   featureMoments,
+  fitContext,
   foldStandardization,
   initialParams,
   initialProbe,
@@ -38,6 +40,8 @@ export interface FitPositions {
   targets: Float32Array;
   /** The full model's argmax over the whole vocabulary. */
   finalArgmax: Int32Array;
+  /** Each position's induction match (see context-math.ts). */
+  match: { token: Int32Array; length: Int32Array };
 }
 
 /** The settings fitting reads (see TrainRampsOptions). */
@@ -69,13 +73,18 @@ export function quality(confidence: Float64Array | Float32Array, agrees: boolean
 /** Positions a trained ramp scores at a time when it reads many: its logits are needed only for this long. */
 const READING_CHUNK = 256;
 
-/** What a trained ramp says at `count` positions: the probe's features, the margin and whether its token is the full model's. */
+/**
+ * What a trained ramp says at `count` positions: the probe's features, the
+ * margin, its token (−1: the rest column won) and whether that is the full
+ * model's.
+ */
 function rampReadings(head: FrozenHead, params: Float32Array, candidates: Int32Array, hidden: Float32Array, positions: Omit<FitPositions, 'hidden'>) {
   const { dim, numCandidates } = head;
   const width = numCandidates + 1;
   const numFeatures = probeFeatureCount(dim);
   const features = new Float32Array(positions.count * numFeatures);
   const margin = new Float64Array(positions.count);
+  const tokens = new Int32Array(positions.count);
   const agrees = new Uint8Array(positions.count);
   const logits = new Float32Array(READING_CHUNK * width);
   for (let from = 0; from < positions.count; from += READING_CHUNK) {
@@ -89,22 +98,43 @@ function rampReadings(head: FrozenHead, params: Float32Array, candidates: Int32A
       // The rest column wins: no single token, so the server gives it confidence 0 and it never exits.
       const token = score.argmax < numCandidates ? candidates[score.argmax]! : -1;
       margin[from + i] = token < 0 ? 0 : score.confidence;
+      tokens[from + i] = token;
       agrees[from + i] = token === positions.finalArgmax[from + i] ? 1 : 0;
     }
   }
-  return { features, margin, agrees };
+  return { features, margin, tokens, agrees };
 }
 
-/** A trained ramp on held-out positions, scored as the server scores it: by its probe (and by margin, beside it). */
-export function trainedQuality(head: FrozenHead, params: Float32Array, probe: Float32Array, candidates: Int32Array, heldOut: FitPositions) {
-  const { hidden } = heldOut;
-  const { features, margin, agrees } = rampReadings(head, params, candidates, hidden, heldOut);
-  const confidence = new Float32Array(heldOut.count);
-  probeConfidence(probe, features, probeFeatureCount(head.dim), heldOut.count, confidence);
-  margin.forEach((m, i) => m === 0 && (confidence[i] = 0)); // the rest column: never exits
-  const said = Array.from(agrees, Boolean);
-  const byMargin = quality(margin, said);
-  return { ...quality(confidence, said), marginExitable99: byMargin.exitable99, marginExitable95: byMargin.exitable95 };
+/** The probe's confidence at each position of `readings` (0 where the rest column won: it never exits). */
+function probeConfidences(head: FrozenHead, probe: Float32Array, readings: ReturnType<typeof rampReadings>): Float32Array {
+  const confidence = new Float32Array(readings.tokens.length);
+  probeConfidence(probe, readings.features, probeFeatureCount(head.dim), readings.tokens.length, confidence);
+  readings.tokens.forEach((token, i) => token < 0 && (confidence[i] = 0));
+  return confidence;
+}
+
+/**
+ * A trained ramp on held-out positions, scored as the server scores it: by
+ * its probe weighed against the context (and by the probe alone and the
+ * margin, beside it).
+ */
+export function trainedQuality(head: FrozenHead, fitted: FittedRampParams, candidates: Int32Array, heldOut: FitPositions) {
+  const readings = rampReadings(head, fitted.params, candidates, heldOut.hidden, heldOut);
+  const probe = probeConfidences(head, fitted.probe, readings);
+  const confidence = probe.map((p, i) => {
+    const token = readings.tokens[i]!;
+    return token < 0 ? 0 : contextConfidence(fitted.context, p, token, { token: heldOut.match.token[i]!, length: heldOut.match.length[i]! });
+  });
+  const said = Array.from(readings.agrees, Boolean);
+  const byProbe = quality(probe, said);
+  const byMargin = quality(readings.margin, said);
+  return {
+    ...quality(confidence, said),
+    probeExitable99: byProbe.exitable99,
+    probeExitable95: byProbe.exitable95,
+    marginExitable99: byMargin.exitable99,
+    marginExitable95: byMargin.exitable95,
+  };
 }
 
 /** Cosine decay to a tenth over `totalSteps`: big steps while far off, small ones to settle. */
@@ -183,10 +213,33 @@ function fitProbe(head: FrozenHead, params: Float32Array, candidates: Int32Array
   return foldStandardization(probe, numFeatures, moments);
 }
 
+/** A fitted ramp: its parameters (ramp-math.ts), its probe's (probe-math.ts) and its context model's weights (context-math.ts). */
+export interface FittedRampParams {
+  params: Float32Array;
+  probe: Float32Array;
+  context: Float64Array;
+}
+
+/** Fits the context model on the calibration positions, from the fitted ramp's tokens and its probe's confidence. */
+function fitRampContext(head: FrozenHead, params: Float32Array, probe: Float32Array, candidates: Int32Array, positions: FitPositions): Float64Array {
+  const readings = rampReadings(head, params, candidates, positions.hidden, positions);
+  const confidence = probeConfidences(head, probe, readings);
+  // Where the rest column won the ramp never exits, whatever the context says: those positions teach it nothing.
+  const pick = <T extends Int32Array | Float32Array | Uint8Array>(values: T): T => values.filter((_, i) => readings.tokens[i]! >= 0) as T;
+  const agrees = pick(readings.agrees);
+  return fitContext({
+    count: agrees.length,
+    confidence: pick(confidence),
+    token: pick(readings.tokens),
+    match: { token: pick(positions.match.token), length: pick(positions.match.length) },
+    agrees,
+  });
+}
+
 /**
  * Fits one ramp (epochs of Adam on the distillation loss, seeded), then its
- * probe on the same positions. `onBatch` hears of every batch of the ramp's
- * fitting: positions done and the batch's loss.
+ * probe and its context model on the same positions. `onBatch` hears of
+ * every batch of the ramp's fitting: positions done and the batch's loss.
  */
 export function fitRamp(
   head: FrozenHead,
@@ -194,7 +247,8 @@ export function fitRamp(
   positions: FitPositions,
   options: FitOptions,
   onBatch: (positions: number, loss: number) => void = () => {},
-): { params: Float32Array; probe: Float32Array } {
+): FittedRampParams {
   const params = fit(head, positions, options, onBatch);
-  return { params, probe: fitProbe(head, params, candidates, positions, options) };
+  const probe = fitProbe(head, params, candidates, positions, options);
+  return { params, probe, context: fitRampContext(head, params, probe, candidates, positions) };
 }

@@ -310,7 +310,7 @@ export async function trainRamps(dir: string, overrides: Partial<TrainRampsOptio
     const jobs = layers.map((_, k) => ({
       head,
       candidates,
-      positions: { count: train.count, hidden: train.hidden[k]!, targets: train.targets, finalArgmax: train.finalArgmax },
+      positions: { ...train, hidden: train.hidden[k]! },
       options: fitOptions,
     }));
     const results = await fitRamps(jobs, options.workers, (k, n, loss) => {
@@ -323,15 +323,12 @@ export async function trainRamps(dir: string, overrides: Partial<TrainRampsOptio
     const fitted = results.map((result, k) => ({ layer: layers[k]!, ...result }));
 
     // 5. Report on held-out positions.
-    const ramps: RampReport[] = fitted.map(({ layer, params, probe }, k) => {
-      const heldOut = { count: test.count, hidden: test.hidden[k]!, targets: test.targets, finalArgmax: test.finalArgmax };
-      return {
-        afterBlocks: layer + 1,
-        layer,
-        plain: plainQuality(model, test.hidden[k]!, test),
-        trained: trainedQuality(head, params, probe, candidates, heldOut),
-      };
-    });
+    const ramps: RampReport[] = fitted.map((ramp, k) => ({
+      afterBlocks: ramp.layer + 1,
+      layer: ramp.layer,
+      plain: plainQuality(model, test.hidden[k]!, test),
+      trained: trainedQuality(head, ramp, candidates, { ...test, hidden: test.hidden[k]! }),
+    }));
     const training: RampTraining = {
       method: 'distillation',
       seed: options.seed,
@@ -373,15 +370,17 @@ export function formatRampReport(training: RampTraining): string {
     `held-out: ${training.heldOut.positions} positions (greedy continuations of ${training.heldOut.prompts.join(', ')}` +
       `${training.heldOut.prefixedPerPrompt ? `, and of ${training.heldOut.prefixedPerPrompt} sampled prefixes of each` : ''}); ` +
       `candidates hold ${pct(training.candidateMass).trim()} of the full model's probability there`,
-    'exitable: ranked by margin (plain head; trained ramp "margin") or by the trained ramp\'s probe ("probe", what the server uses)',
-    'afterBlocks  /exits layer   agreement        exitable@99%              exitable@95%',
-    '                            plain  trained   plain   margin   probe    plain   margin   probe',
+    'exitable: ranked by margin (plain head; trained ramp "margin"), by the trained ramp\'s probe ("probe"), or by the probe',
+    'weighed against the context ("context", what the server uses; see context-math.ts)',
+    'afterBlocks  /exits layer   agreement        exitable@99%                      exitable@95%',
+    '                            plain  trained   plain   margin   probe  context   plain   margin   probe  context',
   ];
   for (const r of training.ramps) {
     const { plain, trained } = r;
     lines.push(
       `${String(r.afterBlocks).padStart(11)}  ${String(r.layer).padStart(12)}  ${pct(plain.agreement)}${pct(trained.agreement)}  ` +
-        `${pct(plain.exitable99)}${pct(trained.marginExitable99)}${pct(trained.exitable99)}  ${pct(plain.exitable95)}${pct(trained.marginExitable95)}${pct(trained.exitable95)}`,
+        `${pct(plain.exitable99)}${pct(trained.marginExitable99)}${pct(trained.probeExitable99)}${pct(trained.exitable99)}  ` +
+        `${pct(plain.exitable95)}${pct(trained.marginExitable95)}${pct(trained.probeExitable95)}${pct(trained.exitable95)}`,
     );
   }
   lines.push(`trained in ${training.seconds} s on ${training.calibration.positions} calibration positions (${training.epochs} epochs, seed ${training.seed})`);

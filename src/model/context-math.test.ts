@@ -1,0 +1,59 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { Rng } from '../util/index.js';
+import { CONTEXT_MAX_MATCH, CONTEXT_WEIGHTS, contextConfidence, contextMatch, fitContext } from './context-math.js';
+
+const matchIn = (tokens: number[], end = tokens.length - 1) => contextMatch((i) => tokens[i]!, end);
+
+test('context match: the longest earlier run ending like the text, the latest among equals, and the token after it', () => {
+  // Two earlier "5 6" runs; the latest is followed by 9.
+  assert.deepEqual(matchIn([5, 6, 7, 5, 6, 9, 5, 6]), { token: 9, length: 2 });
+  // "1 2 3 4" earlier beats the later "2 3 4": the token after the longer run.
+  assert.deepEqual(matchIn([1, 2, 3, 4, 8, 2, 3, 4, 9, 1, 2, 3, 4]), { token: 8, length: 4 });
+  // Nothing earlier: no match; the first position has no text before it.
+  assert.deepEqual(matchIn([1, 2, 3]), { token: -1, length: 0 });
+  assert.deepEqual(matchIn([1]), { token: -1, length: 0 });
+  // A long repeat counts up to CONTEXT_MAX_MATCH; `end` reads only the text up to it.
+  const loop = Array.from({ length: 40 }, (_, i) => i % 5);
+  assert.deepEqual(matchIn(loop), { token: 0, length: CONTEXT_MAX_MATCH });
+  assert.deepEqual(matchIn([7, 8, 7, 9], 2), { token: 8, length: 1 });
+});
+
+test('context confidence: weights on the probe alone give the probe back', () => {
+  const probeOnly = [0, 1, 0, 0, 0, 0, 0, 0];
+  for (const p of [0.1, 0.5, 0.93]) assert.ok(Math.abs(contextConfidence(probeOnly, p, 3, { token: 3, length: 4 }) - p) < 1e-9);
+  assert.equal(contextConfidence(new Array<number>(CONTEXT_WEIGHTS).fill(0), 0.9, 3, { token: -1, length: 0 }), 0.5);
+});
+
+test('fitting the context model finds how much a match says beyond the probe', () => {
+  // Truth: the probe is calibrated, and the ramp agreeing with the match adds 2 to its logit, disagreeing takes 2 away.
+  const rng = new Rng(7);
+  const count = 20_000;
+  const samples = {
+    count,
+    confidence: new Float32Array(count),
+    token: new Int32Array(count),
+    match: { token: new Int32Array(count), length: new Int32Array(count) },
+    agrees: new Uint8Array(count),
+  };
+  const truth: number[] = [];
+  for (let i = 0; i < count; i++) {
+    const p = 0.05 + 0.9 * rng.next();
+    const hasMatch = rng.next() < 0.7;
+    const same = hasMatch && rng.next() < 0.5;
+    samples.confidence[i] = p;
+    samples.token[i] = 1;
+    samples.match.token[i] = hasMatch ? (same ? 1 : 2) : -1;
+    samples.match.length[i] = hasMatch ? 4 : 0;
+    const logit = Math.log(p / (1 - p)) + (hasMatch ? (same ? 2 : -2) : 0);
+    truth.push(1 / (1 + Math.exp(-logit)));
+    samples.agrees[i] = rng.next() < truth[i]! ? 1 : 0;
+  }
+  const weights = fitContext(samples);
+  let error = 0;
+  for (let i = 0; i < count; i++) {
+    const match = { token: samples.match.token[i]!, length: samples.match.length[i]! };
+    error += Math.abs(contextConfidence(weights, samples.confidence[i]!, 1, match) - truth[i]!);
+  }
+  assert.ok(error / count < 0.03, `mean error ${error / count}`);
+});
