@@ -22,6 +22,7 @@ import { importHfLlama } from './hf-llama.js';
 import { importLlama2c } from './llama2c.js';
 import { isPreparedModel, MANIFEST_FILE, MANIFEST_FORMAT, quantizationSuffix, readManifest, weightsLabel, type Quantization } from './manifest.js';
 import { prepareModel, type RampTrainer, type TrainRampsMode } from './prepare.js';
+import { SHIPPED_RAMPS_DIR } from './ramps-store.js';
 import { PROJECT_ROOT } from '../util/index.js';
 
 /** Where downloads and compiled models live: OFFRAMP_CACHE_DIR, else the project's models/ folder. */
@@ -158,20 +159,27 @@ export function defaultQuantization(source: string): Quantization {
   return isGgufFile(source) ? ggufDefaultQuantization(source) : 'none';
 }
 
-/** A cache key that changes when the source file or directory, or the compiled form asked for, changes. */
+/** The files of `p` (itself when it is a file), in name order. */
+function filesOf(p: string): string[] {
+  if (!fs.statSync(p).isDirectory()) return [p];
+  return fs
+    .readdirSync(p)
+    .sort()
+    .map((f) => path.join(p, f));
+}
+
+/**
+ * A cache key that changes when the source file or directory, the compiled
+ * form asked for, or the ramps that ship in models/ (which compiling may
+ * install) change.
+ */
 function fingerprint(source: string, quantization: Quantization, tokenizer?: string): string {
   const hash = createHash('sha256');
   hash.update(`${MANIFEST_FORMAT}\n`); // a new compiler output format compiles again
   hash.update(`quantization:${quantization}\n`);
-  for (const p of [source, tokenizer].filter((x): x is string => !!x)) {
-    const stat = fs.statSync(p);
-    const files = stat.isDirectory()
-      ? fs
-          .readdirSync(p)
-          .sort()
-          .map((f) => path.join(p, f))
-      : [p];
-    for (const f of files) {
+  const shipped = fs.existsSync(SHIPPED_RAMPS_DIR) ? filesOf(SHIPPED_RAMPS_DIR).filter((f) => f.endsWith('.ramps')) : [];
+  for (const p of [source, tokenizer, ...shipped].filter((x): x is string => !!x)) {
+    for (const f of filesOf(p)) {
       const s = fs.statSync(f);
       hash.update(`${path.resolve(f)}:${s.size}:${s.mtimeMs}\n`);
     }
