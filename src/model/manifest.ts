@@ -176,8 +176,9 @@ export function describeRamps(manifest: Manifest): string {
   if (!trained) return `plain-head ramps (untrained; \`offramp train-ramps\` trains them)`;
   const after = trained.ramps.map((r) => r.layer + 1).join(', ');
   const { training } = trained;
+  const probe = trained.ramps.every((r) => r.context) ? 'a confidence probe weighed against the context' : 'a confidence probe';
   return (
-    `trained ramps after blocks ${after} (residual MLP of width ${trained.hidden} and a confidence probe; ${trained.candidates.dims[0]} candidate tokens, ` +
+    `trained ramps after blocks ${after} (residual MLP of width ${trained.hidden} and ${probe}; ${trained.candidates.dims[0]} candidate tokens, ` +
     `distilled on ${training.calibration.positions} positions, seed ${training.seed})`
   );
 }
