@@ -22,7 +22,9 @@
  * turns, one measured round each, in an order that rotates, so that a noisy
  * neighbour on the machine slows all of them alike. Figures pool every
  * measured round: tokens/s is all tokens over all wall time, ramp trials and
- * all. With the defaults the whole run (2 temperatures x 3 stream counts x
+ * all. Beside it, "vs exits off" divides each round's tokens/s by exits
+ * off's in the same round and gives the median and range over rounds: the
+ * machine drifts less within a round than over a point. With the defaults the whole run (2 temperatures x 3 stream counts x
  * 4 variants x 10 rounds of 18 requests, the oracle's traces and the
  * re-checks) should take about 3 minutes on a quiet 2-core machine (one
  * warm-up and one measured round took 69 s with the CPU shared, about half of
@@ -67,7 +69,7 @@ import { CONFIDENCE_KINDS } from '../src/exits/index.js';
 import { KvCache, Model, resolveModel } from '../src/model/index.js';
 import { PROJECT_ROOT } from '../src/util/index.js';
 import { storyPrompts } from './prompts.js';
-import { summarize } from './stats.js';
+import { median, summarize } from './stats.js';
 
 const SHARED = path.join(PROJECT_ROOT, '..', 'shared', 'models', 'stories260K');
 const { values } = parseArgs({
@@ -328,16 +330,22 @@ async function measurePoint(temperature: number, concurrency: number, oracle: Or
   for (const variant of variants) for (let round = 0; round < warmupRounds; round++) await drive(variant, concurrency, round, sampling);
   const before = variants.map((v) => tally(v.engine));
   const draftsBefore = variants.map((v) => draftTally(v.engine));
-  const measured = variants.map(() => ({ results: [] as RequestResult[], wallMs: 0 }));
+  const measured = variants.map(() => ({ results: [] as RequestResult[], wallMs: 0, roundRates: [] as number[] }));
   for (let r = 0; r < measuredRounds; r++) {
     for (let k = 0; k < variants.length; k++) {
       const v = (r + k) % variants.length;
       const { results, wallMs } = await drive(variants[v]!, concurrency, warmupRounds + r, sampling);
       measured[v]!.results.push(...results);
       measured[v]!.wallMs += wallMs;
+      measured[v]!.roundRates.push(results.reduce((n, res) => n + res.tokens.length, 0) / wallMs);
     }
   }
   const exitsOff = measured[0]!.results;
+  // Each round's tokens/s over exits off's in the same round: the machine drifts less within a round than over a point.
+  const vsExitsOff = (v: number) => {
+    const ratios = measured[v]!.roundRates.map((rate, r) => rate / measured[0]!.roundRates[r]!);
+    return { median: median(ratios)!, min: Math.min(...ratios), max: Math.max(...ratios) };
+  };
   return variants.map((variant, v) => {
     const { results, wallMs } = measured[v]!;
     const itl = summarize(results.flatMap((r) => r.gaps));
@@ -352,6 +360,7 @@ async function measurePoint(temperature: number, concurrency: number, oracle: Or
       requests: results.length,
       outputTokens,
       tokensPerSecond: (outputTokens / wallMs) * 1000,
+      vsExitsOff: v === 0 ? null : vsExitsOff(v),
       itlMedianMs: itl?.p50 ?? null,
       itlP99Ms: itl?.p99 ?? null,
       // The controller's own count over the measured rounds (null: no controller).
@@ -378,8 +387,8 @@ type Row = Awaited<ReturnType<typeof measurePoint>>[number];
 
 function markdownTable(rows: Row[]): string {
   return [
-    '| variant | temperature | streams | tokens/s | ITL p50 (ms) | ITL p99 (ms) | agreement (server) | agreement (re-check) | from ramps | exit mix (block: tokens) | same text as exits off | drafts accepted / per run (by ramp) |',
-    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|',
+    '| variant | temperature | streams | tokens/s | vs exits off, per round: median (range) | ITL p50 (ms) | ITL p99 (ms) | agreement (server) | agreement (re-check) | from ramps | exit mix (block: tokens) | same text as exits off | drafts accepted / per run (by ramp) |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|',
     ...rows.map((r) => {
       const mix = Object.entries(r.exitMix)
         .map(([k, v]) => `${k}: ${v}`)
@@ -387,7 +396,8 @@ function markdownTable(rows: Row[]): string {
       const drafts = Object.entries(r.drafts)
         .map(([k, d]) => `${k}: ${percent(d.acceptance)} / ${d.meanAcceptedRun.toFixed(1)}`)
         .join(', ');
-      return `| ${r.variant} | ${r.temperature} | ${r.concurrency} | ${r.tokensPerSecond.toFixed(0)} | ${fmt(r.itlMedianMs)} | ${fmt(r.itlP99Ms)} | ${fmt(r.agreementServer, 4)} | ${fmt(r.agreementRecheck, 4)} | ${percent(r.rampShare)} | ${mix} | ${percent(r.sameTextAsExitsOff)} | ${drafts || '–'} |`;
+      const vs = r.vsExitsOff ? `${r.vsExitsOff.median.toFixed(2)}x (${r.vsExitsOff.min.toFixed(2)}–${r.vsExitsOff.max.toFixed(2)})` : '–';
+      return `| ${r.variant} | ${r.temperature} | ${r.concurrency} | ${r.tokensPerSecond.toFixed(0)} | ${vs} | ${fmt(r.itlMedianMs)} | ${fmt(r.itlP99Ms)} | ${fmt(r.agreementServer, 4)} | ${fmt(r.agreementRecheck, 4)} | ${percent(r.rampShare)} | ${mix} | ${percent(r.sameTextAsExitsOff)} | ${drafts || '–'} |`;
     }),
   ].join('\n');
 }
