@@ -17,15 +17,20 @@ const WINDOW = 64;
 /** The median of the last WINDOW samples; 0 before the first. */
 class RecentMedian {
   private readonly samples = new Ring<number>(WINDOW);
+  /** The median until the next sample (most costs go unsampled between snapshots: only the path in use is timed). */
+  private cached: number | null = 0;
 
   add(ms: number): void {
     this.samples.push(ms);
+    this.cached = null;
   }
 
   get value(): number {
-    if (this.samples.size === 0) return 0;
-    const sorted = this.samples.last().sort((a, b) => a - b);
-    return sorted[sorted.length >> 1]!;
+    if (this.cached === null) {
+      const sorted = this.samples.last().sort((a, b) => a - b);
+      this.cached = sorted[sorted.length >> 1]!;
+    }
+    return this.cached;
   }
 }
 

@@ -44,6 +44,9 @@ export class ExitController {
   private readonly records: Ring<TokenRecord>;
   /** Tokens with every candidate scored and none exiting: evidence about ramps not active. */
   private readonly shadow: Ring<TokenRecord>;
+  /** Shadow records ever taken, and shadowBest's last answer with what it was computed from. */
+  private shadowTaken = 0;
+  private shadowBestCache: { taken: number; costs: Costs; paysSplit: boolean; best: Map<number, number> } | null = null;
   private readonly outcomes: Ring<boolean>;
   private windowCorrect = 0;
   private totalTokens = 0;
@@ -135,6 +138,7 @@ export class ExitController {
    */
   recordShadow(rec: TokenRecord): void {
     this.shadow.push({ ...rec, ramps: rec.ramps.map((r) => ({ ...r })), exitLayer: null });
+    this.shadowTaken++;
     this.record({ ramps: [], exitLayer: null });
   }
 
@@ -338,10 +342,20 @@ export class ExitController {
 
   // --- helpers ---------------------------------------------------------------
 
-  /** Each candidate's best utility as a new ramp, from the shadow records; empty until there are minShadow of them. */
+  /**
+   * Each candidate's best utility as a new ramp, from the shadow records;
+   * empty until there are minShadow of them. Kept until a shadow record, the
+   * costs or whether any ramp is active change (state() asks often, and each
+   * answer sorts every candidate's records).
+   */
   private shadowBest(): Map<number, number> {
     if (!this.hasShadowEvidence) return new Map();
-    return shadowBestMs(this.shadow.last(), this.candidates, this.costs, this.tuningTarget, this.ramps.length === 0);
+    const paysSplit = this.ramps.length === 0;
+    const cache = this.shadowBestCache;
+    if (cache && cache.taken === this.shadowTaken && cache.costs === this.costs && cache.paysSplit === paysSplit) return cache.best;
+    const best = shadowBestMs(this.shadow.last(), this.candidates, this.costs, this.tuningTarget, paysSplit);
+    this.shadowBestCache = { taken: this.shadowTaken, costs: this.costs, paysSplit, best };
+    return best;
   }
 
   private maxActive(): number {
