@@ -40,7 +40,7 @@
  *
  * @module
  */
-import type { ConfidenceKind, DraftController, ExitController, TokenRecord } from '../exits/index.js';
+import { FULL_MODEL_TOKEN, type ConfidenceKind, type DraftController, type ExitController, type TokenRecord } from '../exits/index.js';
 import { contextConfidence, contextMatch, type Model, type SpanEnd } from '../model/index.js';
 import type { CostMeter } from './cost-meter.js';
 import { choosePolicy, feedsController, type ExitPolicy, type PolicyContext } from './exit-policy.js';
@@ -271,7 +271,7 @@ export class ModelRunner {
     for (const row of rows) {
       row.seq.layerLengths.fill(row.position + 1);
       // The controller counts tokens even while no ramp is active: its clock decides when to try ramps again.
-      row.policy.feedback?.({ ramps: [], exitLayer: null });
+      row.policy.feedback?.(FULL_MODEL_TOKEN);
       const offset = (row.seq.slot - firstSlot) * vocabSize;
       const rowLogits = logits.subarray(offset, offset + vocabSize);
       this.emit(step, row.seq, this.draw(row.seq, row.position + 1, rowLogits), { layer: null, confidence: null }, sameColumn, rowLogits);

@@ -19,7 +19,7 @@ import { bestUtilityMs, budgetRampCount, countUsage, NO_USAGE, planAdjustment, s
 import { CostsSchema, ExitControllerOptionsSchema, type ExitControllerInput, type ExitControllerOptions } from './options.js';
 import { tuneThresholds } from './tuner.js';
 import type { ControllerEvent, ControllerEventKind, ControllerState } from './state.js';
-import { clears, rampsRead, streamedAgrees, type Costs, type Ramp, type TokenRecord } from './types.js';
+import { clears, FULL_MODEL_TOKEN, rampsRead, streamedAgrees, type Costs, type Ramp, type TokenRecord } from './types.js';
 import { Ring } from '../util/index.js';
 
 /**
@@ -105,8 +105,9 @@ export class ExitController {
 
   /** Feeds back one generated token. Records may arrive late (after the deep catch-up pass), in token order. */
   record(rec: TokenRecord): void {
-    // Copied: the engine may reuse its objects, and the windows outlive the call.
-    const copy: TokenRecord = { ...rec, ramps: rec.ramps.map((r) => ({ ...r })) };
+    // Copied: the engine may reuse its objects, and the windows outlive the call. A token that read no ramp says
+    // nothing but that it came from the full model (its step's size matters only to exits): one shared record.
+    const copy: TokenRecord = rec.ramps.length === 0 && rec.exitLayer === null ? FULL_MODEL_TOKEN : { ...rec, ramps: rec.ramps.map((r) => ({ ...r })) };
     this.records.push(copy);
     const ok = streamedAgrees(copy);
     if (this.outcomes.push(ok) === true) this.windowCorrect--;
@@ -139,7 +140,7 @@ export class ExitController {
   recordShadow(rec: TokenRecord): void {
     this.shadow.push({ ...rec, ramps: rec.ramps.map((r) => ({ ...r })), exitLayer: null });
     this.shadowTaken++;
-    this.record({ ramps: [], exitLayer: null });
+    this.record(FULL_MODEL_TOKEN);
   }
 
   /** Whether there are enough shadow records (minShadow) to judge ramps that are not active. */

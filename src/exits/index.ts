@@ -28,7 +28,7 @@ export {
   type TraceHeader,
   type TraceToken,
 } from './trace.js';
-export { callMs, clears, savedMs, streamedAgrees, type CallCosts, type Costs, type Ramp, type RampScore, type TokenRecord } from './types.js';
+export { callMs, clears, FULL_MODEL_TOKEN, savedMs, streamedAgrees, type CallCosts, type Costs, type Ramp, type RampScore, type TokenRecord } from './types.js';
 export {
   baselineMsPerToken,
   cycleExpectation,

@@ -29,6 +29,9 @@ export interface TokenRecord {
   overheadMs?: number;
 }
 
+/** A token from the full model with no ramp read: all a fused step can say. Shared, so that such tokens allocate nothing. */
+export const FULL_MODEL_TOKEN: TokenRecord = Object.freeze({ ramps: Object.freeze([]), exitLayer: null });
+
 /** Measured costs, refreshed by the engine. */
 export interface Costs {
   /** Milliseconds per decoder block, one entry per block. */
