@@ -18,7 +18,8 @@
  *
  * On stories260K's held-out greedy text (three seeds) the margin ranks the
  * tokens of the ramp after block 4 so that 26.9% can exit at 99% precision;
- * the probe, 41.6% (at 95%: 52.1% and 60.7%).
+ * the probe, 41.6% (at 95%: 52.1% and 60.7%). The engine then weighs the
+ * probe against the context (context-math.ts).
  *
  * @module
  */

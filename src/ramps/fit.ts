@@ -1,6 +1,7 @@
 /**
- * Fitting one ramp and its probe to calibration positions (ramp-math.ts,
- * probe-math.ts), and scoring a fitted ramp on held-out positions. Pure
+ * Fitting one ramp, its probe and its context model to calibration
+ * positions (ramp-math.ts, probe-math.ts, context-math.ts), and scoring a
+ * fitted ramp on held-out positions. Pure
  * computation on arrays: it runs in the trainer's thread or in a worker
  * (fit-worker.ts), with the same result either way.
  *

@@ -18,10 +18,13 @@
  * 4. Per ramp, epochs of Adam over those positions (ramp-math.ts: a
  *    residual MLP before the model's own final norm and head), seeded; then
  *    its probe (probe-math.ts): a small classifier of whether the ramp's
- *    token is the full model's, fitted on the same positions.
+ *    token is the full model's, fitted on the same positions; then its
+ *    context model (context-math.ts), which weighs the probe against an
+ *    induction match in the text before each position.
  * 5. Report: held-out agreement with the full model's argmax and the share
  *    exitable at 99% / 95% precision, plain head (ranked by margin) beside
- *    trained ramp (ranked by its probe, and by margin).
+ *    trained ramp (ranked by its probe weighed against the context, as the
+ *    server ranks, by its probe alone, and by margin).
  *
  * @module
  */
