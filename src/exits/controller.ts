@@ -44,9 +44,8 @@ export class ExitController {
   private readonly records: Ring<TokenRecord>;
   /** Tokens with every candidate scored and none exiting: evidence about ramps not active. */
   private readonly shadow: Ring<TokenRecord>;
-  /** Shadow records ever taken, and shadowBest's last answer with what it was computed from. */
-  private shadowTaken = 0;
-  private shadowBestCache: { taken: number; costs: Costs; paysSplit: boolean; best: Map<number, number> } | null = null;
+  /** shadowBest's last answer, for whether a ramp was active; cleared by a new shadow record or new costs. */
+  private shadowBestCache: { paysSplit: boolean; best: Map<number, number> } | null = null;
   private readonly outcomes: Ring<boolean>;
   private windowCorrect = 0;
   private totalTokens = 0;
@@ -139,7 +138,7 @@ export class ExitController {
    */
   recordShadow(rec: TokenRecord): void {
     this.shadow.push({ ...rec, ramps: rec.ramps.map((r) => ({ ...r })), exitLayer: null });
-    this.shadowTaken++;
+    this.shadowBestCache = null;
     this.record(FULL_MODEL_TOKEN);
   }
 
@@ -154,6 +153,7 @@ export class ExitController {
     if (parsed.blockMs.length !== this.options.numLayers)
       throw new RangeError(`setCosts: blockMs needs ${this.options.numLayers} entries, got ${parsed.blockMs.length}`);
     this.costs = parsed;
+    this.shadowBestCache = null;
     const max = this.maxActive();
     if (this.ramps.length <= max) return;
     // Before any feedback nothing is lost by laying the ramps out again.
@@ -353,9 +353,9 @@ export class ExitController {
     if (!this.hasShadowEvidence) return new Map();
     const paysSplit = this.ramps.length === 0;
     const cache = this.shadowBestCache;
-    if (cache && cache.taken === this.shadowTaken && cache.costs === this.costs && cache.paysSplit === paysSplit) return cache.best;
+    if (cache?.paysSplit === paysSplit) return cache.best;
     const best = shadowBestMs(this.shadow.last(), this.candidates, this.costs, this.tuningTarget, paysSplit);
-    this.shadowBestCache = { taken: this.shadowTaken, costs: this.costs, paysSplit, best };
+    this.shadowBestCache = { paysSplit, best };
     return best;
   }
 

@@ -64,12 +64,22 @@ function contextFeatures(confidence: number, token: number, match: ContextMatch,
   const same = match.length > 0 && token === match.token ? 1 : 0;
   const differs = match.length > 0 && token !== match.token ? 1 : 0;
   const m = match.length / CONTEXT_MAX_MATCH;
-  out.set([1, logit, same, differs, same * m, differs * m, same * logit, differs * logit]);
+  out[0] = 1;
+  out[1] = logit;
+  out[2] = same;
+  out[3] = differs;
+  out[4] = same * m;
+  out[5] = differs * m;
+  out[6] = same * logit;
+  out[7] = differs * logit;
 }
+
+/** contextConfidence's features: it runs for every ramp the engine reads, so it allocates nothing. */
+const readingFeatures = new Float64Array(CONTEXT_WEIGHTS);
 
 /** A reading's confidence (the probe's `confidence` for `token`), weighed against its context by `weights`. */
 export function contextConfidence(weights: ArrayLike<number>, confidence: number, token: number, match: ContextMatch): number {
-  const f = new Float64Array(CONTEXT_WEIGHTS);
+  const f = readingFeatures;
   contextFeatures(confidence, token, match, f);
   let z = 0;
   for (let i = 0; i < CONTEXT_WEIGHTS; i++) z += weights[i]! * f[i]!;
