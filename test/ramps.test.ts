@@ -10,7 +10,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { importLlama2c } from '../src/model/llama2c.js';
-import { CONTEXT_WEIGHTS, Model, prepareModel, readManifest, type Checkpoint, type Manifest } from '../src/model/index.js';
+import { EXITS_OFF, GREEDY, LocalEngine, type TokenEvent } from '../src/engine/index.js';
+import { CONTEXT_WEIGHTS, contextConfidence, contextMatch, Model, prepareModel, readManifest, type Checkpoint, type Manifest } from '../src/model/index.js';
 import { probeConfidence, probeFeatureCount, probeFeatures, probeLayout } from '../src/model/probe-math.js';
 import { paramLayout, rampLogits, type FrozenHead } from '../src/model/ramp-math.js';
 import { exportRamps, installShippedRamps, readCandidates } from '../src/model/ramps-store.js';
@@ -134,7 +135,59 @@ test('stories260K: trained ramps agree with the full model far more than the pla
   assert.ok(candidates.length < model.config.vocabSize && new Set(candidates).size === candidates.length);
 
   assertGraphsComputeTheMath(model, dir);
+  await assertEngineWeighsContext(t, model, dir);
 });
+
+/**
+ * The engine reads each trained ramp's probe weighed against the text so far:
+ * a traced greedy run gives, per ramp, what the context model makes of the
+ * probe's confidence in the same run with the context model switched off.
+ */
+async function assertEngineWeighsContext(t: { after(fn: () => void): void }, model: Model, dir: string): Promise<void> {
+  const probeOnly = await load(t, dir);
+  probeOnly.rampContext = () => null;
+  const promptTokens = model.tokenizer.encode('Once upon a time');
+  const trace = async (m: Model) => {
+    const engine = new LocalEngine(m, { maxRunning: 1, maxStepTokens: 512, maxContext: m.config.maxSeqLen, earlyExit: { ...EXITS_OFF, enabled: true } });
+    const events: TokenEvent[] = [];
+    const request = {
+      id: 'trace',
+      promptTokens,
+      sampling: GREEDY,
+      maxTokens: 48,
+      stop: [],
+      earlyExit: 'on' as const,
+      exitOverride: { kind: 'trace' as const },
+    };
+    for await (const event of engine.generate(request)) if (event.type === 'token') events.push(event);
+    return events;
+  };
+  const [weighed, alone] = [await trace(model), await trace(probeOnly)];
+  const text = [...promptTokens];
+  let readings = 0;
+  let moved = 0;
+  weighed.forEach((event, k) => {
+    assert.deepEqual(event.tokenIds, alone[k]!.tokenIds);
+    (event.trace?.ramps ?? []).forEach((reading, r) => {
+      const probe = alone[k]!.trace!.ramps[r]!;
+      const expected =
+        probe.confidence === 0
+          ? 0
+          : contextConfidence(
+              model.rampContext(reading.layer)!,
+              probe.confidence,
+              reading.token,
+              contextMatch((i) => text[i]!, text.length - 1),
+            );
+      assert.ok(Math.abs(reading.confidence - expected) < 1e-9, `token ${k}, ramp after block ${reading.layer + 1}: ${reading.confidence} against ${expected}`);
+      readings++;
+      if (Math.abs(reading.confidence - probe.confidence) > 1e-3) moved++;
+    });
+    text.push(...event.tokenIds);
+  });
+  assert.ok(readings >= 100, `${readings} ramp readings traced`);
+  assert.ok(moved > readings / 2, `the context moved ${moved} of ${readings} confidences`);
+}
 
 /** Every stored ramp graph gives the logits and the probe confidence the training math gives, on a few hidden states. */
 function assertGraphsComputeTheMath(model: Model, dir: string): void {
