@@ -12,7 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { EXITS_OFF } from '../src/engine/engine.js';
-import type { FaultKind } from '../src/engine/messages.js';
+import type { Fault } from '../src/engine/messages.js';
 import { GREEDY } from '../src/engine/sampler.js';
 import { EngineDeadError, WorkerEngine } from '../src/engine/index.js';
 import { resolveModel } from '../src/model/index.js';
@@ -54,7 +54,7 @@ async function openStream(server: RunningServer, prompt: string): Promise<{ stat
   return { status: 200, ...(await sseFrames(res)) };
 }
 
-async function faultMidStream(t: TestContext, kind: FaultKind): Promise<void> {
+async function faultMidStream(t: TestContext, fault: Fault): Promise<void> {
   if (!requireSharedModels(t)) return;
   const server = await serve(t);
   const solo = async (): Promise<string> => {
@@ -68,7 +68,7 @@ async function faultMidStream(t: TestContext, kind: FaultKind): Promise<void> {
   // after them. The fault goes in at once: four streams of 505 tokens can end in a quarter of a second.
   const running = await Promise.all(Array.from({ length: 4 }, () => openStream(server, 'Tom and his dog')));
   const waiting = [openStream(server, 'Lily wanted to'), openStream(server, 'The sun was hot and')];
-  server.engine.injectFault(kind);
+  server.engine.injectFault(fault);
   // The worker comes back within a second or so; /health must say so meanwhile.
   let sawRestarting = false;
   await until('/health says restarting', async () => {
@@ -106,9 +106,11 @@ async function faultMidStream(t: TestContext, kind: FaultKind): Promise<void> {
   assert.equal(server.app.state.inFlight, 0);
 }
 
-test('inference throws mid-stream: error frames and [DONE], /health restarting, then exact texts again', { timeout: 60_000 }, (t) => faultMidStream(t, 'step'));
+test('inference throws mid-stream: error frames and [DONE], /health restarting, then exact texts again', { timeout: 60_000 }, (t) =>
+  faultMidStream(t, { kind: 'step' }),
+);
 
-test('the worker thread crashes mid-stream: the same recovery', { timeout: 60_000 }, (t) => faultMidStream(t, 'crash'));
+test('the worker thread crashes mid-stream: the same recovery', { timeout: 60_000 }, (t) => faultMidStream(t, { kind: 'crash' }));
 
 test('more failures than the restart policy allows leave the engine dead, and died says so', { timeout: 60_000 }, async (t) => {
   if (!requireSharedModels(t)) return;
@@ -126,13 +128,13 @@ test('more failures than the restart policy allows leave the engine dead, and di
   };
   const golden = await run('a');
 
-  engine.injectFault('crash');
+  engine.injectFault({ kind: 'crash' });
   await until('restarting', () => engine.health === 'restarting');
   await until('ready again', () => engine.health === 'ready');
   assert.equal(await run('b'), golden);
   assert.equal(engine.restarts, 1);
 
-  engine.injectFault('crash');
+  engine.injectFault({ kind: 'crash' });
   const died = await engine.died;
   assert.ok(died instanceof EngineDeadError);
   assert.match(died.message, /failed 2 times/);

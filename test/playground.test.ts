@@ -306,8 +306,14 @@ test('the playground in headless Chromium on stories260K', { timeout: 90_000 }, 
 
   await t.test('Escape stops a reply mid-stream, and the server frees the slot', async () => {
     await page.getByLabel('Completion').check();
-    // No Max tokens: the rest of the 512-position context, so the reply is still going when Escape comes.
+    // No Max tokens: the rest of the 512-position context. Even so stories260K can write all 505 tokens
+    // before a busy browser's Escape reaches the server: slowed steps keep the reply going until it does.
     await page.fill('#max-tokens', '');
+    const slowSteps = async (stepMs: number) => {
+      const res = await fetch(`${server.url}/debug/fault`, { method: 'POST', body: JSON.stringify({ kind: 'slow', step_ms: stepMs }) });
+      assert.equal(res.status, 202, await res.text());
+    };
+    await slowSteps(20);
     const aborted = await metric(server, 'offramp:request_success_total{model_name="stories260K",finished_reason="abort"}');
     const before = await page.locator('.message-reply').count();
     await page.fill('#prompt', 'Tom and his dog');
@@ -336,6 +342,7 @@ test('the playground in headless Chromium on stories260K', { timeout: 90_000 }, 
       async () => (await metric(server, 'offramp:request_success_total{model_name="stories260K",finished_reason="abort"}')) === aborted + 1,
     );
     await until('the slot is free', async () => (await metric(server, 'offramp:num_requests_running')) === 0);
+    await slowSteps(0);
     assert.equal(await reply.locator('.tok').count(), tokens, 'nothing arrives after Stop');
     assert.equal(await page.locator('#stop').isDisabled(), true);
     assert.equal(await page.locator('#send').isEnabled(), true);

@@ -14,7 +14,7 @@
  *
  * @module
  */
-import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
+import { setTimeout as sleep, setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import type { Model } from '../model/index.js';
 import { Engine, type EngineOptions } from './engine.js';
 import { EngineDeadError } from './errors.js';
@@ -44,6 +44,7 @@ export class EngineHost {
   private looping = false;
   private failure: EngineDeadError | null = null;
   private faultPending = false;
+  private stepDelayMs = 0;
 
   constructor(
     model: Model,
@@ -74,6 +75,11 @@ export class EngineHost {
     this.faultPending = true;
   }
 
+  /** Test use only: every step from now on takes `ms` longer (0 ends it), as on a slow device. */
+  slowSteps(ms: number): void {
+    this.stepDelayMs = ms;
+  }
+
   /** Aborts every request; resolves once no step runs (aborts land at a step boundary) or the host has failed. */
   async drain(): Promise<void> {
     this.engine.abortAll();
@@ -96,7 +102,10 @@ export class EngineHost {
         this.hooks.afterStep?.();
         // Streams read a step's events in microtasks; submits, aborts and I/O wait for a turn of the
         // event loop, which cost 40 µs of a stories260K token (70-100 at stories110M): one per EVENT_LOOP_MS.
-        if (performance.now() - lastTurn >= EVENT_LOOP_MS) {
+        if (this.stepDelayMs > 0) {
+          await sleep(this.stepDelayMs);
+          lastTurn = performance.now();
+        } else if (performance.now() - lastTurn >= EVENT_LOOP_MS) {
           await yieldToEventLoop();
           lastTurn = performance.now();
         } else {

@@ -61,21 +61,24 @@ export interface CloseMessage {
 }
 
 /**
- * How an injected fault fails the worker: `step` throws inside the decode
+ * What an injected fault does to the worker: `step` throws inside the decode
  * loop (as a failing session.run would), which the worker catches and
  * reports as `fatal`; `crash` throws outside any handler, so the thread dies
- * with an uncaught exception and no goodbye.
+ * with an uncaught exception and no goodbye; `slow` makes every step from now
+ * on take `stepMs` longer (0 ends it), as a slow device would, so that a test
+ * can act while a request is surely still decoding.
  */
-export type FaultKind = 'step' | 'crash';
+export type Fault = { kind: 'step' } | { kind: 'crash' } | { kind: 'slow'; stepMs: number };
 
 /**
- * Test and soak use only: fail the worker on purpose to exercise recovery
- * (WorkerEngine.injectFault, or POST /debug/fault behind `--debug-routes`).
- * A `step` fault waits for the next step, so it lands when there is work.
+ * Test and soak use only: fail or slow the worker on purpose to exercise
+ * recovery and disconnects (WorkerEngine.injectFault, or POST /debug/fault
+ * behind `--debug-routes`). A `step` fault waits for the next step, so it
+ * lands when there is work.
  */
 export interface FaultMessage {
   type: 'fault';
-  kind: FaultKind;
+  fault: Fault;
 }
 
 /**
@@ -153,8 +156,8 @@ export interface ServedEngine extends EngineClient {
   readonly health: EngineHealth;
   /** Restarts after a failure, for /metrics. */
   readonly restarts: number;
-  /** Makes the engine fail on purpose; served only with `debugRoutes`. */
-  injectFault(kind: FaultKind): void;
+  /** Makes the engine fail or slow down on purpose; served only with `debugRoutes`. */
+  injectFault(fault: Fault): void;
   /** A full garbage collection in the engine; served only with `debugRoutes`. */
   collectGarbage(): void;
   /** Forces and freezes exits (see ForceExitsMessage); served only with `debugRoutes`. */

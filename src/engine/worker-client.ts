@@ -23,7 +23,7 @@ import type { RuntimeOptions } from '../model/index.js';
 import { AsyncQueue } from '../util/index.js';
 import type { EngineOptions } from './engine.js';
 import { EngineDeadError, EngineError, EngineRestartingError } from './errors.js';
-import type { EngineHealth, EngineStats, FaultKind, ForcedExits, FromWorkerMessage, ServedEngine, ToWorkerMessage, WorkerInit } from './messages.js';
+import type { EngineHealth, EngineStats, Fault, ForcedExits, FromWorkerMessage, ServedEngine, ToWorkerMessage, WorkerInit } from './messages.js';
 import type { EngineEvent, GenerateRequest } from './types.js';
 
 export interface WorkerEngineOptions {
@@ -164,12 +164,12 @@ export class WorkerEngine implements ServedEngine {
   }
 
   /**
-   * Test and soak use only: makes the worker fail (see FaultKind) so that
-   * recovery can be exercised. Not reachable over HTTP unless the server
-   * runs with `--debug-routes`.
+   * Test and soak use only: makes the worker fail or slow down (see Fault)
+   * so that recovery and disconnects can be exercised. Not reachable over
+   * HTTP unless the server runs with `--debug-routes`.
    */
-  injectFault(kind: FaultKind): void {
-    this.post({ type: 'fault', kind });
+  injectFault(fault: Fault): void {
+    this.post({ type: 'fault', fault });
   }
 
   /** Test use only: forces and freezes exits in the worker (see ForceExitsMessage). */

@@ -144,14 +144,17 @@ async function main(): Promise<void> {
       case 'gc':
         (globalThis as { gc?: () => void }).gc?.();
         return;
-      case 'fault':
-        if (message.kind === 'step') host.failNextStep();
+      case 'fault': {
+        const { fault } = message;
+        if (fault.kind === 'step') host.failNextStep();
+        else if (fault.kind === 'slow') host.slowSteps(fault.stepMs);
         // Outside any try: the thread dies of an uncaught exception, as with a bug in a callback.
         else
           setImmediate(() => {
             throw new InjectedCrash('injected crash (test only)');
           });
         return;
+      }
     }
   });
 }

@@ -18,7 +18,7 @@ import { encodeCompletionPrompt, refuseOversizedArrays } from './prompt.js';
 import { checkModel, toGenerateRequest } from './request.js';
 import { respond } from './respond.js';
 import { readJson } from './read-json.js';
-import { ChatCompletionSchema, CompletionSchema, ForceExitsSchema, type GenerationBody } from './schemas.js';
+import { ChatCompletionSchema, CompletionSchema, FaultSchema, ForceExitsSchema, type GenerationBody } from './schemas.js';
 import { apiKeyAuth, corsFor } from './security.js';
 import { ServerState, type ModelInfo } from './state.js';
 
@@ -151,14 +151,13 @@ export function createApp(deps: AppDeps): ServerApp {
   app.post('/v1/chat/completions', (c) => generate(c, 'chat'));
   app.post('/v1/completions', (c) => generate(c, 'completion'));
 
-  // Test and soak use only: fail the engine worker on purpose to exercise recovery. Off unless --debug-routes.
+  // Test and soak use only: fail or slow the engine worker on purpose to exercise recovery and disconnects. Off unless --debug-routes.
   if (options.debugRoutes) {
     app.post('/debug/fault', async (c) => {
-      const json = await readJson(c);
-      const kind = (json as { kind?: unknown } | null)?.kind ?? 'crash';
-      if (kind !== 'crash' && kind !== 'step') throw new ApiError(400, 'kind: must be "crash" or "step"', { param: 'kind', code: 'invalid_value' });
-      deps.engine.injectFault(kind);
-      return c.json({ injected: kind }, 202);
+      const parsed = FaultSchema.safeParse(await readJson(c));
+      if (!parsed.success) throw fromZodError(parsed.error);
+      deps.engine.injectFault(parsed.data);
+      return c.json({ injected: parsed.data.kind }, 202);
     });
     // Tests: force and freeze the exit thresholds and the draft plan, so that tokens really come from ramps.
     app.post('/debug/exits', async (c) => {

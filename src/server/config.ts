@@ -67,7 +67,7 @@ export const ServeConfigSchema = z.object({
   apiKeys: z.array(z.string().min(1)).default([]),
   /** Origins whose pages may call the API from a browser ('*' for any); none: CORS off. */
   corsOrigins: z.array(z.string().regex(ORIGIN_PATTERN, 'must be * or an origin such as http://localhost:5173 (no path)')).default([]),
-  /** Test and soak use only: POST /debug/fault makes the engine worker fail; POST /debug/gc collects garbage. */
+  /** Test and soak use only: POST /debug/fault fails or slows the engine worker; POST /debug/exits forces exits; POST /debug/gc collects garbage. */
   debugRoutes: z.boolean().default(false),
 });
 export type ServeConfig = z.infer<typeof ServeConfigSchema>;
@@ -109,7 +109,9 @@ export const SERVE_USAGE = `usage: offramp serve [options]
   --cors-origin O        let browser pages from origin O call the API (* for any);
                          repeatable (default: no CORS)
   --debug-routes         test and soak use only: enable POST /debug/fault (fail the engine
-                         worker: {"kind": "crash" | "step"}) and POST /debug/gc`;
+                         worker: {"kind": "crash" | "step"}, or slow every step:
+                         {"kind": "slow", "step_ms": N}), POST /debug/exits and
+                         POST /debug/gc`;
 
 /** Wrong flags; the message names the flag and what it takes. */
 export class ServeConfigError extends Error {

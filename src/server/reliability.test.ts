@@ -99,6 +99,8 @@ test('POST /debug/fault exists only with debugRoutes', async () => {
   const auth = { authorization: 'Bearer k' };
   assert.equal((await post(on.app, '/debug/fault', { kind: 'crash' }, auth)).status, 202);
   assert.equal((await post(on.app, '/debug/fault', { kind: 'step' }, auth)).status, 202);
+  assert.equal((await post(on.app, '/debug/fault', { kind: 'slow', step_ms: 20 }, auth)).status, 202);
   assert.equal((await post(on.app, '/debug/fault', { kind: 'meteor' }, auth)).status, 400);
-  assert.deepEqual(engine.faults, ['crash', 'step']);
+  assert.equal((await post(on.app, '/debug/fault', { kind: 'slow' }, auth)).status, 400, 'slow needs step_ms');
+  assert.deepEqual(engine.faults, [{ kind: 'crash' }, { kind: 'step' }, { kind: 'slow', stepMs: 20 }]);
 });

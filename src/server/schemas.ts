@@ -6,6 +6,7 @@
  * @module
  */
 import { z } from 'zod';
+import type { Fault } from '../engine/index.js';
 
 /** Most stop strings per request. OpenAI allows 4; the engine matches any number, so we allow a few more. */
 export const MAX_STOP_STRINGS = 16;
@@ -92,6 +93,15 @@ export type CompletionBody = z.infer<typeof CompletionSchema>;
 export type GenerationBody = ChatCompletionBody | CompletionBody;
 
 /** POST /debug/exits (tests, behind --debug-routes): ramps and thresholds, and a draft plan (null: none), forced and frozen. */
+/** POST /debug/fault (test and soak use only; see Fault). */
+export const FaultSchema = z
+  .discriminatedUnion('kind', [
+    z.object({ kind: z.literal('crash') }),
+    z.object({ kind: z.literal('step') }),
+    z.object({ kind: z.literal('slow'), step_ms: z.number().int().min(0).max(10_000) }),
+  ])
+  .transform((fault): Fault => (fault.kind === 'slow' ? { kind: 'slow', stepMs: fault.step_ms } : fault));
+
 export const ForceExitsSchema = z.object({
   ramps: z.array(z.object({ layer: z.number().int().min(0), threshold: z.number().min(0).max(1) })).optional(),
   draft: z.object({ layer: z.number().int().min(0), minConfidence: z.number().min(0).max(1), maxDraft: z.number().int().min(1) }).nullish(),

@@ -168,7 +168,7 @@ export async function serveCommand(args: string[]): Promise<void> {
   const loopback = config.host === 'localhost' || config.host === '::1' || config.host.startsWith('127.');
   if (!loopback && config.apiKeys.length === 0) log(`warning: listening on ${config.host} without --api-key: anyone who can reach it may use it`);
   if (config.apiKeys.length > 0) log(`API keys required (${config.apiKeys.length} accepted); /health is public`);
-  if (config.debugRoutes) log('debug routes on: POST /debug/fault can crash the engine, POST /debug/gc collects garbage (test use only)');
+  if (config.debugRoutes) log('debug routes on: POST /debug/fault can crash or slow the engine, POST /debug/gc collects garbage (test use only)');
 
   let signals = 0;
   let onSignal: (signal: NodeJS.Signals) => void = () => {};

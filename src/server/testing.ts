@@ -6,7 +6,7 @@
  * @module
  */
 import { createParser } from 'eventsource-parser';
-import type { EngineEvent, EngineHealth, EngineStats, FaultKind, ForcedExits, GenerateRequest, ServedEngine } from '../engine/index.js';
+import type { EngineEvent, EngineHealth, EngineStats, Fault, ForcedExits, GenerateRequest, ServedEngine } from '../engine/index.js';
 import type { Hono } from 'hono';
 import type { PromptTokenizer } from './prompt.js';
 import type { ModelInfo } from './state.js';
@@ -71,7 +71,7 @@ export function gate(): { promise: Promise<void>; open: () => void } {
 export class FakeEngine implements ServedEngine {
   readonly requests: GenerateRequest[] = [];
   readonly aborted: string[] = [];
-  readonly faults: FaultKind[] = [];
+  readonly faults: Fault[] = [];
   readonly forced: ForcedExits[] = [];
   stats: EngineStats | null = null;
   health: EngineHealth = 'ready';
@@ -84,8 +84,8 @@ export class FakeEngine implements ServedEngine {
     yield* this.script(request, signal);
   }
 
-  injectFault(kind: FaultKind): void {
-    this.faults.push(kind);
+  injectFault(fault: Fault): void {
+    this.faults.push(fault);
   }
 
   collectGarbage(): void {}
