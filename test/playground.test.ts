@@ -18,7 +18,8 @@ import { test, type TestContext } from 'node:test';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import { chromium, type Browser, type Page } from 'playwright-core';
-import { ServeConfigSchema, startServer, type RunningServer } from '../src/server/index.js';
+import { ServeConfigSchema, startServer } from '../src/server/index.js';
+import { metric, until } from './http.js';
 import { requireSharedModels, sharedModelPath } from './shared.js';
 
 const CHROMIUM = process.env.OFFRAMP_CHROMIUM ?? '/usr/bin/chromium';
@@ -41,20 +42,6 @@ function projectRoot(): string {
 }
 const ROOT = projectRoot();
 const ARTIFACTS = path.join(ROOT, 'test-artifacts');
-
-async function metric(server: RunningServer, selector: string): Promise<number> {
-  const text = await (await fetch(`${server.url}/metrics`)).text();
-  const line = text.split('\n').find((l) => l.startsWith(`${selector} `));
-  return line === undefined ? 0 : Number(line.slice(selector.length + 1));
-}
-
-async function until(what: string, check: () => Promise<boolean> | boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
 
 /** Types a prompt and presses Enter; resolves once the new reply has ended, with how it ended and its token count. */
 async function sendAndWait(page: Page, prompt: string): Promise<{ state: string; tokens: number }> {
@@ -309,12 +296,9 @@ test('the playground in headless Chromium on stories260K', { timeout: 90_000 }, 
     // No Max tokens: the rest of the 512-position context. Even so stories260K can write all 505 tokens
     // before a busy browser's Escape reaches the server: slowed steps keep the reply going until it does.
     await page.fill('#max-tokens', '');
-    const slowSteps = async (stepMs: number) => {
-      const res = await fetch(`${server.url}/debug/fault`, { method: 'POST', body: JSON.stringify({ kind: 'slow', step_ms: stepMs }) });
-      assert.equal(res.status, 202, await res.text());
-    };
-    await slowSteps(20);
-    const aborted = await metric(server, 'offramp:request_success_total{model_name="stories260K",finished_reason="abort"}');
+    server.engine.injectFault({ kind: 'slow', stepMs: 20 });
+    const abortedSelector = 'offramp:request_success_total{model_name="stories260K",finished_reason="abort"}';
+    const aborted = (await metric(server.url, abortedSelector)) || 0; // absent (NaN) until the first abort
     const before = await page.locator('.message-reply').count();
     await page.fill('#prompt', 'Tom and his dog');
     await page.keyboard.press('Enter');
@@ -337,12 +321,9 @@ test('the playground in headless Chromium on stories260K', { timeout: 90_000 }, 
     assert.match(await reply.locator('.status').innerText(), /^Stopped by you/);
     const tokens = await reply.locator('.tok').count();
     assert.ok(tokens < 400, `${tokens} tokens: stopped well before the end of the context`);
-    await until(
-      'the server saw the abort',
-      async () => (await metric(server, 'offramp:request_success_total{model_name="stories260K",finished_reason="abort"}')) === aborted + 1,
-    );
-    await until('the slot is free', async () => (await metric(server, 'offramp:num_requests_running')) === 0);
-    await slowSteps(0);
+    await until('the server saw the abort', async () => (await metric(server.url, abortedSelector)) === aborted + 1);
+    await until('the slot is free', async () => (await metric(server.url, 'offramp:num_requests_running')) === 0);
+    server.engine.injectFault({ kind: 'slow', stepMs: 0 });
     assert.equal(await reply.locator('.tok').count(), tokens, 'nothing arrives after Stop');
     assert.equal(await page.locator('#stop').isDisabled(), true);
     assert.equal(await page.locator('#send').isEnabled(), true);

@@ -165,6 +165,8 @@ test('the server on stories260K, driven by the openai client', { timeout: 120_00
     // The leaver takes a slot and streams; 15 more requests fill the other slots; a 17th must wait.
     // The 15 are not streamed: this client shares the server's event loop, and 15 streams of chunks
     // would make it notice the hang-up later than the engine finishes the leaver's 505 tokens.
+    // Even so, on a busy machine the engine could finish them before the hang-up lands: slowed steps make sure it cannot.
+    server.engine.injectFault({ kind: 'slow', stepMs: 10 });
     const leaver = await client.completions.create({ ...opts, stream: true });
     const iterator = leaver[Symbol.asyncIterator]();
     await iterator.next();
@@ -172,6 +174,11 @@ test('the server on stories260K, driven by the openai client', { timeout: 120_00
     await until('16 run', async () => (await metric(server.url, 'offramp:num_requests_running')) === 16);
     const waitingPromise = client.completions.create({ ...opts, stream: true });
     leaver.controller.abort();
+    await until(
+      'the engine saw the hang-up',
+      async () => (await metric(server.url, 'offramp:request_success_total{model_name="stories260K",finished_reason="abort"}')) === 1,
+    );
+    server.engine.injectFault({ kind: 'slow', stepMs: 0 });
     const waiting = await waitingPromise;
     let waitingText = '';
     for await (const chunk of waiting) waitingText += chunk.choices[0]?.text ?? '';
