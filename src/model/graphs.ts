@@ -127,33 +127,42 @@ interface BlockWiring {
   pastValue: string;
   attentionMask: string;
   hiddenOut: string;
-  newKey: string; // the block's new keys and values [batch, seq, kvHeads * headDim], packed into BlockIO.newKv
+  newKey: string; // the block's new keys and values [batch, kvHeads, seq, headDim], packed into BlockIO.newKv
   newValue: string;
 }
 
 /**
- * Attention of the new positions q [batch, seq, heads * headDim] over the
- * cached ones and themselves (k, v [batch, seq, kvHeads * headDim]),
- * masked by `io.attentionMask`. Grouped-query heads share their KV head: the
- * queries of a group are stacked as rows, [batch, kvHeads, group * seq,
- * headDim], so each product is one batched MatMul. (Scoring the cache and
- * the new positions as two products instead, to spare the concatenation's
- * copy, measured 1.6x slower per step: twice the small GEMMs, a Split and a
+ * Attention of the new positions over the cached ones and themselves, from
+ * the block's fused projection `qkv` [batch, seq, (heads + 2 kvHeads) *
+ * headDim], masked by `io.attentionMask`; `rotate` (RoPE) applies to the
+ * queries and keys, which are [batch, heads, seq, headDim] by then. One
+ * Reshape and one Transpose put every head first, so a Split gives the
+ * queries, keys and values in the layout attention reads, and the keys and
+ * values as the cache holds them: four kernels fewer per block than
+ * rearranging each apart, which counts where a step is dispatch-bound
+ * (stories260K). Grouped-query heads share their KV head: the queries of a
+ * group are stacked as rows, [batch, kvHeads, group * seq, headDim], so
+ * each product is one batched MatMul. (Scoring the cache and the new
+ * positions as two products instead, to spare the concatenation's copy,
+ * measured 1.6x slower per step: twice the small GEMMs, a Split and a
  * Concat.) Returns [batch, seq, heads * headDim].
  */
-function attention(g: GraphBuilder, config: ModelConfig, q: string, k: string, v: string, io: BlockWiring): string {
+function attention(g: GraphBuilder, config: ModelConfig, layer: number, qkv: string, io: BlockWiring, rotate?: (x: string, output: string) => string): string {
   const { numHeads, numKvHeads, headDim } = config;
-  const group = numHeads / numKvHeads;
-  const heads = (x: string, perm: number[], shape: number[]) => g.op('Transpose', [g.op('Reshape', [x, g.constant(shape)])], { perm });
-  const queries = g.op('Reshape', [heads(q, [0, 2, 3, 1, 4], [0, 0, numKvHeads, group, headDim]), g.constant([0, 0, -1, headDim])]);
-  const newKeys = heads(k, [0, 2, 1, 3], [0, 0, numKvHeads, headDim]); // [batch, kvHeads, seq, headDim]
-  const newValues = heads(v, [0, 2, 1, 3], [0, 0, numKvHeads, headDim]);
+  const byHead = g.op('Transpose', [g.op('Reshape', [qkv, g.constant([0, 0, numHeads + 2 * numKvHeads, headDim])])], { perm: [0, 2, 1, 3] });
+  const split = g.constant([numHeads, numKvHeads, numKvHeads]);
+  const [q0, k0, newValues] = rotate
+    ? (g.node('Split', [byHead, split], { axis: 1 }, [`q_${layer}`, `k_${layer}`, io.newValue]) as [string, string, string])
+    : (g.node('Split', [byHead, split], { axis: 1 }, [`q_${layer}`, io.newKey, io.newValue]) as [string, string, string]);
+  const q = rotate ? rotate(q0, `q_rotated_${layer}`) : q0;
+  const newKeys = rotate ? rotate(k0, io.newKey) : k0; // [batch, kvHeads, seq, headDim]
+  const queries = g.op('Reshape', [q, g.constant([0, numKvHeads, -1, headDim])]);
   const keys = g.op('Concat', [io.pastKey, newKeys], { axis: 2 }); // [batch, kvHeads, context + seq, headDim]
   const values = g.op('Concat', [io.pastValue, newValues], { axis: 2 });
   const scale = { float: 1 / Math.sqrt(headDim) };
   const scores = g.op('Add', [g.op('FusedMatMul', [queries, keys], { transB: 1, alpha: scale }, MS), io.attentionMask]);
   const out = g.op('MatMul', [g.op('Softmax', [scores], { axis: -1 }), values]); // [batch, kvHeads, group * seq, headDim]
-  const bySeq = g.op('Transpose', [g.op('Reshape', [out, g.constant([0, 0, group, -1, headDim])])], { perm: [0, 3, 1, 2, 4] });
+  const bySeq = g.op('Transpose', [g.op('Reshape', [out, g.constant([0, numHeads, -1, headDim])])], { perm: [0, 2, 1, 3] });
   return g.op('Reshape', [bySeq, g.constant([0, 0, -1])]);
 }
 
@@ -167,7 +176,7 @@ function layerWeights(g: GraphBuilder, weight: WeightLookup, layer: number) {
 
 /** Adds decoder block `layer` of a Llama-architecture model to `g`. */
 function llamaBlock(g: GraphBuilder, config: ModelConfig, layer: number, weight: WeightLookup, io: BlockWiring): void {
-  const { dim, numHeads, numKvHeads, headDim, hiddenDim, normEps } = config;
+  const { dim, numHeads, headDim, hiddenDim, normEps } = config;
   const { w, linearLayer } = layerWeights(g, weight, layer);
   const x = io.hidden;
 
@@ -175,19 +184,11 @@ function llamaBlock(g: GraphBuilder, config: ModelConfig, layer: number, weight:
   const normed = g.op('SimplifiedLayerNormalization', [x, w('attention_norm')], { axis: -1, epsilon: normEps });
   let qkv = linearLayer(normed, 'wqkv', dim);
   if (config.attentionBias) qkv = g.op('Add', [qkv, w('bqkv')]);
-  const qDim = numHeads * headDim;
-  const kvDim = numKvHeads * headDim;
-  const [q0, k0, v] = g.node('Split', [qkv, g.constant([qDim, kvDim, kvDim])], { axis: -1 }, [`q_${layer}`, `k_${layer}`, io.newValue]) as [
-    string,
-    string,
-    string,
-  ];
   const cos = g.weight(StoredWeights.ropeCos, weight(StoredWeights.ropeCos));
   const sin = g.weight(StoredWeights.ropeSin, weight(StoredWeights.ropeSin));
   const interleaved = config.rope?.layout === 'interleaved' ? 1 : 0;
-  const q = g.op('RotaryEmbedding', [q0, io.positions, cos, sin], { interleaved, num_heads: numHeads }, MS);
-  const [k] = g.node('RotaryEmbedding', [k0, io.positions, cos, sin], { interleaved, num_heads: numKvHeads }, [io.newKey], MS) as [string];
-  const attnOut = linearLayer(attention(g, config, q, k, v, io), 'wo', qDim);
+  const rotate = (x: string, output: string) => g.node('RotaryEmbedding', [x, io.positions, cos, sin], { interleaved }, [output], MS)[0]!;
+  const attnOut = linearLayer(attention(g, config, layer, qkv, io, rotate), 'wo', numHeads * headDim);
 
   // Feed-forward: h + W2 · (silu(W1·m) * W3·m), m = rmsnorm(h), h = x + attention
   const [ffnIn, , , h] = g.node('SkipSimplifiedLayerNormalization', [attnOut, x, w('ffn_norm')], { epsilon: normEps }, 4, MS) as [
@@ -210,8 +211,7 @@ function gpt2Block(g: GraphBuilder, config: ModelConfig, layer: number, weight: 
   const x = io.hidden;
   const normed = g.op('LayerNormalization', [x, w('attention_norm'), w('attention_norm_bias')], { axis: -1, epsilon: normEps });
   const qkv = g.op('Add', [linearLayer(normed, 'wqkv', dim), w('bqkv')]);
-  const [q, k, v] = g.node('Split', [qkv, g.constant([dim, dim, dim])], { axis: -1 }, [`q_${layer}`, io.newKey, io.newValue]) as [string, string, string];
-  const attnOut = linearLayer(attention(g, config, q, k, v, io), 'wo', dim);
+  const attnOut = linearLayer(attention(g, config, layer, qkv, io), 'wo', dim);
   // SkipLayerNormalization adds the output projection's bias, the residual, and normalizes in one kernel.
   const [ffnIn, , , h] = g.node('SkipLayerNormalization', [attnOut, x, w('ffn_norm'), w('ffn_norm_bias'), w('bo')], { epsilon: normEps }, 4, MS) as [
     string,
@@ -265,7 +265,7 @@ export function buildBlockGraph(config: ModelConfig, layer: number, weight: Weig
   return g.toBytes();
 }
 
-/** The blocks' new keys and values as the one BlockIO.newKv output; [batch, seq, ...] tensors stacked on axis 0 lie as [2 * blocks, batch, seq, ...]. */
+/** The blocks' new keys and values as the one BlockIO.newKv output; [batch, kvHeads, seq, headDim] tensors stacked on axis 0 lie as [2 * blocks, batch, ...]. */
 function packNewKv(g: GraphBuilder, config: ModelConfig, blocks: BlockWiring[]): void {
   g.node(
     'Concat',
@@ -273,7 +273,7 @@ function packNewKv(g: GraphBuilder, config: ModelConfig, blocks: BlockWiring[]):
     { axis: 0 },
     [BlockIO.newKv],
   );
-  g.output(BlockIO.newKv, 'float', ['kv_rows', 'seq', config.numKvHeads * config.headDim]);
+  g.output(BlockIO.newKv, 'float', ['kv_rows', config.numKvHeads, 'seq', config.headDim]);
 }
 
 /**

@@ -10,12 +10,12 @@ const stored = (layer: number, row: number, position: number, d: number) => laye
 function fill(kv: KvCache, positions: number): void {
   const rows = { firstSlot: 0, numRows: kv.numSlots, seqLen: positions, pastLengths: new Int32Array(kv.numSlots) };
   for (let layer = 0; layer < 2; layer++) {
-    // [slot, position, head, dim], as the graphs return new keys and values; row = slot * 2 + head in the cache.
+    // [slot, head, position, dim], as the graphs return new keys and values; row = slot * 2 + head in the cache.
     const keys = new Float32Array(kv.numSlots * positions * 2 * 4);
     for (let slot = 0; slot < kv.numSlots; slot++) {
-      for (let p = 0; p < positions; p++) {
-        for (let h = 0; h < 2; h++) {
-          for (let d = 0; d < 4; d++) keys[((slot * positions + p) * 2 + h) * 4 + d] = stored(layer, slot * 2 + h, p, d);
+      for (let h = 0; h < 2; h++) {
+        for (let p = 0; p < positions; p++) {
+          for (let d = 0; d < 4; d++) keys[((slot * 2 + h) * positions + p) * 4 + d] = stored(layer, slot * 2 + h, p, d);
         }
       }
     }

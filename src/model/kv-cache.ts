@@ -102,23 +102,17 @@ export class KvCache {
     return view;
   }
 
-  /** Writes each row's new keys and values ([numRows, seqLen, kvHeads * headDim]) of `layer` after its past. */
+  /** Writes each row's new keys and values ([numRows, kvHeads, seqLen, headDim]) of `layer` after its past. */
   append(layer: number, rows: BlockRows, newKeys: Float32Array, newValues: Float32Array): void {
     const { numKvHeads, headDim } = this.config;
-    const keys = this.keys[layer]!;
-    const values = this.values[layer]!;
+    const run = rows.seqLen * headDim; // one head's new positions lie together, as in the cache
     for (let r = 0; r < rows.numRows; r++) {
-      for (let s = 0; s < rows.seqLen; s++) {
-        const position = rows.pastLengths[r]! + s;
-        const from = (r * rows.seqLen + s) * numKvHeads * headDim;
-        for (let h = 0; h < numKvHeads; h++) {
-          const to = (((rows.firstSlot + r) * numKvHeads + h) * this.positions + position) * headDim;
-          const src = from + h * headDim;
-          for (let d = 0; d < headDim; d++) {
-            keys[to + d] = newKeys[src + d]!;
-            values[to + d] = newValues[src + d]!;
-          }
-        }
+      const position = rows.pastLengths[r]!;
+      for (let h = 0; h < numKvHeads; h++) {
+        const from = (r * numKvHeads + h) * run;
+        const to = (((rows.firstSlot + r) * numKvHeads + h) * this.positions + position) * headDim;
+        this.keys[layer]!.set(newKeys.subarray(from, from + run), to);
+        this.values[layer]!.set(newValues.subarray(from, from + run), to);
       }
     }
   }

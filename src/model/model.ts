@@ -356,7 +356,7 @@ export class Model {
       const data = new Float32Array(2 * count * size);
       const block = (i: number) => data.subarray(i * size, (i + 1) * size);
       return {
-        tensor: new ort.Tensor('float32', data, [2 * count * rows.numRows, rows.seqLen, this.config.numKvHeads * this.config.headDim]),
+        tensor: new ort.Tensor('float32', data, [2 * count * rows.numRows, this.config.numKvHeads, rows.seqLen, this.config.headDim]),
         keys: Array.from({ length: count }, (_, b) => block(2 * b)),
         values: Array.from({ length: count }, (_, b) => block(2 * b + 1)),
       };
