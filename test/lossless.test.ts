@@ -4,7 +4,8 @@
  * every position (a plan), on stories260K's trained ramps and on a tiny
  * random model, so that rejections and rollbacks really happen; the KV
  * cache after each rollback is compared with an exits-off pass over the
- * same tokens.
+ * same tokens. Drafts from the text itself (prompt lookup) are checked on
+ * their own, with the draft controller free.
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -95,6 +96,31 @@ for (const [name, load] of MODELS) {
     });
   }
 }
+
+test(
+  "lossless drafts from the text itself where it repeats (prompt lookup): exits off's text, greedy and sampled; some such drafts are rejected",
+  LIMIT,
+  async (t) => {
+    if (!requireSharedModels(t)) return;
+    const model = await loadStories(t);
+    // One sequence at a time: a sequence drafts from its text only when it decodes alone.
+    const engine = new LocalEngine(model, { maxRunning: 1, maxStepTokens: 512, maxContext: model.config.maxSeqLen, earlyExit: EXITS_ON });
+    const fromText: TokenEvent[] = [];
+    for (const sampling of [GREEDY, SAMPLED]) {
+      for (const prompt of PROMPTS.map((p) => model.tokenizer.encode(p))) {
+        // Long enough for stories260K to repeat itself.
+        const off = await run(engine, request(prompt, { sampling, maxTokens: 160 }));
+        const lossless = await run(engine, request(prompt, { sampling, maxTokens: 160, earlyExit: 'lossless' }));
+        assert.deepEqual(ids(lossless.tokens), ids(off.tokens));
+        assert.equal(lossless.text, off.text);
+        fromText.push(...lossless.tokens.filter((e) => e.verified && e.exitLayer === null));
+      }
+    }
+    const { drafted, accepted } = engine.engine.drafts!.state().context;
+    assert.ok(accepted > 0 && accepted < drafted, `drafted ${drafted} from the text, accepted ${accepted}: some must be rejected`);
+    assert.ok(fromText.length > 0 && fromText.length <= accepted, `${fromText.length} streamed tokens were drafts from the text, ${accepted} accepted`);
+  },
+);
 
 test('lossless: top-k, top-p, min-p, logprobs, max_tokens and the end of the context behave as with exits off', LIMIT, async (t) => {
   if (!requireSharedModels(t)) return;

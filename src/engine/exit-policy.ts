@@ -61,7 +61,7 @@ export function feedsController(seq: Sequence, context: PolicyContext): boolean 
  * context's last position (a position that goes all the way must follow
  * to verify it).
  */
-function mayDraft(seq: Sequence, maxDraft: number, context: PolicyContext): boolean {
+export function mayDraft(seq: Sequence, maxDraft: number, context: PolicyContext): boolean {
   return seq.drafts.length < maxDraft && seq.numGenerated + seq.drafts.length + 1 < seq.request.maxTokens && seq.numFed + 1 < context.maxContext;
 }
 

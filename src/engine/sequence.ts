@@ -44,8 +44,11 @@ export class Sequence {
   readonly layerLengths: Int32Array;
   /** Deferred positions, oldest first. */
   readonly deferred: DeferredPosition[] = [];
-  /** Lossless mode: tokens ramps drafted after `tokens`, oldest first, not yet verified (drafts[i] follows deferred[i]). */
+  /** Lossless mode: tokens ramps (or the context) drafted after `tokens`, oldest first, not yet verified (drafts[i] follows deferred[i]). */
   readonly drafts: number[] = [];
+  /** Lossless mode: drafts taken from the sequence's own text so far, and how many of them the full model verified. */
+  contextDrafted = 0;
+  contextAccepted = 0;
   slot = -1;
   /** Set when the engine applies the token that ends the request; it finishes it at the step boundary. */
   finishReason: FinishReason | null = null;

@@ -62,7 +62,7 @@ export interface TokenEvent {
   exitLayer: number | null;
   /** The ramp's confidence when it exited; null for the full model. */
   confidence: number | null;
-  /** Lossless mode: the ramp `exitLayer` drafted the token and the full model verified it (it is the full model's). */
+  /** Lossless mode: the ramp `exitLayer` (null: the text's own earlier continuation) drafted the token and the full model verified it (it is the full model's). */
   verified?: true;
   /** Every candidate ramp's reading of the token (`trace` overrides only). */
   trace?: { ramps: RampReading[]; finalToken: number };

@@ -79,18 +79,10 @@ export interface DraftOutcome {
 }
 
 /** One ramp's drafting record, for GET /exits and metrics. */
-export interface DraftRampState {
+export interface DraftRampState extends DraftOutcomes {
   layer: number;
   /** Records held for the tuner. */
   samples: number;
-  drafted: number;
-  accepted: number;
-  /** accepted / drafted; null before a draft. */
-  acceptance: number | null;
-  /** Verified runs (a run of at least one draft). */
-  runs: number;
-  /** Drafts accepted per verified run; null before one. */
-  meanAcceptedRun: number | null;
 }
 
 export interface DraftState {
@@ -105,6 +97,24 @@ export interface DraftState {
   /** Plans the clock dropped. */
   drops: number;
   ramps: DraftRampState[];
+  /** Drafts a sequence took from its own text (prompt lookup; see runner.ts), verified like the ramps'. */
+  context: DraftOutcomes;
+}
+
+/** Drafts verified, and how they fared. */
+export interface DraftOutcomes {
+  drafted: number;
+  accepted: number;
+  /** accepted / drafted; null before a draft. */
+  acceptance: number | null;
+  /** Verified runs (a run of at least one draft). */
+  runs: number;
+  /** Drafts accepted per verified run; null before one. */
+  meanAcceptedRun: number | null;
+}
+
+function outcomes({ drafted, accepted, runs }: { drafted: number; accepted: number; runs: number }): DraftOutcomes {
+  return { drafted, accepted, acceptance: drafted === 0 ? null : accepted / drafted, runs, meanAcceptedRun: runs === 0 ? null : accepted / runs };
 }
 
 /** What the tuner keeps per record: the ramp's confidence, whether its token was the full model's, and whether the row was alone in its step. */
@@ -222,6 +232,7 @@ export class DraftController {
   private sinceTune = 0;
   private tokens = 0;
   private draftedTokens = 0;
+  private readonly context = { drafted: 0, accepted: 0, runs: 0 };
   private records = 0;
   private readonly draftingClock = new StepClock();
   private readonly fusedClock = new StepClock();
@@ -276,6 +287,14 @@ export class DraftController {
     tally.drafted += outcome.drafted;
     tally.accepted += outcome.accepted;
     tally.runs++;
+  }
+
+  /** One verification of drafts a sequence took from its own text. */
+  recordContextOutcome(drafted: number, accepted: number): void {
+    if (drafted === 0) return;
+    this.context.drafted += drafted;
+    this.context.accepted += accepted;
+    this.context.runs++;
   }
 
   /** A timed step of a lossless sequence decoding alone: `fused` (no drafting that step), else under the plan. */
@@ -352,15 +371,7 @@ export class DraftController {
   }
 
   state(): DraftState {
-    const ramps = [...this.tallies].map(([layer, t]) => ({
-      layer,
-      samples: t.samples.size,
-      drafted: t.drafted,
-      accepted: t.accepted,
-      acceptance: t.drafted === 0 ? null : t.accepted / t.drafted,
-      runs: t.runs,
-      meanAcceptedRun: t.runs === 0 ? null : t.accepted / t.runs,
-    }));
+    const ramps = [...this.tallies].map(([layer, t]) => ({ layer, samples: t.samples.size, ...outcomes(t) }));
     return {
       plan: this.current && { ...this.current },
       baselineMsPerToken: this.costs ? baselineMsPerToken(this.costs) : null,
@@ -369,6 +380,7 @@ export class DraftController {
       measured: { draftingMsPerToken: this.draftingClock.msPerToken(), fusedMsPerToken: this.fusedClock.msPerToken() },
       drops: this.drops,
       ramps,
+      context: outcomes(this.context),
     };
   }
 }

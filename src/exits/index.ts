@@ -37,6 +37,7 @@ export {
   type DraftControllerInput,
   type DraftOutcome,
   type DraftPlan,
+  type DraftOutcomes,
   type DraftRampState,
   type ForcedDraftPlan,
   type DraftState,

@@ -57,8 +57,14 @@ export class ServerMetrics {
     'offramp:lossless_draft_min_confidence',
     "Lossless mode: the least confidence that drafts, by the drafting ramp's layer and the longest run (no series: nothing drafts).",
   );
-  private readonly acceptance = this.registry.gauge('offramp:lossless_acceptance', 'Lossless mode: share of drafts the full model accepted, by ramp layer.');
-  private readonly acceptedRun = this.registry.gauge('offramp:lossless_mean_accepted_run', 'Lossless mode: drafts accepted per verified run, by ramp layer.');
+  private readonly acceptance = this.registry.gauge(
+    'offramp:lossless_acceptance',
+    'Lossless mode: share of drafts the full model accepted, by ramp layer ("context": drafts from the text itself).',
+  );
+  private readonly acceptedRun = this.registry.gauge(
+    'offramp:lossless_mean_accepted_run',
+    'Lossless mode: drafts accepted per verified run, by ramp layer ("context": drafts from the text itself).',
+  );
   private readonly draftedShare = this.registry.gauge(
     'offramp:lossless_drafted_token_share',
     "Lossless mode: share of lossless requests' tokens that were verified drafts.",
@@ -145,9 +151,9 @@ export class ServerMetrics {
     if (plan) this.draftPlan.set(plan.minConfidence, { layer: String(plan.layer), max_draft: String(plan.maxDraft) });
     this.acceptance.clear();
     this.acceptedRun.clear();
-    for (const ramp of drafts.ramps) {
-      if (ramp.acceptance !== null) this.acceptance.set(ramp.acceptance, { layer: String(ramp.layer) });
-      if (ramp.meanAcceptedRun !== null) this.acceptedRun.set(ramp.meanAcceptedRun, { layer: String(ramp.layer) });
+    for (const { layer, acceptance, meanAcceptedRun } of [...drafts.ramps, { layer: 'context', ...drafts.context }]) {
+      if (acceptance !== null) this.acceptance.set(acceptance, { layer: String(layer) });
+      if (meanAcceptedRun !== null) this.acceptedRun.set(meanAcceptedRun, { layer: String(layer) });
     }
     if (drafts.tokens > 0) this.draftedShare.set(drafts.draftedTokens / drafts.tokens);
     this.msPerToken.clear();
