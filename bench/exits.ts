@@ -6,7 +6,8 @@
  * the most exits can save here), lossless mode under its draft controller,
  * and lossless with the oracle's drafts (every draft accepted: the most
  * drafting can save); at each --concurrency, greedy and sampling (each
- * --temperatures value; top_p 1). Lossless rows also report, per ramp, the
+ * --temperatures value; top_p 1). Lossless rows also report, per ramp (and
+ * for "context", the drafts a sequence takes from its own text), the
  * share of drafts accepted and the drafts accepted per verified run. At
  * one stream, one more lossless variant per candidate ramp drafts there
  * whenever its confidence reaches --forced-draft (the plan forced and
@@ -261,9 +262,12 @@ function recheck(results: RequestResult[], sampling: SamplingParams): number {
   return agree / total;
 }
 
-/** Per ramp, drafts made, drafts accepted and verified runs so far (lossless), to difference over the measured rounds. */
-function draftTally(engine: LocalEngine): Map<number, { drafted: number; accepted: number; runs: number }> {
-  return new Map((engine.engine.drafts?.state().ramps ?? []).map((r) => [r.layer, { drafted: r.drafted, accepted: r.accepted, runs: r.runs }]));
+/** Per ramp (and "context": drafts from the text itself), drafts made, drafts accepted and verified runs so far (lossless), to difference over the measured rounds. */
+function draftTally(engine: LocalEngine): Map<string, { drafted: number; accepted: number; runs: number }> {
+  const state = engine.engine.drafts?.state();
+  if (!state) return new Map();
+  const sources = [...state.ramps.map((r) => [String(r.layer), r] as const), ['context', state.context] as const];
+  return new Map(sources.map(([source, { drafted, accepted, runs }]) => [source, { drafted, accepted, runs }]));
 }
 
 /** Per ramp that drafted between two tallies: the share of drafts accepted and the drafts accepted per verified run. */
@@ -272,10 +276,10 @@ function draftStats(
   after: ReturnType<typeof draftTally>,
 ): Record<string, { acceptance: number; meanAcceptedRun: number }> {
   const stats: Record<string, { acceptance: number; meanAcceptedRun: number }> = {};
-  for (const [layer, end] of after) {
-    const start = before.get(layer) ?? { drafted: 0, accepted: 0, runs: 0 };
+  for (const [source, end] of after) {
+    const start = before.get(source) ?? { drafted: 0, accepted: 0, runs: 0 };
     const [drafted, accepted, runs] = [end.drafted - start.drafted, end.accepted - start.accepted, end.runs - start.runs];
-    if (drafted > 0) stats[String(layer)] = { acceptance: accepted / drafted, meanAcceptedRun: accepted / runs };
+    if (drafted > 0) stats[source] = { acceptance: accepted / drafted, meanAcceptedRun: accepted / runs };
   }
   return stats;
 }
