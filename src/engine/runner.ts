@@ -119,9 +119,9 @@ const SHADOW_STEPS_DRAFTS = 16;
  * token that followed an earlier occurrence of at least
  * CONTEXT_DRAFT_MIN_MATCH tokens that end the text. On stories260K a
  * verifying pass over a few drafted positions costs about 1.4 fused steps
- * (200 against 144 µs), and with these settings one stream of greedy
- * stories decoded 1.11-1.13x faster than exits off (in one process,
- * alternating); 2 or 6 drafts, or matches of 1 or 3 tokens, did no better.
+ * (200 against 144 µs), so one stream of greedy stories gains only 1-10%
+ * over exits off (bench:exits, and alternating in one process); 2 or 6
+ * drafts, or matches of 1 or 3 tokens, did no better.
  */
 const CONTEXT_DRAFT_MAX = 3;
 const CONTEXT_DRAFT_MIN_MATCH = 2;
