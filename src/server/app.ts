@@ -164,6 +164,15 @@ export function createApp(deps: AppDeps): ServerApp {
       const parsed = ForceExitsSchema.safeParse(await readJson(c));
       if (!parsed.success) throw fromZodError(parsed.error);
       const { ramps, draft } = parsed.data;
+      const candidates = state.model?.rampLayers;
+      if (candidates) {
+        const stray = [...(ramps ?? []), ...(draft ? [draft] : [])].find(({ layer }) => !candidates.includes(layer));
+        if (stray)
+          throw new ApiError(400, `layer ${stray.layer} has no ramp; this model's ramps follow layers ${candidates.join(', ')}`, {
+            param: 'layer',
+            code: 'invalid_value',
+          });
+      }
       deps.engine.forceExits({ ...(ramps && { ramps }), ...(draft !== undefined && { draft }) });
       return c.json({ forced: parsed.data }, 202);
     });

@@ -104,3 +104,13 @@ test('POST /debug/fault exists only with debugRoutes', async () => {
   assert.equal((await post(on.app, '/debug/fault', { kind: 'slow' }, auth)).status, 400, 'slow needs step_ms');
   assert.deepEqual(engine.faults, [{ kind: 'crash' }, { kind: 'step' }, { kind: 'slow', stepMs: 20 }]);
 });
+
+test('POST /debug/exits forces only layers that have a ramp, and says which do', async () => {
+  const engine = new FakeEngine();
+  const { app } = createApp({ engine, model: { ...fakeModel(), rampLayers: [0, 1, 2] }, options: { debugRoutes: true } });
+  assert.equal((await post(app, '/debug/exits', { ramps: [{ layer: 2, threshold: 0.5 }] })).status, 202);
+  const stray = await post(app, '/debug/exits', { ramps: [{ layer: 1, threshold: 0.5 }], draft: { layer: 4, minConfidence: 0.5, maxDraft: 3 } });
+  assert.equal(stray.status, 400);
+  assert.match(((await stray.json()) as ErrorJson).error.message, /layer 4 has no ramp; this model's ramps follow layers 0, 1, 2/);
+  assert.deepEqual(engine.forced, [{ ramps: [{ layer: 2, threshold: 0.5 }] }]);
+});

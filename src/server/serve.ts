@@ -98,6 +98,7 @@ async function loadModel(config: ServeConfig, engine: WorkerEngine, log: (line: 
     earlyExit: config.earlyExit,
     maxContext,
     tokenizer,
+    rampLayers: manifest.rampCandidates,
     maxCharsPerToken: maxCharsPerToken(tokenizer),
   };
 }

@@ -23,6 +23,8 @@ export interface ModelInfo {
   maxCharsPerToken?: number;
   /** Unix seconds, for /v1/models (default: when the server became ready). */
   created?: number;
+  /** Blocks a ramp may follow (the manifest's candidates), for POST /debug/exits (default: none known, any accepted). */
+  rampLayers?: readonly number[];
 }
 
 export type Phase = 'loading' | 'ready' | 'draining';
