@@ -504,9 +504,10 @@ export class ModelRunner {
     }
     // Context drafts come first in a run; the ramp's drafts after them count only if verification reached them.
     const contextDrafts = waiting.filter((d) => d.exitLayer === CONTEXT_DRAFT).length;
+    const contextAccepted = Math.min(accepted, contextDrafts);
     seq.contextDrafted += contextDrafts;
-    seq.contextAccepted += Math.min(accepted, contextDrafts);
-    this.policies.drafts?.recordContextOutcome(contextDrafts, Math.min(accepted, contextDrafts));
+    seq.contextAccepted += contextAccepted;
+    this.policies.drafts?.recordOutcome({ layer: 'context', drafted: contextDrafts, accepted: contextAccepted });
     if (accepted >= contextDrafts && contextDrafts < waiting.length) {
       this.policies.drafts?.recordOutcome({
         layer: waiting[contextDrafts]!.exitLayer,

@@ -83,15 +83,18 @@ test('draft tuning: drafts that are rarely right, or rows that never decode alon
   assert.equal(uncosted.plan, null);
 });
 
-test('draft state: acceptance and mean accepted run per ramp, from verifications', () => {
+test('draft state: acceptance and mean accepted run per ramp and for drafts from the text, from verifications', () => {
   const drafts = new DraftController({ numLayers: 5, candidateLayers: [1, 2] });
   drafts.recordOutcome({ layer: 1, drafted: 4, accepted: 4 });
   drafts.recordOutcome({ layer: 1, drafted: 4, accepted: 0 });
   drafts.recordOutcome({ layer: 2, drafted: 0, accepted: 0 });
+  drafts.recordOutcome({ layer: 'context', drafted: 3, accepted: 1 });
+  drafts.recordOutcome({ layer: 'context', drafted: 0, accepted: 0 });
   drafts.countTokens(5, 4);
   const state = drafts.state();
   assert.deepEqual(state.ramps[0], { layer: 1, samples: 0, drafted: 8, accepted: 4, acceptance: 0.5, runs: 2, meanAcceptedRun: 2 });
   assert.equal(state.ramps[1]!.acceptance, null);
+  assert.deepEqual(state.context, { drafted: 3, accepted: 1, acceptance: 1 / 3, runs: 1, meanAcceptedRun: 1 });
   assert.equal(state.draftedTokens, 4);
   assert.throws(() => drafts.setPlan({ layer: 4, minConfidence: 0.5, maxDraft: 4 }), /not a candidate/);
 });

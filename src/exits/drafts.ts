@@ -71,9 +71,10 @@ export interface DraftPlan {
 /** A plan forced from outside (tests, benchmarks, the debug route). */
 export type ForcedDraftPlan = Omit<DraftPlan, 'msPerToken'>;
 
-/** One verification: a run of drafts from one ramp and how many of them the full model accepted. */
+/** One verification: a run of drafts from one ramp (or from the text itself) and how many of them the full model accepted. */
 export interface DraftOutcome {
-  layer: number;
+  /** The drafting ramp's layer, or 'context': drafts a sequence took from its own text. */
+  layer: number | 'context';
   drafted: number;
   accepted: number;
 }
@@ -282,19 +283,11 @@ export class DraftController {
 
   /** One verification of a draft run. */
   recordOutcome(outcome: DraftOutcome): void {
-    const tally = this.tallies.get(outcome.layer);
+    const tally = outcome.layer === 'context' ? this.context : this.tallies.get(outcome.layer);
     if (!tally || outcome.drafted === 0) return;
     tally.drafted += outcome.drafted;
     tally.accepted += outcome.accepted;
     tally.runs++;
-  }
-
-  /** One verification of drafts a sequence took from its own text. */
-  recordContextOutcome(drafted: number, accepted: number): void {
-    if (drafted === 0) return;
-    this.context.drafted += drafted;
-    this.context.accepted += accepted;
-    this.context.runs++;
   }
 
   /** A timed step of a lossless sequence decoding alone: `fused` (no drafting that step), else under the plan. */
