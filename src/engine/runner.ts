@@ -32,7 +32,7 @@
  * that stretch are drafts that cost no model call (`draftFromContext`);
  * the position after them runs the whole model over them and verifies
  * them as above. A sequence whose context drafts the full model keeps
- * rejecting stops drafting them.
+ * rejecting drafts them only now and then (ContextDraftGate).
  *
  * Prompt chunks run after the decode batch, all blocks, no exits (`prefill`).
  *
@@ -117,23 +117,19 @@ const SHADOW_STEPS_DRAFTS = 16;
 /**
  * Context drafts (prompt lookup): at most CONTEXT_DRAFT_MAX a pass, each the
  * token that followed an earlier occurrence of at least
- * CONTEXT_DRAFT_MIN_MATCH tokens that end the text. On stories260K a
- * verifying pass over a few drafted positions costs about 1.4 fused steps
- * (200 against 144 µs), so one stream of greedy stories gains only 1-10%
- * over exits off (bench:exits, and alternating in one process); 2 or 6
- * drafts, or matches of 1 or 3 tokens, did no better.
- */
-const CONTEXT_DRAFT_MAX = 3;
-const CONTEXT_DRAFT_MIN_MATCH = 2;
-/**
- * Only greedy sequences draft from their context, and one stops once, after
- * CONTEXT_DRAFT_TRIAL drafts, fewer than CONTEXT_DRAFT_MIN_ACCEPTED of them
- * held. On stories260K greedy text keeps 52-72% of them; text sampled at
- * 0.8 about 25%, too few to pay for the positions they add to a pass
+ * CONTEXT_DRAFT_MIN_MATCH tokens that end the text. On stories260K the
+ * fused graph's pass over 4 drafts and the position after them costs about
+ * 1.4 single-position steps (211 against 154 µs in the engine). Replaying
+ * the greedy continuations of prompts.json with a pass at 230 + 14 µs a
+ * draft against 168 for a step, 4 drafts gave 1.21x, 3 gave 1.20x, 6 and 8
+ * no more, and matches of 1 token 1.12x (ContextDraftGate decides when a
+ * sequence drafts).
+ * Only greedy sequences draft from their context: text sampled at 0.8 kept
+ * about 25% of them, too few to pay for the positions they add to a pass
  * (lossless there ran 0.91-0.94x exits off with them, 0.96-0.99x without).
  */
-const CONTEXT_DRAFT_TRIAL = 12;
-const CONTEXT_DRAFT_MIN_ACCEPTED = 0.3;
+const CONTEXT_DRAFT_MAX = 4;
+const CONTEXT_DRAFT_MIN_MATCH = 2;
 /** The exitLayer of a position drafted from the context: no block ran for it. */
 const CONTEXT_DRAFT = -1;
 
@@ -263,8 +259,7 @@ export class ModelRunner {
    * Returns whether it drafted.
    */
   private draftFromContext(seq: Sequence, step: Step): boolean {
-    if (seq.deferred.length > 0 || seq.request.sampling.temperature > 0) return false;
-    if (seq.contextDrafted >= CONTEXT_DRAFT_TRIAL && seq.contextAccepted < CONTEXT_DRAFT_MIN_ACCEPTED * seq.contextDrafted) return false;
+    if (seq.deferred.length > 0 || seq.request.sampling.temperature > 0 || !seq.contextGate.opens()) return false;
     while (mayDraft(seq, CONTEXT_DRAFT_MAX, this.policies)) {
       const position = seq.numFed - 1;
       const match = contextMatch((i) => seq.tokenAt(i), position);
@@ -436,17 +431,15 @@ export class ModelRunner {
   private catchUp(seq: Sequence, policy: ExitPolicy, from: number, to: number, current: Row | null, apart: boolean, step: Step | null): SpanRow | null {
     const dim = this.model.config.dim;
     const waiting = seq.deferred.filter((d) => d.layer === from - 1);
-    const numRows = waiting.length + (current ? 1 : 0);
-    const input = new Float32Array(numRows * dim);
-    waiting.forEach((d, i) => input.set(d.hidden, i * dim));
-    if (current) input.set(current.hidden, waiting.length * dim);
+    const inputs = waiting.map((d) => d.hidden);
+    if (current) inputs.push(current.hidden);
     const isLast = to === this.model.config.numLayers - 1;
     const reads = policy.looksAt(to) && (current !== null || policy.feedback !== null);
     // Sampled rows need the ramp's logits: the current one to draw its token, the deferred ones for their coupled readings.
     const draws = this.drawsFromLogits(seq);
     const end: SpanEnd = isLast ? { kind: 'head' } : reads ? { kind: 'ramp', confidence: this.options.confidence, logits: draws } : { kind: 'hidden' };
     const started = performance.now();
-    const { hidden, said } = this.calls.sequenceSpan(from, to, end, seq, seq.layerLengths[from]!, input, numRows);
+    const { hidden, said } = this.calls.sequenceSpan(from, to, end, seq, seq.layerLengths[from]!, inputs);
     if (apart) for (const d of waiting) d.overheadMs += (performance.now() - started) / waiting.length;
     waiting.forEach((d, i) => {
       if (hidden) d.hidden = hidden.slice(i * dim, (i + 1) * dim);
@@ -505,8 +498,7 @@ export class ModelRunner {
     // Context drafts come first in a run; the ramp's drafts after them count only if verification reached them.
     const contextDrafts = waiting.filter((d) => d.exitLayer === CONTEXT_DRAFT).length;
     const contextAccepted = Math.min(accepted, contextDrafts);
-    seq.contextDrafted += contextDrafts;
-    seq.contextAccepted += contextAccepted;
+    if (contextDrafts > 0) seq.contextGate.record(contextAccepted);
     this.policies.drafts?.recordOutcome({ layer: 'context', drafted: contextDrafts, accepted: contextAccepted });
     if (accepted >= contextDrafts && contextDrafts < waiting.length) {
       this.policies.drafts?.recordOutcome({

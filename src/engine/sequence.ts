@@ -14,6 +14,7 @@
  *
  * @module
  */
+import { ContextDraftGate } from '../exits/index.js';
 import type { TextTokenizer } from '../model/index.js';
 import { Rng } from '../util/index.js';
 import { OutputProcessor } from './output.js';
@@ -46,9 +47,8 @@ export class Sequence {
   readonly deferred: DeferredPosition[] = [];
   /** Lossless mode: tokens ramps (or the context) drafted after `tokens`, oldest first, not yet verified (drafts[i] follows deferred[i]). */
   readonly drafts: number[] = [];
-  /** Lossless mode: drafts taken from the sequence's own text so far, and how many of them the full model verified. */
-  contextDrafted = 0;
-  contextAccepted = 0;
+  /** Lossless mode: whether drafting from the sequence's own text still pays. */
+  readonly contextGate = new ContextDraftGate();
   slot = -1;
   /** Set when the engine applies the token that ends the request; it finishes it at the step boundary. */
   finishReason: FinishReason | null = null;

@@ -7,6 +7,7 @@
  * @module
  */
 export { CONFIDENCE_KINDS, scoreLogits, type ConfidenceKind, type Score } from './confidence.js';
+export { ContextDraftGate } from './context-gate.js';
 export { ExitController } from './controller.js';
 export type { ControllerEvent, ControllerEventKind, ControllerState, RampState } from './state.js';
 export { DEFAULT_RAMP_BUDGET, ExitControllerOptionsSchema, type ExitControllerInput, type ExitControllerOptions } from './options.js';
