@@ -45,6 +45,9 @@ export const BlockIO = {
 
 export const HeadIO = { hidden: 'hidden', logits: 'logits' } as const; // [rows, dim] -> [rows, vocab]
 
+/** The fused graph's own input: which of each row's new positions the head scores ([k] int64; -1 is the last). */
+export const FusedIO = { logitPositions: 'logit_positions' } as const;
+
 const MS = 'com.microsoft';
 
 /**
@@ -307,19 +310,22 @@ function addBlocks(g: GraphBuilder, config: ModelConfig, weight: WeightLookup, f
 }
 
 /**
- * The whole model as one graph (every block, then the head over the last
- * position of each row), with KV inputs `past_key_{layer}`. Small models,
- * whose time goes to per-call overhead, decode through it whenever no row
- * needs the blocks one at a time (no ramp looked at, nothing deferred); the
- * benchmark also runs it as the floor per-block execution is measured against.
+ * The whole model as one graph (every block, then the head over the new
+ * positions `logit_positions` names: a prompt chunk's last, or every
+ * position a lossless pass verifies), with KV inputs `past_key_{layer}`.
+ * Small models, whose time goes to per-call overhead, decode through it
+ * whenever no row needs the blocks one at a time (no ramp looked at,
+ * nothing deferred); the benchmark also runs it as the floor per-block
+ * execution is measured against.
  */
 export function buildFusedGraph(config: ModelConfig, weight: WeightLookup, weightsFile: string): Uint8Array {
   const g = new GraphBuilder('fused', weightsFile);
   const input = g.input(BlockIO.hidden, 'float', ['batch', 'seq', config.dim]);
+  const positions = g.input(FusedIO.logitPositions, 'int64', ['scored']);
   const hidden = addBlocks(g, config, weight, 0, config.numLayers - 1, input);
-  const last = g.op('Gather', [hidden, g.constant([-1], 'int64', [])], { axis: 1 }); // [batch, dim]
-  head(g, config, weight, last, HeadIO.logits);
-  g.output(HeadIO.logits, 'float', ['batch', config.vocabSize]);
+  const scored = g.op('Gather', [hidden, positions], { axis: 1 }); // [batch, scored, dim]
+  head(g, config, weight, g.op('Reshape', [scored, g.constant([-1, config.dim])]), HeadIO.logits);
+  g.output(HeadIO.logits, 'float', ['rows', config.vocabSize]);
   return g.toBytes();
 }
 

@@ -11,7 +11,7 @@ import { CONTEXT_WEIGHTS } from './context-math.js';
 
 export const MANIFEST_FILE = 'manifest.json';
 export const WEIGHTS_FILE = 'weights.bin';
-export const MANIFEST_FORMAT = 'offramp-model/11';
+export const MANIFEST_FORMAT = 'offramp-model/12';
 /** Trained ramps' tensors, beside weights.bin (rewritten alone by `offramp train-ramps`). */
 export const RAMPS_FILE = 'ramps.bin';
 

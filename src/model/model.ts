@@ -19,6 +19,7 @@ import type { ModelConfig } from './checkpoint.js';
 import {
   BlockIO,
   buildDecisionGraph,
+  FusedIO,
   buildSpanGraph,
   HeadIO,
   RampIO,
@@ -154,17 +155,25 @@ interface PositionTensors {
 }
 
 /**
- * What `make` builds for a call with `seqLen` new positions a row: built anew
- * for prompt chunks (they come in many lengths, and keeping theirs would hold
- * megabytes for nothing), and reused per `key` for decoding, which asks for
- * the same few shapes every step.
+ * Calls with at most this many new positions a row reuse their per-call
+ * tensors: decoding, its catch-up and lossless verification ask for the
+ * same few shapes every step.
+ */
+const REUSED_SEQ_LEN = 8;
+
+/**
+ * What `make` builds for a call with `seqLen` new positions a row: reused
+ * per `key` and `seqLen` for decoding-sized calls, built anew for prompt
+ * chunks (they come in many lengths, and keeping theirs would hold
+ * megabytes for nothing).
  */
 function reusedForDecoding<T>(cache: Map<string, T>, seqLen: number, key: string, make: () => T): T {
-  if (seqLen > 1) return make();
-  let value = cache.get(key);
+  if (seqLen > REUSED_SEQ_LEN) return make();
+  const fullKey = `${key}/${seqLen}`;
+  let value = cache.get(fullKey);
   if (value === undefined) {
     value = make();
-    cache.set(key, value);
+    cache.set(fullKey, value);
   }
   return value;
 }
@@ -177,6 +186,9 @@ interface NewKv {
 }
 
 const tensorCache = new WeakMap<Float32Array, ort.Tensor>();
+
+/** FusedIO.logitPositions for the head over each row's last new position. */
+const LAST_POSITION = new ort.Tensor('int64', BigInt64Array.of(-1n), [1]);
 
 /** What a span that ends at a ramp decides per row (see buildSpanGraph); its logits go to the caller's buffer when asked. */
 export interface SpanRampResult {
@@ -204,6 +216,7 @@ function tensorOver(data: Float32Array, dims: number[]): ort.Tensor {
 export class Model {
   private readonly positionCache = new Map<string, PositionTensors>();
   private readonly newKvCache = new Map<string, NewKv>();
+  private readonly everyPositionCache = new Map<string, ort.Tensor>();
   /** Fused span sessions by what they compute, least recently used first, with the bytes of the weights each reads and its last use. */
   private readonly spans = new Map<string, { session: SyncSession; weightBytes: number; lastUse: number }>();
   /** Span calls so far: the clock of `lastUse`. */
@@ -332,14 +345,22 @@ export class Model {
   }
 
   /**
-   * Every block and the head in one call: logits [numRows, vocab] of each
-   * row's last new position, KV appended as `runBlock` would for each layer.
+   * Every block and the head in one call: logits of each row's last new
+   * position [numRows, vocab], or with `scored` 'every', of all of them
+   * [numRows * seqLen, vocab]; KV appended as `runBlock` would for each
+   * layer.
    */
-  runFused(input: Float32Array, rows: BlockRows, kv: KvCache, logits: Float32Array): void {
+  runFused(input: Float32Array, rows: BlockRows, kv: KvCache, logits: Float32Array, scored: 'last' | 'every' = 'last'): void {
     const { numLayers, dim, vocabSize } = this.config;
-    const feeds: Record<string, ort.Tensor> = { [BlockIO.hidden]: tensorOver(input, [rows.numRows, rows.seqLen, dim]), ...this.positionFeeds(rows, kv) };
+    const every = scored === 'every' && rows.seqLen > 1;
+    const feeds: Record<string, ort.Tensor> = {
+      [BlockIO.hidden]: tensorOver(input, [rows.numRows, rows.seqLen, dim]),
+      [FusedIO.logitPositions]: every ? this.everyPosition(rows.seqLen) : LAST_POSITION,
+      ...this.positionFeeds(rows, kv),
+    };
     const added = this.newKv(numLayers, rows);
-    const fetches: Record<string, ort.Tensor> = { [HeadIO.logits]: tensorOver(logits, [rows.numRows, vocabSize]), [BlockIO.newKv]: added.tensor };
+    const logitRows = every ? rows.numRows * rows.seqLen : rows.numRows;
+    const fetches: Record<string, ort.Tensor> = { [HeadIO.logits]: tensorOver(logits, [logitRows, vocabSize]), [BlockIO.newKv]: added.tensor };
     for (let layer = 0; layer < numLayers; layer++) {
       const cache = kv.view(layer, rows.firstSlot, rows.numRows);
       feeds[`${BlockIO.pastKey}_${layer}`] = cache.key;
@@ -347,6 +368,21 @@ export class Model {
     }
     this.run(this.fused!, feeds, fetches);
     for (let layer = 0; layer < numLayers; layer++) kv.append(layer, rows, added.keys[layer]!, added.values[layer]!);
+  }
+
+  /** FusedIO.logitPositions naming all `seqLen` new positions. */
+  private everyPosition(seqLen: number): ort.Tensor {
+    return reusedForDecoding(
+      this.everyPositionCache,
+      seqLen,
+      'every',
+      () =>
+        new ort.Tensor(
+          'int64',
+          BigInt64Array.from({ length: seqLen }, (_, i) => BigInt(i)),
+          [seqLen],
+        ),
+    );
   }
 
   /** The output tensor for `count` blocks' new keys and values over `rows` (BlockIO.newKv), and each block's keys and values in it. */
@@ -370,13 +406,20 @@ export class Model {
    * (returned) and its logits when `end.logits`; the last block's output
    * goes to `out.hidden` unless the span ends the model.
    *
-   * Small models that load the fused graph (under SPAN_SESSIONS_MAX_BYTES,
-   * whose time goes to per-call overhead) run a span in one call, its graph
-   * compiled on first use (see buildSpanGraph). Larger ones compose it from the block, ramp
+   * A span of every block and the head is the fused graph's call, where it
+   * is loaded. Otherwise small models that load the fused graph (under
+   * SPAN_SESSIONS_MAX_BYTES, whose time goes to per-call overhead) run a
+   * span in one call, its graph compiled on first use (see buildSpanGraph). Larger ones compose it from the block, ramp
    * and head sessions they hold anyway: a fused span would hold its weights
    * once more for a per-call saving that is noise beside their blocks.
    */
   runSpan(from: number, to: number, end: SpanEnd, input: Float32Array, rows: BlockRows, kv: KvCache, out: SpanBuffers): SpanRampResult | null {
+    // The whole model is the fused graph: one session fewer, and its caches stay warm (a lossless pass verifies there
+    // between fused steps; through a span session of its own, the step after each pass cost about 40 µs more).
+    if (this.fused && from === 0 && to === this.config.numLayers - 1 && end.kind === 'head') {
+      this.runFused(input, rows, kv, out.logits!, 'every');
+      return null;
+    }
     const ownSession = this.fused && this.weightsBytes < SPAN_SESSIONS_MAX_BYTES;
     return ownSession ? this.fusedSpan(from, to, end, input, rows, kv, out) : this.composedSpan(from, to, end, input, rows, kv, out);
   }
@@ -439,7 +482,7 @@ export class Model {
 
   /** The session of one fused span, compiled on first use; the least recently used go beyond MAX_SPANS or the weights' budget. */
   private spanSession(from: number, to: number, end: SpanEnd): SyncSession {
-    const key = `${from}-${to}:${JSON.stringify(end)}`;
+    const key = end.kind === 'ramp' ? `${from}-${to}:ramp:${end.confidence}:${end.logits}` : `${from}-${to}:${end.kind}`;
     let span = this.spans.get(key);
     if (span) {
       this.spans.delete(key); // re-inserted below: the map's order is the order of use
