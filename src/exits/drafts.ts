@@ -213,9 +213,39 @@ class StepClock {
 
 interface RampTally {
   samples: Ring<Sample>;
+  /** Samples pushed so far: what `thresholds` was computed at. */
+  pushes: number;
+  /** The tuner's reading of the samples (see thresholdsOf), kept until a sample comes in: most tunes see none new. */
+  thresholds: { pushes: number; aloneShare: number; points: DraftThreshold[] } | null;
   drafted: number;
   accepted: number;
   runs: number;
+}
+
+/** A threshold the tuner may draft from: its least confidence, the share p of records that reach it, their agreement a. */
+interface DraftThreshold {
+  minConfidence: number;
+  p: number;
+  a: number;
+}
+
+/** The thresholds at DRAFT_SHARES of `samples` (most confident first), with the share of them that were alone in their step. */
+function thresholdsOf(samples: Sample[]): { aloneShare: number; points: DraftThreshold[] } {
+  const aloneShare = samples.filter((s) => s.alone).length / samples.length;
+  const byConfidence = [...samples].sort((x, y) => y.confidence - x.confidence);
+  // The records that draft at a threshold are a prefix of byConfidence: count their agreements once.
+  const agreedIn = [0];
+  byConfidence.forEach((s, i) => agreedIn.push(agreedIn[i]! + (s.agrees ? 1 : 0)));
+  const points: DraftThreshold[] = [];
+  for (const share of DRAFT_SHARES) {
+    let confident = Math.max(1, Math.round(share * samples.length));
+    const minConfidence = byConfidence[confident - 1]!.confidence;
+    if (minConfidence <= 0) continue; // a ramp whose rest column won has no confidence: never a draft
+    while (confident < byConfidence.length && byConfidence[confident]!.confidence >= minConfidence) confident++; // ties draft too
+    // One unseen miss added: a handful of lucky records must not look perfect.
+    points.push({ minConfidence, p: confident / samples.length, a: agreedIn[confident]! / (confident + 1) });
+  }
+  return { aloneShare, points };
 }
 
 /**
@@ -249,7 +279,7 @@ export class DraftController {
     this.backoff = this.options.backoff;
     for (const layer of this.options.candidateLayers) {
       if (layer >= this.options.numLayers - 1) throw new RangeError(`candidate layer ${layer} must be below the last block (${this.options.numLayers - 1})`);
-      this.tallies.set(layer, { samples: new Ring(this.options.window), drafted: 0, accepted: 0, runs: 0 });
+      this.tallies.set(layer, { samples: new Ring(this.options.window), pushes: 0, thresholds: null, drafted: 0, accepted: 0, runs: 0 });
     }
   }
 
@@ -277,7 +307,12 @@ export class DraftController {
   record(rec: TokenRecord): void {
     this.records++;
     const alone = aloneInStep(rec);
-    for (const r of rec.ramps) this.tallies.get(r.layer)?.samples.push({ confidence: r.confidence, agrees: r.agrees, alone });
+    for (const r of rec.ramps) {
+      const tally = this.tallies.get(r.layer);
+      if (!tally) continue;
+      tally.samples.push({ confidence: r.confidence, agrees: r.agrees, alone });
+      tally.pushes++;
+    }
     if (++this.sinceTune >= this.options.tunePeriod) this.tune();
   }
 
@@ -331,21 +366,10 @@ export class DraftController {
     const baseline = baselineMsPerToken(costs);
     let best: (DraftPlan & { msPerToken: number }) | null = null;
     for (const [layer, tally] of this.tallies) {
-      const samples = tally.samples.last();
-      if (samples.length < this.options.minSamples) continue;
-      const aloneShare = samples.filter((s) => s.alone).length / samples.length;
-      const byConfidence = [...samples].sort((x, y) => y.confidence - x.confidence);
-      // The records that draft at a threshold are a prefix of byConfidence: count their agreements once.
-      const agreedIn = [0];
-      byConfidence.forEach((s, i) => agreedIn.push(agreedIn[i]! + (s.agrees ? 1 : 0)));
-      for (const share of DRAFT_SHARES) {
-        let confident = Math.max(1, Math.round(share * samples.length));
-        const minConfidence = byConfidence[confident - 1]!.confidence;
-        if (minConfidence <= 0) continue; // a ramp whose rest column won has no confidence: never a draft
-        while (confident < byConfidence.length && byConfidence[confident]!.confidence >= minConfidence) confident++; // ties draft too
-        const p = confident / samples.length;
-        // One unseen miss added: a handful of lucky records must not look perfect.
-        const a = agreedIn[confident]! / (confident + 1);
+      if (tally.samples.size < this.options.minSamples) continue;
+      if (tally.thresholds?.pushes !== tally.pushes) tally.thresholds = { pushes: tally.pushes, ...thresholdsOf(tally.samples.last()) };
+      const { aloneShare, points } = tally.thresholds;
+      for (const { minConfidence, p, a } of points) {
         for (const run of RUN_LENGTHS) {
           if (run > this.options.maxDraft) break;
           const msPerToken = draftMsPerToken(costs, layer, p, a, run, aloneShare);
