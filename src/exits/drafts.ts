@@ -34,6 +34,7 @@
 import { z } from 'zod';
 import { Ring } from '../util/index.js';
 import { CostsSchema } from './options.js';
+import { StepClock } from './step-clock.js';
 import { aloneInStep, callMs, type Costs, type TokenRecord } from './types.js';
 
 export const DraftControllerOptionsSchema = z.object({
@@ -186,29 +187,6 @@ export function baselineMsPerToken(costs: Costs): number {
   const last = costs.blockMs.length - 1;
   if (costs.call) return callMs(costs.call, 0, last, 'head');
   return costs.fusedMs || costs.blockMs.reduce((s, ms) => s + ms, 0) + (costs.headMs || costs.rampMs);
-}
-
-/** Steps timed per kind, most recent. */
-const TIMED_STEPS = 512;
-
-/** Timed steps of one kind: milliseconds per token over the most recent. */
-class StepClock {
-  private readonly steps = new Ring<{ ms: number; tokens: number }>(TIMED_STEPS);
-
-  add(ms: number, tokens: number): void {
-    this.steps.push({ ms, tokens });
-  }
-
-  clear(): void {
-    this.steps.clear();
-  }
-
-  /** Null until `minTokens` tokens have been timed. */
-  msPerToken(minTokens = 1): number | null {
-    const steps = this.steps.last();
-    const tokens = steps.reduce((n, s) => n + s.tokens, 0);
-    return tokens < minTokens ? null : steps.reduce((ms, s) => ms + s.ms, 0) / tokens;
-  }
 }
 
 interface RampTally {
