@@ -248,8 +248,10 @@ export class ModelRunner {
       this.calls.fitKv(only.numFed, step.slotLengths);
       this.decodeBySpans([this.rowAt(only, false)], step);
     }
-    // A lossless sequence decoding alone times its steps for the draft controller's clock (which judges the ramps' drafts).
-    if (only && !fromContext) this.policies.drafts?.recordStep(performance.now() - started, step.tokens.length, fused);
+    // A sequence decoding alone times its steps for its controller's clock (which judges the ramps' exits or drafts).
+    const ms = performance.now() - started;
+    if (only && !fromContext) this.policies.drafts?.recordStep(ms, step.tokens.length, fused);
+    else if (batch.length === 1 && rows[0]!.policy.kind === 'controller') this.policies.controller?.recordStep(ms, step.tokens.length, fused);
   }
 
   /**

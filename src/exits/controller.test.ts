@@ -201,6 +201,35 @@ test('a ramp that pays for itself but not for leaving the fused graph is dropped
   assert.equal(dear.log.find((e) => e.kind === 'deactivate')?.token, 500);
 });
 
+test('the clock drops ramps the cost model keeps when timed steps with them take longer per token than fused ones', () => {
+  const ramps = new Map<number, RampBehaviour>([[3, informative(0.9)]]);
+  const run = (exitingMs: number) => {
+    const c = controller({ candidateLayers: [3] });
+    c.recordStep(0.05, 1, false); // a ramp still at threshold 0 is learning: not timed
+    replay(c, synthTrace({ numLayers: NUM_LAYERS, costs, tokens: 1_000, ramps, seed: 3 }));
+    assert.ok(thresholdOf(c, 3)! > 0, 'the cost model keeps the ramp, and it exits');
+    for (let step = 0; step < 300; step++) {
+      c.recordStep(0.15, 1, true);
+      c.recordStep(exitingMs, 1, false);
+    }
+    replay(c, synthTrace({ numLayers: NUM_LAYERS, costs, tokens: 500, ramps, seed: 4 }));
+    return c.state();
+  };
+  const faster = run(0.1);
+  assert.deepEqual(
+    faster.ramps.map((r) => r.layer),
+    [3],
+  );
+  assert.ok(
+    Math.abs(faster.measured.exitingMsPerToken! - 0.1) < 1e-9 && Math.abs(faster.measured.fusedMsPerToken! - 0.15) < 1e-9,
+    JSON.stringify(faster.measured),
+  );
+  const slower = run(0.2);
+  assert.deepEqual(slower.ramps, []);
+  const dropped = slower.log.filter((e) => e.kind === 'deactivate').at(-1);
+  assert.match(dropped?.reason ?? '', /timed steps take 0\.200 ms a token with ramps that may exit, 0\.150 on the fused graph/);
+});
+
 test('shadow records veto new ramps that could never pay, and let through one that could', () => {
   const run = (behaviour: RampBehaviour, stepRows = 1) => {
     const c = controller({ candidateLayers: [3], costs: { ...costs, splitMs: 2 }, logSize: 1_000 });

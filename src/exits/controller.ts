@@ -11,7 +11,11 @@
  *   misses to 0 at once.
  * - Upward tune (every tunePeriod tokens while the window holds the
  *   constraint): hill-climb from the current thresholds (how they go up).
- * - Ramp adjustment (every adjustPeriod tokens): see adjuster.ts.
+ * - Ramp adjustment (every adjustPeriod tokens): see adjuster.ts. The
+ *   adjuster works from the cost model; the clock checks it: where timed
+ *   steps of a sequence decoding alone take longer per token with ramps
+ *   that may exit than on the fused graph, every ramp is dropped, whatever
+ *   the model said (the trial waits longer each time, as for any drop).
  *
  * @module
  */
@@ -21,6 +25,7 @@ import { tuneThresholds } from './tuner.js';
 import type { ControllerEvent, ControllerEventKind, ControllerState } from './state.js';
 import { clears, FULL_MODEL_TOKEN, rampsRead, streamedAgrees, type Costs, type Ramp, type TokenRecord } from './types.js';
 import { Ring } from '../util/index.js';
+import { StepClock } from './step-clock.js';
 
 /**
  * Owns the active ramps and thresholds; see the module comment for its loops.
@@ -69,6 +74,8 @@ export class ExitController {
    */
   private idle = { until: 0, times: 0 };
   private adjustments = 0;
+  private readonly exitingClock = new StepClock();
+  private readonly fusedClock = new StepClock();
   private readonly counts = { tunes: 0, retunes: 0, emergencies: 0, activations: 0, deactivations: 0 };
   private readonly log: ControllerEvent[] = [];
 
@@ -140,6 +147,16 @@ export class ExitController {
     this.shadow.push({ ...rec, ramps: rec.ramps.map((r) => ({ ...r })), exitLayer: null });
     this.shadowBestCache = null;
     this.record(FULL_MODEL_TOKEN);
+  }
+
+  /**
+   * One timed decode step of a sequence decoding alone: `fused` (on the
+   * fused graph, no ramp read), else by spans. Spans steps count only while
+   * a ramp may exit (threshold above 0): ramps still at 0 are learning.
+   */
+  recordStep(ms: number, tokens: number, fused: boolean): void {
+    if (fused) this.fusedClock.add(ms, tokens);
+    else if (this.ramps.some((r) => r.threshold > 0)) this.exitingClock.add(ms, tokens);
   }
 
   /** Whether there are enough shadow records (minShadow) to judge ramps that are not active. */
@@ -214,6 +231,7 @@ export class ExitController {
       shadow: { records: this.shadow.size, bestMs: Object.fromEntries(this.shadowBest()) },
       violationStreak: this.violationStreak,
       costs: { ...this.costs, blockMs: [...this.costs.blockMs] },
+      measured: { exitingMsPerToken: this.exitingClock.msPerToken(), fusedMsPerToken: this.fusedClock.msPerToken() },
       counts: { ...this.counts },
       log: this.log.map((e) => ({ ...e, layers: [...e.layers], ramps: e.ramps.map((r) => ({ ...r })) })),
     };
@@ -292,6 +310,15 @@ export class ExitController {
     const period = this.records.last(this.sinceAdjust);
     this.sinceAdjust = 0;
     this.adjustments++;
+    const slower = this.clockSaysSlower();
+    if (slower) {
+      this.usage = new Map();
+      this.exitingClock.clear();
+      return this.deactivate(
+        this.ramps.map((r) => r.layer),
+        slower,
+      );
+    }
     const blocked =
       this.adjustments < this.idle.until
         ? new Set(this.candidates)
@@ -313,22 +340,8 @@ export class ExitController {
     this.utilities = plan.utilities;
     if ([...plan.utilities.values()].some((u) => u > 0)) this.idle.times = 0;
     for (const layer of plan.recovered) this.probation.delete(layer);
-    for (const layer of plan.deactivate) {
-      this.probation.delete(layer);
-      const times = (this.retired.get(layer)?.times ?? 0) + 1;
-      this.retired.set(layer, { until: this.adjustments + this.options.retryAfter * 2 ** (times - 1), times });
-      this.counts.deactivations++;
-    }
-    if (plan.deactivate.length > 0) {
-      this.setRamps(this.ramps.filter((r) => !plan.deactivate.includes(r.layer)));
-      let why = `utility negative after its re-tune, or beyond any re-tune's reach (${this.utilityText(plan.deactivate)})`;
-      if (this.ramps.length === 0) {
-        const wait = this.options.retryAfter * 2 ** this.idle.times;
-        this.idle = { until: this.adjustments + wait, times: this.idle.times + 1 };
-        why += `; no ramp left, the next is tried after ${wait} adjustments`;
-      }
-      this.event('deactivate', plan.deactivate, why);
-    }
+    if (plan.deactivate.length > 0)
+      this.deactivate(plan.deactivate, `utility negative after its re-tune, or beyond any re-tune's reach (${this.utilityText(plan.deactivate)})`);
     if (plan.probation.length > 0) {
       for (const layer of plan.probation) this.probation.add(layer);
       this.event('probation', plan.probation, `negative utility (${this.utilityText(plan.probation)}); one re-tune`);
@@ -342,6 +355,32 @@ export class ExitController {
   }
 
   // --- helpers ---------------------------------------------------------------
+
+  /** Drops `layers`, each blocked for retryAfter adjustments, twice as long each time; with none left, every layer waits. */
+  private deactivate(layers: number[], why: string): void {
+    if (layers.length === 0) return;
+    for (const layer of layers) {
+      this.probation.delete(layer);
+      const times = (this.retired.get(layer)?.times ?? 0) + 1;
+      this.retired.set(layer, { until: this.adjustments + this.options.retryAfter * 2 ** (times - 1), times });
+      this.counts.deactivations++;
+    }
+    this.setRamps(this.ramps.filter((r) => !layers.includes(r.layer)));
+    if (this.ramps.length === 0) {
+      const wait = this.options.retryAfter * 2 ** this.idle.times;
+      this.idle = { until: this.adjustments + wait, times: this.idle.times + 1 };
+      why += `; no ramp left, the next is tried after ${wait} adjustments`;
+    }
+    this.event('deactivate', layers, why);
+  }
+
+  /** Why the clock drops the ramps (timed steps with a ramp that may exit take longer per token than fused ones), or null. */
+  private clockSaysSlower(): string | null {
+    const exiting = this.exitingClock.msPerToken(this.options.minTimedTokens);
+    const fused = this.fusedClock.msPerToken(this.options.minTimedTokens);
+    if (exiting === null || fused === null || exiting <= fused) return null;
+    return `timed steps take ${exiting.toFixed(3)} ms a token with ramps that may exit, ${fused.toFixed(3)} on the fused graph`;
+  }
 
   /**
    * Each candidate's best utility as a new ramp, from the shadow records;

@@ -76,6 +76,12 @@ export const ExitControllerOptionsSchema = z
      * long, doubling while none pays.
      */
     retryAfter: count().default(4),
+    /**
+     * Tokens of timed steps (a sequence decoding alone) with a ramp that may
+     * exit, and on the fused graph, before the clock judges the ramps: where
+     * a token takes longer with them, every ramp is dropped (see recordStep).
+     */
+    minTimedTokens: count().default(256),
     /** Shadow records kept (tokens with every candidate ramp scored, none exiting; see recordShadow). */
     shadowWindow: count().default(512),
     /** Shadow records needed before they may veto a new ramp. */

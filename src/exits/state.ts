@@ -53,6 +53,8 @@ export interface ControllerState {
   shadow: { records: number; bestMs: Record<string, number> };
   violationStreak: number;
   costs: Costs;
+  /** Timed steps of a sequence decoding alone, ms per token: with a ramp that may exit, and on the fused graph; null until timed. */
+  measured: { exitingMsPerToken: number | null; fusedMsPerToken: number | null };
   /** tunes: tuner runs that moved a threshold; retunes: runs from all zeros (violations, negative utility). */
   counts: Record<'tunes' | 'retunes' | 'emergencies' | 'activations' | 'deactivations', number>;
   log: ControllerEvent[];
