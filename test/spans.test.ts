@@ -70,7 +70,7 @@ for (const [trainRamps, fused, shape, rows] of (['off', 'auto'] as const).flatMa
   [true, false].flatMap((f) => CALLS.map(([s, c]) => [r, f, s, c] as const)),
 )) {
   const ramps = trainRamps === 'off' ? 'plain-head' : 'trained';
-  const what = fused ? 'three calls equal' : 'composed spans equal';
+  const what = fused ? 'three calls (and the whole model in one) equal' : 'composed spans equal';
   test(`spans (${ramps} ramps, ${fused ? 'fused' : 'composed'}, ${shape}): ${what} the blocks, ramps and head one at a time`, async (t) => {
     if (!requireSharedModels(t)) return;
     const model = await loadStories(t, trainRamps, fused);
@@ -141,6 +141,19 @@ for (const [trainRamps, fused, shape, rows] of (['off', 'auto'] as const).flatMa
         assertClose(a.key.data as Float32Array, b.key.data as Float32Array, `layer ${layer} keys`);
         assertClose(a.value.data as Float32Array, b.value.data as Float32Array, `layer ${layer} values`);
       }
+    }
+
+    if (!fused) return;
+    // The whole model as one span is one call of the fused graph, which then scores every new position.
+    const whole = prefilled(model);
+    const callsBefore = model.calls;
+    const logits = new Float32Array(positions * vocabSize);
+    assert.equal(model.runSpan(0, numLayers - 1, { kind: 'head' }, input, rows, whole, { logits }), null);
+    assert.equal(model.calls - callsBefore, 1, 'one call');
+    assertClose(logits, headLogits, 'whole-model span: head logits at every position');
+    for (let layer = 0; layer < numLayers; layer++) {
+      const [a, b] = [whole.view(layer, 0, 2), byBlock.view(layer, 0, 2)];
+      assertClose(a.key.data as Float32Array, b.key.data as Float32Array, `whole-model span: layer ${layer} keys`);
     }
   });
 }
