@@ -166,10 +166,21 @@ export function cycleExpectation(p: number, a: number, run: number): { tokens: n
  * the blocks' shares of the calls timed.
  */
 export function draftMsPerToken(costs: Costs, layer: number, p: number, a: number, run: number, aloneShare: number): number {
+  return cycleMsPerToken(draftCalls(costs, layer), p, a, run, aloneShare);
+}
+
+/** What the calls of drafting from the ramp after `layer` cost (see draftMsPerToken): up to the ramp, and from it through the head. */
+function draftCalls(costs: Costs, layer: number): { shallow: number; deep: number } {
   const last = costs.blockMs.length - 1;
   const sum = (from: number, to: number) => costs.blockMs.slice(from, to + 1).reduce((s, ms) => s + ms, 0);
-  const shallow = costs.call ? callMs(costs.call, 0, layer, 'ramp') : sum(0, layer) + costs.rampMs;
-  const deep = costs.call ? callMs(costs.call, layer + 1, last, 'head') : sum(layer + 1, last) + (costs.headMs || costs.rampMs);
+  return {
+    shallow: costs.call ? callMs(costs.call, 0, layer, 'ramp') : sum(0, layer) + costs.rampMs,
+    deep: costs.call ? callMs(costs.call, layer + 1, last, 'head') : sum(layer + 1, last) + (costs.headMs || costs.rampMs),
+  };
+}
+
+/** draftMsPerToken from its calls' costs (the tuner prices them once per ramp, not once per plan). */
+function cycleMsPerToken({ shallow, deep }: { shallow: number; deep: number }, p: number, a: number, run: number, aloneShare: number): number {
   const cycle = cycleExpectation(p, a, run);
   const alone = cycle.drafts * shallow + shallow + deep;
   const batched = (cycle.drafts + 1) * (shallow + deep) + cycle.anyDraft * deep;
@@ -347,10 +358,11 @@ export class DraftController {
       if (tally.samples.size < this.options.minSamples) continue;
       if (tally.thresholds?.pushes !== tally.pushes) tally.thresholds = { pushes: tally.pushes, ...thresholdsOf(tally.samples.last()) };
       const { aloneShare, points } = tally.thresholds;
+      const calls = draftCalls(costs, layer);
       for (const { minConfidence, p, a } of points) {
         for (const run of RUN_LENGTHS) {
           if (run > this.options.maxDraft) break;
-          const msPerToken = draftMsPerToken(costs, layer, p, a, run, aloneShare);
+          const msPerToken = cycleMsPerToken(calls, p, a, run, aloneShare);
           if (!best || msPerToken < best.msPerToken) best = { layer, minConfidence, maxDraft: run, msPerToken };
         }
       }
