@@ -19,8 +19,8 @@ import type { ModelConfig } from './checkpoint.js';
 import {
   BlockIO,
   buildDecisionGraph,
-  FusedIO,
   buildSpanGraph,
+  FusedIO,
   HeadIO,
   RampIO,
   SpanIO,
@@ -409,9 +409,10 @@ export class Model {
    * A span of every block and the head is the fused graph's call, where it
    * is loaded. Otherwise small models that load the fused graph (under
    * SPAN_SESSIONS_MAX_BYTES, whose time goes to per-call overhead) run a
-   * span in one call, its graph compiled on first use (see buildSpanGraph). Larger ones compose it from the block, ramp
-   * and head sessions they hold anyway: a fused span would hold its weights
-   * once more for a per-call saving that is noise beside their blocks.
+   * span in one call, its graph compiled on first use (see
+   * buildSpanGraph). Larger ones compose it from the block, ramp and head
+   * sessions they hold anyway: a fused span would hold its weights once
+   * more for a per-call saving that is noise beside their blocks.
    */
   runSpan(from: number, to: number, end: SpanEnd, input: Float32Array, rows: BlockRows, kv: KvCache, out: SpanBuffers): SpanRampResult | null {
     // The whole model is the fused graph: one session fewer, and its caches stay warm (a lossless pass verifies there
