@@ -89,16 +89,17 @@ export class ModelCalls {
    * Blocks `from`..`to` and `end` over new positions of one sequence after
    * its `past` (one causal pass), one per row of `inputs` (each [dim]).
    * Returns the last block's output [positions, dim] (null when the span
-   * ends the model) and what the span said per position. Both live in
-   * buffers reused by the sequence's next call: copy out what you keep.
+   * ends the model; reused by the next call: copy out what you keep) and
+   * what the span said per position (its logits reused by the sequence's
+   * next call).
    */
   sequenceSpan(from: number, to: number, end: SpanEnd, seq: Sequence, past: number, inputs: Float32Array[]): { hidden: Float32Array | null; said: SpanRow[] } {
     const dim = this.model.config.dim;
     const numPositions = inputs.length;
-    // Buffers per slot: the catch-ups of several rows in one span each hand back logits that the ramp reads after all of them.
-    const input = this.buffers.get(`sequence-input-${seq.slot}`, numPositions * dim);
+    const input = this.buffers.get('sequence-input', numPositions * dim);
     inputs.forEach((row, i) => input.set(row, i * dim));
-    const hidden = end.kind === 'head' ? null : this.buffers.get(`sequence-hidden-${seq.slot}`, numPositions * dim);
+    const hidden = end.kind === 'head' ? null : this.buffers.get('sequence-hidden', numPositions * dim);
+    // Logits per slot: the catch-ups of several rows in one span each hand back logits that the ramp reads after all of them.
     const logits = this.buffers.get(`sequence-logits-${seq.slot}`, numPositions * this.logitsWidth(end));
     const rows = { firstSlot: seq.slot, numRows: 1, seqLen: numPositions, pastLengths: [past] };
     const ramp = this.model.runSpan(from, to, end, input, rows, this.kv, { hidden: hidden ?? undefined, logits });
