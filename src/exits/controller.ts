@@ -310,7 +310,8 @@ export class ExitController {
     const period = this.records.last(this.sinceAdjust);
     this.sinceAdjust = 0;
     this.adjustments++;
-    const slower = this.clockSaysSlower();
+    // Only active ramps are judged: timings left from ramps already dropped must not hold up the next trial.
+    const slower = this.ramps.length > 0 ? this.clockSaysSlower() : null;
     if (slower) {
       this.usage = new Map();
       this.exitingClock.clear();
@@ -358,7 +359,6 @@ export class ExitController {
 
   /** Drops `layers`, each blocked for retryAfter adjustments, twice as long each time; with none left, every layer waits. */
   private deactivate(layers: number[], why: string): void {
-    if (layers.length === 0) return;
     for (const layer of layers) {
       this.probation.delete(layer);
       const times = (this.retired.get(layer)?.times ?? 0) + 1;
