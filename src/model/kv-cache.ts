@@ -105,14 +105,16 @@ export class KvCache {
   /** Writes each row's new keys and values ([numRows, kvHeads, seqLen, headDim]) of `layer` after its past. */
   append(layer: number, rows: BlockRows, newKeys: Float32Array, newValues: Float32Array): void {
     const { numKvHeads, headDim } = this.config;
+    const keys = this.keys[layer]!;
+    const values = this.values[layer]!;
     const run = rows.seqLen * headDim; // one head's new positions lie together, as in the cache
     for (let r = 0; r < rows.numRows; r++) {
       const position = rows.pastLengths[r]!;
       for (let h = 0; h < numKvHeads; h++) {
         const from = (r * numKvHeads + h) * run;
         const to = (((rows.firstSlot + r) * numKvHeads + h) * this.positions + position) * headDim;
-        this.keys[layer]!.set(newKeys.subarray(from, from + run), to);
-        this.values[layer]!.set(newValues.subarray(from, from + run), to);
+        keys.set(newKeys.subarray(from, from + run), to);
+        values.set(newValues.subarray(from, from + run), to);
       }
     }
   }
