@@ -7,7 +7,8 @@
  * and lossless with the oracle's drafts (every draft accepted: the most
  * drafting can save); at each --concurrency, greedy and sampling (each
  * --temperatures value; top_p 1). Lossless rows also report, per ramp (and
- * for "context", the drafts a sequence takes from its own text), the
+ * for "context", the drafts a sequence takes from its own text, and
+ * "lookahead", the lookahead head's guesses), the
  * share of drafts accepted and the drafts accepted per verified run. At
  * one stream, one more lossless variant per candidate ramp drafts there
  * whenever its confidence reaches --forced-draft (the plan forced and
@@ -262,11 +263,11 @@ function recheck(results: RequestResult[], sampling: SamplingParams): number {
   return agree / total;
 }
 
-/** Per ramp (and "context": drafts from the text itself), drafts made, drafts accepted and verified runs so far (lossless), to difference over the measured rounds. */
+/** Per ramp (and "context": drafts from the text itself; "lookahead": the lookahead head's guesses), drafts made, drafts accepted and verified runs so far (lossless), to difference over the measured rounds. */
 function draftTally(engine: LocalEngine): Map<string, { drafted: number; accepted: number; runs: number }> {
   const state = engine.engine.drafts?.state();
   if (!state) return new Map();
-  const sources = [...state.ramps.map((r) => [String(r.layer), r] as const), ['context', state.context] as const];
+  const sources = [...state.ramps.map((r) => [String(r.layer), r] as const), ['context', state.context] as const, ['lookahead', state.lookahead] as const];
   return new Map(sources.map(([source, { drafted, accepted, runs }]) => [source, { drafted, accepted, runs }]));
 }
 

@@ -28,13 +28,19 @@ export interface SpanRow {
   second: number;
   confidence: number;
   logits: Float32Array | null;
+  /** The lookahead head's guess of the token after the full model's next one (calls that asked for it), else −1. */
+  lookahead: number;
 }
+
+/** Guesses of the lookahead head a call can hand back: one per scored position (decode rows, a verification's positions). */
+const LOOKAHEAD_MAX = 256;
 
 /** Per slot, its owner's positions per layer (live: the runner advances them), or null for a free slot. */
 export type SlotLengths = readonly (Int32Array | null)[];
 
 export class ModelCalls {
   private readonly buffers = new Buffers();
+  private readonly lookahead = new BigInt64Array(LOOKAHEAD_MAX);
   private readonly kv: KvCache;
   readonly costs: CostMeter;
 
@@ -93,7 +99,15 @@ export class ModelCalls {
    * what the span said per position (its logits reused by the sequence's
    * next call).
    */
-  sequenceSpan(from: number, to: number, end: SpanEnd, seq: Sequence, past: number, inputs: Float32Array[]): { hidden: Float32Array | null; said: SpanRow[] } {
+  sequenceSpan(
+    from: number,
+    to: number,
+    end: SpanEnd,
+    seq: Sequence,
+    past: number,
+    inputs: Float32Array[],
+    guessAhead = false,
+  ): { hidden: Float32Array | null; said: SpanRow[] } {
     const dim = this.model.config.dim;
     const numPositions = inputs.length;
     const input = this.buffers.get('sequence-input', numPositions * dim);
@@ -102,8 +116,14 @@ export class ModelCalls {
     // Logits per slot: the catch-ups of several rows in one span each hand back logits that the ramp reads after all of them.
     const logits = this.buffers.get(`sequence-logits-${seq.slot}`, numPositions * this.logitsWidth(end));
     const rows = { firstSlot: seq.slot, numRows: 1, seqLen: numPositions, pastLengths: [past] };
-    const ramp = this.model.runSpan(from, to, end, input, rows, this.kv, { hidden: hidden ?? undefined, logits });
-    return { hidden, said: Array.from({ length: numPositions }, (_, i) => this.spanRow(end, ramp, logits, i)) };
+    const lookahead = guessAhead ? this.lookahead : undefined;
+    const ramp = this.model.runSpan(from, to, end, input, rows, this.kv, { hidden: hidden ?? undefined, logits, lookahead });
+    return { hidden, said: Array.from({ length: numPositions }, (_, i) => this.spanRow(end, ramp, logits, i, lookahead)) };
+  }
+
+  /** The lookahead head's guess in row `i` of `guesses` as a token id (−1: it guessed none of its candidates). */
+  private guessAt(guesses: BigInt64Array, i: number): number {
+    return this.model.rampToken(Number(guesses[i]!));
   }
 
   /** Columns of the logits a span with `end` returns per row (0: none). */
@@ -113,25 +133,32 @@ export class ModelCalls {
   }
 
   /** Row `i` of a span's outputs. */
-  private spanRow(end: SpanEnd, ramp: SpanRampResult | null, logits: Float32Array, i: number): SpanRow {
+  private spanRow(end: SpanEnd, ramp: SpanRampResult | null, logits: Float32Array, i: number, lookahead?: BigInt64Array): SpanRow {
     const width = this.logitsWidth(end);
     return {
       top: ramp ? ramp.top[2 * i]! : -1,
       second: ramp ? ramp.top[2 * i + 1]! : -1,
       confidence: ramp ? ramp.confidence[i]! : 0,
       logits: width > 0 ? logits.subarray(i * width, (i + 1) * width) : null,
+      lookahead: lookahead ? this.guessAt(lookahead, i) : -1,
     };
   }
 
-  /** Every block and the head over the slot range of `rows`; returns logits [slots in range, vocab] (row i at its slot - firstSlot). */
-  fusedBatch(rows: BatchRow[], slotLengths: SlotLengths): { logits: Float32Array; firstSlot: number } {
+  /**
+   * Every block and the head over the slot range of `rows`; returns logits
+   * [slots in range, vocab] (row i at its slot - firstSlot) and, with
+   * `guessAhead`, the lookahead head's guess per row (as token ids), else null.
+   */
+  fusedBatch(rows: BatchRow[], slotLengths: SlotLengths, guessAhead = false): { logits: Float32Array; firstSlot: number; lookahead: number[] | null } {
     // layerLengths[0] is the longest: every layer writes a stray row's position there before reading it.
     const { firstSlot, numRows, input, pastLengths } = this.slotRange(rows, 0, slotLengths);
     const logits = this.buffers.get('fused-logits', numRows * this.model.config.vocabSize);
+    const guesses = guessAhead ? this.lookahead : undefined;
     const started = performance.now();
-    this.model.runFused(input, { firstSlot, numRows, seqLen: 1, pastLengths }, this.kv, logits);
+    this.model.runFused(input, { firstSlot, numRows, seqLen: 1, pastLengths }, this.kv, logits, 'last', guesses);
     this.costs.addFused(performance.now() - started, numRows);
-    return { logits, firstSlot };
+    const lookahead = guesses ? Array.from({ length: numRows }, (_, i) => this.guessAt(guesses, i)) : null;
+    return { logits, firstSlot, lookahead };
   }
 
   /**

@@ -32,7 +32,10 @@
  * that stretch are drafts that cost no model call (`draftFromContext`);
  * the position after them runs the whole model over them and verifies
  * them as above. A sequence whose context drafts the full model keeps
- * rejecting drafts them only now and then (ContextDraftGate).
+ * rejecting drafts them only now and then (ContextDraftGate). Where the
+ * model has a trained lookahead head, each of its fused steps and
+ * verifications also guesses the token after the one it emits, and the next
+ * step drafts that guess first, before the text's (`draftAhead`).
  *
  * Prompt chunks run after the decode batch, all blocks, no exits (`prefill`).
  *
@@ -132,6 +135,14 @@ const CONTEXT_DRAFT_MAX = 4;
 const CONTEXT_DRAFT_MIN_MATCH = 2;
 /** The exitLayer of a position drafted from the context: no block ran for it. */
 const CONTEXT_DRAFT = -1;
+/** The exitLayer of a position the lookahead head drafted (in the step before): no block ran for it either. */
+const LOOKAHEAD_DRAFT = -2;
+
+/** Where a lossless draft came from, as the draft controller counts it. */
+function draftSource(exitLayer: number): number | 'context' | 'lookahead' {
+  if (exitLayer === CONTEXT_DRAFT) return 'context';
+  return exitLayer === LOOKAHEAD_DRAFT ? 'lookahead' : exitLayer;
+}
 
 /** What a token's exit cost the step it was decided in, for the controller (see exitSavingMs). */
 interface ExitAccount {
@@ -235,11 +246,11 @@ export class ModelRunner {
     const shadow = this.isShadowStep(batch);
     const rows = batch.map((seq) => this.rowAt(seq, shadow));
     const only = batch.length === 1 && rows[0]!.policy.kind === 'lossless' ? batch[0]! : null;
-    const fromContext = only !== null && this.draftFromContext(only, step);
-    if (fromContext) rows[0] = this.rowAt(only, shadow);
+    const drafted = only !== null && this.draftAhead(only, step);
+    if (drafted) rows[0] = this.rowAt(only, shadow);
     const fused = this.model.hasFused && !shadow && (rows.every((row) => this.needsNoSingleBlock(row)) || this.timesFusedNow(rows));
     const started = performance.now();
-    if (fused) this.decodeFused(rows, step);
+    if (fused) this.decodeFused(rows, step, only !== null && this.guessesAhead(only, step));
     else this.decodeBySpans(rows, step);
     // Alone, it drafts on within the step, one span call per draft and none of a step's other
     // work, until a position goes all the way and verifies the run. In a batch the other rows
@@ -250,29 +261,45 @@ export class ModelRunner {
     }
     // A sequence decoding alone times its steps for its controller's clock (which judges the ramps' exits or drafts).
     const ms = performance.now() - started;
-    if (only && !fromContext) this.policies.drafts?.recordStep(ms, step.tokens.length, fused);
+    if (only && !drafted) this.policies.drafts?.recordStep(ms, step.tokens.length, fused);
     else if (batch.length === 1 && rows[0]!.policy.kind === 'controller') this.policies.controller?.recordStep(ms, step.tokens.length, fused);
   }
 
   /**
-   * Drafts what the sequence's own text suggests (see CONTEXT_DRAFT_MAX):
-   * each draft defers the position it follows, with nothing computed for it
-   * yet, so that the next position's pass runs the whole model over them.
-   * Returns whether it drafted.
+   * Drafts what costs no model call: the lookahead head's guess from the
+   * step before, then what the sequence's own text suggests (see
+   * CONTEXT_DRAFT_MAX). Each draft defers the position it follows, with
+   * nothing computed for it yet, so that the next position's pass runs the
+   * whole model over them. Returns whether it drafted.
    */
-  private draftFromContext(seq: Sequence, step: Step): boolean {
-    if (seq.deferred.length > 0 || seq.request.sampling.temperature > 0 || !seq.contextGate.opens()) return false;
-    while (mayDraft(seq, CONTEXT_DRAFT_MAX, this.policies)) {
+  private draftAhead(seq: Sequence, step: Step): boolean {
+    const guess = seq.lookahead;
+    seq.lookahead = -1;
+    if (seq.deferred.length > 0 || seq.request.sampling.temperature > 0) return false;
+    const eos = this.model.config.eosTokenIds;
+    const draft = (token: number, exitLayer: number) => {
       const position = seq.numFed - 1;
-      const match = contextMatch((i) => seq.tokenAt(i), position);
-      if (match.length < CONTEXT_DRAFT_MIN_MATCH || this.model.config.eosTokenIds.includes(match.token)) break;
       const hidden = this.model.embed([seq.tokenAt(position)], [position]);
-      seq.deferred.push({ position, hidden, layer: -1, exitLayer: CONTEXT_DRAFT, readings: [], stepRows: 1, overheadMs: 0 });
-      seq.drafts.push(match.token);
+      seq.deferred.push({ position, hidden, layer: -1, exitLayer, readings: [], stepRows: 1, overheadMs: 0 });
+      seq.drafts.push(token);
+    };
+    if (guess >= 0 && !eos.includes(guess) && mayDraft(seq, 1, this.policies)) draft(guess, LOOKAHEAD_DRAFT);
+    const maxDrafts = seq.drafts.length + CONTEXT_DRAFT_MAX;
+    if (seq.contextGate.opens()) {
+      while (mayDraft(seq, maxDrafts, this.policies)) {
+        const match = contextMatch((i) => seq.tokenAt(i), seq.numFed - 1);
+        if (match.length < CONTEXT_DRAFT_MIN_MATCH || eos.includes(match.token)) break;
+        draft(match.token, CONTEXT_DRAFT);
+      }
     }
     if (seq.drafts.length === 0) return false;
     this.calls.fitKv(seq.numFed, step.slotLengths);
     return true;
+  }
+
+  /** Whether this step's pass for `seq` also runs the lookahead head: a greedy lossless sequence decoding alone, on a model that has one. */
+  private guessesAhead(seq: Sequence, step: Step): boolean {
+    return this.model.hasLookahead && seq.lossless && step.decodeRows === 1 && seq.request.sampling.temperature === 0;
   }
 
   /** A decode row for the sequence's next position (its last fed token's): its input, and its policy for this step. */
@@ -317,10 +344,11 @@ export class ModelRunner {
   }
 
   /** The whole batch through the fused graph: one call for every block and the head. */
-  private decodeFused(rows: Row[], step: Step): void {
+  private decodeFused(rows: Row[], step: Step, guessAhead: boolean): void {
     const vocabSize = this.model.config.vocabSize;
-    const { logits, firstSlot } = this.calls.fusedBatch(rows, step.slotLengths);
+    const { logits, firstSlot, lookahead } = this.calls.fusedBatch(rows, step.slotLengths, guessAhead);
     for (const row of rows) {
+      if (lookahead) row.seq.lookahead = lookahead[row.seq.slot - firstSlot]!;
       row.seq.layerLengths.fill(row.position + 1);
       // The controller counts tokens even while no ramp is active: its clock decides when to try ramps again.
       row.policy.feedback?.(FULL_MODEL_TOKEN);
@@ -441,7 +469,9 @@ export class ModelRunner {
     const draws = this.drawsFromLogits(seq);
     const end: SpanEnd = isLast ? { kind: 'head' } : reads ? { kind: 'ramp', confidence: this.options.confidence, logits: draws } : { kind: 'hidden' };
     const started = performance.now();
-    const { hidden, said } = this.calls.sequenceSpan(from, to, end, seq, seq.layerLengths[from]!, inputs);
+    // Only a pass of the whole model guesses: a catch-up from a ramp runs the deep blocks alone.
+    const guessAhead = isLast && from === 0 && step !== null && this.guessesAhead(seq, step);
+    const { hidden, said } = this.calls.sequenceSpan(from, to, end, seq, seq.layerLengths[from]!, inputs, guessAhead);
     if (apart) for (const d of waiting) d.overheadMs += (performance.now() - started) / waiting.length;
     waiting.forEach((d, i) => {
       if (hidden) d.hidden = hidden.slice(i * dim, (i + 1) * dim);
@@ -492,25 +522,33 @@ export class ModelRunner {
         current.rollbackTo = d.position + 1;
         break;
       }
-      const fromContext = d.exitLayer === CONTEXT_DRAFT;
-      const confidence = fromContext ? null : (d.readings.find((r) => r.layer === d.exitLayer)?.confidence ?? null);
-      this.emit(step, seq, token, { layer: fromContext ? null : d.exitLayer, confidence, verified: true }, sameColumn, logits);
+      const byRamp = d.exitLayer >= 0;
+      const confidence = byRamp ? (d.readings.find((r) => r.layer === d.exitLayer)?.confidence ?? null) : null;
+      this.emit(step, seq, token, { layer: byRamp ? d.exitLayer : null, confidence, verified: true }, sameColumn, logits);
       accepted++;
     }
-    // Context drafts come first in a run; the ramp's drafts after them count only if verification reached them.
-    const contextDrafts = waiting.filter((d) => d.exitLayer === CONTEXT_DRAFT).length;
-    const contextAccepted = Math.min(accepted, contextDrafts);
-    if (contextDrafts > 0) seq.contextGate.record(contextAccepted);
-    this.policies.drafts?.recordOutcome({ layer: 'context', drafted: contextDrafts, accepted: contextAccepted });
-    if (accepted >= contextDrafts && contextDrafts < waiting.length) {
-      this.policies.drafts?.recordOutcome({
-        layer: waiting[contextDrafts]!.exitLayer,
-        drafted: waiting.length - contextDrafts,
-        accepted: accepted - contextDrafts,
-      });
-    }
+    // The guess after the last token this pass emits: the correction's, or (every draft held) the current position's.
+    seq.lookahead = said[accepted]!.lookahead;
+    this.countDrafts(seq, waiting, accepted);
     seq.deferred.length = 0;
     seq.drafts.length = 0;
+  }
+
+  /**
+   * Credits a verified run's drafts to where they came from. A run holds
+   * them by source, in order (the lookahead head's, the text's, a ramp's); a
+   * source's drafts count only when verification reached its first one.
+   */
+  private countDrafts(seq: Sequence, waiting: DeferredPosition[], accepted: number): void {
+    for (let first = 0; first < waiting.length && first <= accepted;) {
+      const source = draftSource(waiting[first]!.exitLayer);
+      let end = first;
+      while (end < waiting.length && draftSource(waiting[end]!.exitLayer) === source) end++;
+      const held = Math.min(end, accepted) - first;
+      if (source === 'context') seq.contextGate.record(held);
+      this.policies.drafts?.recordOutcome({ layer: source, drafted: end - first, accepted: held });
+      first = end;
+    }
   }
 
   /** A prompt chunk through every block; the chunk that ends the prompt samples the first token. */

@@ -74,8 +74,8 @@ export type ForcedDraftPlan = Omit<DraftPlan, 'msPerToken'>;
 
 /** One verification: a run of drafts from one ramp (or from the text itself) and how many of them the full model accepted. */
 export interface DraftOutcome {
-  /** The drafting ramp's layer, or 'context': drafts a sequence took from its own text. */
-  layer: number | 'context';
+  /** The drafting ramp's layer, 'context' (drafts a sequence took from its own text) or 'lookahead' (the lookahead head's guesses). */
+  layer: number | 'context' | 'lookahead';
   drafted: number;
   accepted: number;
 }
@@ -101,6 +101,8 @@ export interface DraftState {
   ramps: DraftRampState[];
   /** Drafts a sequence took from its own text (prompt lookup; see runner.ts), verified like the ramps'. */
   context: DraftOutcomes;
+  /** Drafts the lookahead head guessed (see runner.ts); all zero on a model without one. */
+  lookahead: DraftOutcomes;
 }
 
 /** Drafts verified, and how they fared. */
@@ -253,6 +255,7 @@ export class DraftController {
   private tokens = 0;
   private draftedTokens = 0;
   private readonly context = { drafted: 0, accepted: 0, runs: 0 };
+  private readonly lookahead = { drafted: 0, accepted: 0, runs: 0 };
   private records = 0;
   private readonly draftingClock = new StepClock();
   private readonly fusedClock = new StepClock();
@@ -307,7 +310,8 @@ export class DraftController {
 
   /** One verification of a draft run. */
   recordOutcome(outcome: DraftOutcome): void {
-    const tally = outcome.layer === 'context' ? this.context : this.tallies.get(outcome.layer);
+    const { layer } = outcome;
+    const tally = layer === 'context' ? this.context : layer === 'lookahead' ? this.lookahead : this.tallies.get(layer);
     if (!tally || outcome.drafted === 0) return;
     tally.drafted += outcome.drafted;
     tally.accepted += outcome.accepted;
@@ -388,6 +392,7 @@ export class DraftController {
       drops: this.drops,
       ramps,
       context: outcomes(this.context),
+      lookahead: outcomes(this.lookahead),
     };
   }
 }

@@ -46,7 +46,7 @@ export const BlockIO = {
 export const HeadIO = { hidden: 'hidden', logits: 'logits' } as const; // [rows, dim] -> [rows, vocab]
 
 /** The fused graph's own input: which of each row's new positions the head scores ([k] int64; -1 is the last). */
-export const FusedIO = { logitPositions: 'logit_positions' } as const;
+export const FusedIO = { logitPositions: 'logit_positions', lookahead: 'lookahead' } as const;
 
 const MS = 'com.microsoft';
 
@@ -318,15 +318,41 @@ function addBlocks(g: GraphBuilder, config: ModelConfig, weight: WeightLookup, f
  * nothing deferred); the benchmark also runs it as the floor per-block
  * execution is measured against.
  */
-export function buildFusedGraph(config: ModelConfig, weight: WeightLookup, weightsFile: string): Uint8Array {
-  const g = new GraphBuilder('fused', weightsFile);
+export function buildFusedGraph(config: ModelConfig, weight: WeightLookup, weightsFile: string, lookahead?: LookaheadHead): Uint8Array {
+  const g = new GraphBuilder(lookahead ? 'fused_lookahead' : 'fused', weightsFile);
   const input = g.input(BlockIO.hidden, 'float', ['batch', 'seq', config.dim]);
   const positions = g.input(FusedIO.logitPositions, 'int64', ['scored']);
   const hidden = addBlocks(g, config, weight, 0, config.numLayers - 1, input);
   const scored = g.op('Gather', [hidden, positions], { axis: 1 }); // [batch, scored, dim]
-  head(g, config, weight, g.op('Reshape', [scored, g.constant([-1, config.dim])]), HeadIO.logits);
+  const rows = g.op('Reshape', [scored, g.constant([-1, config.dim])]);
+  head(g, config, weight, rows, HeadIO.logits);
   g.output(HeadIO.logits, 'float', ['rows', config.vocabSize]);
+  if (lookahead) lookaheadGuess(g, config, weight, lookahead, rows);
   return g.toBytes();
+}
+
+/** The lookahead head's tensors in ramps.bin (a trained ramp's map, no probe) and the weight of the next token's embedding in its input. */
+export interface LookaheadHead {
+  weights: Omit<TrainedRampWeights, 'probe'>;
+  embeddingScale: number;
+  rampsFile: string;
+}
+
+/**
+ * The lookahead head over the last block's output `hidden` [rows, dim]: the
+ * full model's next token (the argmax of HeadIO.logits) is embedded, scaled
+ * and added, then a trained ramp's map, norm and candidate rows guess the
+ * token after it: FusedIO.lookahead [rows], its candidate column (the last
+ * column, the rest, when it guesses none of them).
+ */
+function lookaheadGuess(g: GraphBuilder, config: ModelConfig, weight: WeightLookup, lookahead: LookaheadHead, hidden: string): void {
+  const next = g.op('ArgMax', [HeadIO.logits], { axis: -1, keepdims: 0 });
+  const embedded = g.op('Gather', [g.weight(StoredWeights.embeddings, weight(StoredWeights.embeddings)), next], { axis: 0 });
+  const scaled = g.op('Mul', [embedded, g.constant([lookahead.embeddingScale], 'float', [])]);
+  const logits = `${FusedIO.lookahead}_logits`;
+  trainedRamp(g, config, weight, lookahead.weights, lookahead.rampsFile, g.op('Add', [hidden, scaled]), logits);
+  g.node('ArgMax', [logits], { axis: -1, keepdims: 0 }, [FusedIO.lookahead]);
+  g.output(FusedIO.lookahead, 'int64', ['rows']);
 }
 
 /** Where one trained ramp's tensors lie in ramps.bin (see ramp-math.ts and probe-math.ts for the math). */
@@ -382,7 +408,7 @@ function trainedRamp(
   g: GraphBuilder,
   config: ModelConfig,
   weight: WeightLookup,
-  ramp: TrainedRampWeights,
+  ramp: Omit<TrainedRampWeights, 'probe'>,
   rampsFile: string,
   hidden: string,
   logits: string,

@@ -99,6 +99,8 @@ export const RampTrainingSchema = z.object({
   candidateMass: z.number(),
   seconds: z.number(),
   ramps: z.array(RampReportSchema),
+  /** The lookahead head on held-out positions whose next token is the full model's: how often its guess is the full model's token after it. */
+  lookahead: z.object({ positions: z.number().int().nonnegative(), agreement: z.number() }).optional(),
 });
 export type RampTraining = z.infer<typeof RampTrainingSchema>;
 
@@ -142,6 +144,25 @@ export const TrainedRampsSchema = z.object({
       context: z.array(z.number()).length(CONTEXT_WEIGHTS).optional(),
     }),
   ),
+  /**
+   * The lookahead head (absent in ramps trained before it): a map of the same
+   * form over the last block's output plus `embeddingScale` times the
+   * embedding of the full model's next token, guessing the token after it.
+   * Its graph is the fused graph with that guess as one more output; lossless
+   * greedy decoding drafts it.
+   */
+  lookahead: z
+    .object({
+      graph: z.string(),
+      embeddingScale: z.number().positive(),
+      bias: WeightRefSchema,
+      up: WeightRefSchema,
+      upBias: WeightRefSchema,
+      down: WeightRefSchema,
+      restRow: WeightRefSchema,
+      restBias: WeightRefSchema,
+    })
+    .optional(),
   training: RampTrainingSchema,
 });
 export type TrainedRamps = z.infer<typeof TrainedRampsSchema>;

@@ -202,6 +202,8 @@ export interface SpanRampResult {
 export interface SpanBuffers {
   hidden?: Float32Array; // [numRows, seqLen, dim]
   logits?: Float32Array; // [numRows * seqLen, vocab] (head) or [numRows * seqLen, rampWidth] (ramp with logits)
+  /** [numRows * seqLen]: the lookahead head's guess per position (a span of the whole model, where hasLookahead). */
+  lookahead?: BigInt64Array;
 }
 
 /** An onnxruntime tensor over `data` (no copy), reused while the buffer and shape stay the same. */
@@ -225,6 +227,8 @@ export class Model {
   private readonly decisions = new Map<string, SyncSession>();
   /** onnxruntime calls made so far: what fused spans save (tests count them). */
   calls = 0;
+  /** The fused graph with the lookahead head, opened on first use (see hasLookahead). */
+  private lookaheadFused: SyncSession | null = null;
 
   private constructor(
     readonly dir: string,
@@ -345,12 +349,24 @@ export class Model {
   }
 
   /**
+   * Whether `runFused` can also guess the token after next (the trained
+   * lookahead head). Only where the fused graph is loaded and spans get
+   * sessions of their own (small models): its graph is the fused one again,
+   * and holds the weights once more.
+   */
+  get hasLookahead(): boolean {
+    return this.fused !== null && this.manifest.trainedRamps?.lookahead !== undefined && this.weightsBytes < SPAN_SESSIONS_MAX_BYTES;
+  }
+
+  /**
    * Every block and the head in one call: logits of each row's last new
    * position [numRows, vocab], or with `scored` 'every', of all of them
    * [numRows * seqLen, vocab]; KV appended as `runBlock` would for each
-   * layer.
+   * layer. With `lookahead` (where hasLookahead), also the lookahead head's
+   * guess at each of those positions: the token after the full model's
+   * next one, as its ramp column (rampToken maps it).
    */
-  runFused(input: Float32Array, rows: BlockRows, kv: KvCache, logits: Float32Array, scored: 'last' | 'every' = 'last'): void {
+  runFused(input: Float32Array, rows: BlockRows, kv: KvCache, logits: Float32Array, scored: 'last' | 'every' = 'last', lookahead?: BigInt64Array): void {
     const { numLayers, dim, vocabSize } = this.config;
     const every = scored === 'every' && rows.seqLen > 1;
     const feeds: Record<string, ort.Tensor> = {
@@ -366,8 +382,16 @@ export class Model {
       feeds[`${BlockIO.pastKey}_${layer}`] = cache.key;
       feeds[`${BlockIO.pastValue}_${layer}`] = cache.value;
     }
-    this.run(this.fused!, feeds, fetches);
+    if (lookahead) fetches[FusedIO.lookahead] = new ort.Tensor('int64', lookahead.subarray(0, logitRows), [logitRows]);
+    this.run(lookahead ? this.lookaheadSession() : this.fused!, feeds, fetches);
     for (let layer = 0; layer < numLayers; layer++) kv.append(layer, rows, added.keys[layer]!, added.values[layer]!);
+  }
+
+  private lookaheadSession(): SyncSession {
+    const graph = this.manifest.trainedRamps?.lookahead?.graph;
+    if (!this.hasLookahead || !graph) throw new Error('internal error: this model has no lookahead head in use');
+    this.lookaheadFused ??= createSession(path.join(this.dir, graph), { ...this.runtime, spinning: this.runtime.spinning ?? 'always' });
+    return this.lookaheadFused;
   }
 
   /** FusedIO.logitPositions naming all `seqLen` new positions. */
@@ -418,9 +442,10 @@ export class Model {
     // The whole model is the fused graph: one session fewer, and its caches stay warm (a lossless pass verifies there
     // between fused steps; through a span session of its own, the step after each pass cost about 40 µs more).
     if (this.fused && from === 0 && to === this.config.numLayers - 1 && end.kind === 'head') {
-      this.runFused(input, rows, kv, out.logits!, 'every');
+      this.runFused(input, rows, kv, out.logits!, 'every', out.lookahead);
       return null;
     }
+    if (out.lookahead) throw new Error('internal error: only a span of the whole model guesses ahead');
     const ownSession = this.fused && this.weightsBytes < SPAN_SESSIONS_MAX_BYTES;
     return ownSession ? this.fusedSpan(from, to, end, input, rows, kv, out) : this.composedSpan(from, to, end, input, rows, kv, out);
   }
@@ -629,6 +654,7 @@ export class Model {
       this.rampHead,
       ...this.trainedRamps.values(),
       this.fused,
+      this.lookaheadFused,
       ...spans,
       ...this.decisions.values(),
     ])) {

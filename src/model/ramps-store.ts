@@ -19,7 +19,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import { PROJECT_ROOT } from '../util/project-root.js';
 import type { Checkpoint } from './checkpoint.js';
-import { buildTrainedRampGraph } from './graphs.js';
+import { buildFusedGraph, buildTrainedRampGraph } from './graphs.js';
 import { MANIFEST_FILE, RAMPS_FILE, TrainedRampsSchema, WEIGHTS_FILE, type Manifest, type RampTraining, type TrainedRamps } from './manifest.js';
 import type { WeightRef } from './onnx.js';
 import { probeFeatureCount, probeLayout } from './probe-math.js';
@@ -37,8 +37,13 @@ export interface FittedRamps {
   probeHidden: number;
   /** Per ramp: the block index it reads, its flat parameters, its probe's and its context model's weights. */
   ramps: { layer: number; params: Float32Array; probe: Float32Array; context: ArrayLike<number> }[];
+  /** The lookahead head's flat parameters (ramp-math.ts's layout) and its input's embedding weight; null: none trained. */
+  lookahead: { params: Float32Array; embeddingScale: number } | null;
   training: RampTraining;
 }
+
+/** The fused graph with the lookahead head's guess as one more output (see buildFusedGraph). */
+const LOOKAHEAD_GRAPH = 'fused_lookahead.onnx';
 
 /** Writes `fitted` into the prepared model `dir`, replacing its trained ramps; returns the updated manifest (written last). */
 export function writeTrainedRamps(dir: string, manifest: Manifest, fitted: FittedRamps): Manifest {
@@ -50,23 +55,36 @@ export function writeTrainedRamps(dir: string, manifest: Manifest, fitted: Fitte
   const tensors = new Map<string, StoredTensor>();
   tensors.set('candidates', { dims: [fitted.candidates.length], data: fitted.candidates });
   tensors.set('candidate_rows', { dims: [fitted.candidates.length, dim], data: fitted.candidateRows });
-  for (const { layer, params, probe } of fitted.ramps) {
+  /** A map's tensors (ramp-math.ts's layout) under `prefix`. */
+  const setMap = (prefix: string, params: Float32Array) => {
     const part = (from: number, length: number) => params.slice(from, from + length);
-    tensors.set(`${layer}.bias`, { dims: [dim], data: part(layout.bias, dim) });
-    tensors.set(`${layer}.up`, { dims: [hidden, dim], data: part(layout.up, hidden * dim) });
-    tensors.set(`${layer}.up_bias`, { dims: [hidden], data: part(layout.upBias, hidden) });
-    tensors.set(`${layer}.down`, { dims: [dim, hidden], data: part(layout.down, dim * hidden) });
-    tensors.set(`${layer}.rest_row`, { dims: [1, dim], data: part(layout.restRow, dim) });
-    tensors.set(`${layer}.rest_bias`, { dims: [1], data: part(layout.restBias, 1) });
+    tensors.set(`${prefix}.bias`, { dims: [dim], data: part(layout.bias, dim) });
+    tensors.set(`${prefix}.up`, { dims: [hidden, dim], data: part(layout.up, hidden * dim) });
+    tensors.set(`${prefix}.up_bias`, { dims: [hidden], data: part(layout.upBias, hidden) });
+    tensors.set(`${prefix}.down`, { dims: [dim, hidden], data: part(layout.down, dim * hidden) });
+    tensors.set(`${prefix}.rest_row`, { dims: [1, dim], data: part(layout.restRow, dim) });
+    tensors.set(`${prefix}.rest_bias`, { dims: [1], data: part(layout.restBias, 1) });
+  };
+  for (const { layer, params, probe } of fitted.ramps) {
+    setMap(String(layer), params);
     const probePart = (from: number, length: number) => probe.slice(from, from + length);
     tensors.set(`${layer}.probe_weight`, { dims: [probeHidden, features], data: probePart(probeAt.weight, probeHidden * features) });
     tensors.set(`${layer}.probe_bias`, { dims: [probeHidden], data: probePart(probeAt.bias, probeHidden) });
     tensors.set(`${layer}.probe_out`, { dims: [probeHidden, 1], data: probePart(probeAt.out, probeHidden) });
     tensors.set(`${layer}.probe_out_bias`, { dims: [1], data: probePart(probeAt.outBias, 1) });
   }
+  if (fitted.lookahead) setMap('lookahead', fitted.lookahead.params);
   const partial = path.join(dir, `${RAMPS_FILE}.partial`);
   const refs = writeWeights(partial, tensors);
   const ref = (name: string): WeightRef => refs[name]!;
+  const mapRefs = (prefix: string) => ({
+    bias: ref(`${prefix}.bias`),
+    up: ref(`${prefix}.up`),
+    upBias: ref(`${prefix}.up_bias`),
+    down: ref(`${prefix}.down`),
+    restRow: ref(`${prefix}.rest_row`),
+    restBias: ref(`${prefix}.rest_bias`),
+  });
   const trainedRamps: TrainedRamps = {
     file: RAMPS_FILE,
     form: 'mlp',
@@ -77,12 +95,7 @@ export function writeTrainedRamps(dir: string, manifest: Manifest, fitted: Fitte
     ramps: fitted.ramps.map(({ layer, context }) => ({
       layer,
       graph: `ramp_${layer}.onnx`,
-      bias: ref(`${layer}.bias`),
-      up: ref(`${layer}.up`),
-      upBias: ref(`${layer}.up_bias`),
-      down: ref(`${layer}.down`),
-      restRow: ref(`${layer}.rest_row`),
-      restBias: ref(`${layer}.rest_bias`),
+      ...mapRefs(String(layer)),
       probe: {
         weight: ref(`${layer}.probe_weight`),
         bias: ref(`${layer}.probe_bias`),
@@ -91,6 +104,7 @@ export function writeTrainedRamps(dir: string, manifest: Manifest, fitted: Fitte
       },
       context: Array.from(context),
     })),
+    ...(fitted.lookahead && { lookahead: { graph: LOOKAHEAD_GRAPH, embeddingScale: fitted.lookahead.embeddingScale, ...mapRefs('lookahead') } }),
     training: fitted.training,
   };
   fs.renameSync(partial, path.join(dir, RAMPS_FILE));
@@ -114,6 +128,15 @@ function installRampGraphs(dir: string, manifest: Manifest, trainedRamps: Traine
       trainedRamps.file,
     );
     fs.writeFileSync(path.join(dir, ramp.graph), graph);
+  }
+  const { lookahead } = trainedRamps;
+  if (lookahead) {
+    const head = {
+      weights: { ...lookahead, candidateRows: trainedRamps.candidateRows },
+      embeddingScale: lookahead.embeddingScale,
+      rampsFile: trainedRamps.file,
+    };
+    fs.writeFileSync(path.join(dir, lookahead.graph), buildFusedGraph(manifest.config, lookup, WEIGHTS_FILE, head));
   }
   const updated: Manifest = { ...manifest, trainedRamps };
   const manifestPartial = path.join(dir, `${MANIFEST_FILE}.partial`);

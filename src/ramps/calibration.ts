@@ -166,6 +166,15 @@ export interface Positions {
   targets: Float32Array;
   /** The full model's argmax over the whole vocabulary. */
   finalArgmax: Int32Array;
+  /** [count, dim]: the last block's outputs, what the lookahead head reads. */
+  final: Float32Array;
+  /**
+   * The index of the next position of the same text when the token there is
+   * the full model's argmax here (what greedy decoding would have fed), else
+   * −1: the lookahead head learns the token after next only where the next
+   * one is the model's own.
+   */
+  next: Int32Array;
   /** Each position's induction match in the text before it (see context-math.ts): its token (−1: none) and length. */
   match: { token: Int32Array; length: Int32Array };
 }
@@ -200,9 +209,11 @@ function gather(model: Model, stretches: Stretch[], numLayers: number, candidate
     hidden: Array.from({ length: numLayers }, () => sharedFloats(count * dim)),
     targets: sharedFloats(count * width),
     finalArgmax: sharedInts(count),
+    final: sharedFloats(count * dim),
+    next: sharedInts(count),
     match: { token: sharedInts(count), length: sharedInts(count) },
   };
-  const final = new Float32Array(count * dim);
+  const { final } = out;
   let at = 0;
   for (const { states, numPositions, tokens, first } of stretches) {
     for (let k = 0; k < numLayers; k++) out.hidden[k]!.set(states[k]!.subarray(0, numPositions * dim), at * dim);
@@ -217,7 +228,8 @@ function gather(model: Model, stretches: Stretch[], numLayers: number, candidate
   const logits = new Float32Array(HEAD_CHUNK * vocabSize);
   for (let from = 0; from < count; from += HEAD_CHUNK) {
     const n = Math.min(HEAD_CHUNK, count - from);
-    model.runHead(final.subarray(from * dim, (from + n) * dim), n, logits.subarray(0, n * vocabSize));
+    // A copy: onnxruntime takes no SharedArrayBuffer.
+    model.runHead(final.slice(from * dim, (from + n) * dim), n, logits.subarray(0, n * vocabSize));
     for (let i = 0; i < n; i++) {
       const row = logits.subarray(i * vocabSize, (i + 1) * vocabSize);
       const probs = softmax(row);
@@ -230,6 +242,14 @@ function gather(model: Model, stretches: Stretch[], numLayers: number, candidate
       target[candidates.length] = Math.max(0, 1 - inside);
       out.finalArgmax[from + i] = argmax(row);
     }
+  }
+  at = 0;
+  for (const { numPositions, tokens, first } of stretches) {
+    for (let i = 0; i < numPositions; i++) {
+      const follows = i + 1 < numPositions && tokens[first + i + 1] === out.finalArgmax[at + i];
+      out.next[at + i] = follows ? at + i + 1 : -1;
+    }
+    at += numPositions;
   }
   return out;
 }
@@ -276,6 +296,11 @@ export function concatPositions(a: Positions, b: Positions): Positions {
     hidden: a.hidden.map((h, k) => floats(h, b.hidden[k]!)),
     targets: floats(a.targets, b.targets),
     finalArgmax: ints(a.finalArgmax, b.finalArgmax),
+    final: floats(a.final, b.final),
+    next: ints(
+      a.next,
+      b.next.map((i) => (i < 0 ? i : i + a.count)),
+    ),
     match: { token: ints(a.match.token, b.match.token), length: ints(a.match.length, b.match.length) },
   };
 }

@@ -18,6 +18,8 @@ export interface FitJob {
   candidates: Int32Array;
   positions: FitPositions;
   options: FitOptions;
+  /** False: the map alone, no probe or context model (the lookahead head). */
+  probe: boolean;
 }
 
 type FitMessage = { type: 'batches'; positions: number; loss: number } | ({ type: 'done' } & FittedRampParams) | { type: 'failed'; message: string };
@@ -63,7 +65,7 @@ export async function fitRamps(
   workers: number,
   onBatches: (job: number, positions: number, loss: number) => void,
 ): Promise<FittedRampParams[]> {
-  if (workers <= 1) return jobs.map((job, i) => fitRamp(job.head, job.candidates, job.positions, job.options, (n, loss) => onBatches(i, n, loss)));
+  if (workers <= 1) return jobs.map((job, i) => fitRamp(job.head, job.candidates, job.positions, job.options, (n, loss) => onBatches(i, n, loss), job.probe));
   const results = new Array<FittedRampParams>(jobs.length);
   let next = 0;
   const lane = async (): Promise<void> => {
@@ -82,13 +84,20 @@ if (!isMainThread && (workerData as { kind?: unknown } | null)?.kind === FIT_JOB
   try {
     let pending = 0;
     let batches = 0;
-    const fitted = fitRamp(job.head, job.candidates, job.positions, job.options, (n, loss) => {
-      pending += n;
-      if (++batches % REPORT_EVERY === 0) {
-        port.postMessage({ type: 'batches', positions: pending, loss } satisfies FitMessage);
-        pending = 0;
-      }
-    });
+    const fitted = fitRamp(
+      job.head,
+      job.candidates,
+      job.positions,
+      job.options,
+      (n, loss) => {
+        pending += n;
+        if (++batches % REPORT_EVERY === 0) {
+          port.postMessage({ type: 'batches', positions: pending, loss } satisfies FitMessage);
+          pending = 0;
+        }
+      },
+      job.probe,
+    );
     if (pending > 0) port.postMessage({ type: 'batches', positions: pending, loss: NaN } satisfies FitMessage);
     port.postMessage({ type: 'done', ...fitted } satisfies FitMessage);
   } catch (error) {

@@ -114,6 +114,12 @@ function probeConfidences(head: FrozenHead, probe: Float32Array, readings: Retur
   return confidence;
 }
 
+/** How often a fitted map's best column is the full model's token on held-out positions (the lookahead head's measure). */
+export function trainedAgreement(head: FrozenHead, params: Float32Array, candidates: Int32Array, heldOut: FitPositions): number {
+  const { agrees } = rampReadings(head, params, candidates, heldOut.hidden, heldOut);
+  return agrees.reduce((n, a) => n + a, 0) / Math.max(1, agrees.length);
+}
+
 /**
  * A trained ramp on held-out positions, scored as the server scores it: by
  * its probe weighed against the context (and by the probe alone and the
@@ -239,8 +245,10 @@ function fitRampContext(head: FrozenHead, params: Float32Array, probe: Float32Ar
 
 /**
  * Fits one ramp (epochs of Adam on the distillation loss, seeded), then its
- * probe and its context model on the same positions. `onBatch` hears of
- * every batch of the ramp's fitting: positions done and the batch's loss.
+ * probe and its context model on the same positions; with `probe` false
+ * (the lookahead head, which drafts unscored) the map alone, its probe and
+ * context empty. `onBatch` hears of every batch of the ramp's fitting:
+ * positions done and the batch's loss.
  */
 export function fitRamp(
   head: FrozenHead,
@@ -248,8 +256,10 @@ export function fitRamp(
   positions: FitPositions,
   options: FitOptions,
   onBatch: (positions: number, loss: number) => void = () => {},
+  withProbe = true,
 ): FittedRampParams {
   const params = fit(head, positions, options, onBatch);
+  if (!withProbe) return { params, probe: new Float32Array(0), context: new Float64Array(0) };
   const probe = fitProbe(head, params, candidates, positions, options);
   return { params, probe, context: fitRampContext(head, params, probe, candidates, positions) };
 }

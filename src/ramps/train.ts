@@ -61,7 +61,7 @@ import {
   type Positions,
 } from './calibration.js';
 import { fitRamps } from './fit-worker.js';
-import { quality, trainedQuality, type FitOptions } from './fit.js';
+import { quality, trainedAgreement, trainedQuality, type FitOptions, type FitPositions } from './fit.js';
 
 export { candidatesByFrequency } from './calibration.js';
 
@@ -179,15 +179,19 @@ export function untrainableReason(manifest: Manifest): string | null {
   return 'its LM head is stored in int8: train the ramps on the float32 model';
 }
 
-/** The frozen head every ramp shares, read from the prepared model's weights. */
-function frozenHead(dir: string, manifest: Manifest, candidates: Int32Array): FrozenHead {
-  const { dim, architecture, normEps, tiedEmbeddings } = manifest.config;
+/** Reads float32 tensors of the prepared model in `dir` by name. */
+function storedFloats(dir: string, manifest: Manifest): (name: string) => Float32Array {
   const bytes = fs.readFileSync(path.join(dir, WEIGHTS_FILE));
-  const floats = (name: string): Float32Array => {
+  return (name) => {
     const ref = manifest.weights[name]!;
     if (ref.type !== 'float') throw new Error(`cannot train the ramps of ${dir}: ${untrainableReason(manifest)}`);
     return new Float32Array(bytes.buffer.slice(bytes.byteOffset + ref.offset, bytes.byteOffset + ref.offset + ref.byteLength));
   };
+}
+
+/** The frozen head every ramp shares, read from the prepared model's weights. */
+function frozenHead(floats: (name: string) => Float32Array, manifest: Manifest, candidates: Int32Array): FrozenHead {
+  const { dim, architecture, normEps, tiedEmbeddings } = manifest.config;
   // A tied head is the embedding, which stays float32 in every quantization.
   const head = floats(tiedEmbeddings ? StoredWeights.embeddings : StoredWeights.head);
   const rows = new Float32Array(candidates.length * dim);
@@ -199,6 +203,36 @@ function frozenHead(dir: string, manifest: Manifest, candidates: Int32Array): Fr
     numCandidates: candidates.length,
     norm: { kind: architecture === 'gpt2' ? 'layer' : 'rms', weight: floats(StoredWeights.finalNorm), bias, eps: normEps },
   };
+}
+
+/** Root mean square of `values`. */
+function rms(values: Float32Array): number {
+  let sum = 0;
+  for (const v of values) sum += v * v;
+  return Math.sqrt(sum / Math.max(1, values.length));
+}
+
+/**
+ * The lookahead head's inputs and targets (see manifest.ts's `lookahead`):
+ * at every position whose next token is the full model's own, the last
+ * block's output plus `scale` times that token's embedding, and as target
+ * the full model's distribution one position on.
+ */
+function lookaheadPositions(positions: Positions, embeddings: Float32Array, scale: number, dim: number, width: number): FitPositions {
+  const at = Array.from(positions.next).flatMap((next, i) => (next >= 0 ? [i] : []));
+  const hidden = new Float32Array(at.length * dim);
+  const targets = new Float32Array(at.length * width);
+  const finalArgmax = new Int32Array(at.length);
+  at.forEach((i, k) => {
+    const next = positions.next[i]!;
+    const token = positions.finalArgmax[i]!;
+    for (let j = 0; j < dim; j++) hidden[k * dim + j] = positions.final[i * dim + j]! + scale * embeddings[token * dim + j]!;
+    targets.set(positions.targets.subarray(next * width, (next + 1) * width), k * width);
+    finalArgmax[k] = positions.finalArgmax[next]!;
+  });
+  // No probe or context model is fitted for it: no induction matches needed.
+  const none = new Int32Array(at.length);
+  return { count: at.length, hidden, targets, finalArgmax, match: { token: none, length: none } };
 }
 
 /** The plain head (final norm + LM head over the whole vocabulary, no map) on held-out positions, as the margin scores it. */
@@ -304,26 +338,35 @@ export async function trainRamps(dir: string, overrides: Partial<TrainRampsOptio
     log(`${candidates.length} candidate tokens hold ${(100 * candidateMass).toFixed(2)}% of the full model's probability on held-out positions`);
     log(`${train.count} calibration and ${test.count} held-out positions at ${clock()}`);
 
-    // 4. Fit each ramp, then its probe, a few at once.
-    const head = frozenHead(dir, manifest, candidates);
-    const fitOptions: FitOptions = { ...options, hidden: mlpWidth(options, model.config.dim) };
-    const bar = options.verbose ? progressBar('training ramps', options.epochs * train.count * layers.length, 'positions') : null;
+    // 4. Fit each ramp, then its probe, a few at once; and the lookahead head, its input's embedding weighted to the
+    // scale of the last block's outputs.
+    const floats = storedFloats(dir, manifest);
+    const head = frozenHead(floats, manifest, candidates);
+    const { dim } = model.config;
+    const fitOptions: FitOptions = { ...options, hidden: mlpWidth(options, dim) };
+    const embeddings = floats(StoredWeights.embeddings);
+    const embeddingScale = rms(train.final) / rms(embeddings);
+    const lookaheadTrain = lookaheadPositions(train, embeddings, embeddingScale, dim, width);
+    const lookaheadTest = lookaheadPositions(test, embeddings, embeddingScale, dim, width);
+    const jobPositions = [...layers.map((_, k) => ({ ...train, hidden: train.hidden[k]! })), lookaheadTrain];
+    const totalPositions = options.epochs * jobPositions.reduce((n, p) => n + p.count, 0);
+    const bar = options.verbose ? progressBar('training ramps', totalPositions, 'positions') : null;
     let done = 0;
     let lossAverage = NaN;
-    const jobs = layers.map((_, k) => ({
-      head,
-      candidates,
-      positions: { ...train, hidden: train.hidden[k]! },
-      options: fitOptions,
-    }));
-    const results = await fitRamps(jobs, options.workers, (k, n, loss) => {
+    // The lookahead head first: its positions are the most, and it keeps one worker busy while the ramps share the rest.
+    const order = [layers.length, ...layers.keys()];
+    const jobs = order.map((k) => ({ head, candidates, positions: jobPositions[k]!, options: fitOptions, probe: k < layers.length }));
+    const results = await fitRamps(jobs, options.workers, (job, n, loss) => {
       done += n;
       if (!Number.isNaN(loss)) lossAverage = Number.isNaN(lossAverage) ? loss : 0.98 * lossAverage + 0.02 * loss;
-      bar?.update(done, `ramp after block ${layers[k]! + 1}: loss ${lossAverage.toFixed(3)}`);
+      const k = order[job]!;
+      bar?.update(done, `${k < layers.length ? `ramp after block ${layers[k]! + 1}` : 'lookahead head'}: loss ${lossAverage.toFixed(3)}`);
     });
     bar?.finish(`loss ${lossAverage.toFixed(3)}`);
-    log(`fitted ${layers.length} ramps and their probes (${Math.min(options.workers, layers.length)} at once) at ${clock()}`);
-    const fitted = results.map((result, k) => ({ layer: layers[k]!, ...result }));
+    log(`fitted ${layers.length} ramps and their probes, and the lookahead head (${Math.min(options.workers, jobs.length)} at once) at ${clock()}`);
+    const [lookaheadFit, ...rampFits] = results;
+    const fitted = rampFits.map((result, k) => ({ layer: layers[k]!, ...result }));
+    const lookahead = { params: lookaheadFit!.params, embeddingScale };
 
     // 5. Report on held-out positions.
     const ramps: RampReport[] = fitted.map((ramp, k) => ({
@@ -351,6 +394,7 @@ export async function trainRamps(dir: string, overrides: Partial<TrainRampsOptio
       candidateMass,
       seconds: Math.round((performance.now() - started) / 100) / 10,
       ramps,
+      lookahead: { positions: lookaheadTest.count, agreement: trainedAgreement(head, lookahead.params, candidates, lookaheadTest) },
     };
     writeTrainedRamps(dir, manifest, {
       candidates,
@@ -358,6 +402,7 @@ export async function trainRamps(dir: string, overrides: Partial<TrainRampsOptio
       hidden: mlpWidth(options, model.config.dim),
       probeHidden: options.probeHidden,
       ramps: fitted,
+      lookahead,
       training,
     });
     return training;
@@ -386,6 +431,11 @@ export function formatRampReport(training: RampTraining): string {
         `${pct(plain.exitable95)}${pct(trained.marginExitable95)}${pct(trained.probeExitable95)}${pct(trained.exitable95)}`,
     );
   }
+  const { lookahead } = training;
+  if (lookahead)
+    lines.push(
+      `lookahead head: the full model's token after next on ${pct(lookahead.agreement).trim()} of ${lookahead.positions} held-out positions (lossless greedy drafts it)`,
+    );
   lines.push(`trained in ${training.seconds} s on ${training.calibration.positions} calibration positions (${training.epochs} epochs, seed ${training.seed})`);
   return lines.join('\n');
 }

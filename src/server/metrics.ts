@@ -59,11 +59,11 @@ export class ServerMetrics {
   );
   private readonly acceptance = this.registry.gauge(
     'offramp:lossless_acceptance',
-    'Lossless mode: share of drafts the full model accepted, by ramp layer ("context": drafts from the text itself).',
+    'Lossless mode: share of drafts the full model accepted, by ramp layer ("context": drafts from the text itself; "lookahead": guesses of the lookahead head).',
   );
   private readonly acceptedRun = this.registry.gauge(
     'offramp:lossless_mean_accepted_run',
-    'Lossless mode: drafts accepted per verified run, by ramp layer ("context": drafts from the text itself).',
+    'Lossless mode: drafts accepted per verified run, by ramp layer ("context": drafts from the text itself; "lookahead": guesses of the lookahead head).',
   );
   private readonly draftedShare = this.registry.gauge(
     'offramp:lossless_drafted_token_share',
@@ -151,7 +151,11 @@ export class ServerMetrics {
     if (plan) this.draftPlan.set(plan.minConfidence, { layer: String(plan.layer), max_draft: String(plan.maxDraft) });
     this.acceptance.clear();
     this.acceptedRun.clear();
-    for (const { layer, acceptance, meanAcceptedRun } of [...drafts.ramps, { layer: 'context', ...drafts.context }]) {
+    for (const { layer, acceptance, meanAcceptedRun } of [
+      ...drafts.ramps,
+      { layer: 'context', ...drafts.context },
+      { layer: 'lookahead', ...drafts.lookahead },
+    ]) {
       if (acceptance !== null) this.acceptance.set(acceptance, { layer: String(layer) });
       if (meanAcceptedRun !== null) this.acceptedRun.set(meanAcceptedRun, { layer: String(layer) });
     }

@@ -1,0 +1,89 @@
+/**
+ * The lookahead head on stories260K's shipped ramps: the fused graph that
+ * carries it computes the same logits and keys and values as the plain
+ * fused graph, and lossless greedy decoding drafts its guesses (one sequence
+ * at a time): exits off's text, most guesses kept, some rejected; a sampled
+ * request drafts none.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { EXITS_OFF } from '../src/engine/engine.js';
+import { LocalEngine } from '../src/engine/local.js';
+import { GREEDY, type SamplingParams } from '../src/engine/sampler.js';
+import type { GenerateRequest } from '../src/engine/types.js';
+import { importLlama2c } from '../src/model/llama2c.js';
+import { KvCache, type Model } from '../src/model/index.js';
+import { compileAndLoad, PROMPT_TOKENS } from './helpers.js';
+import { requireSharedModels, sharedModelPath } from './shared.js';
+
+async function loadStories(t: { after(fn: () => void): void }): Promise<Model> {
+  const ckpt = importLlama2c(sharedModelPath('stories260K', 'stories260K.bin'), sharedModelPath('stories260K', 'tok512.bin'));
+  return compileAndLoad(t, ckpt, { trainRamps: 'auto' });
+}
+
+test("the fused graph with the lookahead head gives the plain fused graph's logits and KV, and a guess per scored position", async (t) => {
+  if (!requireSharedModels(t)) return;
+  const model = await loadStories(t);
+  assert.ok(model.hasLookahead, 'the shipped ramps include a lookahead head');
+  const { vocabSize, numLayers } = model.config;
+  const seqLen = PROMPT_TOKENS.length;
+  const input = model.embed(
+    PROMPT_TOKENS,
+    PROMPT_TOKENS.map((_, i) => i),
+  );
+  const rows = { firstSlot: 0, numRows: 1, seqLen, pastLengths: [0] };
+  const plainKv = new KvCache(model.config, 1, 64);
+  const plain = new Float32Array(seqLen * vocabSize);
+  model.runFused(input, rows, plainKv, plain, 'every');
+  const guessingKv = new KvCache(model.config, 1, 64);
+  const guessing = new Float32Array(seqLen * vocabSize);
+  const guesses = new BigInt64Array(seqLen).fill(-7n);
+  model.runFused(input.slice(), rows, guessingKv, guessing, 'every', guesses);
+  assert.deepEqual(guessing, plain);
+  for (let layer = 0; layer < numLayers; layer++) assert.deepEqual(guessingKv.read(layer, 0, seqLen), plainKv.read(layer, 0, seqLen));
+  for (const column of guesses) assert.ok(column >= 0n && Number(column) <= model.rampWidth - 1, `guess column ${column}`);
+});
+
+test(
+  "lossless greedy drafts the lookahead head's guesses: exits off's text, most guesses kept and some rejected; sampled requests draft none",
+  { timeout: 60_000 },
+  async (t) => {
+    if (!requireSharedModels(t)) return;
+    const model = await loadStories(t);
+    // One sequence at a time: a sequence drafts guesses only when it decodes alone.
+    const engine = new LocalEngine(model, {
+      maxRunning: 1,
+      maxStepTokens: 512,
+      maxContext: model.config.maxSeqLen,
+      earlyExit: { ...EXITS_OFF, enabled: true },
+    });
+    const guessed = () => engine.engine.drafts!.state().lookahead;
+    const text = async (req: Omit<GenerateRequest, 'id'>): Promise<number[]> => {
+      const tokens: number[] = [];
+      for await (const event of engine.generate({ ...req, id: `r${Math.random()}` })) {
+        if (event.type === 'error') throw new Error(event.message);
+        if (event.type === 'token') tokens.push(...event.tokenIds);
+      }
+      return tokens;
+    };
+    const sampled: SamplingParams = { temperature: 0.8, topP: 0.95, topK: 0, minP: 0 };
+    const same = async (sampling: SamplingParams) => {
+      for (const prompt of ['Once upon a time', 'Tom and his dog', 'Lily wanted to']) {
+        const req = { promptTokens: model.tokenizer.encode(prompt), sampling, seed: 5, maxTokens: 96, stop: [] };
+        assert.deepEqual(
+          await text({ ...req, earlyExit: 'lossless' }),
+          await text({ ...req, earlyExit: 'off' }),
+          `${prompt}, temperature ${sampling.temperature}`,
+        );
+      }
+    };
+    await same(GREEDY);
+    const { drafted, accepted } = guessed();
+    // Three greedy requests of 96 tokens: a guess at most steps; a head that guessed at random would keep almost none.
+    assert.ok(drafted >= 60, `${drafted} guesses drafted`);
+    assert.ok(accepted > 0.3 * drafted && accepted < drafted, `${accepted} of ${drafted} guesses kept`);
+    // The head guesses the token after the full model's argmax: a sampled row's next token is a draw, so it drafts none.
+    await same(sampled);
+    assert.equal(guessed().drafted, drafted);
+  },
+);
