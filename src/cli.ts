@@ -70,7 +70,7 @@ prepare SOURCE --out DIR [--tokenizer T] [--quantize none|int8] [--train-ramps a
         auto (default): train when it takes under two minutes, else say how long it would
 train-ramps MODEL [--tokenizer T] [--text FILE] [--report FILE.json] [--seed S] [--epochs N]
         [--continuations N] [--prefixed N] [--held-out-prefixed N] [--new-tokens N] [--hidden N]
-        [--probe-epochs N] [--threads N] [--workers N] [--export DIR]
+        [--probe-epochs N] [--lookahead-epochs N] [--threads N] [--workers N] [--export DIR]
         MODEL as serve --model takes it; distils ramps on the model's own continuations of
         prompts/ (and --text), stores them in its prepared directory, prints the held-out report;
         --export models/NAME.ramps ships them with the repository for that checkpoint
@@ -182,6 +182,7 @@ async function trainRampsCommand(args: string[]): Promise<void> {
       'new-tokens': { type: 'string', default: String(TRAIN_RAMPS_DEFAULTS.newTokens) },
       hidden: { type: 'string' },
       'probe-epochs': { type: 'string', default: String(TRAIN_RAMPS_DEFAULTS.probeEpochs) },
+      'lookahead-epochs': { type: 'string', default: String(TRAIN_RAMPS_DEFAULTS.lookaheadEpochs) },
       threads: { type: 'string', default: String(TRAIN_RAMPS_DEFAULTS.threads) },
       workers: { type: 'string', default: String(TRAIN_RAMPS_DEFAULTS.workers) },
     },
@@ -199,6 +200,7 @@ async function trainRampsCommand(args: string[]): Promise<void> {
     newTokens: count('new-tokens', values['new-tokens']),
     hidden: values.hidden === undefined ? null : count('hidden', values.hidden),
     probeEpochs: count('probe-epochs', values['probe-epochs']),
+    lookaheadEpochs: count('lookahead-epochs', values['lookahead-epochs']),
     threads: count('threads', values.threads, 0),
     workers: count('workers', values.workers),
     textFile: values.text ? path.resolve(values.text) : null,

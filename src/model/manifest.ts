@@ -100,7 +100,7 @@ export const RampTrainingSchema = z.object({
   seconds: z.number(),
   ramps: z.array(RampReportSchema),
   /** The lookahead head on held-out positions whose next token is the full model's: how often its guess is the full model's token after it. */
-  lookahead: z.object({ positions: z.number().int().nonnegative(), agreement: z.number() }).optional(),
+  lookahead: z.object({ epochs: z.number().int().positive(), positions: z.number().int().nonnegative(), agreement: z.number() }).optional(),
 });
 export type RampTraining = z.infer<typeof RampTrainingSchema>;
 

@@ -73,6 +73,8 @@ export interface TrainRampsOptions {
   batchSize: number;
   /** Width of each ramp's MLP; null: DEFAULT_MLP_WIDTH, or a quarter of the model's width where that is more. */
   hidden: number | null;
+  /** Epochs of the lookahead head: it fits beside the ramps, in a worker of its own, so more of them cost little wall time. */
+  lookaheadEpochs: number;
   /** The probe's hidden width, epochs, learning rate and positions per step. */
   probeHidden: number;
   probeEpochs: number;
@@ -99,6 +101,7 @@ export interface TrainRampsOptions {
 export const TRAIN_RAMPS_DEFAULTS: TrainRampsOptions = {
   seed: 0,
   epochs: 1,
+  lookaheadEpochs: 2,
   learningRate: 1e-2,
   batchSize: 32,
   hidden: null,
@@ -349,13 +352,16 @@ export async function trainRamps(dir: string, overrides: Partial<TrainRampsOptio
     const lookaheadTrain = lookaheadPositions(train, embeddings, embeddingScale, dim, width);
     const lookaheadTest = lookaheadPositions(test, embeddings, embeddingScale, dim, width);
     const jobPositions = [...layers.map((_, k) => ({ ...train, hidden: train.hidden[k]! })), lookaheadTrain];
-    const totalPositions = options.epochs * jobPositions.reduce((n, p) => n + p.count, 0);
+    const totalPositions = options.epochs * train.count * layers.length + options.lookaheadEpochs * lookaheadTrain.count;
     const bar = options.verbose ? progressBar('training ramps', totalPositions, 'positions') : null;
     let done = 0;
     let lossAverage = NaN;
     // The lookahead head first: its positions are the most, and it keeps one worker busy while the ramps share the rest.
     const order = [layers.length, ...layers.keys()];
-    const jobs = order.map((k) => ({ head, candidates, positions: jobPositions[k]!, options: fitOptions, probe: k < layers.length }));
+    const jobs = order.map((k) => {
+      const ramp = k < layers.length;
+      return { head, candidates, positions: jobPositions[k]!, options: ramp ? fitOptions : { ...fitOptions, epochs: options.lookaheadEpochs }, probe: ramp };
+    });
     const results = await fitRamps(jobs, options.workers, (job, n, loss) => {
       done += n;
       if (!Number.isNaN(loss)) lossAverage = Number.isNaN(lossAverage) ? loss : 0.98 * lossAverage + 0.02 * loss;
@@ -394,7 +400,11 @@ export async function trainRamps(dir: string, overrides: Partial<TrainRampsOptio
       candidateMass,
       seconds: Math.round((performance.now() - started) / 100) / 10,
       ramps,
-      lookahead: { positions: lookaheadTest.count, agreement: trainedAgreement(head, lookahead.params, candidates, lookaheadTest) },
+      lookahead: {
+        epochs: options.lookaheadEpochs,
+        positions: lookaheadTest.count,
+        agreement: trainedAgreement(head, lookahead.params, candidates, lookaheadTest),
+      },
     };
     writeTrainedRamps(dir, manifest, {
       candidates,
@@ -434,7 +444,8 @@ export function formatRampReport(training: RampTraining): string {
   const { lookahead } = training;
   if (lookahead)
     lines.push(
-      `lookahead head: the full model's token after next on ${pct(lookahead.agreement).trim()} of ${lookahead.positions} held-out positions (lossless greedy drafts it)`,
+      `lookahead head: the full model's token after next on ${pct(lookahead.agreement).trim()} of ${lookahead.positions} held-out positions ` +
+        `(${lookahead.epochs} epochs; lossless greedy drafts it)`,
     );
   lines.push(`trained in ${training.seconds} s on ${training.calibration.positions} calibration positions (${training.epochs} epochs, seed ${training.seed})`);
   return lines.join('\n');
