@@ -248,6 +248,8 @@ export class ModelRunner {
     const only = batch.length === 1 && rows[0]!.policy.kind === 'lossless' ? batch[0]! : null;
     const drafted = only !== null && this.draftAhead(only, step);
     if (drafted) rows[0] = this.rowAt(only, shadow);
+    // A guess is for the step right after the one that made it: a batched step moves its sequence on without it.
+    if (!only) for (const seq of batch) seq.lookahead = -1;
     const fused = this.model.hasFused && !shadow && (rows.every((row) => this.needsNoSingleBlock(row)) || this.timesFusedNow(rows));
     const started = performance.now();
     if (fused) this.decodeFused(rows, step, only !== null && this.guessesAhead(only, step));

@@ -227,8 +227,6 @@ export class Model {
   private readonly decisions = new Map<string, SyncSession>();
   /** onnxruntime calls made so far: what fused spans save (tests count them). */
   calls = 0;
-  /** The fused graph with the lookahead head, opened on first use (see hasLookahead). */
-  private lookaheadFused: SyncSession | null = null;
 
   private constructor(
     readonly dir: string,
@@ -241,6 +239,8 @@ export class Model {
     private readonly trainedRamps: Map<number, SyncSession>,
     private readonly candidates: Int32Array | null,
     private readonly fused: SyncSession | null,
+    /** The fused graph with the lookahead head (see hasLookahead), else null. */
+    private readonly lookaheadFused: SyncSession | null,
     /** [vocab, dim] */
     private readonly embeddings: Float32Array,
     /** [maxSeqLen, dim], GPT-2 only */
@@ -277,7 +277,11 @@ export class Model {
     const trainedRamps = new Map((trained?.ramps ?? []).map((ramp) => [ramp.layer, createSession(path.join(dir, ramp.graph), options)] as const));
     const candidates = trained ? readCandidates(dir, trained) : null;
     const useFused = options.fused ?? weightsBytes.length < FUSED_MAX_BYTES;
-    const fused = useFused ? createSession(path.join(dir, manifest.graphs.fused), { ...options, spinning: options.spinning ?? 'always' }) : null;
+    const fusedOptions = { ...options, spinning: options.spinning ?? 'always' };
+    const fused = useFused ? createSession(path.join(dir, manifest.graphs.fused), fusedOptions) : null;
+    // Only where spans get sessions of their own (small models): it holds the weights once more.
+    const lookahead = trained?.lookahead && fused && weightsBytes.length < SPAN_SESSIONS_MAX_BYTES ? trained.lookahead : null;
+    const lookaheadFused = lookahead ? createSession(path.join(dir, lookahead.graph), fusedOptions) : null;
     return new Model(
       dir,
       manifest,
@@ -288,6 +292,7 @@ export class Model {
       trainedRamps,
       candidates,
       fused,
+      lookaheadFused,
       embeddings,
       positionEmbeddings,
       options,
@@ -352,10 +357,11 @@ export class Model {
    * Whether `runFused` can also guess the token after next (the trained
    * lookahead head). Only where the fused graph is loaded and spans get
    * sessions of their own (small models): its graph is the fused one again,
-   * and holds the weights once more.
+   * and holds the weights once more. Loaded with the model, not on first
+   * use: opening it mid-request stalled that step by milliseconds.
    */
   get hasLookahead(): boolean {
-    return this.fused !== null && this.manifest.trainedRamps?.lookahead !== undefined && this.weightsBytes < SPAN_SESSIONS_MAX_BYTES;
+    return this.lookaheadFused !== null;
   }
 
   /**
@@ -383,15 +389,9 @@ export class Model {
       feeds[`${BlockIO.pastValue}_${layer}`] = cache.value;
     }
     if (lookahead) fetches[FusedIO.lookahead] = new ort.Tensor('int64', lookahead.subarray(0, logitRows), [logitRows]);
-    this.run(lookahead ? this.lookaheadSession() : this.fused!, feeds, fetches);
+    if (lookahead && !this.lookaheadFused) throw new Error('internal error: this model has no lookahead head loaded');
+    this.run(lookahead ? this.lookaheadFused! : this.fused!, feeds, fetches);
     for (let layer = 0; layer < numLayers; layer++) kv.append(layer, rows, added.keys[layer]!, added.values[layer]!);
-  }
-
-  private lookaheadSession(): SyncSession {
-    const graph = this.manifest.trainedRamps?.lookahead?.graph;
-    if (!this.hasLookahead || !graph) throw new Error('internal error: this model has no lookahead head in use');
-    this.lookaheadFused ??= createSession(path.join(this.dir, graph), { ...this.runtime, spinning: this.runtime.spinning ?? 'always' });
-    return this.lookaheadFused;
   }
 
   /** FusedIO.logitPositions naming all `seqLen` new positions. */
