@@ -1,13 +1,15 @@
 /**
  * The lookahead head on stories260K's shipped ramps: the fused graph that
  * carries it computes the same logits and keys and values as the plain
- * fused graph, and lossless greedy decoding drafts its guesses (one sequence
- * at a time): exits off's text, most guesses kept, some rejected; a sampled
- * request drafts none.
+ * fused graph, and lossless greedy decoding drafts its guesses, one
+ * sequence at a time and in a batch (each row's guess verified in one call
+ * over two positions a row): exits off's text, most guesses kept, some
+ * rejected, and after each rejection every row's KV cache is an exits-off
+ * pass's; a sampled request drafts none.
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { EXITS_OFF } from '../src/engine/engine.js';
+import { Engine, EXITS_OFF } from '../src/engine/engine.js';
 import { LocalEngine } from '../src/engine/local.js';
 import { GREEDY, type SamplingParams } from '../src/engine/sampler.js';
 import type { GenerateRequest } from '../src/engine/types.js';
@@ -85,5 +87,67 @@ test(
     // The head guesses the token after the full model's argmax: a sampled row's next token is a draw, so it drafts none.
     await same(sampled);
     assert.equal(guessed().drafted, drafted);
+  },
+);
+
+test(
+  "in a batch each row drafts its guess and one call verifies them all: exits off's text; after a rejected guess every row's KV cache is an exits-off pass's",
+  { timeout: 60_000 },
+  async (t) => {
+    if (!requireSharedModels(t)) return;
+    const model = await loadStories(t);
+    const { numLayers, maxSeqLen } = model.config;
+    const options = { maxRunning: 3, maxStepTokens: 512, maxContext: maxSeqLen };
+    const prompts = ['Once upon a time', 'Tom and his dog', 'Lily wanted to'].map((p) => model.tokenizer.encode(p));
+    const request = (i: number, earlyExit: 'off' | 'lossless'): GenerateRequest => ({
+      id: `${earlyExit}-${i}`,
+      promptTokens: prompts[i]!,
+      sampling: GREEDY,
+      maxTokens: 80,
+      stop: [],
+      earlyExit,
+    });
+    const texts = async (earlyExit: 'off' | 'lossless', onStep?: (engine: Engine) => void): Promise<number[][]> => {
+      const out: number[][] = prompts.map(() => []);
+      const engine = new Engine(model, { ...options, earlyExit: { ...EXITS_OFF, enabled: true } }, (event) => {
+        if (event.type === 'token') out[Number(event.requestId.split('-')[1])]!.push(...event.tokenIds);
+      });
+      prompts.forEach((_, i) => engine.add(request(i, earlyExit)));
+      while (engine.hasWork) {
+        engine.step();
+        onStep?.(engine);
+      }
+      return out;
+    };
+    let checked = 0;
+    let rejected = 0;
+    let guessed = 0;
+    const lossless = await texts('lossless', (engine) => {
+      const { drafted, accepted } = engine.drafts!.state().lookahead;
+      guessed = drafted;
+      if (drafted - accepted === rejected) return;
+      rejected = drafted - accepted;
+      for (let i = 0; i < prompts.length; i++) {
+        const seq = engine.sequence(`lossless-${i}`);
+        if (!seq) continue;
+        const length = seq.layerLengths[0]!;
+        assert.ok(seq.layerLengths.every((n) => n === length) && seq.deferred.length === 0, 'every layer holds the same positions');
+        const reference = new Engine(model, { ...options, earlyExit: EXITS_OFF }, () => {});
+        reference.add({ ...request(i, 'off'), id: 'reference', promptTokens: seq.tokens.slice(0, length), maxTokens: 2 });
+        reference.step();
+        for (let layer = 0; layer < numLayers; layer++) {
+          const got = engine.cached(`lossless-${i}`, layer);
+          const want = reference.cached('reference', layer);
+          assert.equal(got.keys.length, want.keys.length);
+          for (const part of ['keys', 'values'] as const)
+            got[part].forEach((v, k) => assert.ok(Math.abs(v - want[part][k]!) < 1e-4, `row ${i} layer ${layer} ${part}[${k}]: ${v} vs ${want[part][k]}`));
+        }
+        checked++;
+      }
+    });
+    assert.deepEqual(lossless, await texts('off'));
+    assert.ok(rejected > 0 && checked > 0, `${rejected} guesses rejected, ${checked} caches checked`);
+    // Three rows of 80 tokens decoding side by side: a sequence left alone at the end could not have drafted this many.
+    assert.ok(guessed >= 100 && rejected < 0.7 * guessed, `${guessed} guesses, ${rejected} rejected`);
   },
 );

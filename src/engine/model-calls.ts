@@ -32,15 +32,16 @@ export interface SpanRow {
   lookahead: number;
 }
 
-/** Guesses of the lookahead head a call can hand back: one per scored position (decode rows, a verification's positions). */
-const LOOKAHEAD_MAX = 256;
+/** More than a guessing verification scores: the head's guess, the text's drafts (runner.ts: 1 + 4) and its own position. */
+const VERIFIED_MAX = 64;
 
 /** Per slot, its owner's positions per layer (live: the runner advances them), or null for a free slot. */
 export type SlotLengths = readonly (Int32Array | null)[];
 
 export class ModelCalls {
   private readonly buffers = new Buffers();
-  private readonly lookahead = new BigInt64Array(LOOKAHEAD_MAX);
+  /** The lookahead head's guesses of a call: one per scored position (two per slot in fusedPairs, or a verification's). */
+  private readonly lookahead: BigInt64Array;
   private readonly kv: KvCache;
   readonly costs: CostMeter;
 
@@ -50,6 +51,7 @@ export class ModelCalls {
     private readonly maxContext: number,
   ) {
     this.kv = new KvCache(model.config, numSlots, maxContext, 0);
+    this.lookahead = new BigInt64Array(Math.max(2 * numSlots, VERIFIED_MAX));
     const { dim, vocabSize } = model.config;
     this.costs = new CostMeter(model.config.numLayers, { block: blockMacs(model.config), ramp: model.rampMacs, head: vocabSize * dim });
   }
@@ -162,6 +164,25 @@ export class ModelCalls {
   }
 
   /**
+   * Every block, the head and the lookahead head over the slot range of
+   * `rows`, two positions a row: its own, then `seconds`' input for it (a
+   * guess of the token after it). Returns logits [slots in range × 2, vocab]
+   * and the lookahead head's guesses (token ids) in the same order: slot
+   * s − firstSlot, position p at 2(s − firstSlot) + p. Not timed for the
+   * controller: its costs price one position a row.
+   */
+  fusedPairs(rows: BatchRow[], seconds: Float32Array[], slotLengths: SlotLengths): { logits: Float32Array; firstSlot: number; lookahead: number[] } {
+    const dim = this.model.config.dim;
+    const { firstSlot, numRows, input: firsts, pastLengths } = this.slotRange(rows, 0, slotLengths, 2);
+    const input = this.buffers.get('pairs-input', numRows * 2 * dim).fill(0);
+    for (let r = 0; r < numRows; r++) input.set(firsts.subarray(r * dim, (r + 1) * dim), 2 * r * dim);
+    rows.forEach((row, i) => input.set(seconds[i]!, (2 * (row.seq.slot - firstSlot) + 1) * dim));
+    const logits = this.buffers.get('pairs-logits', numRows * 2 * this.model.config.vocabSize);
+    this.model.runFused(input, { firstSlot, numRows, seqLen: 2, pastLengths }, this.kv, logits, 'every', this.lookahead);
+    return { logits, firstSlot, lookahead: Array.from({ length: 2 * numRows }, (_, i) => this.guessAt(this.lookahead, i)) };
+  }
+
+  /**
    * Every block over a prompt chunk of one sequence; with `lastLogits`, the
    * head's logits [vocab] at its last position (the fused graph computes
    * them anyway), else null.
@@ -201,6 +222,7 @@ export class ModelCalls {
     rows: BatchRow[],
     layer: number,
     slotLengths: SlotLengths,
+    seqLen = 1,
   ): { firstSlot: number; numRows: number; input: Float32Array; pastLengths: Int32Array } {
     const dim = this.model.config.dim;
     const slots = rows.map((row) => row.seq.slot);
@@ -208,7 +230,7 @@ export class ModelCalls {
     const numRows = Math.max(...slots) - firstSlot + 1;
     const input = this.buffers.get('input', numRows * dim).fill(0);
     const pastLengths = new Int32Array(numRows);
-    for (let r = 0; r < numRows; r++) pastLengths[r] = Math.min(slotLengths[firstSlot + r]?.[layer] ?? 0, this.kv.capacity - 1);
+    for (let r = 0; r < numRows; r++) pastLengths[r] = Math.min(slotLengths[firstSlot + r]?.[layer] ?? 0, this.kv.capacity - seqLen);
     for (const row of rows) input.set(row.hidden, (row.seq.slot - firstSlot) * dim);
     return { firstSlot, numRows, input, pastLengths };
   }

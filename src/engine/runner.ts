@@ -29,13 +29,15 @@
  * A greedy lossless sequence decoding alone also drafts from its own text
  * before any ramp does (prompt lookup, as vLLM's n-gram speculator): where the
  * text so far repeats a stretch it had earlier, the tokens that followed
- * that stretch are drafts that cost no model call (`draftFromContext`);
+ * that stretch are drafts that cost no model call (`draftAhead`);
  * the position after them runs the whole model over them and verifies
  * them as above. A sequence whose context drafts the full model keeps
  * rejecting drafts them only now and then (ContextDraftGate). Where the
  * model has a trained lookahead head, each of its fused steps and
  * verifications also guesses the token after the one it emits, and the next
- * step drafts that guess first, before the text's (`draftAhead`).
+ * step drafts that guess first, before the text's (`draftAhead`). A batch
+ * of greedy lossless rows drafts each row's guess and verifies them all in
+ * one call over two positions a row (`decodeGuesses`).
  *
  * Prompt chunks run after the decode batch, all blocks, no exits (`prefill`).
  *
@@ -248,11 +250,16 @@ export class ModelRunner {
     const only = batch.length === 1 && rows[0]!.policy.kind === 'lossless' ? batch[0]! : null;
     const drafted = only !== null && this.draftAhead(only, step);
     if (drafted) rows[0] = this.rowAt(only, shadow);
+    const guessing = only === null && !shadow && rows.length > 1 && rows.every((row) => this.guessesInBatch(row));
+    if (guessing && rows.some((row) => this.usableGuess(row.seq))) {
+      this.decodeGuesses(rows, step);
+      return;
+    }
     // A guess is for the step right after the one that made it: a batched step moves its sequence on without it.
     if (!only) for (const seq of batch) seq.lookahead = -1;
     const fused = this.model.hasFused && !shadow && (rows.every((row) => this.needsNoSingleBlock(row)) || this.timesFusedNow(rows));
     const started = performance.now();
-    if (fused) this.decodeFused(rows, step, only !== null && this.guessesAhead(only, step));
+    if (fused) this.decodeFused(rows, step, guessing || (only !== null && this.guessesAhead(only, step)));
     else this.decodeBySpans(rows, step);
     // Alone, it drafts on within the step, one span call per draft and none of a step's other
     // work, until a position goes all the way and verifies the run. In a batch the other rows
@@ -302,6 +309,49 @@ export class ModelRunner {
   /** Whether this step's pass for `seq` also runs the lookahead head: a greedy lossless sequence decoding alone, on a model that has one. */
   private guessesAhead(seq: Sequence, step: Step): boolean {
     return this.model.hasLookahead && seq.lossless && step.decodeRows === 1 && seq.request.sampling.temperature === 0;
+  }
+
+  /** Whether a batch row may take part in guessing (decodeGuesses): greedy lossless, nothing deferred, no ramp to read, on a model with the head. */
+  private guessesInBatch(row: Row): boolean {
+    const { seq } = row;
+    return this.model.hasLookahead && seq.lossless && seq.request.sampling.temperature === 0 && this.needsNoSingleBlock(row);
+  }
+
+  /** Whether the sequence's guess may be drafted: there is one, it does not end the text, and a token after it still fits. */
+  private usableGuess(seq: Sequence): boolean {
+    return seq.lookahead >= 0 && !this.model.config.eosTokenIds.includes(seq.lookahead) && mayDraft(seq, 1, this.policies);
+  }
+
+  /**
+   * A batch of greedy lossless rows with the lookahead head's guesses: one
+   * fused call over two positions a row, its own and its guess (a row
+   * without a usable guess feeds its own token again there, and that
+   * position is dropped). Where the full model's token is the guess, the row
+   * emits it (verified) and the token after it; else the full model's token,
+   * and every layer keeps only the row's own position. Each position's guess
+   * of the token after next is kept for the next step.
+   */
+  private decodeGuesses(rows: Row[], step: Step): void {
+    const vocabSize = this.model.config.vocabSize;
+    const guesses = rows.map((row) => (this.usableGuess(row.seq) ? row.seq.lookahead : -1));
+    const seconds = rows.map((row, i) => this.model.embed([guesses[i]! >= 0 ? guesses[i]! : row.seq.tokenAt(row.position)], [row.position + 1]));
+    this.calls.fitKv(Math.max(...rows.map((row) => row.seq.numFed + 1)), step.slotLengths);
+    const { logits, firstSlot, lookahead } = this.calls.fusedPairs(rows, seconds, step.slotLengths);
+    rows.forEach((row, i) => {
+      const at = 2 * (row.seq.slot - firstSlot);
+      const logitsAt = (p: number) => logits.subarray((at + p) * vocabSize, (at + p + 1) * vocabSize);
+      const token = this.draw(row.seq, row.position + 1, logitsAt(0));
+      const held = guesses[i]! >= 0 && token === guesses[i];
+      if (guesses[i]! >= 0) this.policies.drafts?.recordOutcome({ layer: 'lookahead', drafted: 1, accepted: held ? 1 : 0 });
+      row.policy.feedback?.(FULL_MODEL_TOKEN);
+      this.emit(step, row.seq, token, held ? { layer: null, confidence: null, verified: true } : { layer: null, confidence: null }, sameColumn, logitsAt(0));
+      if (held) {
+        row.policy.feedback?.(FULL_MODEL_TOKEN);
+        this.emit(step, row.seq, this.draw(row.seq, row.position + 2, logitsAt(1)), { layer: null, confidence: null }, sameColumn, logitsAt(1));
+      }
+      row.seq.layerLengths.fill(row.position + (held ? 2 : 1));
+      row.seq.lookahead = lookahead[at + (held ? 1 : 0)]!;
+    });
   }
 
   /** A decode row for the sequence's next position (its last fed token's): its input, and its policy for this step. */

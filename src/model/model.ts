@@ -388,8 +388,8 @@ export class Model {
       feeds[`${BlockIO.pastKey}_${layer}`] = cache.key;
       feeds[`${BlockIO.pastValue}_${layer}`] = cache.value;
     }
-    if (lookahead) fetches[FusedIO.lookahead] = new ort.Tensor('int64', lookahead.subarray(0, logitRows), [logitRows]);
     if (lookahead && !this.lookaheadFused) throw new Error('internal error: this model has no lookahead head loaded');
+    if (lookahead) fetches[FusedIO.lookahead] = new ort.Tensor('int64', lookahead.subarray(0, logitRows), [logitRows]);
     this.run(lookahead ? this.lookaheadFused! : this.fused!, feeds, fetches);
     for (let layer = 0; layer < numLayers; layer++) kv.append(layer, rows, added.keys[layer]!, added.values[layer]!);
   }
