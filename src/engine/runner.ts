@@ -259,7 +259,7 @@ export class ModelRunner {
     if (!only) for (const seq of batch) seq.lookahead = -1;
     const fused = this.model.hasFused && !shadow && (rows.every((row) => this.needsNoSingleBlock(row)) || this.timesFusedNow(rows));
     const started = performance.now();
-    if (fused) this.decodeFused(rows, step, guessing || (only !== null && this.guessesAhead(only, step)));
+    if (fused) this.decodeFused(rows, step, guessing || (only !== null && this.guessesAhead(only, rows[0]!.policy, step)));
     else this.decodeBySpans(rows, step);
     // Alone, it drafts on within the step, one span call per draft and none of a step's other
     // work, until a position goes all the way and verifies the run. In a batch the other rows
@@ -306,15 +306,15 @@ export class ModelRunner {
     return true;
   }
 
-  /** Whether this step's pass for `seq` also runs the lookahead head: a greedy lossless sequence decoding alone, on a model that has one. */
-  private guessesAhead(seq: Sequence, step: Step): boolean {
-    return this.model.hasLookahead && seq.lossless && step.decodeRows === 1 && seq.request.sampling.temperature === 0;
+  /** Whether this step's pass for `seq` also runs the lookahead head: greedy, under the draft controller (no forced plan), decoding alone. */
+  private guessesAhead(seq: Sequence, policy: ExitPolicy, step: Step): boolean {
+    return this.model.hasLookahead && policy.kind === 'lossless' && step.decodeRows === 1 && seq.request.sampling.temperature === 0;
   }
 
-  /** Whether a batch row may take part in guessing (decodeGuesses): greedy lossless, nothing deferred, no ramp to read, on a model with the head. */
+  /** Whether a batch row may take part in guessing (decodeGuesses): greedy, under the draft controller (no forced plan), nothing deferred, no ramp to read. */
   private guessesInBatch(row: Row): boolean {
     const { seq } = row;
-    return this.model.hasLookahead && seq.lossless && seq.request.sampling.temperature === 0 && this.needsNoSingleBlock(row);
+    return this.model.hasLookahead && row.policy.kind === 'lossless' && seq.request.sampling.temperature === 0 && this.needsNoSingleBlock(row);
   }
 
   /** Whether the sequence's guess may be drafted: there is one, it does not end the text, and a token after it still fits. */
@@ -522,7 +522,7 @@ export class ModelRunner {
     const end: SpanEnd = isLast ? { kind: 'head' } : reads ? { kind: 'ramp', confidence: this.options.confidence, logits: draws } : { kind: 'hidden' };
     const started = performance.now();
     // Only a pass of the whole model guesses: a catch-up from a ramp runs the deep blocks alone.
-    const guessAhead = isLast && from === 0 && step !== null && this.guessesAhead(seq, step);
+    const guessAhead = isLast && from === 0 && step !== null && this.guessesAhead(seq, policy, step);
     const { hidden, said } = this.calls.sequenceSpan(from, to, end, seq, seq.layerLengths[from]!, inputs, guessAhead);
     if (apart) for (const d of waiting) d.overheadMs += (performance.now() - started) / waiting.length;
     waiting.forEach((d, i) => {
