@@ -96,14 +96,15 @@ test(
   async (t) => {
     if (!requireSharedModels(t)) return;
     const model = await loadStories(t);
-    const { numLayers, maxSeqLen } = model.config;
-    const options = { maxRunning: 3, maxStepTokens: 512, maxContext: maxSeqLen };
+    const { numLayers } = model.config;
+    // A short context, which the rows fill to its end side by side.
+    const options = { maxRunning: 3, maxStepTokens: 512, maxContext: 72 };
     const prompts = ['Once upon a time', 'Tom and his dog', 'Lily wanted to'].map((p) => model.tokenizer.encode(p));
     const request = (i: number, earlyExit: 'off' | 'lossless'): GenerateRequest => ({
       id: `${earlyExit}-${i}`,
       promptTokens: prompts[i]!,
       sampling: GREEDY,
-      maxTokens: 80,
+      maxTokens: options.maxContext - prompts[i]!.length,
       stop: [],
       earlyExit,
     });
@@ -147,7 +148,7 @@ test(
     });
     assert.deepEqual(lossless, await texts('off'));
     assert.ok(rejected > 0 && checked > 0, `${rejected} guesses rejected, ${checked} caches checked`);
-    // Three rows of 80 tokens decoding side by side: a sequence left alone at the end could not have drafted this many.
-    assert.ok(guessed >= 100 && rejected < 0.7 * guessed, `${guessed} guesses, ${rejected} rejected`);
+    // Three rows of about 65 tokens decoding side by side: a sequence left alone at the end could not have drafted this many.
+    assert.ok(guessed >= 60 && rejected < 0.7 * guessed, `${guessed} guesses, ${rejected} rejected`);
   },
 );

@@ -71,6 +71,15 @@ export class ModelCalls {
   }
 
   /**
+   * fitKv within a step (drafts, guesses): grows the cache only. The step's
+   * own fit sized it for every sequence, prompts in progress too; a smaller
+   * fit here could count towards shrinking it below them.
+   */
+  growKv(longestSequence: number, slotLengths: SlotLengths): void {
+    if (Math.min(this.maxContext, longestSequence + 1) > this.kv.capacity) this.fitKv(longestSequence, slotLengths);
+  }
+
+  /**
    * Blocks `from`..`to` and `end` over the contiguous slot range of `rows`,
    * all at their next position, timed; each row's hidden state becomes the
    * span's output (unless it ends the model). Returns what it said per row.

@@ -265,7 +265,7 @@ export class ModelRunner {
     // work, until a position goes all the way and verifies the run. In a batch the other rows
     // need their tokens: there it drafts one position per step.
     while (only && only.deferred.length > 0 && only.numPending === 1) {
-      this.calls.fitKv(only.numFed, step.slotLengths);
+      this.calls.growKv(only.numFed, step.slotLengths);
       this.decodeBySpans([this.rowAt(only, false)], step);
     }
     // A sequence decoding alone times its steps for its controller's clock (which judges the ramps' exits or drafts).
@@ -302,7 +302,7 @@ export class ModelRunner {
       }
     }
     if (seq.drafts.length === 0) return false;
-    this.calls.fitKv(seq.numFed, step.slotLengths);
+    this.calls.growKv(seq.numFed, step.slotLengths);
     return true;
   }
 
@@ -311,10 +311,15 @@ export class ModelRunner {
     return this.model.hasLookahead && policy.kind === 'lossless' && step.decodeRows === 1 && seq.request.sampling.temperature === 0;
   }
 
-  /** Whether a batch row may take part in guessing (decodeGuesses): greedy, under the draft controller (no forced plan), nothing deferred, no ramp to read. */
+  /**
+   * Whether a batch row may take part in guessing (decodeGuesses): greedy,
+   * under the draft controller (no forced plan), nothing deferred, no ramp
+   * to read. (Its context holds the second position: a request's prompt and
+   * max_tokens fit the context, and the last step feeds one token less.)
+   */
   private guessesInBatch(row: Row): boolean {
-    const { seq } = row;
-    return this.model.hasLookahead && row.policy.kind === 'lossless' && seq.request.sampling.temperature === 0 && this.needsNoSingleBlock(row);
+    const greedy = row.seq.request.sampling.temperature === 0;
+    return this.model.hasLookahead && row.policy.kind === 'lossless' && greedy && this.needsNoSingleBlock(row);
   }
 
   /** Whether the sequence's guess may be drafted: there is one, it does not end the text, and a token after it still fits. */
@@ -335,7 +340,7 @@ export class ModelRunner {
     const vocabSize = this.model.config.vocabSize;
     const guesses = rows.map((row) => (this.usableGuess(row.seq) ? row.seq.lookahead : -1));
     const seconds = rows.map((row, i) => this.model.embed([guesses[i]! >= 0 ? guesses[i]! : row.seq.tokenAt(row.position)], [row.position + 1]));
-    this.calls.fitKv(Math.max(...rows.map((row) => row.seq.numFed + 1)), step.slotLengths);
+    this.calls.growKv(Math.max(...rows.map((row) => row.seq.numFed + 1)), step.slotLengths);
     const { logits, firstSlot, lookahead } = this.calls.fusedPairs(rows, seconds, step.slotLengths);
     rows.forEach((row, i) => {
       const at = 2 * (row.seq.slot - firstSlot);
