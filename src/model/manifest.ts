@@ -198,9 +198,11 @@ export function describeRamps(manifest: Manifest): string {
   const after = trained.ramps.map((r) => r.layer + 1).join(', ');
   const { training } = trained;
   const probe = trained.ramps.every((r) => r.context) ? 'a confidence probe weighed against the context' : 'a confidence probe';
+  const held = training.lookahead ? `, its guess held on ${(100 * training.lookahead.agreement).toFixed(1)}% of held-out positions` : '';
+  const lookahead = trained.lookahead ? `; a lookahead head that drafts for lossless greedy decoding${held}` : '';
   return (
     `trained ramps after blocks ${after} (residual MLP of width ${trained.hidden} and ${probe}; ${trained.candidates.dims[0]} candidate tokens, ` +
-    `distilled on ${training.calibration.positions} positions, seed ${training.seed})`
+    `distilled on ${training.calibration.positions} positions, seed ${training.seed})${lookahead}`
   );
 }
 
