@@ -52,7 +52,7 @@ test(
   async (t) => {
     if (!requireSharedModels(t)) return;
     const model = await loadStories(t);
-    // One sequence at a time: a sequence drafts guesses only when it decodes alone.
+    // One sequence at a time: the guesses of a sequence decoding alone (a batch is the next test).
     const engine = new LocalEngine(model, {
       maxRunning: 1,
       maxStepTokens: 512,
