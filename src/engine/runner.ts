@@ -250,16 +250,17 @@ export class ModelRunner {
     const only = batch.length === 1 && rows[0]!.policy.kind === 'lossless' ? batch[0]! : null;
     const drafted = only !== null && this.draftAhead(only, step);
     if (drafted) rows[0] = this.rowAt(only, shadow);
-    const guessing = only === null && !shadow && rows.length > 1 && rows.every((row) => this.guessesInBatch(row));
-    if (guessing && rows.some((row) => this.usableGuess(row.seq))) {
-      this.decodeGuesses(rows, step);
+    const guessing = only === null && !shadow && rows.length > 1 && rows.every((row) => this.guesses(row.seq, row.policy) && this.needsNoSingleBlock(row));
+    const guesses = guessing ? rows.map((row) => this.usableGuess(row.seq)) : [];
+    if (guesses.some((guess) => guess >= 0)) {
+      this.decodeGuesses(rows, guesses, step);
       return;
     }
     // A guess is for the step right after the one that made it: a batched step moves its sequence on without it.
     if (!only) for (const seq of batch) seq.lookahead = -1;
     const fused = this.model.hasFused && !shadow && (rows.every((row) => this.needsNoSingleBlock(row)) || this.timesFusedNow(rows));
     const started = performance.now();
-    if (fused) this.decodeFused(rows, step, guessing || (only !== null && this.guessesAhead(only, rows[0]!.policy, step)));
+    if (fused) this.decodeFused(rows, step, guessing || (only !== null && this.guesses(only, rows[0]!.policy)));
     else this.decodeBySpans(rows, step);
     // Alone, it drafts on within the step, one span call per draft and none of a step's other
     // work, until a position goes all the way and verifies the run. In a batch the other rows
@@ -282,7 +283,7 @@ export class ModelRunner {
    * whole model over them. Returns whether it drafted.
    */
   private draftAhead(seq: Sequence, step: Step): boolean {
-    const guess = seq.lookahead;
+    const guess = this.usableGuess(seq);
     seq.lookahead = -1;
     if (seq.deferred.length > 0 || seq.request.sampling.temperature > 0) return false;
     const eos = this.model.config.eosTokenIds;
@@ -292,7 +293,7 @@ export class ModelRunner {
       seq.deferred.push({ position, hidden, layer: -1, exitLayer, readings: [], stepRows: 1, overheadMs: 0 });
       seq.drafts.push(token);
     };
-    if (guess >= 0 && !eos.includes(guess) && mayDraft(seq, 1, this.policies)) draft(guess, LOOKAHEAD_DRAFT);
+    if (guess >= 0) draft(guess, LOOKAHEAD_DRAFT);
     const maxDrafts = seq.drafts.length + CONTEXT_DRAFT_MAX;
     if (seq.contextGate.opens()) {
       while (mayDraft(seq, maxDrafts, this.policies)) {
@@ -306,39 +307,37 @@ export class ModelRunner {
     return true;
   }
 
-  /** Whether this step's pass for `seq` also runs the lookahead head: greedy, under the draft controller (no forced plan), decoding alone. */
-  private guessesAhead(seq: Sequence, policy: ExitPolicy, step: Step): boolean {
-    return this.model.hasLookahead && policy.kind === 'lossless' && step.decodeRows === 1 && seq.request.sampling.temperature === 0;
-  }
-
   /**
-   * Whether a batch row may take part in guessing (decodeGuesses): greedy,
-   * under the draft controller (no forced plan), nothing deferred, no ramp
-   * to read. (Its context holds the second position: a request's prompt and
-   * max_tokens fit the context, and the last step feeds one token less.)
+   * Whether `seq`'s passes run the lookahead head: greedy, under the draft
+   * controller (no forced plan), on a model with one. Alone, every fused
+   * step and verification does; in a batch, when every row may (nothing
+   * deferred, no ramp to read; decodeGuesses).
    */
-  private guessesInBatch(row: Row): boolean {
-    const greedy = row.seq.request.sampling.temperature === 0;
-    return this.model.hasLookahead && row.policy.kind === 'lossless' && greedy && this.needsNoSingleBlock(row);
-  }
-
-  /** Whether the sequence's guess may be drafted: there is one, it does not end the text, and a token after it still fits. */
-  private usableGuess(seq: Sequence): boolean {
-    return seq.lookahead >= 0 && !this.model.config.eosTokenIds.includes(seq.lookahead) && mayDraft(seq, 1, this.policies);
+  private guesses(seq: Sequence, policy: ExitPolicy): boolean {
+    return this.model.hasLookahead && policy.kind === 'lossless' && seq.request.sampling.temperature === 0;
   }
 
   /**
-   * A batch of greedy lossless rows with the lookahead head's guesses: one
-   * fused call over two positions a row, its own and its guess (a row
-   * without a usable guess feeds its own token again there, and that
-   * position is dropped). Where the full model's token is the guess, the row
+   * The sequence's guess when it may be drafted (there is one, it does not
+   * end the text, and a token after it still fits; the second position
+   * fits the context too, since a request's prompt and max_tokens do), else −1.
+   */
+  private usableGuess(seq: Sequence): number {
+    const guess = seq.lookahead;
+    return guess >= 0 && !this.model.config.eosTokenIds.includes(guess) && mayDraft(seq, 1, this.policies) ? guess : -1;
+  }
+
+  /**
+   * A batch of greedy lossless rows with the lookahead head's guesses
+   * (`guesses`, per row; −1: none usable): one fused call over two
+   * positions a row, its own and its guess (a row without one feeds its own
+   * token again there, and that position is dropped). Where the full model's token is the guess, the row
    * emits it (verified) and the token after it; else the full model's token,
    * and every layer keeps only the row's own position. Each position's guess
    * of the token after next is kept for the next step.
    */
-  private decodeGuesses(rows: Row[], step: Step): void {
+  private decodeGuesses(rows: Row[], guesses: number[], step: Step): void {
     const vocabSize = this.model.config.vocabSize;
-    const guesses = rows.map((row) => (this.usableGuess(row.seq) ? row.seq.lookahead : -1));
     const seconds = rows.map((row, i) => this.model.embed([guesses[i]! >= 0 ? guesses[i]! : row.seq.tokenAt(row.position)], [row.position + 1]));
     this.calls.growKv(Math.max(...rows.map((row) => row.seq.numFed + 1)), step.slotLengths);
     const { logits, firstSlot, lookahead } = this.calls.fusedPairs(rows, seconds, step.slotLengths);
@@ -527,7 +526,7 @@ export class ModelRunner {
     const end: SpanEnd = isLast ? { kind: 'head' } : reads ? { kind: 'ramp', confidence: this.options.confidence, logits: draws } : { kind: 'hidden' };
     const started = performance.now();
     // Only a pass of the whole model guesses: a catch-up from a ramp runs the deep blocks alone.
-    const guessAhead = isLast && from === 0 && step !== null && this.guessesAhead(seq, policy, step);
+    const guessAhead = isLast && from === 0 && step?.decodeRows === 1 && this.guesses(seq, policy);
     const { hidden, said } = this.calls.sequenceSpan(from, to, end, seq, seq.layerLengths[from]!, inputs, guessAhead);
     if (apart) for (const d of waiting) d.overheadMs += (performance.now() - started) / waiting.length;
     waiting.forEach((d, i) => {
