@@ -182,9 +182,7 @@ export class ModelCalls {
    */
   fusedPairs(rows: BatchRow[], seconds: Float32Array[], slotLengths: SlotLengths): { logits: Float32Array; firstSlot: number; lookahead: number[] } {
     const dim = this.model.config.dim;
-    const { firstSlot, numRows, input: firsts, pastLengths } = this.slotRange(rows, 0, slotLengths, 2);
-    const input = this.buffers.get('pairs-input', numRows * 2 * dim).fill(0);
-    for (let r = 0; r < numRows; r++) input.set(firsts.subarray(r * dim, (r + 1) * dim), 2 * r * dim);
+    const { firstSlot, numRows, input, pastLengths } = this.slotRange(rows, 0, slotLengths, 2);
     rows.forEach((row, i) => input.set(seconds[i]!, (2 * (row.seq.slot - firstSlot) + 1) * dim));
     const logits = this.buffers.get('pairs-logits', numRows * 2 * this.model.config.vocabSize);
     this.model.runFused(input, { firstSlot, numRows, seqLen: 2, pastLengths }, this.kv, logits, 'every', this.lookahead);
@@ -222,10 +220,11 @@ export class ModelCalls {
 
   /**
    * The contiguous slot range a batched call over `rows` covers, its input
-   * (each row's hidden state, zeros elsewhere) and each slot's past length at
-   * `layer`. Slots in the range that are not part of the call get a stray write
-   * at their own next position for that layer, which their own later call
-   * overwrites before anything reads it.
+   * ([slots, seqLen, dim]: each row's hidden state at its first position,
+   * zeros elsewhere) and each slot's past length at `layer`. Slots in the
+   * range that are not part of the call get stray writes at their own next
+   * positions for that layer, which their own later call overwrites before
+   * anything reads them.
    */
   private slotRange(
     rows: BatchRow[],
@@ -237,10 +236,10 @@ export class ModelCalls {
     const slots = rows.map((row) => row.seq.slot);
     const firstSlot = Math.min(...slots);
     const numRows = Math.max(...slots) - firstSlot + 1;
-    const input = this.buffers.get('input', numRows * dim).fill(0);
+    const input = this.buffers.get('input', numRows * seqLen * dim).fill(0);
     const pastLengths = new Int32Array(numRows);
     for (let r = 0; r < numRows; r++) pastLengths[r] = Math.min(slotLengths[firstSlot + r]?.[layer] ?? 0, this.kv.capacity - seqLen);
-    for (const row of rows) input.set(row.hidden, (row.seq.slot - firstSlot) * dim);
+    for (const row of rows) input.set(row.hidden, (row.seq.slot - firstSlot) * seqLen * dim);
     return { firstSlot, numRows, input, pastLengths };
   }
 }
