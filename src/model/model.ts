@@ -215,6 +215,23 @@ function tensorOver(data: Float32Array, dims: number[]): ort.Tensor {
   return tensor;
 }
 
+const guessTensors = new WeakMap<BigInt64Array, Map<number, ort.Tensor>>();
+
+/** An onnxruntime tensor over the first `length` entries of `guesses` (FusedIO.lookahead), reused per buffer and length as tensorOver's. */
+function guessesOver(guesses: BigInt64Array, length: number): ort.Tensor {
+  let byLength = guessTensors.get(guesses);
+  if (!byLength) {
+    byLength = new Map<number, ort.Tensor>();
+    guessTensors.set(guesses, byLength);
+  }
+  let tensor = byLength.get(length);
+  if (!tensor) {
+    tensor = new ort.Tensor('int64', guesses.subarray(0, length), [length]);
+    byLength.set(length, tensor);
+  }
+  return tensor;
+}
+
 export class Model {
   private readonly positionCache = new Map<string, PositionTensors>();
   private readonly newKvCache = new Map<string, NewKv>();
@@ -389,7 +406,7 @@ export class Model {
       feeds[`${BlockIO.pastValue}_${layer}`] = cache.value;
     }
     if (lookahead && !this.lookaheadFused) throw new Error('internal error: this model has no lookahead head loaded');
-    if (lookahead) fetches[FusedIO.lookahead] = new ort.Tensor('int64', lookahead.subarray(0, logitRows), [logitRows]);
+    if (lookahead) fetches[FusedIO.lookahead] = guessesOver(lookahead, logitRows);
     this.run(lookahead ? this.lookaheadFused! : this.fused!, feeds, fetches);
     for (let layer = 0; layer < numLayers; layer++) kv.append(layer, rows, added.keys[layer]!, added.values[layer]!);
   }
