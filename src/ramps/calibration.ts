@@ -166,7 +166,7 @@ export interface Positions {
   targets: Float32Array;
   /** The full model's argmax over the whole vocabulary. */
   finalArgmax: Int32Array;
-  /** [count, dim]: the last block's outputs, what the lookahead head reads. */
+  /** [count, dim]: the last block's outputs, what the lookahead head reads (not shared: only the trainer's thread reads them, and onnxruntime takes no SharedArrayBuffer). */
   final: Float32Array;
   /**
    * The index of the next position of the same text when the token there is
@@ -209,7 +209,7 @@ function gather(model: Model, stretches: Stretch[], numLayers: number, candidate
     hidden: Array.from({ length: numLayers }, () => sharedFloats(count * dim)),
     targets: sharedFloats(count * width),
     finalArgmax: sharedInts(count),
-    final: sharedFloats(count * dim),
+    final: new Float32Array(count * dim),
     next: sharedInts(count),
     match: { token: sharedInts(count), length: sharedInts(count) },
   };
@@ -228,8 +228,7 @@ function gather(model: Model, stretches: Stretch[], numLayers: number, candidate
   const logits = new Float32Array(HEAD_CHUNK * vocabSize);
   for (let from = 0; from < count; from += HEAD_CHUNK) {
     const n = Math.min(HEAD_CHUNK, count - from);
-    // A copy: onnxruntime takes no SharedArrayBuffer.
-    model.runHead(final.slice(from * dim, (from + n) * dim), n, logits.subarray(0, n * vocabSize));
+    model.runHead(final.subarray(from * dim, (from + n) * dim), n, logits.subarray(0, n * vocabSize));
     for (let i = 0; i < n; i++) {
       const row = logits.subarray(i * vocabSize, (i + 1) * vocabSize);
       const probs = softmax(row);
@@ -296,7 +295,7 @@ export function concatPositions(a: Positions, b: Positions): Positions {
     hidden: a.hidden.map((h, k) => floats(h, b.hidden[k]!)),
     targets: floats(a.targets, b.targets),
     finalArgmax: ints(a.finalArgmax, b.finalArgmax),
-    final: floats(a.final, b.final),
+    final: joined(a.final, b.final, (length) => new Float32Array(length)),
     next: ints(
       a.next,
       b.next.map((i) => (i < 0 ? i : i + a.count)),
