@@ -351,22 +351,20 @@ export async function trainRamps(dir: string, overrides: Partial<TrainRampsOptio
     const embeddingScale = rms(train.final) / rms(embeddings);
     const lookaheadTrain = lookaheadPositions(train, embeddings, embeddingScale, dim, width);
     const lookaheadTest = lookaheadPositions(test, embeddings, embeddingScale, dim, width);
-    const jobPositions = [...layers.map((_, k) => ({ ...train, hidden: train.hidden[k]! })), lookaheadTrain];
     const totalPositions = options.epochs * train.count * layers.length + options.lookaheadEpochs * lookaheadTrain.count;
     const bar = options.verbose ? progressBar('training ramps', totalPositions, 'positions') : null;
     let done = 0;
     let lossAverage = NaN;
     // The lookahead head first: its positions are the most, and it keeps one worker busy while the ramps share the rest.
-    const order = [layers.length, ...layers.keys()];
-    const jobs = order.map((k) => {
-      const ramp = k < layers.length;
-      return { head, candidates, positions: jobPositions[k]!, options: ramp ? fitOptions : { ...fitOptions, epochs: options.lookaheadEpochs }, probe: ramp };
-    });
+    const jobs = [
+      { head, candidates, positions: lookaheadTrain, options: { ...fitOptions, epochs: options.lookaheadEpochs }, probe: false },
+      ...layers.map((_, k) => ({ head, candidates, positions: { ...train, hidden: train.hidden[k]! }, options: fitOptions, probe: true })),
+    ];
+    const jobNames = ['lookahead head', ...layers.map((layer) => `ramp after block ${layer + 1}`)];
     const results = await fitRamps(jobs, options.workers, (job, n, loss) => {
       done += n;
       if (!Number.isNaN(loss)) lossAverage = Number.isNaN(lossAverage) ? loss : 0.98 * lossAverage + 0.02 * loss;
-      const k = order[job]!;
-      bar?.update(done, `${k < layers.length ? `ramp after block ${layers[k]! + 1}` : 'lookahead head'}: loss ${lossAverage.toFixed(3)}`);
+      bar?.update(done, `${jobNames[job]}: loss ${lossAverage.toFixed(3)}`);
     });
     bar?.finish(`loss ${lossAverage.toFixed(3)}`);
     log(`fitted ${layers.length} ramps and their probes, and the lookahead head (${Math.min(options.workers, jobs.length)} at once) at ${clock()}`);
