@@ -38,7 +38,7 @@ function requestOf(work: Work, model: string | null, maxTokens: number, temperat
     ...(model === null ? {} : { model }),
     max_tokens: maxTokens,
     temperature,
-    // Greedy needs no seed; a seeded request would decode on the full model (the server's rule), with exits on too.
+    // Sampled requests carry a seed so that every variant draws alike (a seeded or greedy request asked to exit decodes lossless: the server's rule).
     ...(temperature > 0 ? { seed: work.seed } : {}),
     stream: true,
     stream_options: { include_usage: true },

@@ -120,6 +120,7 @@ test('the playground in headless Chromium on stories260K', { timeout: 90_000 }, 
 
   // On stories260K the controller rightly keeps the ramps nearly shut, so colours would have nothing
   // to show: force the ramp after block 4 open (POST /debug/exits), after a little traffic for feedback.
+  // Sampled, unseeded requests: greedy and seeded ones asked to exit decode lossless (the server's rule).
   const forceExits = async (exits: object) => {
     const res = await fetch(`${server.url}/debug/exits`, { method: 'POST', body: JSON.stringify(exits) });
     assert.equal(res.status, 202, await res.text());
@@ -127,7 +128,7 @@ test('the playground in headless Chromium on stories260K', { timeout: 90_000 }, 
   await forceExits({ ramps: [{ layer: 3, threshold: 0.5 }] });
   await Promise.all(
     ['Once upon a time', 'Tom and his dog', 'The sun was hot and', 'Lily wanted to'].map(async (prompt) => {
-      const res = await fetch(`${server.url}/v1/completions`, { method: 'POST', body: JSON.stringify({ prompt, max_tokens: 150, temperature: 0 }) });
+      const res = await fetch(`${server.url}/v1/completions`, { method: 'POST', body: JSON.stringify({ prompt, max_tokens: 150, temperature: 0.8 }) });
       assert.equal(res.status, 200);
       await res.text();
     }),
@@ -183,7 +184,7 @@ test('the playground in headless Chromium on stories260K', { timeout: 90_000 }, 
         },
       );
     });
-    await page.fill('#temperature', '0');
+    await page.fill('#temperature', '0.8');
     await page.fill('#max-tokens', '200');
     const { state, tokens } = await sendAndWait(page, 'Once upon a time');
     assert.equal(state, 'done');
@@ -239,6 +240,7 @@ test('the playground in headless Chromium on stories260K', { timeout: 90_000 }, 
   await t.test("lossless: the mode goes with the request; verified drafts wear their ramp's colour, and the text is the full model's", async () => {
     await forceExits({ draft: { layer: 3, minConfidence: 0.3, maxDraft: 8 } });
     await page.selectOption('#early-exit', 'lossless');
+    await page.fill('#temperature', '0');
     await page.fill('#max-tokens', '100');
     const prompt = 'Tom and his dog';
     const { state } = await sendAndWait(page, prompt);

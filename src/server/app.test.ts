@@ -301,13 +301,16 @@ test('early exits: per-request early_exit reaches the engine; exited tokens carr
   assert.deepEqual((chunks[2]!.choices as unknown[])[0], { index: 0, delta: { content: 'b' }, logprobs: null, finish_reason: null });
   await post(app, '/v1/completions', { prompt: 'x', early_exit: false });
   assert.equal(engine.requests[1]!.earlyExit, 'off');
-  // The modes by name; a seeded request that would exit decodes lossless (its text is the full model's, so it reproduces).
+  // The modes by name; a seeded or greedy request that would exit decodes lossless (its text is the full model's, so it reproduces).
   await post(app, '/v1/completions', { prompt: 'x', early_exit: 'lossless' });
   await post(app, '/v1/completions', { prompt: 'x', seed: 3 });
   await post(app, '/v1/completions', { prompt: 'x', seed: 3, early_exit: 'off' });
+  await post(app, '/v1/completions', { prompt: 'x', temperature: 0 });
+  await post(app, '/v1/completions', { prompt: 'x', temperature: 0, early_exit: 'off' });
+  await post(app, '/v1/completions', { prompt: 'x', temperature: 0.1 });
   assert.deepEqual(
     engine.requests.slice(2).map((r) => r.earlyExit),
-    ['lossless', 'lossless', 'off'],
+    ['lossless', 'lossless', 'off', 'lossless', 'off', 'on'],
   );
   const bad = await post(app, '/v1/completions', { prompt: 'x', early_exit: 'sometimes' });
   assert.equal(bad.status, 400);
