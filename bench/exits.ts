@@ -39,8 +39,8 @@
  * "the full model's token" is one token at any temperature, the oracle's
  * plan (traced with the same seed) keeps exits off's text, and each
  * variant's text can be compared with exits off's for the same request.
- * (The engine exits for seeded requests; only the HTTP server decodes them
- * on the full model.)
+ * (The engine exits for seeded and greedy requests; only the HTTP server
+ * decodes them lossless.)
  *
  * In-process engine (no HTTP), prompts/ story openings. Latency is measured
  * at the engine's token events, as a client reading the stream would see it
