@@ -32,6 +32,15 @@ export interface HostHooks {
 /** The longest the loop steps without a turn of the event loop. */
 const EVENT_LOOP_MS = 1;
 
+/**
+ * Microtask turns between steps, for a reader of LocalEngine.generate (the
+ * queue's promise, the async generator's yield*, its for await) to see the
+ * step's events before the next step. With one turn it mostly read them
+ * after the next step: 46% of in-process gaps between tokens were near zero
+ * (exits off, stories260K); with two, 12 of 2,985; with three, none.
+ */
+const READER_TURNS = 3;
+
 /** What an injected fault throws: stands for any exception out of Engine.step(). */
 class InjectedFault extends Error {
   override name = 'InjectedFault';
@@ -109,7 +118,7 @@ export class EngineHost {
           await yieldToEventLoop();
           lastTurn = performance.now();
         } else {
-          await Promise.resolve();
+          for (let turn = 0; turn < READER_TURNS; turn++) await Promise.resolve();
         }
       }
     } catch (error) {
