@@ -104,6 +104,16 @@ export const RampTrainingSchema = z.object({
 });
 export type RampTraining = z.infer<typeof RampTrainingSchema>;
 
+/** A trained map's tensors, a ramp's or the lookahead head's: b, U, c and D of t = h + b + D·silu(U·x + c) (below), and the rest logit's row and bias. */
+const rampMapShape = {
+  bias: WeightRefSchema, // [dim]
+  up: WeightRefSchema, // [hidden, dim] (out, in)
+  upBias: WeightRefSchema, // [hidden]
+  down: WeightRefSchema, // [dim, hidden] (out, in)
+  restRow: WeightRefSchema, // [1, dim]
+  restBias: WeightRefSchema, // [1]
+};
+
 /**
  * Trained ramps (see ramp-math.ts and probe-math.ts): per candidate layer,
  * t = h + b + D·silu(U·x + c) with x = h / rms(h), the model's final norm,
@@ -128,12 +138,7 @@ export const TrainedRampsSchema = z.object({
       /** 0-based block index whose output it reads (as `/exits` names ramps). */
       layer: z.number().int().nonnegative(),
       graph: z.string(),
-      bias: WeightRefSchema, // [dim]
-      up: WeightRefSchema, // [hidden, dim] (out, in)
-      upBias: WeightRefSchema, // [hidden]
-      down: WeightRefSchema, // [dim, hidden] (out, in)
-      restRow: WeightRefSchema, // [1, dim]
-      restBias: WeightRefSchema, // [1]
+      ...rampMapShape,
       probe: z.object({
         weight: WeightRefSchema, // [probeHidden, features] (out, in)
         bias: WeightRefSchema, // [probeHidden]
@@ -155,12 +160,7 @@ export const TrainedRampsSchema = z.object({
     .object({
       graph: z.string(),
       embeddingScale: z.number().positive(),
-      bias: WeightRefSchema,
-      up: WeightRefSchema,
-      upBias: WeightRefSchema,
-      down: WeightRefSchema,
-      restRow: WeightRefSchema,
-      restBias: WeightRefSchema,
+      ...rampMapShape,
     })
     .optional(),
   training: RampTrainingSchema,
