@@ -137,6 +137,11 @@ export class ModelCalls {
     return this.model.rampToken(Number(guesses[i]!));
   }
 
+  /** The first `count` guesses of the last call that guessed, as token ids. */
+  private guessedTokens(count: number): number[] {
+    return Array.from({ length: count }, (_, i) => this.guessAt(this.lookahead, i));
+  }
+
   /** Columns of the logits a span with `end` returns per row (0: none). */
   private logitsWidth(end: SpanEnd): number {
     if (end.kind === 'head') return this.model.config.vocabSize;
@@ -168,8 +173,7 @@ export class ModelCalls {
     const started = performance.now();
     this.model.runFused(input, { firstSlot, numRows, seqLen: 1, pastLengths }, this.kv, logits, 'last', guesses);
     this.costs.addFused(performance.now() - started, numRows);
-    const lookahead = guesses ? Array.from({ length: numRows }, (_, i) => this.guessAt(guesses, i)) : null;
-    return { logits, firstSlot, lookahead };
+    return { logits, firstSlot, lookahead: guesses ? this.guessedTokens(numRows) : null };
   }
 
   /**
@@ -186,7 +190,7 @@ export class ModelCalls {
     rows.forEach((row, i) => input.set(seconds[i]!, (2 * (row.seq.slot - firstSlot) + 1) * dim));
     const logits = this.buffers.get('pairs-logits', numRows * 2 * this.model.config.vocabSize);
     this.model.runFused(input, { firstSlot, numRows, seqLen: 2, pastLengths }, this.kv, logits, 'every', this.lookahead);
-    return { logits, firstSlot, lookahead: Array.from({ length: 2 * numRows }, (_, i) => this.guessAt(this.lookahead, i)) };
+    return { logits, firstSlot, lookahead: this.guessedTokens(2 * numRows) };
   }
 
   /**
