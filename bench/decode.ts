@@ -12,6 +12,11 @@
  * (`../shared/peers/build-llama-cpp.sh /tmp/llama.cpp-peer`). `--llama-cpp
  * off` leaves llama.cpp out.
  *
+ * On glibc the bench runs with huge pages asked for (`--huge-pages on`, the
+ * default; see src/util/huge-pages.ts): it starts itself again with the
+ * tunable unless GLIBC_TUNABLES already says, and llama.cpp's processes
+ * inherit the same environment. `--huge-pages off` measures without.
+ *
  *   npm run bench:decode [-- --models stories260K,stories110M --threads 1,2 --quantize none,int8 --repeats 5]
  *
  * Models: stories260K from ../shared/models, and random-weight synth shapes
@@ -19,12 +24,13 @@
  * Variants alternate within each repeat so machine drift hits all alike;
  * the table reports medians.
  */
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { EXITS_OFF, GREEDY, LocalEngine } from '../src/engine/index.js';
 import { Model, QUANTIZATIONS, weightsLabel, type Quantization } from '../src/model/index.js';
-import { PROJECT_ROOT } from '../src/util/index.js';
+import { hugePagesSet, onGlibc, PROJECT_ROOT, withHugePages } from '../src/util/index.js';
 import { bareDecode } from './decode-loop.js';
 import { DEFAULT_LLAMA_CPP_OUT, findLlamaBench, llamaBenchDecode, nodeLlamaCppDecode } from './llama-cpp-decode.js';
 import { exportGgufPeerModel, prepareBenchModel } from './models.js';
@@ -44,8 +50,10 @@ const { values } = parseArgs({
     'llama-cpp': { type: 'string', default: 'on' },
     'llama-bench': { type: 'string', default: process.env.LLAMA_CPP_BIN },
     out: { type: 'string', default: path.join(PROJECT_ROOT, 'bench', 'results', 'decode.json') },
+    'huge-pages': { type: 'string', default: 'on' },
   },
 });
+if (!['on', 'off'].includes(values['huge-pages'])) throw new Error(`--huge-pages: ${JSON.stringify(values['huge-pages'])} is not on or off`);
 
 /** Tokens/s of offramp's engine (per-block sessions), greedy, excluding the first token. */
 async function perBlock(model: Model, promptTokens: number[], numTokens: number): Promise<number> {
@@ -78,94 +86,122 @@ interface Row {
   nodeLlamaCppTokensPerSecond: number | null;
   /** llama.cpp's llama-bench on the same file; null without a build. */
   llamaBenchTokensPerSecond: number | null;
+  /** The same with the weights read into memory instead of mapped (`--mmap 0`). */
+  llamaBenchNoMmapTokensPerSecond: number | null;
 }
 
-const rows: Row[] = [];
-const repeats = Number(values.repeats);
-const quantizations = values.quantize.split(',').map((q) => {
-  if (!(QUANTIZATIONS as readonly string[]).includes(q)) throw new Error(`--quantize: ${JSON.stringify(q)} is not one of ${QUANTIZATIONS.join(', ')}`);
-  return q as Quantization;
-});
-const log = (line: string) => process.stderr.write(`bench: ${line}\n`);
-const withLlamaCpp = values['llama-cpp'] !== 'off';
-const llamaBenchDir = withLlamaCpp ? findLlamaBench(values['llama-bench']) : null;
-if (withLlamaCpp) {
-  log(
-    llamaBenchDir
-      ? `llama-bench from ${llamaBenchDir}`
-      : `no llama-bench column: none built in ${DEFAULT_LLAMA_CPP_OUT}; build it with \`../shared/peers/build-llama-cpp.sh ${DEFAULT_LLAMA_CPP_OUT}\` (about 10 minutes on 2 cores), or name a build with --llama-bench DIR (or LLAMA_CPP_BIN=DIR)`,
+/** Every model, thread count and quantization in turn; prints the table and writes the JSON. */
+async function measure(): Promise<void> {
+  const rows: Row[] = [];
+  const repeats = Number(values.repeats);
+  const quantizations = values.quantize.split(',').map((q) => {
+    if (!(QUANTIZATIONS as readonly string[]).includes(q)) throw new Error(`--quantize: ${JSON.stringify(q)} is not one of ${QUANTIZATIONS.join(', ')}`);
+    return q as Quantization;
+  });
+  const log = (line: string) => process.stderr.write(`bench: ${line}\n`);
+  log(`GLIBC_TUNABLES=${process.env.GLIBC_TUNABLES ?? '(unset)'}`);
+  const withLlamaCpp = values['llama-cpp'] !== 'off';
+  const llamaBenchDir = withLlamaCpp ? findLlamaBench(values['llama-bench']) : null;
+  if (withLlamaCpp) {
+    log(
+      llamaBenchDir
+        ? `llama-bench from ${llamaBenchDir}`
+        : `no llama-bench column: none built in ${DEFAULT_LLAMA_CPP_OUT}; build it with \`../shared/peers/build-llama-cpp.sh ${DEFAULT_LLAMA_CPP_OUT}\` (about 10 minutes on 2 cores), or name a build with --llama-bench DIR (or LLAMA_CPP_BIN=DIR)`,
+    );
+  }
+  for (const name of values.models.split(',')) {
+    const builds: { quantization: Quantization; dir: string; gguf: string | null }[] = [];
+    for (const quantization of quantizations) {
+      const dir = (await prepareBenchModel(name, log, quantization)).dir;
+      // The GGUF counterpart of each build: F32 beside float32, Q8_0 (also blocks of 32, one scale each) beside int8.
+      const gguf = withLlamaCpp ? exportGgufPeerModel(name, log, quantization === 'int8' ? 'q8_0' : 'f32') : null;
+      builds.push({ quantization, dir, gguf });
+    }
+    // Each thread count runs every quantization in turn, so float32 and int8 rows sit side by side.
+    const runs = values.threads.split(',').flatMap((threads) => builds.map((build) => ({ threads: Number(threads), ...build })));
+    for (const { threads, quantization, dir, gguf } of runs) {
+      const weights = weightsLabel(quantization);
+      const model = await Model.load(dir, { device: 'cpu', threads, fused: false });
+      const engineDefault = await Model.load(dir, { device: 'cpu', threads });
+      const fusedModel = await Model.load(dir, { device: 'cpu', threads, fused: true });
+      const promptTokens = model.tokenizer.encode(PROMPT);
+      const numTokens = Number(values.tokens ?? (model.config.dim <= 64 ? 256 : 64));
+      // Warm-up: a few requests' worth for each engine, so the JIT has compiled its steps (a cold engine runs
+      // the first thousand or so stories260K tokens 30-40% slower), as in a server that has been running.
+      for (let i = 0; i < WARMUP_REQUESTS; i++) {
+        await perBlock(model, promptTokens, numTokens);
+        await perBlock(engineDefault, promptTokens, numTokens);
+        bareDecode(fusedModel, 'fused', promptTokens, numTokens);
+      }
+      if (gguf) await nodeLlamaCppDecode(gguf, PROMPT, threads, 8);
+      const a: number[] = [];
+      const b: number[] = [];
+      const c: number[] = [];
+      const d: number[] = [];
+      const e: number[] = [];
+      const f: number[] = [];
+      for (let r = 0; r < repeats; r++) {
+        a.push(await perBlock(model, promptTokens, numTokens));
+        c.push(await perBlock(engineDefault, promptTokens, numTokens));
+        b.push(bareDecode(fusedModel, 'fused', promptTokens, numTokens));
+        if (gguf) d.push(await nodeLlamaCppDecode(gguf, PROMPT, threads, numTokens));
+        if (gguf && llamaBenchDir) e.push(llamaBenchDecode(llamaBenchDir, gguf, threads, numTokens));
+        if (gguf && llamaBenchDir) f.push(llamaBenchDecode(llamaBenchDir, gguf, threads, numTokens, false));
+        const llamaCpp = `${d.length ? `, node-llama-cpp ${d.at(-1)!.toFixed(1)}` : ''}${e.length ? `, llama-bench ${e.at(-1)!.toFixed(1)} (--mmap 0: ${f.at(-1)!.toFixed(1)})` : ''}`;
+        process.stderr.write(
+          `bench: ${name} ${weights} threads=${threads} repeat ${r + 1}/${repeats}: per-block ${a.at(-1)!.toFixed(1)}, engine default ${c.at(-1)!.toFixed(1)}, fused ${b.at(-1)!.toFixed(1)}${llamaCpp} tokens/s\n`,
+        );
+      }
+      rows.push({
+        model: name,
+        threads,
+        weights,
+        perBlockTokensPerSecond: median(a)!,
+        engineDefaultTokensPerSecond: median(c)!,
+        fusedTokensPerSecond: median(b)!,
+        perBlockOverFused: median(a)! / median(b)!,
+        nodeLlamaCppTokensPerSecond: median(d),
+        llamaBenchTokensPerSecond: median(e),
+        llamaBenchNoMmapTokensPerSecond: median(f),
+      });
+      fusedModel.release();
+      model.release();
+      engineDefault.release();
+    }
+  }
+
+  const cell = (x: number | null) => (x === null ? '–' : x.toFixed(1));
+  const table = [
+    '| model | threads | weights | engine, block by block | engine, default | bare fused-graph loop | block by block / fused | llama.cpp (node-llama-cpp) | llama.cpp (llama-bench) | llama-bench --mmap 0 |',
+    '|---|---:|---|---:|---:|---:|---:|---:|---:|---:|',
+    ...rows.map(
+      (r) =>
+        `| ${r.model} | ${r.threads} | ${r.weights} | ${r.perBlockTokensPerSecond.toFixed(1)} | ${r.engineDefaultTokensPerSecond.toFixed(1)} | ${r.fusedTokensPerSecond.toFixed(1)} | ${(100 * r.perBlockOverFused).toFixed(1)}% | ${cell(r.nodeLlamaCppTokensPerSecond)} | ${cell(r.llamaBenchTokensPerSecond)} | ${cell(r.llamaBenchNoMmapTokensPerSecond)} |`,
+    ),
+  ].join('\n');
+  process.stdout.write(`${table}\n`);
+  fs.mkdirSync(path.dirname(values.out), { recursive: true });
+  fs.writeFileSync(
+    values.out,
+    JSON.stringify(
+      {
+        date: new Date().toISOString(),
+        command: `npm run bench:decode -- ${process.argv.slice(2).join(' ')}`.trim(),
+        glibcTunables: process.env.GLIBC_TUNABLES ?? null,
+        repeats,
+        rows,
+      },
+      null,
+      2,
+    ),
   );
 }
-for (const name of values.models.split(',')) {
-  const builds: { quantization: Quantization; dir: string; gguf: string | null }[] = [];
-  for (const quantization of quantizations) {
-    const dir = (await prepareBenchModel(name, log, quantization)).dir;
-    // The GGUF counterpart of each build: F32 beside float32, Q8_0 (also blocks of 32, one scale each) beside int8.
-    const gguf = withLlamaCpp ? exportGgufPeerModel(name, log, quantization === 'int8' ? 'q8_0' : 'f32') : null;
-    builds.push({ quantization, dir, gguf });
-  }
-  // Each thread count runs every quantization in turn, so float32 and int8 rows sit side by side.
-  const runs = values.threads.split(',').flatMap((threads) => builds.map((build) => ({ threads: Number(threads), ...build })));
-  for (const { threads, quantization, dir, gguf } of runs) {
-    const weights = weightsLabel(quantization);
-    const model = await Model.load(dir, { device: 'cpu', threads, fused: false });
-    const engineDefault = await Model.load(dir, { device: 'cpu', threads });
-    const fusedModel = await Model.load(dir, { device: 'cpu', threads, fused: true });
-    const promptTokens = model.tokenizer.encode(PROMPT);
-    const numTokens = Number(values.tokens ?? (model.config.dim <= 64 ? 256 : 64));
-    // Warm-up: a few requests' worth for each engine, so the JIT has compiled its steps (a cold engine runs
-    // the first thousand or so stories260K tokens 30-40% slower), as in a server that has been running.
-    for (let i = 0; i < WARMUP_REQUESTS; i++) {
-      await perBlock(model, promptTokens, numTokens);
-      await perBlock(engineDefault, promptTokens, numTokens);
-      bareDecode(fusedModel, 'fused', promptTokens, numTokens);
-    }
-    if (gguf) await nodeLlamaCppDecode(gguf, PROMPT, threads, 8);
-    const a: number[] = [];
-    const b: number[] = [];
-    const c: number[] = [];
-    const d: number[] = [];
-    const e: number[] = [];
-    for (let r = 0; r < repeats; r++) {
-      a.push(await perBlock(model, promptTokens, numTokens));
-      c.push(await perBlock(engineDefault, promptTokens, numTokens));
-      b.push(bareDecode(fusedModel, 'fused', promptTokens, numTokens));
-      if (gguf) d.push(await nodeLlamaCppDecode(gguf, PROMPT, threads, numTokens));
-      if (gguf && llamaBenchDir) e.push(llamaBenchDecode(llamaBenchDir, gguf, threads, numTokens));
-      const llamaCpp = `${d.length ? `, node-llama-cpp ${d.at(-1)!.toFixed(1)}` : ''}${e.length ? `, llama-bench ${e.at(-1)!.toFixed(1)}` : ''}`;
-      process.stderr.write(
-        `bench: ${name} ${weights} threads=${threads} repeat ${r + 1}/${repeats}: per-block ${a.at(-1)!.toFixed(1)}, engine default ${c.at(-1)!.toFixed(1)}, fused ${b.at(-1)!.toFixed(1)}${llamaCpp} tokens/s\n`,
-      );
-    }
-    rows.push({
-      model: name,
-      threads,
-      weights,
-      perBlockTokensPerSecond: median(a)!,
-      engineDefaultTokensPerSecond: median(c)!,
-      fusedTokensPerSecond: median(b)!,
-      perBlockOverFused: median(a)! / median(b)!,
-      nodeLlamaCppTokensPerSecond: median(d),
-      llamaBenchTokensPerSecond: median(e),
-    });
-    fusedModel.release();
-    model.release();
-    engineDefault.release();
-  }
-}
 
-const cell = (x: number | null) => (x === null ? '–' : x.toFixed(1));
-const table = [
-  '| model | threads | weights | engine, block by block | engine, default | bare fused-graph loop | block by block / fused | llama.cpp (node-llama-cpp) | llama.cpp (llama-bench) |',
-  '|---|---:|---|---:|---:|---:|---:|---:|---:|',
-  ...rows.map(
-    (r) =>
-      `| ${r.model} | ${r.threads} | ${r.weights} | ${r.perBlockTokensPerSecond.toFixed(1)} | ${r.engineDefaultTokensPerSecond.toFixed(1)} | ${r.fusedTokensPerSecond.toFixed(1)} | ${(100 * r.perBlockOverFused).toFixed(1)}% | ${cell(r.nodeLlamaCppTokensPerSecond)} | ${cell(r.llamaBenchTokensPerSecond)} |`,
-  ),
-].join('\n');
-process.stdout.write(`${table}\n`);
-fs.mkdirSync(path.dirname(values.out), { recursive: true });
-fs.writeFileSync(
-  values.out,
-  JSON.stringify({ date: new Date().toISOString(), command: `npm run bench:decode -- ${process.argv.slice(2).join(' ')}`.trim(), repeats, rows }, null, 2),
-);
+if (onGlibc() && !hugePagesSet(process.env)) {
+  // glibc reads its tunables once, at start: run again in a process started with them.
+  const env = withHugePages(process.env, values['huge-pages'] === 'on');
+  const { status } = spawnSync(process.execPath, [...process.execArgv, ...process.argv.slice(1)], { stdio: 'inherit', env });
+  process.exitCode = status ?? 1;
+} else {
+  await measure();
+}
