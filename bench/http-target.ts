@@ -13,6 +13,7 @@ import http from 'node:http';
 import { fileURLToPath } from 'node:url';
 import { createParser } from 'eventsource-parser';
 import { SERVE_USAGE, ServeConfigSchema, startServer, type ServeConfig } from '../src/server/index.js';
+import { withHugePages } from '../src/util/index.js';
 import type { BenchModel } from './models.js';
 import { failedRecord, type ExitsSnapshot, type RequestRecord, type ServerSnapshot, type Target } from './target.js';
 import type { Work } from './workload.js';
@@ -262,7 +263,8 @@ async function startProcess(id: string, config: ServeConfig, modelName: string, 
   const main = fileURLToPath(new URL('../src/main.js', import.meta.url));
   const env = { ...process.env };
   delete env.OFFRAMP_API_KEY; // the bench sends no key
-  const child = spawn(process.execPath, [main, ...serveArgs(config)], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  // With the tunable already set, serve runs in this child itself (no second process): its pid is the server's.
+  const child = spawn(process.execPath, [main, ...serveArgs(config)], { env: withHugePages(env), stdio: ['ignore', 'ignore', 'pipe'] });
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   let tail = '';
   const url = await new Promise<string>((resolve, reject) => {

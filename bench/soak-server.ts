@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { PROJECT_ROOT } from '../src/util/index.js';
+import { PROJECT_ROOT, withHugePages } from '../src/util/index.js';
 
 /** dist/src/main.js, beside this file's dist/bench/soak-server.js. */
 const MAIN = fileURLToPath(new URL('../src/main.js', import.meta.url));
@@ -39,7 +39,8 @@ export async function startServer(options: { maxRunning: number; maxQueued: numb
     ...['--max-body-bytes', String(options.maxBodyBytes), '--queue-timeout', '30', '--shutdown-grace', '5', '--debug-routes'],
   ];
   // --expose-gc (workers inherit it): POST /debug/gc before each memory reading.
-  const child: ChildProcess = spawn(process.execPath, ['--expose-gc', ...args], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  // With the tunable already set, serve runs in this child itself (no second process): its pid, whose memory is read, is the server's.
+  const child: ChildProcess = spawn(process.execPath, ['--expose-gc', ...args], { env: withHugePages(env), stdio: ['ignore', 'ignore', 'pipe'] });
   const log: string[] = [];
   let pending = '';
   child.stderr!.on('data', (bytes: Buffer) => {

@@ -7,12 +7,16 @@
 import { runCli } from './cli.js';
 import { EngineError } from './engine/index.js';
 import { DeviceError, DownloadError, ModelFormatError } from './model/index.js';
-import { UsageError } from './util/index.js';
+import { hugePagesSet, onGlibc, runAgainWithHugePages, stopWithParent, UsageError } from './util/index.js';
 
 const USER_ERRORS = [UsageError, ModelFormatError, DeviceError, DownloadError];
 
 /** An error the user can fix: said in one line, no stack trace. */
 const isUserError = (error: unknown): boolean => USER_ERRORS.some((kind) => error instanceof kind) || (error instanceof EngineError && error.userFixable);
+
+// The server decodes faster with huge pages, which glibc's malloc asks for only if told at start.
+if (process.argv[2] === 'serve' && onGlibc() && !hugePagesSet(process.env)) process.exit(await runAgainWithHugePages());
+stopWithParent();
 
 try {
   await runCli(process.argv.slice(2));

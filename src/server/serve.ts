@@ -17,7 +17,7 @@
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { serve, type ServerType } from '@hono/node-server';
-import { hugePagesSet, onGlibc, UsageError } from '../util/index.js';
+import { hugePagesOn, onGlibc, UsageError } from '../util/index.js';
 import { WorkerEngine } from '../engine/index.js';
 import { describeRamps, KvCache, readManifest, TextTokenizer, weightsLabel } from '../model/index.js';
 import { createApp, type ServerApp } from './app.js';
@@ -169,8 +169,10 @@ export async function serveCommand(args: string[]): Promise<void> {
   const loopback = config.host === 'localhost' || config.host === '::1' || config.host.startsWith('127.');
   if (!loopback && config.apiKeys.length === 0) log(`warning: listening on ${config.host} without --api-key: anyone who can reach it may use it`);
   if (config.apiKeys.length > 0) log(`API keys required (${config.apiKeys.length} accepted); /health is public`);
-  if (onGlibc() && !hugePagesSet(process.env))
-    log('huge pages off: GLIBC_TUNABLES=glibc.malloc.hugetlb=1 in the environment node starts with decodes large models faster (README, "Decoding speed")');
+  if (onGlibc()) {
+    const tunables = `GLIBC_TUNABLES=${process.env.GLIBC_TUNABLES ?? ''}`;
+    log(hugePagesOn(process.env) ? `huge pages for the weights: on (${tunables})` : `huge pages for the weights: off (${tunables}; README, "Decoding speed")`);
+  }
   if (config.debugRoutes) log('debug routes on: POST /debug/fault can crash or slow the engine, POST /debug/gc collects garbage (test use only)');
 
   let signals = 0;

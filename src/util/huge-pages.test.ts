@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import { test } from 'node:test';
-import { hugePagesSet, onGlibc, withHugePages } from './huge-pages.js';
+import { hugePagesOn, hugePagesSet, onGlibc, withHugePages } from './huge-pages.js';
 
 test('withHugePages adds the tunable beside the others and leaves a setting of its own alone', () => {
   assert.equal(withHugePages({}).GLIBC_TUNABLES, 'glibc.malloc.hugetlb=1');
@@ -13,6 +13,9 @@ test('withHugePages adds the tunable beside the others and leaves a setting of i
   assert.ok(hugePagesSet(own));
   assert.ok(!hugePagesSet({ GLIBC_TUNABLES: 'glibc.malloc.arena_max=2' }));
   assert.ok(!hugePagesSet({}));
+  assert.ok(hugePagesOn(withHugePages({ GLIBC_TUNABLES: 'glibc.malloc.arena_max=2' })));
+  assert.ok(!hugePagesOn(withHugePages({}, false)));
+  assert.ok(!hugePagesOn({ GLIBC_TUNABLES: 'glibc.malloc.hugetlb=10' }));
 });
 
 /** A process that fills a 64 MiB typed array and prints how much of its anonymous memory is in huge pages (kB). */

@@ -7,16 +7,24 @@
  * when started with the tunable `glibc.malloc.hugetlb=1` (glibc 2.35 on); it
  * is read once, at process start, so it has to be in the environment a
  * process is started with. Measured at the stories110M shape: README,
- * "Decoding speed".
+ * "Decoding speed". `offramp serve` started without it runs itself again
+ * with it (runAgainWithHugePages).
  *
  * @module
  */
+import { spawn } from 'node:child_process';
+import os from 'node:os';
 
 const TUNABLE = 'glibc.malloc.hugetlb';
 
 /** Whether `env` already says what glibc's malloc does about huge pages (ours, or the user's own setting). */
 export function hugePagesSet(env: NodeJS.ProcessEnv): boolean {
   return (env.GLIBC_TUNABLES ?? '').split(':').some((tunable) => tunable.startsWith(`${TUNABLE}=`));
+}
+
+/** Whether `env` asks glibc's malloc for huge pages. */
+export function hugePagesOn(env: NodeJS.ProcessEnv): boolean {
+  return (env.GLIBC_TUNABLES ?? '').split(':').includes(`${TUNABLE}=1`);
 }
 
 /** `env` with huge pages asked for (or, with `on` false, declined) beside any tunables it has, unless it sets them itself. */
@@ -30,4 +38,40 @@ export function withHugePages(env: NodeJS.ProcessEnv, on = true): NodeJS.Process
 export function onGlibc(): boolean {
   const report = process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined;
   return process.platform === 'linux' && report?.header?.glibcVersionRuntime !== undefined;
+}
+
+/** Signals the process started by runAgainWithHugePages gets passed on from this one. */
+const PASSED_ON: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+
+/**
+ * Runs this command again in a child process started with huge pages asked
+ * for, and resolves to the exit status to leave with (128 + the signal's
+ * number where the child died of one). The child gets a process group of its
+ * own, so a terminal's Ctrl-C reaches this process alone, which passes it on
+ * once: a second SIGINT tells the server to cut its requests. The IPC
+ * channel lets the child stop when this process dies without passing
+ * anything on (see stopWithParent).
+ */
+export function runAgainWithHugePages(): Promise<number> {
+  const child = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
+    env: withHugePages(process.env),
+    stdio: ['inherit', 'inherit', 'inherit', 'ipc'],
+    detached: true,
+  });
+  const passOn = (signal: NodeJS.Signals) => child.kill(signal);
+  for (const signal of PASSED_ON) process.on(signal, passOn);
+  return new Promise((resolve, reject) => {
+    child.on('error', reject);
+    child.on('exit', (code, signal) => {
+      for (const s of PASSED_ON) process.off(s, passOn);
+      resolve(code ?? 128 + (signal ? os.constants.signals[signal] : 0));
+    });
+  });
+}
+
+/** In a process runAgainWithHugePages started: a SIGTERM of its own when the parent is gone. */
+export function stopWithParent(): void {
+  if (!process.channel) return;
+  process.channel.unref(); // the channel alone keeps nothing running
+  process.once('disconnect', () => process.kill(process.pid, 'SIGTERM'));
 }

@@ -4,7 +4,7 @@
  * @module
  */
 export { AsyncQueue } from './async-queue.js';
-export { hugePagesSet, onGlibc, withHugePages } from './huge-pages.js';
+export { hugePagesOn, hugePagesSet, onGlibc, runAgainWithHugePages, stopWithParent, withHugePages } from './huge-pages.js';
 export { progressBar } from './progress.js';
 export { PROJECT_ROOT } from './project-root.js';
 export { Ring } from './ring.js';
