@@ -1,12 +1,13 @@
 /**
- * Bare single-stream greedy decode loops, with no engine around them: over
- * the fused whole-model graph (one call a token), and block by block (one
- * call per block and one for the head, as the engine's calls are when ramps
- * are looked at). bench/decode.ts and bench/decode-profile.ts time them.
+ * Single-stream greedy decode loops: offramp's engine (engineDecode), and
+ * bare loops with no engine around them, over the fused whole-model graph
+ * (one call a token) or block by block (one call per block and one for the
+ * head, as the engine's calls are when ramps are looked at).
+ * bench/decode-variant.ts and bench/decode-profile.ts time them.
  *
  * @module
  */
-import { argmax } from '../src/engine/index.js';
+import { argmax, EXITS_OFF, GREEDY, LocalEngine } from '../src/engine/index.js';
 import { KvCache, type Model } from '../src/model/index.js';
 
 export type DecodePath = 'fused' | 'blocks';
@@ -42,4 +43,19 @@ export function bareDecode(model: Model, path: DecodePath, promptTokens: number[
   const first = performance.now();
   for (let i = 1; i < numTokens; i++) token = step([token], promptTokens.length + i - 1);
   return ((numTokens - 1) / (performance.now() - first)) * 1000;
+}
+
+/** Tokens/s of offramp's engine on `model` (its sessions as loaded), greedy, excluding the first token. */
+export async function engineDecode(model: Model, promptTokens: number[], numTokens: number): Promise<number> {
+  const maxContext = Math.min(model.config.maxSeqLen, promptTokens.length + numTokens + 1);
+  const engine = new LocalEngine(model, { maxRunning: 1, maxStepTokens: maxContext, maxContext, earlyExit: EXITS_OFF });
+  let first = 0;
+  let count = 0;
+  const request = { id: 'bench', promptTokens, sampling: GREEDY, maxTokens: numTokens, stop: [], earlyExit: 'off' as const };
+  for await (const event of engine.generate(request)) {
+    if (event.type === 'error') throw new Error(event.message);
+    if (event.type !== 'token') continue;
+    if (count++ === 0) first = performance.now();
+  }
+  return ((count - 1) / (performance.now() - first)) * 1000;
 }

@@ -21,17 +21,18 @@
  *
  * Models: stories260K from ../shared/models, and random-weight synth shapes
  * (stories15M, stories110M, ...) generated once into models/prepared/.
- * Variants alternate within each repeat so machine drift hits all alike;
+ * Each of offramp's variants decodes in a process of its own
+ * (decode-variant.ts), as llama.cpp's columns always did. Variants
+ * alternate within each repeat so machine drift hits all alike;
  * the table reports medians.
  */
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { EXITS_OFF, GREEDY, LocalEngine } from '../src/engine/index.js';
-import { Model, QUANTIZATIONS, weightsLabel, type Quantization } from '../src/model/index.js';
+import { QUANTIZATIONS, readManifest, weightsLabel, type Quantization } from '../src/model/index.js';
 import { hugePagesSet, onGlibc, PROJECT_ROOT, withHugePages } from '../src/util/index.js';
-import { bareDecode } from './decode-loop.js';
+import { DECODE_VARIANTS, VariantProcess } from './decode-variant.js';
 import { DEFAULT_LLAMA_CPP_OUT, findLlamaBench, llamaBenchDecode, nodeLlamaCppDecode } from './llama-cpp-decode.js';
 import { exportGgufPeerModel, prepareBenchModel } from './models.js';
 import { median } from './stats.js';
@@ -54,21 +55,6 @@ const { values } = parseArgs({
   },
 });
 if (!['on', 'off'].includes(values['huge-pages'])) throw new Error(`--huge-pages: ${JSON.stringify(values['huge-pages'])} is not on or off`);
-
-/** Tokens/s of offramp's engine (per-block sessions), greedy, excluding the first token. */
-async function perBlock(model: Model, promptTokens: number[], numTokens: number): Promise<number> {
-  const maxContext = Math.min(model.config.maxSeqLen, promptTokens.length + numTokens + 1);
-  const engine = new LocalEngine(model, { maxRunning: 1, maxStepTokens: maxContext, maxContext, earlyExit: EXITS_OFF });
-  let first = 0;
-  let count = 0;
-  const request = { id: 'bench', promptTokens, sampling: GREEDY, maxTokens: numTokens, stop: [], earlyExit: 'off' as const };
-  for await (const event of engine.generate(request)) {
-    if (event.type === 'error') throw new Error(event.message);
-    if (event.type !== 'token') continue;
-    if (count++ === 0) first = performance.now();
-  }
-  return ((count - 1) / (performance.now() - first)) * 1000;
-}
 
 interface Row {
   model: string;
@@ -121,18 +107,14 @@ async function measure(): Promise<void> {
     const runs = values.threads.split(',').flatMap((threads) => builds.map((build) => ({ threads: Number(threads), ...build })));
     for (const { threads, quantization, dir, gguf } of runs) {
       const weights = weightsLabel(quantization);
-      const model = await Model.load(dir, { device: 'cpu', threads, fused: false });
-      const engineDefault = await Model.load(dir, { device: 'cpu', threads });
-      const fusedModel = await Model.load(dir, { device: 'cpu', threads, fused: true });
-      const promptTokens = model.tokenizer.encode(PROMPT);
-      const numTokens = Number(values.tokens ?? (model.config.dim <= 64 ? 256 : 64));
+      const numTokens = Number(values.tokens ?? (readManifest(dir).config.dim <= 64 ? 256 : 64));
+      // Each variant in a process of its own, started one after the other (loading is not timed).
+      const variants: VariantProcess[] = [];
+      for (const variant of DECODE_VARIANTS) variants.push(await VariantProcess.start(dir, threads, variant, PROMPT, numTokens));
+      const [perBlock, engineDefault, bare] = variants as [VariantProcess, VariantProcess, VariantProcess];
       // Warm-up: a few requests' worth for each engine, so the JIT has compiled its steps (a cold engine runs
       // the first thousand or so stories260K tokens 30-40% slower), as in a server that has been running.
-      for (let i = 0; i < WARMUP_REQUESTS; i++) {
-        await perBlock(model, promptTokens, numTokens);
-        await perBlock(engineDefault, promptTokens, numTokens);
-        bareDecode(fusedModel, 'fused', promptTokens, numTokens);
-      }
+      for (let i = 0; i < WARMUP_REQUESTS; i++) for (const variant of variants) await variant.measure();
       if (gguf) await nodeLlamaCppDecode(gguf, PROMPT, threads, 8);
       const a: number[] = [];
       const b: number[] = [];
@@ -141,9 +123,9 @@ async function measure(): Promise<void> {
       const e: number[] = [];
       const f: number[] = [];
       for (let r = 0; r < repeats; r++) {
-        a.push(await perBlock(model, promptTokens, numTokens));
-        c.push(await perBlock(engineDefault, promptTokens, numTokens));
-        b.push(bareDecode(fusedModel, 'fused', promptTokens, numTokens));
+        a.push(await perBlock.measure());
+        c.push(await engineDefault.measure());
+        b.push(await bare.measure());
         if (gguf) d.push(await nodeLlamaCppDecode(gguf, PROMPT, threads, numTokens));
         if (gguf && llamaBenchDir) e.push(llamaBenchDecode(llamaBenchDir, gguf, threads, numTokens));
         if (gguf && llamaBenchDir) f.push(llamaBenchDecode(llamaBenchDir, gguf, threads, numTokens, false));
@@ -164,9 +146,7 @@ async function measure(): Promise<void> {
         llamaBenchTokensPerSecond: median(e),
         llamaBenchNoMmapTokensPerSecond: median(f),
       });
-      fusedModel.release();
-      model.release();
-      engineDefault.release();
+      for (const variant of variants) variant.stop();
     }
   }
 
