@@ -39,6 +39,11 @@ export class VariantProcess {
     return started;
   }
 
+  /** The variant's process id. */
+  get pid(): number | undefined {
+    return this.child.pid;
+  }
+
   async measure(): Promise<number> {
     this.child.send('measure');
     const reply = await this.reply();
@@ -46,8 +51,11 @@ export class VariantProcess {
     return reply.tokensPerSecond;
   }
 
-  stop(): void {
+  /** Lets go of the process, which then ends by itself; resolves to its exit code. */
+  stop(): Promise<number | null> {
+    const exited = new Promise<number | null>((resolve) => this.child.once('exit', (code) => resolve(code)));
     this.child.disconnect();
+    return exited;
   }
 
   private reply(): Promise<z.infer<typeof ReplySchema>> {

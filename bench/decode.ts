@@ -146,7 +146,7 @@ async function measure(): Promise<void> {
         llamaBenchTokensPerSecond: median(e),
         llamaBenchNoMmapTokensPerSecond: median(f),
       });
-      for (const variant of variants) variant.stop();
+      for (const variant of variants) await variant.stop();
     }
   }
 
