@@ -26,12 +26,11 @@
  * alternate within each repeat so machine drift hits all alike;
  * the table reports medians.
  */
-import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { QUANTIZATIONS, readManifest, weightsLabel, type Quantization } from '../src/model/index.js';
-import { hugePagesSet, onGlibc, PROJECT_ROOT, withHugePages } from '../src/util/index.js';
+import { hugePagesSet, onGlibc, PROJECT_ROOT, runAgainWithHugePages, stopWithParent } from '../src/util/index.js';
 import { DECODE_VARIANTS, VariantProcess } from './decode-variant.js';
 import { DEFAULT_LLAMA_CPP_OUT, findLlamaBench, llamaBenchDecode, nodeLlamaCppDecode } from './llama-cpp-decode.js';
 import { exportGgufPeerModel, prepareBenchModel } from './models.js';
@@ -127,8 +126,10 @@ async function measure(): Promise<void> {
         c.push(await engineDefault.measure());
         b.push(await bare.measure());
         if (gguf) d.push(await nodeLlamaCppDecode(gguf, PROMPT, threads, numTokens));
-        if (gguf && llamaBenchDir) e.push(llamaBenchDecode(llamaBenchDir, gguf, threads, numTokens));
-        if (gguf && llamaBenchDir) f.push(llamaBenchDecode(llamaBenchDir, gguf, threads, numTokens, false));
+        if (gguf && llamaBenchDir) {
+          e.push(llamaBenchDecode(llamaBenchDir, gguf, threads, numTokens));
+          f.push(llamaBenchDecode(llamaBenchDir, gguf, threads, numTokens, false));
+        }
         const llamaCpp = `${d.length ? `, node-llama-cpp ${d.at(-1)!.toFixed(1)}` : ''}${e.length ? `, llama-bench ${e.at(-1)!.toFixed(1)} (--mmap 0: ${f.at(-1)!.toFixed(1)})` : ''}`;
         process.stderr.write(
           `bench: ${name} ${weights} threads=${threads} repeat ${r + 1}/${repeats}: per-block ${a.at(-1)!.toFixed(1)}, engine default ${c.at(-1)!.toFixed(1)}, fused ${b.at(-1)!.toFixed(1)}${llamaCpp} tokens/s\n`,
@@ -179,9 +180,8 @@ async function measure(): Promise<void> {
 
 if (onGlibc() && !hugePagesSet(process.env)) {
   // glibc reads its tunables once, at start: run again in a process started with them.
-  const env = withHugePages(process.env, values['huge-pages'] === 'on');
-  const { status } = spawnSync(process.execPath, [...process.execArgv, ...process.argv.slice(1)], { stdio: 'inherit', env });
-  process.exitCode = status ?? 1;
+  process.exitCode = await runAgainWithHugePages(values['huge-pages'] === 'on');
 } else {
+  stopWithParent();
   await measure();
 }

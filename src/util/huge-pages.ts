@@ -7,8 +7,8 @@
  * when started with the tunable `glibc.malloc.hugetlb=1` (glibc 2.35 on); it
  * is read once, at process start, so it has to be in the environment a
  * process is started with. Measured at the stories110M shape: README,
- * "Decoding speed". `offramp serve` started without it runs itself again
- * with it (runAgainWithHugePages).
+ * "Decoding speed". `offramp serve` and the decode bench started without
+ * it run themselves again with it (runAgainWithHugePages).
  *
  * @module
  */
@@ -17,14 +17,17 @@ import os from 'node:os';
 
 const TUNABLE = 'glibc.malloc.hugetlb';
 
+/** The `name=value` tunables `env` gives glibc. */
+const tunables = (env: NodeJS.ProcessEnv): string[] => (env.GLIBC_TUNABLES ?? '').split(':');
+
 /** Whether `env` already says what glibc's malloc does about huge pages (ours, or the user's own setting). */
 export function hugePagesSet(env: NodeJS.ProcessEnv): boolean {
-  return (env.GLIBC_TUNABLES ?? '').split(':').some((tunable) => tunable.startsWith(`${TUNABLE}=`));
+  return tunables(env).some((tunable) => tunable.startsWith(`${TUNABLE}=`));
 }
 
 /** Whether `env` asks glibc's malloc for huge pages. */
 export function hugePagesOn(env: NodeJS.ProcessEnv): boolean {
-  return (env.GLIBC_TUNABLES ?? '').split(':').includes(`${TUNABLE}=1`);
+  return tunables(env).includes(`${TUNABLE}=1`);
 }
 
 /** `env` with huge pages asked for (or, with `on` false, declined) beside any tunables it has, unless it sets them itself. */
@@ -45,16 +48,16 @@ const PASSED_ON: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
 
 /**
  * Runs this command again in a child process started with huge pages asked
- * for, and resolves to the exit status to leave with (128 + the signal's
+ * for (or, with `on` false, declined; see withHugePages), and resolves to the exit status to leave with (128 + the signal's
  * number where the child died of one). The child gets a process group of its
  * own, so a terminal's Ctrl-C reaches this process alone, which passes it on
  * once: a second SIGINT tells the server to cut its requests. The IPC
  * channel lets the child stop when this process dies without passing
  * anything on (see stopWithParent).
  */
-export function runAgainWithHugePages(): Promise<number> {
+export function runAgainWithHugePages(on = true): Promise<number> {
   const child = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
-    env: withHugePages(process.env),
+    env: withHugePages(process.env, on),
     stdio: ['inherit', 'inherit', 'inherit', 'ipc'],
     detached: true,
   });
