@@ -24,7 +24,15 @@
  * Each of offramp's variants decodes in a process of its own
  * (decode-variant.ts), as llama.cpp's columns always did. Variants
  * alternate within each repeat so machine drift hits all alike;
- * the table reports medians.
+ * the table reports medians. A measurement is `--requests` decodes
+ * (tokens/s over all of them; llama-bench's `-r`): by default 8 on models
+ * of width 64 or less, whose decode takes tens of milliseconds and so
+ * catches the machine's hiccups whole, 1 on larger ones.
+ *
+ * Below it, issue 18's measure: per model and weights, offramp's engine
+ * (default) at its fastest thread count against each llama.cpp column at
+ * its own, as the ratio within each repeat (the two measured a few seconds
+ * apart where the thread counts agree), median and range over the repeats.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -34,7 +42,7 @@ import { hugePagesSet, onGlibc, PROJECT_ROOT, runAgainWithHugePages, stopWithPar
 import { DECODE_VARIANTS, VariantProcess } from './decode-variant.js';
 import { DEFAULT_LLAMA_CPP_OUT, findLlamaBench, llamaBenchDecode, nodeLlamaCppDecode } from './llama-cpp-decode.js';
 import { exportGgufPeerModel, prepareBenchModel } from './models.js';
-import { median } from './stats.js';
+import { median, summarize } from './stats.js';
 
 const PROMPT = 'Once upon a time';
 /** Unmeasured requests per engine before the repeats (see the warm-up below). */
@@ -47,6 +55,7 @@ const { values } = parseArgs({
     quantize: { type: 'string', default: QUANTIZATIONS.join(',') },
     repeats: { type: 'string', default: '5' },
     tokens: { type: 'string' },
+    requests: { type: 'string' },
     'llama-cpp': { type: 'string', default: 'on' },
     'llama-bench': { type: 'string', default: process.env.LLAMA_CPP_BIN },
     out: { type: 'string', default: path.join(PROJECT_ROOT, 'bench', 'results', 'decode.json') },
@@ -73,7 +82,21 @@ interface Row {
   llamaBenchTokensPerSecond: number | null;
   /** The same with the weights read into memory instead of mapped (`--mmap 0`). */
   llamaBenchNoMmapTokensPerSecond: number | null;
+  /** Decodes per measurement. */
+  requests: number;
+  /** Each repeat's tokens/s per column (empty where the column was left out): what the medians and ratios come from. */
+  samples: Record<Column, number[]>;
 }
+
+const COLUMNS = ['perBlock', 'engineDefault', 'fused', 'nodeLlamaCpp', 'llamaBench', 'llamaBenchNoMmap'] as const;
+type Column = (typeof COLUMNS)[number];
+
+/** The llama.cpp columns issue 18 measures offramp against, and how the tables name them. */
+const PEERS = [
+  { column: 'llamaBench', label: 'llama-bench' },
+  { column: 'llamaBenchNoMmap', label: 'llama-bench --mmap 0' },
+  { column: 'nodeLlamaCpp', label: 'node-llama-cpp' },
+] as const satisfies readonly { column: Column; label: string }[];
 
 /** Every model, thread count and quantization in turn; prints the table and writes the JSON. */
 async function measure(): Promise<void> {
@@ -106,46 +129,46 @@ async function measure(): Promise<void> {
     const runs = values.threads.split(',').flatMap((threads) => builds.map((build) => ({ threads: Number(threads), ...build })));
     for (const { threads, quantization, dir, gguf } of runs) {
       const weights = weightsLabel(quantization);
-      const numTokens = Number(values.tokens ?? (readManifest(dir).config.dim <= 64 ? 256 : 64));
+      const { dim } = readManifest(dir).config;
+      const numTokens = Number(values.tokens ?? (dim <= 64 ? 256 : 64));
+      const requests = Number(values.requests ?? (dim <= 64 ? 8 : 1));
       // Each variant in a process of its own, started one after the other (loading is not timed).
       const variants: VariantProcess[] = [];
-      for (const variant of DECODE_VARIANTS) variants.push(await VariantProcess.start(dir, threads, variant, PROMPT, numTokens));
+      for (const variant of DECODE_VARIANTS) variants.push(await VariantProcess.start(dir, threads, variant, PROMPT, numTokens, requests));
       const [perBlock, engineDefault, bare] = variants as [VariantProcess, VariantProcess, VariantProcess];
       // Warm-up: a few requests' worth for each engine, so the JIT has compiled its steps (a cold engine runs
       // the first thousand or so stories260K tokens 30-40% slower), as in a server that has been running.
-      for (let i = 0; i < WARMUP_REQUESTS; i++) for (const variant of variants) await variant.measure();
+      for (let i = 0; i < Math.ceil(WARMUP_REQUESTS / requests); i++) for (const variant of variants) await variant.measure();
       if (gguf) await nodeLlamaCppDecode(gguf, PROMPT, threads, 8);
-      const a: number[] = [];
-      const b: number[] = [];
-      const c: number[] = [];
-      const d: number[] = [];
-      const e: number[] = [];
-      const f: number[] = [];
+      const measured = Object.fromEntries(COLUMNS.map((column) => [column, [] as number[]])) as Record<Column, number[]>;
       for (let r = 0; r < repeats; r++) {
-        a.push(await perBlock.measure());
-        c.push(await engineDefault.measure());
-        b.push(await bare.measure());
-        if (gguf) d.push(await nodeLlamaCppDecode(gguf, PROMPT, threads, numTokens));
+        measured.perBlock.push(await perBlock.measure());
+        measured.engineDefault.push(await engineDefault.measure());
+        measured.fused.push(await bare.measure());
+        if (gguf) measured.nodeLlamaCpp.push(await nodeLlamaCppDecode(gguf, PROMPT, threads, numTokens, requests));
         if (gguf && llamaBenchDir) {
-          e.push(llamaBenchDecode(llamaBenchDir, gguf, threads, numTokens));
-          f.push(llamaBenchDecode(llamaBenchDir, gguf, threads, numTokens, false));
+          measured.llamaBench.push(llamaBenchDecode(llamaBenchDir, gguf, threads, numTokens, { requests }));
+          measured.llamaBenchNoMmap.push(llamaBenchDecode(llamaBenchDir, gguf, threads, numTokens, { requests, mmap: false }));
         }
-        const llamaCpp = `${d.length ? `, node-llama-cpp ${d.at(-1)!.toFixed(1)}` : ''}${e.length ? `, llama-bench ${e.at(-1)!.toFixed(1)} (--mmap 0: ${f.at(-1)!.toFixed(1)})` : ''}`;
+        const last = (column: Column) => measured[column].at(-1)?.toFixed(1);
+        const llamaCpp = `${gguf ? `, node-llama-cpp ${last('nodeLlamaCpp')}` : ''}${llamaBenchDir && gguf ? `, llama-bench ${last('llamaBench')} (--mmap 0: ${last('llamaBenchNoMmap')})` : ''}`;
         process.stderr.write(
-          `bench: ${name} ${weights} threads=${threads} repeat ${r + 1}/${repeats}: per-block ${a.at(-1)!.toFixed(1)}, engine default ${c.at(-1)!.toFixed(1)}, fused ${b.at(-1)!.toFixed(1)}${llamaCpp} tokens/s\n`,
+          `bench: ${name} ${weights} threads=${threads} repeat ${r + 1}/${repeats}: per-block ${last('perBlock')}, engine default ${last('engineDefault')}, fused ${last('fused')}${llamaCpp} tokens/s\n`,
         );
       }
       rows.push({
         model: name,
         threads,
         weights,
-        perBlockTokensPerSecond: median(a)!,
-        engineDefaultTokensPerSecond: median(c)!,
-        fusedTokensPerSecond: median(b)!,
-        perBlockOverFused: median(a)! / median(b)!,
-        nodeLlamaCppTokensPerSecond: median(d),
-        llamaBenchTokensPerSecond: median(e),
-        llamaBenchNoMmapTokensPerSecond: median(f),
+        perBlockTokensPerSecond: median(measured.perBlock)!,
+        engineDefaultTokensPerSecond: median(measured.engineDefault)!,
+        fusedTokensPerSecond: median(measured.fused)!,
+        perBlockOverFused: median(measured.perBlock)! / median(measured.fused)!,
+        nodeLlamaCppTokensPerSecond: median(measured.nodeLlamaCpp),
+        llamaBenchTokensPerSecond: median(measured.llamaBench),
+        llamaBenchNoMmapTokensPerSecond: median(measured.llamaBenchNoMmap),
+        requests,
+        samples: measured,
       });
       for (const variant of variants) await variant.stop();
     }
@@ -160,7 +183,8 @@ async function measure(): Promise<void> {
         `| ${r.model} | ${r.threads} | ${r.weights} | ${r.perBlockTokensPerSecond.toFixed(1)} | ${r.engineDefaultTokensPerSecond.toFixed(1)} | ${r.fusedTokensPerSecond.toFixed(1)} | ${(100 * r.perBlockOverFused).toFixed(1)}% | ${cell(r.nodeLlamaCppTokensPerSecond)} | ${cell(r.llamaBenchTokensPerSecond)} | ${cell(r.llamaBenchNoMmapTokensPerSecond)} |`,
     ),
   ].join('\n');
-  process.stdout.write(`${table}\n`);
+  const issue18 = issue18Measure(rows);
+  process.stdout.write(`${table}\n\n${formatIssue18(issue18)}\n`);
   fs.mkdirSync(path.dirname(values.out), { recursive: true });
   fs.writeFileSync(
     values.out,
@@ -171,11 +195,72 @@ async function measure(): Promise<void> {
         glibcTunables: process.env.GLIBC_TUNABLES ?? null,
         repeats,
         rows,
+        issue18,
       },
       null,
       2,
     ),
   );
+}
+
+/** One engine's run at its fastest thread count: which, and its tokens/s per repeat. */
+interface FastestRun {
+  threads: number;
+  median: number;
+  samples: number[];
+}
+
+/** Issue 18's measure for one model and weights: offramp's engine against each llama.cpp column, each at its fastest thread count. */
+interface Issue18Row {
+  model: string;
+  weights: string;
+  offramp: FastestRun;
+  peers: { label: string; peer: FastestRun; ratio: { median: number; min: number; max: number } }[];
+}
+
+/** Of `rows` (one model and weights, one row per thread count), the run whose `column` has the highest median; null where nothing was measured. */
+function fastest(rows: Row[], column: Column): FastestRun | null {
+  const runs = rows
+    .filter((r) => r.samples[column].length > 0)
+    .map((r) => ({ threads: r.threads, median: median(r.samples[column])!, samples: r.samples[column] }));
+  return runs.reduce<FastestRun | null>((best, run) => (best && best.median >= run.median ? best : run), null);
+}
+
+/** Issue 18's measure (see the module comment) for every model and weights of `rows`. */
+function issue18Measure(rows: Row[]): Issue18Row[] {
+  const groups = new Map<string, Row[]>();
+  for (const row of rows) {
+    const key = `${row.model} ${row.weights}`;
+    groups.set(key, [...(groups.get(key) ?? []), row]);
+  }
+  return [...groups.values()].map((group) => {
+    const offramp = fastest(group, 'engineDefault')!;
+    const peers = PEERS.flatMap(({ column, label }) => {
+      const peer = fastest(group, column);
+      if (!peer) return [];
+      const ratios = summarize(offramp.samples.map((tokensPerSecond, r) => tokensPerSecond / peer.samples[r]!))!;
+      return [{ label, peer, ratio: { median: ratios.p50, min: ratios.min, max: ratios.max } }];
+    });
+    return { model: group[0]!.model, weights: group[0]!.weights, offramp, peers };
+  });
+}
+
+function formatIssue18(measure: Issue18Row[]): string {
+  const run = (r: FastestRun) => `${r.median.toFixed(1)} (${r.threads} thread${r.threads === 1 ? '' : 's'})`;
+  const labels = PEERS.map((p) => p.label);
+  return [
+    "Issue 18's measure: offramp's engine (default) at its fastest thread count against each llama.cpp column at its own; ratio within each repeat, median (range)",
+    '',
+    `| model | weights | offramp | ${labels.map((l) => `${l} | ratio`).join(' | ')} |`,
+    `|---|---|---:|${labels.map(() => '---:|---:|').join('')}`,
+    ...measure.map((m) => {
+      const cells = labels.map((label) => {
+        const p = m.peers.find((x) => x.label === label);
+        return p ? `${run(p.peer)} | ${p.ratio.median.toFixed(2)}x (${p.ratio.min.toFixed(2)}–${p.ratio.max.toFixed(2)})` : '– | –';
+      });
+      return `| ${m.model} | ${m.weights} | ${run(m.offramp)} | ${cells.join(' | ')} |`;
+    }),
+  ].join('\n');
 }
 
 if (onGlibc() && !hugePagesSet(process.env)) {

@@ -24,6 +24,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { z } from 'zod';
 import { FLOAT32_ATTENTION, loadLlamaCppModel } from './llama-cpp.js';
+import { combinedRate } from './stats.js';
 
 const NodeLlamaCppResultSchema = z.object({ tokensPerSecond: z.number() });
 
@@ -32,34 +33,43 @@ export function printNodeLlamaCppResult(tokensPerSecond: number): void {
   process.stdout.write(`\n${JSON.stringify({ tokensPerSecond })}\n`);
 }
 
-/** Tokens/s of a greedy decode of `numTokens` after `prompt` through node-llama-cpp, in a Node process of its own. */
-export async function nodeLlamaCppDecode(file: string, prompt: string, threads: number, numTokens: number): Promise<number> {
+/** Tokens/s of `requests` greedy decodes of `numTokens` after `prompt` through node-llama-cpp, over all of them, in a Node process of its own. */
+export async function nodeLlamaCppDecode(file: string, prompt: string, threads: number, numTokens: number, requests = 1): Promise<number> {
   const child = fileURLToPath(new URL('./node-llama-cpp-decode.js', import.meta.url));
-  const { stdout } = await promisify(execFile)(process.execPath, [child, file, prompt, String(threads), String(numTokens)], { encoding: 'utf8' });
+  const args = [child, file, prompt, String(threads), String(numTokens), String(requests)];
+  const { stdout } = await promisify(execFile)(process.execPath, args, { encoding: 'utf8' });
   const last = stdout.trim().split('\n').at(-1) ?? '';
   return NodeLlamaCppResultSchema.parse(JSON.parse(last)).tokensPerSecond;
 }
 
-/** Tokens/s of a greedy decode of `numTokens` after `prompt` (BOS added as the file says), excluding the first token, in this process. */
-export async function nodeLlamaCppDecodeHere(file: string, prompt: string, threads: number, numTokens: number): Promise<number> {
+/**
+ * Tokens/s of `requests` greedy decodes of `numTokens` after `prompt` (BOS
+ * added as the file says), each excluding its first token, over all of
+ * them, in this process; each decode in a fresh context.
+ */
+export async function nodeLlamaCppDecodeHere(file: string, prompt: string, threads: number, numTokens: number, requests = 1): Promise<number> {
   const model = await loadLlamaCppModel(file);
   try {
     const promptTokens = model.tokenize(prompt);
     const bos = model.tokens.shouldPrependBosToken && model.tokens.bos !== null ? [model.tokens.bos] : [];
     const contextSize = Math.min(model.trainContextSize, bos.length + promptTokens.length + numTokens + 1);
-    const context = await model.createContext({ contextSize, threads, ...FLOAT32_ATTENTION });
-    try {
-      const sequence = context.getSequence();
-      let first = 0;
-      let count = 0;
-      for await (const _token of sequence.evaluate([...bos, ...promptTokens], { temperature: 0 })) {
-        if (count++ === 0) first = performance.now();
-        if (count === numTokens) break;
+    const rates: number[] = [];
+    for (let r = 0; r < requests; r++) {
+      const context = await model.createContext({ contextSize, threads, ...FLOAT32_ATTENTION });
+      try {
+        const sequence = context.getSequence();
+        let first = 0;
+        let count = 0;
+        for await (const _token of sequence.evaluate([...bos, ...promptTokens], { temperature: 0 })) {
+          if (count++ === 0) first = performance.now();
+          if (count === numTokens) break;
+        }
+        rates.push(((count - 1) / (performance.now() - first)) * 1000);
+      } finally {
+        await context.dispose();
       }
-      return ((count - 1) / (performance.now() - first)) * 1000;
-    } finally {
-      await context.dispose();
     }
+    return combinedRate(rates);
   } finally {
     await model.dispose();
   }
@@ -83,11 +93,12 @@ export function findLlamaBench(dir: string | undefined): string | null {
   );
 }
 
-const LlamaBenchRowSchema = z.object({ n_gen: z.number(), avg_ts: z.number() });
+const LlamaBenchRowSchema = z.object({ n_gen: z.number(), samples_ns: z.array(z.number()).min(1) });
 
 /**
  * llama-bench's decode tokens/s for `file`, run from the folder `binDir`
- * (findLlamaBench); one repetition per call (the caller repeats). Flash
+ * (findLlamaBench), over `requests` repetitions of its decode (`-r`; its
+ * own warm-up run before them is not timed). Flash
  * attention off, as in the node-llama-cpp column (FLOAT32_ATTENTION); the KV
  * cache stays F16, since llama-bench takes no F32 cache type (`-ctk` knows
  * f16, bf16 and quantized types only). At these lengths the cache is a small
@@ -96,12 +107,29 @@ const LlamaBenchRowSchema = z.object({ n_gen: z.number(), avg_ts: z.number() });
  * instead of mapping the file: faster on this machine (its allocations
  * get huge pages where the process asks for them; file pages do not).
  */
-export function llamaBenchDecode(binDir: string, file: string, threads: number, numTokens: number, mmap = true): number {
+export function llamaBenchDecode(binDir: string, file: string, threads: number, numTokens: number, { mmap = true, requests = 1 } = {}): number {
   const bin = path.join(binDir, 'llama-bench');
-  const args = ['-m', file, '-t', String(threads), '-p', '0', '-n', String(numTokens), '-r', '1', '-fa', 'off', '-mmp', mmap ? '1' : '0', '-o', 'json'];
+  const args = [
+    '-m',
+    file,
+    '-t',
+    String(threads),
+    '-p',
+    '0',
+    '-n',
+    String(numTokens),
+    '-r',
+    String(requests),
+    '-fa',
+    'off',
+    '-mmp',
+    mmap ? '1' : '0',
+    '-o',
+    'json',
+  ];
   const json = execFileSync(bin, args, { encoding: 'utf8' });
   const rows = z.array(LlamaBenchRowSchema).parse(JSON.parse(json));
   const decode = rows.find((r) => r.n_gen === numTokens);
   if (!decode) throw new Error(`llama-bench printed no ${numTokens}-token decode row`);
-  return decode.avg_ts;
+  return (decode.n_gen * decode.samples_ns.length * 1e9) / decode.samples_ns.reduce((s, ns) => s + ns, 0);
 }

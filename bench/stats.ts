@@ -57,6 +57,11 @@ export function median(values: readonly number[]): number | null {
   );
 }
 
+/** The rate over runs of equal work from each run's rate: work over total time, the harmonic mean. */
+export function combinedRate(rates: readonly number[]): number {
+  return rates.length / rates.reduce((s, rate) => s + 1 / rate, 0);
+}
+
 /** Client mean against the server's histogram mean, over the same requests. */
 export interface MeanCheck {
   clientMeanMs: number | null;

@@ -11,12 +11,12 @@ import { prepareModel } from '../src/model/index.js';
 import { tempDir, tinyCheckpoint } from './helpers.js';
 import { requireSharedModels } from './shared.js';
 
-test('each decode variant measures in a process of its own, which ends when the bench stops it', { timeout: 60_000 }, async (t) => {
+test('each decode variant measures in a process of its own (two decodes a measurement), which ends when the bench stops it', { timeout: 60_000 }, async (t) => {
   if (!requireSharedModels(t)) return; // the tiny model takes stories260K's tokenizer
   const dir = path.join(tempDir(t), 'model');
   await prepareModel(tinyCheckpoint({}), dir, { trainRamps: 'off' });
   for (const variant of DECODE_VARIANTS) {
-    const started = await VariantProcess.start(dir, 1, variant, 'Once upon a time', 16);
+    const started = await VariantProcess.start(dir, 1, variant, 'Once upon a time', 16, 2);
     assert.notEqual(started.pid, process.pid);
     for (let i = 0; i < 2; i++) {
       const tokensPerSecond = await started.measure();
