@@ -103,30 +103,16 @@ const LlamaBenchRowSchema = z.object({ n_gen: z.number(), samples_ns: z.array(z.
  * cache stays F16, since llama-bench takes no F32 cache type (`-ctk` knows
  * f16, bf16 and quantized types only). At these lengths the cache is a small
  * part of a token's memory traffic (about 2% on the stories110M shape).
- * `mmap` false reads the weights into memory of its own (`--mmap 0`)
- * instead of mapping the file: faster on this machine (its allocations
- * get huge pages where the process asks for them; file pages do not).
+ * `mmap` false reads the weights into memory of its own (`--load-mode
+ * none`, which replaced `--mmap 0`; the tables keep the old name) instead
+ * of mapping the file (`--load-mode mmap`): faster on this machine (its
+ * allocations get huge pages where the process asks for them; file pages
+ * do not).
  */
 export function llamaBenchDecode(binDir: string, file: string, threads: number, numTokens: number, { mmap = true, requests = 1 } = {}): number {
   const bin = path.join(binDir, 'llama-bench');
-  const args = [
-    '-m',
-    file,
-    '-t',
-    String(threads),
-    '-p',
-    '0',
-    '-n',
-    String(numTokens),
-    '-r',
-    String(requests),
-    '-fa',
-    'off',
-    '-mmp',
-    mmap ? '1' : '0',
-    '-o',
-    'json',
-  ];
+  const args = ['-m', file, '-t', String(threads), '-p', '0', '-n', String(numTokens), '-r', String(requests)];
+  args.push('-fa', 'off', '-lm', mmap ? 'mmap' : 'none', '-o', 'json');
   const json = execFileSync(bin, args, { encoding: 'utf8' });
   const rows = z.array(LlamaBenchRowSchema).parse(JSON.parse(json));
   const decode = rows.find((r) => r.n_gen === numTokens);

@@ -19,18 +19,8 @@ export {
   type Quantization,
   type RampTraining,
 } from './manifest.js';
-export {
-  createSession,
-  DeviceError,
-  Model,
-  SPINNING,
-  type BlockRows,
-  type Device,
-  type RuntimeOptions,
-  type SpanBuffers,
-  type SpanRampResult,
-  type Spinning,
-} from './model.js';
+export { Model, type BlockRows, type SpanBuffers, type SpanRampResult } from './model.js';
+export { createSession, DeviceError, SPINNING, type Device, type RuntimeOptions, type Spinning } from './session.js';
 export { LinearIO, writeLinearGraph, type LinearGraph } from './linear-graph.js';
 export { prepareModel, type PrepareOptions, type RampTrainer, type TrainRampsMode } from './prepare.js';
 export { exportRamps, writeTrainedRamps } from './ramps-store.js';

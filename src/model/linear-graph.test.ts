@@ -7,7 +7,7 @@ import ort from 'onnxruntime-node';
 import type { Tensor } from './checkpoint.js';
 import { LinearIO, writeLinearGraph } from './linear-graph.js';
 import type { Quantization } from './manifest.js';
-import { createSession, SPINNING } from './model.js';
+import { createSession, SPINNING } from './session.js';
 
 /** A [rows, cols] weight of mixed signs and magnitudes, different for each `seed`. */
 function weight(rows: number, cols: number, seed: number): Tensor {
