@@ -245,6 +245,7 @@ function issue18Measure(rows: Row[]): Issue18Row[] {
   });
 }
 
+/** Issue 18's measure as the Markdown table printed under the bench's own. */
 function formatIssue18(measure: Issue18Row[]): string {
   const run = (r: FastestRun) => `${r.median.toFixed(1)} (${r.threads} thread${r.threads === 1 ? '' : 's'})`;
   const labels = PEERS.map((p) => p.label);
