@@ -29,10 +29,9 @@
  * of width 64 or less, whose decode takes tens of milliseconds and so
  * catches the machine's hiccups whole, 1 on larger ones.
  *
- * Below it, issue 18's measure: per model and weights, offramp's engine
- * (default) at its fastest thread count against each llama.cpp column at
- * its own, as the ratio within each repeat (the two measured a few seconds
- * apart where the thread counts agree), median and range over the repeats.
+ * Below it, issue 18's measure (peer-ratios.ts): offramp's engine at its
+ * fastest thread count against each llama.cpp column at its own, the ratio
+ * within each repeat.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -42,7 +41,8 @@ import { hugePagesSet, onGlibc, PROJECT_ROOT, runAgainWithHugePages, stopWithPar
 import { DECODE_VARIANTS, VariantProcess } from './decode-variant.js';
 import { DEFAULT_LLAMA_CPP_OUT, findLlamaBench, llamaBenchDecode, nodeLlamaCppDecode } from './llama-cpp-decode.js';
 import { exportGgufPeerModel, prepareBenchModel } from './models.js';
-import { median, summarize } from './stats.js';
+import { COLUMNS, formatPeerRatios, peerRatios, type DecodeSamples, type DecodeColumn } from './peer-ratios.js';
+import { median } from './stats.js';
 
 const PROMPT = 'Once upon a time';
 /** Unmeasured requests per engine before the repeats (see the warm-up below). */
@@ -64,11 +64,7 @@ const { values } = parseArgs({
 });
 if (!['on', 'off'].includes(values['huge-pages'])) throw new Error(`--huge-pages: ${JSON.stringify(values['huge-pages'])} is not on or off`);
 
-interface Row {
-  model: string;
-  threads: number;
-  /** 'float32' or 'int8' linear layers. */
-  weights: string;
+interface Row extends DecodeSamples {
   /** The engine with every block a call of its own. */
   perBlockTokensPerSecond: number;
   /** The engine as configured by default (fused graph for small models when no ramp is looked at). */
@@ -84,19 +80,7 @@ interface Row {
   llamaBenchNoMmapTokensPerSecond: number | null;
   /** Decodes per measurement. */
   requests: number;
-  /** Each repeat's tokens/s per column (empty where the column was left out): what the medians and ratios come from. */
-  samples: Record<Column, number[]>;
 }
-
-const COLUMNS = ['perBlock', 'engineDefault', 'fused', 'nodeLlamaCpp', 'llamaBench', 'llamaBenchNoMmap'] as const;
-type Column = (typeof COLUMNS)[number];
-
-/** The llama.cpp columns issue 18 measures offramp against, and how the tables name them. */
-const PEERS = [
-  { column: 'llamaBench', label: 'llama-bench' },
-  { column: 'llamaBenchNoMmap', label: 'llama-bench --mmap 0' },
-  { column: 'nodeLlamaCpp', label: 'node-llama-cpp' },
-] as const satisfies readonly { column: Column; label: string }[];
 
 /** Every model, thread count and quantization in turn; prints the table and writes the JSON. */
 async function measure(): Promise<void> {
@@ -140,7 +124,7 @@ async function measure(): Promise<void> {
       // the first thousand or so stories260K tokens 30-40% slower), as in a server that has been running.
       for (let i = 0; i < Math.ceil(WARMUP_REQUESTS / requests); i++) for (const variant of variants) await variant.measure();
       if (gguf) await nodeLlamaCppDecode(gguf, PROMPT, threads, 8);
-      const measured = Object.fromEntries(COLUMNS.map((column) => [column, [] as number[]])) as Record<Column, number[]>;
+      const measured = Object.fromEntries(COLUMNS.map((column) => [column, [] as number[]])) as Record<DecodeColumn, number[]>;
       for (let r = 0; r < repeats; r++) {
         measured.perBlock.push(await perBlock.measure());
         measured.engineDefault.push(await engineDefault.measure());
@@ -150,7 +134,7 @@ async function measure(): Promise<void> {
           measured.llamaBench.push(llamaBenchDecode(llamaBenchDir, gguf, threads, numTokens, { requests }));
           measured.llamaBenchNoMmap.push(llamaBenchDecode(llamaBenchDir, gguf, threads, numTokens, { requests, mmap: false }));
         }
-        const last = (column: Column) => measured[column].at(-1)?.toFixed(1);
+        const last = (column: DecodeColumn) => measured[column].at(-1)?.toFixed(1);
         const llamaCpp = `${gguf ? `, node-llama-cpp ${last('nodeLlamaCpp')}` : ''}${llamaBenchDir && gguf ? `, llama-bench ${last('llamaBench')} (--mmap 0: ${last('llamaBenchNoMmap')})` : ''}`;
         process.stderr.write(
           `bench: ${name} ${weights} threads=${threads} repeat ${r + 1}/${repeats}: per-block ${last('perBlock')}, engine default ${last('engineDefault')}, fused ${last('fused')}${llamaCpp} tokens/s\n`,
@@ -183,8 +167,8 @@ async function measure(): Promise<void> {
         `| ${r.model} | ${r.threads} | ${r.weights} | ${r.perBlockTokensPerSecond.toFixed(1)} | ${r.engineDefaultTokensPerSecond.toFixed(1)} | ${r.fusedTokensPerSecond.toFixed(1)} | ${(100 * r.perBlockOverFused).toFixed(1)}% | ${cell(r.nodeLlamaCppTokensPerSecond)} | ${cell(r.llamaBenchTokensPerSecond)} | ${cell(r.llamaBenchNoMmapTokensPerSecond)} |`,
     ),
   ].join('\n');
-  const issue18 = issue18Measure(rows);
-  process.stdout.write(`${table}\n\n${formatIssue18(issue18)}\n`);
+  const issue18 = peerRatios(rows);
+  process.stdout.write(`${table}\n\n${formatPeerRatios(issue18)}\n`);
   fs.mkdirSync(path.dirname(values.out), { recursive: true });
   fs.writeFileSync(
     values.out,
@@ -201,67 +185,6 @@ async function measure(): Promise<void> {
       2,
     ),
   );
-}
-
-/** One engine's run at its fastest thread count: which, and its tokens/s per repeat. */
-interface FastestRun {
-  threads: number;
-  median: number;
-  samples: number[];
-}
-
-/** Issue 18's measure for one model and weights: offramp's engine against each llama.cpp column, each at its fastest thread count. */
-interface Issue18Row {
-  model: string;
-  weights: string;
-  offramp: FastestRun;
-  peers: { label: string; peer: FastestRun; ratio: { median: number; min: number; max: number } }[];
-}
-
-/** Of `rows` (one model and weights, one row per thread count), the run whose `column` has the highest median; null where nothing was measured. */
-function fastest(rows: Row[], column: Column): FastestRun | null {
-  const runs = rows
-    .filter((r) => r.samples[column].length > 0)
-    .map((r) => ({ threads: r.threads, median: median(r.samples[column])!, samples: r.samples[column] }));
-  return runs.reduce<FastestRun | null>((best, run) => (best && best.median >= run.median ? best : run), null);
-}
-
-/** Issue 18's measure (see the module comment) for every model and weights of `rows`. */
-function issue18Measure(rows: Row[]): Issue18Row[] {
-  const groups = new Map<string, Row[]>();
-  for (const row of rows) {
-    const key = `${row.model} ${row.weights}`;
-    groups.set(key, [...(groups.get(key) ?? []), row]);
-  }
-  return [...groups.values()].map((group) => {
-    const offramp = fastest(group, 'engineDefault')!;
-    const peers = PEERS.flatMap(({ column, label }) => {
-      const peer = fastest(group, column);
-      if (!peer) return [];
-      const ratios = summarize(offramp.samples.map((tokensPerSecond, r) => tokensPerSecond / peer.samples[r]!))!;
-      return [{ label, peer, ratio: { median: ratios.p50, min: ratios.min, max: ratios.max } }];
-    });
-    return { model: group[0]!.model, weights: group[0]!.weights, offramp, peers };
-  });
-}
-
-/** Issue 18's measure as the Markdown table printed under the bench's own. */
-function formatIssue18(measure: Issue18Row[]): string {
-  const run = (r: FastestRun) => `${r.median.toFixed(1)} (${r.threads} thread${r.threads === 1 ? '' : 's'})`;
-  const labels = PEERS.map((p) => p.label);
-  return [
-    "Issue 18's measure: offramp's engine (default) at its fastest thread count against each llama.cpp column at its own; ratio within each repeat, median (range)",
-    '',
-    `| model | weights | offramp | ${labels.map((l) => `${l} | ratio`).join(' | ')} |`,
-    `|---|---|---:|${labels.map(() => '---:|---:|').join('')}`,
-    ...measure.map((m) => {
-      const cells = labels.map((label) => {
-        const p = m.peers.find((x) => x.label === label);
-        return p ? `${run(p.peer)} | ${p.ratio.median.toFixed(2)}x (${p.ratio.min.toFixed(2)}–${p.ratio.max.toFixed(2)})` : '– | –';
-      });
-      return `| ${m.model} | ${m.weights} | ${run(m.offramp)} | ${cells.join(' | ')} |`;
-    }),
-  ].join('\n');
 }
 
 if (onGlibc() && !hugePagesSet(process.env)) {
