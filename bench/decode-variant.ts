@@ -1,11 +1,12 @@
 /**
  * One of offramp's decode variants in a process of its own, for decode.ts:
  * it loads the model once, then answers each message from its parent with
- * one measurement (REQUESTS decodes, tokens/s over all of them). So no two of offramp's variants share a process, as
- * llama.cpp's never share one with onnxruntime: a stories110M engine beside
- * the other two variants' models in its process decoded int8 on two threads
- * at 140–176 tokens/s, alone in its process at 146–192 (4 pairs, alternating,
- * 2026-12-06), and a server holds one model.
+ * one measurement (REQUESTS decodes, tokens/s over all of them). So no two
+ * of offramp's variants share a process, as llama.cpp's never share one
+ * with onnxruntime: a stories110M engine beside the other two variants'
+ * models in its process decoded int8 on two threads at 140–176 tokens/s,
+ * alone in its process at 146–192 (4 pairs, alternating, 2026-12-06), and a
+ * server holds one model.
  *
  *   fork('decode-variant.js', [DIR, THREADS, VARIANT, PROMPT, TOKENS, REQUESTS])
  *

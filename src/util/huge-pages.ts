@@ -37,10 +37,15 @@ export function withHugePages(env: NodeJS.ProcessEnv, on = true): NodeJS.Process
   return { ...env, GLIBC_TUNABLES: env.GLIBC_TUNABLES ? `${env.GLIBC_TUNABLES}:${tunable}` : tunable };
 }
 
-/** Whether this process runs on glibc, where the tunable means something. */
+let glibc: boolean | undefined;
+
+/** Whether this process runs on glibc, where the tunable means something (asked once: a diagnostic report takes 5-8 ms). */
 export function onGlibc(): boolean {
-  const report = process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined;
-  return process.platform === 'linux' && report?.header?.glibcVersionRuntime !== undefined;
+  if (glibc === undefined) {
+    const report = process.platform === 'linux' ? (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined) : undefined;
+    glibc = report?.header?.glibcVersionRuntime !== undefined;
+  }
+  return glibc;
 }
 
 /** Signals the process started by runAgainWithHugePages gets passed on from this one. */
@@ -48,9 +53,9 @@ const PASSED_ON: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
 
 /**
  * Runs this command again in a child process started with huge pages asked
- * for (or, with `on` false, declined; see withHugePages), and resolves to the exit status to leave with (128 + the signal's
- * number where the child died of one). The child gets a process group of its
- * own, so a terminal's Ctrl-C reaches this process alone, which passes it on
+ * for (or, with `on` false, declined; see withHugePages), and resolves to
+ * the exit status to leave with (128 + the signal's number where the child
+ * died of one). The child gets a process group of its own, so a terminal's Ctrl-C reaches this process alone, which passes it on
  * once: a second SIGINT tells the server to cut its requests. The IPC
  * channel lets the child stop when this process dies without passing
  * anything on (see stopWithParent).
