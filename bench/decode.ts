@@ -27,7 +27,8 @@
  * the table reports medians. A measurement is `--requests` decodes
  * (tokens/s over all of them; llama-bench's `-r`): by default 8 on models
  * of width 64 or less, whose decode takes tens of milliseconds and so
- * catches the machine's hiccups whole, 1 on larger ones.
+ * catches the machine's hiccups whole, 1 on larger ones; node-llama-cpp
+ * takes fewer where fewer of its decodes already last a second.
  *
  * Below it, issue 18's measure (peer-ratios.ts): offramp's engine at its
  * fastest thread count against each llama.cpp column at its own, the ratio
@@ -42,9 +43,11 @@ import { DECODE_VARIANTS, VariantProcess } from './decode-variant.js';
 import { DEFAULT_LLAMA_CPP_OUT, findLlamaBench, llamaBenchDecode, nodeLlamaCppDecode } from './llama-cpp-decode.js';
 import { exportGgufPeerModel, prepareBenchModel } from './models.js';
 import { COLUMNS, formatPeerRatios, peerRatios, type DecodeSamples, type DecodeColumn } from './peer-ratios.js';
-import { median } from './stats.js';
+import { decodesPerMeasurement, median } from './stats.js';
 
 const PROMPT = 'Once upon a time';
+/** A measurement need not last longer than this (see decodesPerMeasurement). */
+const MEASUREMENT_SECONDS = 1;
 /** Unmeasured requests per engine before the repeats (see the warm-up below). */
 const WARMUP_REQUESTS = 4;
 
@@ -80,6 +83,8 @@ interface Row extends DecodeSamples {
   llamaBenchNoMmapTokensPerSecond: number | null;
   /** Decodes per measurement. */
   requests: number;
+  /** node-llama-cpp's, where fewer fill MEASUREMENT_SECONDS. */
+  nodeLlamaCppRequests: number;
 }
 
 /** Every model, thread count and quantization in turn; prints the table and writes the JSON. */
@@ -123,13 +128,18 @@ async function measure(): Promise<void> {
       // Warm-up: a few requests' worth for each engine, so the JIT has compiled its steps (a cold engine runs
       // the first thousand or so stories260K tokens 30-40% slower), as in a server that has been running.
       for (let i = 0; i < Math.ceil(WARMUP_REQUESTS / requests); i++) for (const variant of variants) await variant.measure();
-      if (gguf) await nodeLlamaCppDecode(gguf, PROMPT, threads, 8);
+      // node-llama-cpp's warm-up decode also sets its decodes a measurement: on two threads its spinning workers make
+      // it decode stories260K at about 75 tokens/s, where one 256-token decode takes 3.4 s (eight a measurement took 4.5 of a
+      // 12-minute run).
+      const nodeLlamaCppRequests = gguf
+        ? decodesPerMeasurement(await nodeLlamaCppDecode(gguf, PROMPT, threads, numTokens), numTokens, requests, MEASUREMENT_SECONDS)
+        : requests;
       const measured = Object.fromEntries(COLUMNS.map((column) => [column, [] as number[]])) as Record<DecodeColumn, number[]>;
       for (let r = 0; r < repeats; r++) {
         measured.perBlock.push(await perBlock.measure());
         measured.engineDefault.push(await engineDefault.measure());
         measured.fused.push(await bare.measure());
-        if (gguf) measured.nodeLlamaCpp.push(await nodeLlamaCppDecode(gguf, PROMPT, threads, numTokens, requests));
+        if (gguf) measured.nodeLlamaCpp.push(await nodeLlamaCppDecode(gguf, PROMPT, threads, numTokens, nodeLlamaCppRequests));
         if (gguf && llamaBenchDir) {
           measured.llamaBench.push(llamaBenchDecode(llamaBenchDir, gguf, threads, numTokens, { requests }));
           measured.llamaBenchNoMmap.push(llamaBenchDecode(llamaBenchDir, gguf, threads, numTokens, { requests, mmap: false }));
@@ -152,6 +162,7 @@ async function measure(): Promise<void> {
         llamaBenchTokensPerSecond: median(measured.llamaBench),
         llamaBenchNoMmapTokensPerSecond: median(measured.llamaBenchNoMmap),
         requests,
+        nodeLlamaCppRequests,
         samples: measured,
       });
       for (const variant of variants) await variant.stop();

@@ -62,6 +62,17 @@ export function combinedRate(rates: readonly number[]): number {
   return rates.length / rates.reduce((s, rate) => s + 1 / rate, 0);
 }
 
+/**
+ * Decodes in one measurement of an engine that decodes `numTokens` at
+ * `tokensPerSecond`: `requests`, or fewer where fewer already take
+ * `seconds` (at least one). Many short decodes make a measurement long
+ * enough to ride out the machine's hiccups; past that length more of them
+ * cost time and buy nothing.
+ */
+export function decodesPerMeasurement(tokensPerSecond: number, numTokens: number, requests: number, seconds: number): number {
+  return Math.max(1, Math.min(requests, Math.ceil((seconds * tokensPerSecond) / numTokens)));
+}
+
 /** Client mean against the server's histogram mean, over the same requests. */
 export interface MeanCheck {
   clientMeanMs: number | null;
