@@ -25,6 +25,44 @@ test('context confidence: weights on the probe alone give the probe back', () =>
   assert.equal(contextConfidence(new Array<number>(CONTEXT_WEIGHTS).fill(0), 0.9, 3, { token: -1, length: 0 }), 0.5);
 });
 
+test('context confidence: a model fitted before the curvature terms (eight weights) scores as one with those terms at zero', () => {
+  const eight = [0.3, 1.2, 0.8, -1.5, 0.4, -0.9, 0.2, -0.1];
+  const padded = [...eight, ...new Array<number>(CONTEXT_WEIGHTS - eight.length).fill(0)];
+  for (const [p, match] of [
+    [0.97, { token: 3, length: 5 }],
+    [0.4, { token: 2, length: 1 }],
+    [0.999, { token: -1, length: 0 }],
+  ] as const)
+    assert.equal(contextConfidence(eight, p, 3, match), contextConfidence(padded, p, 3, match));
+});
+
+test('fitting the context model bends the probe where its most confident readings are not surer', () => {
+  // Truth: agreement rises with the probe's logit up to 3, then falls back (a loop repeating one confident mistake).
+  const rng = new Rng(11);
+  const count = 20_000;
+  const samples = {
+    count,
+    confidence: new Float32Array(count),
+    token: new Int32Array(count),
+    match: { token: new Int32Array(count), length: new Int32Array(count) },
+    agrees: new Uint8Array(count),
+  };
+  const truth: number[] = [];
+  for (let i = 0; i < count; i++) {
+    const logit = -4 + 12 * rng.next();
+    samples.confidence[i] = 1 / (1 + Math.exp(-logit));
+    samples.token[i] = 1;
+    samples.match.token[i] = -1;
+    truth.push(1 / (1 + Math.exp(-(logit - (logit * logit) / 6))));
+    samples.agrees[i] = rng.next() < truth[i]! ? 1 : 0;
+  }
+  const weights = fitContext(samples);
+  assert.ok(weights[8]! < -0.1, `weight of the squared logit ${weights[8]}`);
+  let error = 0;
+  for (let i = 0; i < count; i++) error += Math.abs(contextConfidence(weights, samples.confidence[i]!, 1, { token: -1, length: 0 }) - truth[i]!);
+  assert.ok(error / count < 0.03, `mean error ${error / count}`);
+});
+
 test('fitting the context model finds how much a match says beyond the probe', () => {
   // Truth: the probe is calibrated, and the ramp agreeing with the match adds 2 to its logit, disagreeing takes 2 away.
   const rng = new Rng(7);

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { ModelConfigSchema, ModelFormatError } from './checkpoint.js';
-import { CONTEXT_WEIGHTS } from './context-math.js';
+import { CONTEXT_WEIGHTS, CONTEXT_WEIGHTS_BEFORE_CURVATURE } from './context-math.js';
 
 export const MANIFEST_FILE = 'manifest.json';
 export const WEIGHTS_FILE = 'weights.bin';
@@ -145,8 +145,13 @@ export const TrainedRampsSchema = z.object({
         out: WeightRefSchema, // [probeHidden, 1]
         outBias: WeightRefSchema, // [1]
       }),
-      /** The context model's weights (context-math.ts); absent in ramps trained before it: the probe alone. */
-      context: z.array(z.number()).length(CONTEXT_WEIGHTS).optional(),
+      /** The context model's weights (context-math.ts); absent in ramps trained before it: the probe alone. Eight in ramps trained before its last terms. */
+      context: z
+        .array(z.number())
+        .refine((w) => w.length === CONTEXT_WEIGHTS || w.length === CONTEXT_WEIGHTS_BEFORE_CURVATURE, {
+          message: `a context model has ${CONTEXT_WEIGHTS} weights (${CONTEXT_WEIGHTS_BEFORE_CURVATURE} in ramps trained before its last terms)`,
+        })
+        .optional(),
     }),
   ),
   /**
