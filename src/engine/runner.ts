@@ -245,6 +245,8 @@ export class ModelRunner {
   }
 
   private decode(batch: Sequence[], step: Step): void {
+    const started = performance.now();
+    const planned = this.policies.drafts?.plan != null;
     const shadow = this.isShadowStep(batch);
     const rows = batch.map((seq) => this.rowAt(seq, shadow));
     const only = batch.length === 1 && rows[0]!.policy.kind === 'lossless' ? batch[0]! : null;
@@ -259,7 +261,6 @@ export class ModelRunner {
     // A guess is for the step right after the one that made it: a batched step moves its sequence on without it.
     if (!only) for (const seq of batch) seq.lookahead = -1;
     const fused = this.model.hasFused && !shadow && (rows.every((row) => this.needsNoSingleBlock(row)) || this.timesFusedNow(rows));
-    const started = performance.now();
     if (fused) this.decodeFused(rows, step, guessing || (only !== null && this.guesses(only, rows[0]!.policy)));
     else this.decodeBySpans(rows, step);
     // Alone, it drafts on within the step, one span call per draft and none of a step's other
@@ -269,9 +270,10 @@ export class ModelRunner {
       this.calls.growKv(only.numFed, step.slotLengths);
       this.decodeBySpans([this.rowAt(only, false)], step);
     }
-    // A sequence decoding alone times its steps for its controller's clock (which judges the ramps' exits or drafts).
+    // A sequence decoding alone times its steps for its controller's clock (which judges the ramps' exits or drafts):
+    // a lossless one every step, the passes over the lookahead head's and the text's drafts too, with its plan or without.
     const ms = performance.now() - started;
-    if (only && !drafted) this.policies.drafts?.recordStep(ms, step.tokens.length, fused);
+    if (only) this.policies.drafts?.recordStep(ms, step.tokens.length, planned);
     else if (batch.length === 1 && rows[0]!.policy.kind === 'controller') this.policies.controller?.recordStep(ms, step.tokens.length, fused);
   }
 

@@ -99,12 +99,12 @@ test('draft state: acceptance and mean accepted run per ramp and for drafts from
   assert.throws(() => drafts.setPlan({ layer: 4, minConfidence: 0.5, maxDraft: 4 }), /not a candidate/);
 });
 
-test('draft clock: a plan whose timed steps do not beat the fused steps is dropped, and waits before drafting again', () => {
+test('draft clock: a plan whose timed steps do not beat the steps without it is dropped, and waits before drafting again', () => {
   const drafts = new DraftController({ numLayers: 5, candidateLayers: [1], costs: COSTS, minTimedTokens: 50, backoff: 3_000 });
   feed(drafts, 1, 1_000, 0.3, 0.1);
   assert.ok(drafts.plan, 'the model says drafting pays');
-  for (let i = 0; i < 100; i++) drafts.recordStep(0.4, 1, true);
-  for (let i = 0; i < 20; i++) drafts.recordStep(2.5, 5, false); // 0.5 ms per token: slower than fused
+  for (let i = 0; i < 20; i++) drafts.recordStep(2.5, 5, true); // 0.5 ms per token
+  for (let i = 0; i < 100; i++) drafts.recordStep(0.4, 1, false); // without the plan: 0.4
   feed(drafts, 1, 128, 0.3, 0.1, 1, 2);
   assert.equal(drafts.plan, null);
   assert.equal(drafts.state().drops, 1);
@@ -112,4 +112,16 @@ test('draft clock: a plan whose timed steps do not beat the fused steps is dropp
   assert.equal(drafts.plan, null, 'still waiting');
   feed(drafts, 1, 3_000, 0.3, 0.1, 1, 4);
   assert.ok(drafts.plan, 'tried again after the wait');
+});
+
+test('draft tuning: a plan must beat what the steps without a plan measured, where that is below the fused step', () => {
+  const drafts = new DraftController({ numLayers: 5, candidateLayers: [1], costs: COSTS, minTimedTokens: 50 });
+  // Lossless passes over the lookahead head's and the text's drafts emit 2.5 tokens a 0.5 ms pass: 0.2 ms a token.
+  for (let i = 0; i < 40; i++) drafts.recordStep(0.5, 2.5, false);
+  feed(drafts, 1, 1_000, 0.3, 0.1);
+  assert.equal(drafts.plan, null, 'the ramp plan beats the fused step (0.4 ms) but not the 0.2 ms measured without it');
+  assert.ok(Math.abs(drafts.state().measured.withoutPlanMsPerToken! - 0.2) < 1e-12);
+  const unmeasured = new DraftController({ numLayers: 5, candidateLayers: [1], costs: COSTS, minTimedTokens: 50 });
+  feed(unmeasured, 1, 1_000, 0.3, 0.1);
+  assert.ok(unmeasured.plan, 'until steps are timed, the fused step is the baseline');
 });
