@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { Rng } from '../util/index.js';
-import { CONTEXT_MAX_MATCH, CONTEXT_WEIGHTS, contextConfidence, contextMatch, fitContext } from './context-math.js';
+import { CONTEXT_MAX_MATCH, CONTEXT_WEIGHTS, contextConfidence, contextMatch, fitContext, type ContextMatch, type ContextSamples } from './context-math.js';
 
 const matchIn = (tokens: number[], end = tokens.length - 1) => contextMatch((i) => tokens[i]!, end);
 
@@ -36,62 +36,68 @@ test('context confidence: a model fitted before the curvature terms (eight weigh
     assert.equal(contextConfidence(eight, p, 3, match), contextConfidence(padded, p, 3, match));
 });
 
-test('fitting the context model bends the probe where its most confident readings are not surer', () => {
-  // Truth: agreement rises with the probe's logit up to 3, then falls back (a loop repeating one confident mistake).
-  const rng = new Rng(11);
+/** One simulated calibration reading of a ramp whose token is 1: its probe's confidence, its match, and its true chance of agreeing. */
+interface Reading {
+  confidence: number;
+  match: ContextMatch;
+  truth: number;
+}
+
+/** 20,000 readings drawn by `draw`, each agreeing with its true chance. */
+function simulate(seed: number, draw: (rng: Rng) => Reading): { samples: ContextSamples; truth: number[] } {
+  const rng = new Rng(seed);
   const count = 20_000;
   const samples = {
     count,
     confidence: new Float32Array(count),
-    token: new Int32Array(count),
+    token: new Int32Array(count).fill(1),
     match: { token: new Int32Array(count), length: new Int32Array(count) },
     agrees: new Uint8Array(count),
   };
   const truth: number[] = [];
   for (let i = 0; i < count; i++) {
-    const logit = -4 + 12 * rng.next();
-    samples.confidence[i] = 1 / (1 + Math.exp(-logit));
-    samples.token[i] = 1;
-    samples.match.token[i] = -1;
-    truth.push(1 / (1 + Math.exp(-(logit - (logit * logit) / 6))));
-    samples.agrees[i] = rng.next() < truth[i]! ? 1 : 0;
+    const reading = draw(rng);
+    samples.confidence[i] = reading.confidence;
+    samples.match.token[i] = reading.match.token;
+    samples.match.length[i] = reading.match.length;
+    truth.push(reading.truth);
+    samples.agrees[i] = rng.next() < reading.truth ? 1 : 0;
   }
-  const weights = fitContext(samples);
-  assert.ok(weights[8]! < -0.1, `weight of the squared logit ${weights[8]}`);
+  return { samples, truth };
+}
+
+/** The fitted model's mean distance from the true chances. */
+function meanError(weights: Float64Array, { samples, truth }: { samples: ContextSamples; truth: number[] }): number {
   let error = 0;
-  for (let i = 0; i < count; i++) error += Math.abs(contextConfidence(weights, samples.confidence[i]!, 1, { token: -1, length: 0 }) - truth[i]!);
-  assert.ok(error / count < 0.03, `mean error ${error / count}`);
+  for (let i = 0; i < samples.count; i++) {
+    const match = { token: samples.match.token[i]!, length: samples.match.length[i]! };
+    error += Math.abs(contextConfidence(weights, samples.confidence[i]!, 1, match) - truth[i]!);
+  }
+  return error / samples.count;
+}
+
+const sigmoid = (z: number) => 1 / (1 + Math.exp(-z));
+
+test('fitting the context model bends the probe where its most confident readings are not surer', () => {
+  // Truth: agreement rises with the probe's logit up to 3, then falls back (a loop repeating one confident mistake).
+  const simulated = simulate(11, (rng) => {
+    const logit = -4 + 12 * rng.next();
+    return { confidence: sigmoid(logit), match: { token: -1, length: 0 }, truth: sigmoid(logit - (logit * logit) / 6) };
+  });
+  const weights = fitContext(simulated.samples);
+  assert.ok(weights[8]! < -0.1, `weight of the squared logit ${weights[8]}`);
+  assert.ok(meanError(weights, simulated) < 0.03, `mean error ${meanError(weights, simulated)}`);
 });
 
 test('fitting the context model finds how much a match says beyond the probe', () => {
   // Truth: the probe is calibrated, and the ramp agreeing with the match adds 2 to its logit, disagreeing takes 2 away.
-  const rng = new Rng(7);
-  const count = 20_000;
-  const samples = {
-    count,
-    confidence: new Float32Array(count),
-    token: new Int32Array(count),
-    match: { token: new Int32Array(count), length: new Int32Array(count) },
-    agrees: new Uint8Array(count),
-  };
-  const truth: number[] = [];
-  for (let i = 0; i < count; i++) {
+  const simulated = simulate(7, (rng) => {
     const p = 0.05 + 0.9 * rng.next();
     const hasMatch = rng.next() < 0.7;
     const same = hasMatch && rng.next() < 0.5;
-    samples.confidence[i] = p;
-    samples.token[i] = 1;
-    samples.match.token[i] = hasMatch ? (same ? 1 : 2) : -1;
-    samples.match.length[i] = hasMatch ? 4 : 0;
-    const logit = Math.log(p / (1 - p)) + (hasMatch ? (same ? 2 : -2) : 0);
-    truth.push(1 / (1 + Math.exp(-logit)));
-    samples.agrees[i] = rng.next() < truth[i]! ? 1 : 0;
-  }
-  const weights = fitContext(samples);
-  let error = 0;
-  for (let i = 0; i < count; i++) {
-    const match = { token: samples.match.token[i]!, length: samples.match.length[i]! };
-    error += Math.abs(contextConfidence(weights, samples.confidence[i]!, 1, match) - truth[i]!);
-  }
-  assert.ok(error / count < 0.03, `mean error ${error / count}`);
+    const match = { token: hasMatch ? (same ? 1 : 2) : -1, length: hasMatch ? 4 : 0 };
+    return { confidence: p, match, truth: sigmoid(Math.log(p / (1 - p)) + (hasMatch ? (same ? 2 : -2) : 0)) };
+  });
+  const weights = fitContext(simulated.samples);
+  assert.ok(meanError(weights, simulated) < 0.03, `mean error ${meanError(weights, simulated)}`);
 });
