@@ -125,8 +125,8 @@ test(
       fromText.length > 0 && fromText.length <= accepted + guessesKept(),
       `${fromText.length} streamed tokens were drafts from the text or guesses, ${accepted} from the text`,
     );
-    // Sampled text keeps too few of them to pay: it drafts none.
-    for (const prompt of prompts) assert.deepEqual(await same(prompt, SAMPLED), []);
+    // Sampled text keeps too few of them to pay: it drafts none from the text (only the lookahead head's guesses).
+    for (const prompt of prompts) await same(prompt, SAMPLED);
     assert.equal(contextDrafts().drafted, drafted);
   },
 );

@@ -28,20 +28,15 @@ export interface SpanRow {
   second: number;
   confidence: number;
   logits: Float32Array | null;
-  /** The lookahead head's guess of the token after the full model's next one (calls that asked for it), else −1. */
-  lookahead: number;
+  /** The lookahead head's logits [rampWidth] for the token after the full model's next one (calls that asked for them), else null. */
+  lookahead: Float32Array | null;
 }
-
-/** More than a guessing verification scores: the head's guess, the text's drafts (runner.ts: 1 + 4) and its own position. */
-const VERIFIED_MAX = 64;
 
 /** Per slot, its owner's positions per layer (live: the runner advances them), or null for a free slot. */
 export type SlotLengths = readonly (Int32Array | null)[];
 
 export class ModelCalls {
   private readonly buffers = new Buffers();
-  /** The lookahead head's guesses of a call: one per scored position (two per slot in fusedPairs, or a verification's). */
-  private readonly lookahead: BigInt64Array;
   private readonly kv: KvCache;
   readonly costs: CostMeter;
 
@@ -51,7 +46,6 @@ export class ModelCalls {
     private readonly maxContext: number,
   ) {
     this.kv = new KvCache(model.config, numSlots, maxContext, 0);
-    this.lookahead = new BigInt64Array(Math.max(2 * numSlots, VERIFIED_MAX));
     const { dim, vocabSize } = model.config;
     this.costs = new CostMeter(model.config.numLayers, { block: blockMacs(model.config), ramp: model.rampMacs, head: vocabSize * dim });
   }
@@ -127,19 +121,14 @@ export class ModelCalls {
     // Logits per slot: the catch-ups of several rows in one span each hand back logits that the ramp reads after all of them.
     const logits = this.buffers.get(`sequence-logits-${seq.slot}`, numPositions * this.logitsWidth(end));
     const rows = { firstSlot: seq.slot, numRows: 1, seqLen: numPositions, pastLengths: [past] };
-    const lookahead = guessAhead ? this.lookahead : undefined;
+    const lookahead = guessAhead ? this.lookaheadLogits(numPositions) : undefined;
     const ramp = this.model.runSpan(from, to, end, input, rows, this.kv, { hidden: hidden ?? undefined, logits, lookahead });
     return { hidden, said: Array.from({ length: numPositions }, (_, i) => this.spanRow(end, ramp, logits, i, lookahead)) };
   }
 
-  /** The lookahead head's guess in row `i` of `guesses` as a token id (−1: it guessed none of its candidates). */
-  private guessAt(guesses: BigInt64Array, i: number): number {
-    return this.model.rampToken(Number(guesses[i]!));
-  }
-
-  /** The first `count` guesses of the last call that guessed, as token ids. */
-  private guessedTokens(count: number): number[] {
-    return Array.from({ length: count }, (_, i) => this.guessAt(this.lookahead, i));
+  /** A buffer for the lookahead head's logits at `count` positions (reused by the next call that guesses). */
+  private lookaheadLogits(count: number): Float32Array {
+    return this.buffers.get('lookahead', count * this.model.rampWidth);
   }
 
   /** Columns of the logits a span with `end` returns per row (0: none). */
@@ -149,48 +138,51 @@ export class ModelCalls {
   }
 
   /** Row `i` of a span's outputs. */
-  private spanRow(end: SpanEnd, ramp: SpanRampResult | null, logits: Float32Array, i: number, lookahead?: BigInt64Array): SpanRow {
+  private spanRow(end: SpanEnd, ramp: SpanRampResult | null, logits: Float32Array, i: number, lookahead?: Float32Array): SpanRow {
     const width = this.logitsWidth(end);
+    const guessWidth = this.model.rampWidth;
     return {
       top: ramp ? ramp.top[2 * i]! : -1,
       second: ramp ? ramp.top[2 * i + 1]! : -1,
       confidence: ramp ? ramp.confidence[i]! : 0,
       logits: width > 0 ? logits.subarray(i * width, (i + 1) * width) : null,
-      lookahead: lookahead ? this.guessAt(lookahead, i) : -1,
+      lookahead: lookahead ? lookahead.subarray(i * guessWidth, (i + 1) * guessWidth) : null,
     };
   }
 
   /**
    * Every block and the head over the slot range of `rows`; returns logits
    * [slots in range, vocab] (row i at its slot - firstSlot) and, with
-   * `guessAhead`, the lookahead head's guess per row (as token ids), else null.
+   * `guessAhead`, the lookahead head's logits [slots in range, rampWidth] in
+   * the same order, else null.
    */
-  fusedBatch(rows: BatchRow[], slotLengths: SlotLengths, guessAhead = false): { logits: Float32Array; firstSlot: number; lookahead: number[] | null } {
+  fusedBatch(rows: BatchRow[], slotLengths: SlotLengths, guessAhead = false): { logits: Float32Array; firstSlot: number; lookahead: Float32Array | null } {
     // layerLengths[0] is the longest: every layer writes a stray row's position there before reading it.
     const { firstSlot, numRows, input, pastLengths } = this.slotRange(rows, 0, slotLengths);
     const logits = this.buffers.get('fused-logits', numRows * this.model.config.vocabSize);
-    const guesses = guessAhead ? this.lookahead : undefined;
+    const lookahead = guessAhead ? this.lookaheadLogits(numRows) : undefined;
     const started = performance.now();
-    this.model.runFused(input, { firstSlot, numRows, seqLen: 1, pastLengths }, this.kv, logits, 'last', guesses);
+    this.model.runFused(input, { firstSlot, numRows, seqLen: 1, pastLengths }, this.kv, logits, 'last', lookahead);
     this.costs.addFused(performance.now() - started, numRows);
-    return { logits, firstSlot, lookahead: guesses ? this.guessedTokens(numRows) : null };
+    return { logits, firstSlot, lookahead: lookahead ?? null };
   }
 
   /**
    * Every block, the head and the lookahead head over the slot range of
    * `rows`, two positions a row: its own, then `seconds`' input for it (a
    * guess of the token after it). Returns logits [slots in range × 2, vocab]
-   * and the lookahead head's guesses (token ids) in the same order: slot
-   * s − firstSlot, position p at 2(s − firstSlot) + p. Not timed for the
-   * controller: its costs price one position a row.
+   * and the lookahead head's logits [slots in range × 2, rampWidth] in the
+   * same order: slot s − firstSlot, position p at 2(s − firstSlot) + p. Not
+   * timed for the controller: its costs price one position a row.
    */
-  fusedPairs(rows: BatchRow[], seconds: Float32Array[], slotLengths: SlotLengths): { logits: Float32Array; firstSlot: number; lookahead: number[] } {
+  fusedPairs(rows: BatchRow[], seconds: Float32Array[], slotLengths: SlotLengths): { logits: Float32Array; firstSlot: number; lookahead: Float32Array } {
     const dim = this.model.config.dim;
     const { firstSlot, numRows, input, pastLengths } = this.slotRange(rows, 0, slotLengths, 2);
     rows.forEach((row, i) => input.set(seconds[i]!, (2 * (row.seq.slot - firstSlot) + 1) * dim));
     const logits = this.buffers.get('pairs-logits', numRows * 2 * this.model.config.vocabSize);
-    this.model.runFused(input, { firstSlot, numRows, seqLen: 2, pastLengths }, this.kv, logits, 'every', this.lookahead);
-    return { logits, firstSlot, lookahead: this.guessedTokens(2 * numRows) };
+    const lookahead = this.lookaheadLogits(2 * numRows);
+    this.model.runFused(input, { firstSlot, numRows, seqLen: 2, pastLengths }, this.kv, logits, 'every', lookahead);
+    return { logits, firstSlot, lookahead };
   }
 
   /**

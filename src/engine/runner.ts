@@ -33,10 +33,11 @@
  * the position after them runs the whole model over them and verifies
  * them as above. A sequence whose context drafts the full model keeps
  * rejecting drafts them only now and then (ContextDraftGate). Where the
- * model has a trained lookahead head, each of its fused steps and
- * verifications also guesses the token after the one it emits, and the next
- * step drafts that guess first, before the text's (`draftAhead`). A batch
- * of greedy lossless rows drafts each row's guess and verifies them all in
+ * model has a trained lookahead head, each fused step and verification of
+ * a lossless sequence also guesses the token after the one it emits (drawn
+ * from the head's logits with that token's key, as a ramp's token is), and
+ * the next step drafts that guess first, before the text's (`draftAhead`).
+ * A batch of lossless rows drafts each row's guess and verifies them all in
  * one call over two positions a row (`decodeGuesses`).
  *
  * Prompt chunks run after the decode batch, all blocks, no exits (`prefill`).
@@ -57,7 +58,7 @@ import { FULL_MODEL_TOKEN, type ConfidenceKind, type DraftController, type ExitC
 import { contextConfidence, contextMatch, type Model, type SpanEnd } from '../model/index.js';
 import type { CostMeter } from './cost-meter.js';
 import { choosePolicy, feedsController, mayDraft, type ExitPolicy, type PolicyContext } from './exit-policy.js';
-import { logprobsOf, sample, type TokenLogprobs } from './sampler.js';
+import { argmax, logprobsOf, sample, type TokenLogprobs } from './sampler.js';
 import { ModelCalls, type SlotLengths, type SpanRow } from './model-calls.js';
 import type { StepPlan } from './scheduler.js';
 import type { DeferredPosition, Sequence } from './sequence.js';
@@ -252,17 +253,17 @@ export class ModelRunner {
     const only = batch.length === 1 && rows[0]!.policy.kind === 'lossless' ? batch[0]! : null;
     const drafted = only !== null && this.draftAhead(only, step);
     if (drafted) rows[0] = this.rowAt(only, shadow);
-    const guessing = only === null && !shadow && rows.length > 1 && rows.every((row) => this.guesses(row.seq, row.policy) && this.needsNoSingleBlock(row));
+    const guessing = !drafted && !shadow && rows.every((row) => this.guesses(row.seq, row.policy, only !== null) && this.needsNoSingleBlock(row));
     const guesses = guessing ? rows.map((row) => this.usableGuess(row.seq)) : [];
-    if (guesses.some((guess) => guess >= 0)) {
-      this.decodeGuesses(rows, guesses, step);
-      return;
+    let fused = false;
+    if (guesses.some((guess) => guess >= 0)) this.decodeGuesses(rows, guesses, step);
+    else {
+      // A guess is for the step right after the one that made it: a batched step moves its sequence on without it.
+      if (!only) for (const seq of batch) seq.lookahead = -1;
+      fused = this.model.hasFused && !shadow && (rows.every((row) => this.needsNoSingleBlock(row)) || this.timesFusedNow(rows));
+      if (fused) this.decodeFused(rows, step, guessing || (only !== null && this.guesses(only, rows[0]!.policy, true)));
+      else this.decodeBySpans(rows, step);
     }
-    // A guess is for the step right after the one that made it: a batched step moves its sequence on without it.
-    if (!only) for (const seq of batch) seq.lookahead = -1;
-    const fused = this.model.hasFused && !shadow && (rows.every((row) => this.needsNoSingleBlock(row)) || this.timesFusedNow(rows));
-    if (fused) this.decodeFused(rows, step, guessing || (only !== null && this.guesses(only, rows[0]!.policy)));
-    else this.decodeBySpans(rows, step);
     // Alone, it drafts on within the step, one span call per draft and none of a step's other
     // work, until a position goes all the way and verifies the run. In a batch the other rows
     // need their tokens: there it drafts one position per step.
@@ -285,9 +286,11 @@ export class ModelRunner {
    * whole model over them. Returns whether it drafted.
    */
   private draftAhead(seq: Sequence, step: Step): boolean {
+    // A sampled sequence drafts nothing from its text: its guess alone goes the cheaper way of a batch's (decodeGuesses).
+    if (seq.request.sampling.temperature > 0) return false;
     const guess = this.usableGuess(seq);
     seq.lookahead = -1;
-    if (seq.deferred.length > 0 || seq.request.sampling.temperature > 0) return false;
+    if (seq.deferred.length > 0) return false;
     const eos = this.model.config.eosTokenIds;
     const draft = (token: number, exitLayer: number) => {
       const position = seq.numFed - 1;
@@ -310,13 +313,31 @@ export class ModelRunner {
   }
 
   /**
-   * Whether `seq`'s passes run the lookahead head: greedy, under the draft
-   * controller (no forced plan), on a model with one. Alone, every fused
-   * step and verification does; in a batch, when every row may (nothing
-   * deferred, no ramp to read; decodeGuesses).
+   * Whether `seq`'s passes run the lookahead head: lossless, under the draft
+   * controller (no forced plan), on a model with one, and greedy unless it
+   * decodes `alone`. Alone, every fused step and verification does; in a
+   * batch, when every row may (nothing deferred, no ramp to read;
+   * decodeGuesses). A sampled row's guess held about half the time at
+   * temperature 0.8 on stories260K (greedy: 72%): alone that ran lossless at
+   * 1.03x exits off (0.94x without guesses), but the call over two
+   * positions a row made batches of 4 and 16 rows slower (0.85x and 0.81x
+   * against 0.96x).
    */
-  private guesses(seq: Sequence, policy: ExitPolicy): boolean {
-    return this.model.hasLookahead && policy.kind === 'lossless' && seq.request.sampling.temperature === 0;
+  private guesses(seq: Sequence, policy: ExitPolicy, alone: boolean): boolean {
+    return this.model.hasLookahead && policy.kind === 'lossless' && (alone || seq.request.sampling.temperature === 0);
+  }
+
+  /**
+   * The lookahead head's guess of `seq`'s token at `index`, from its logits
+   * (`guessLogits`) at the position whose token, `token`, the full model's
+   * `logits` there gave, or −1. The head reads the full model's most likely
+   * token there, so a sampled row whose draw was another one has no guess.
+   * The guess is drawn as a ramp's token is, with the key of `index`: where
+   * the head's distribution is the full model's, so is its draw.
+   */
+  private guessAfter(seq: Sequence, index: number, token: number, logits: Float32Array, guessLogits: Float32Array): number {
+    if (seq.request.sampling.temperature > 0 && token !== argmax(logits)) return -1;
+    return this.rampToken(this.draw(seq, index, guessLogits, this.rampToken));
   }
 
   /**
@@ -330,7 +351,7 @@ export class ModelRunner {
   }
 
   /**
-   * A batch of greedy lossless rows with the lookahead head's guesses
+   * A batch of lossless rows with the lookahead head's guesses
    * (`guesses`, per row; −1: none usable): one fused call over two
    * positions a row, its own and its guess (a row without one feeds its own
    * token again there, and that position is dropped). Where the full model's token is the guess, the row
@@ -343,6 +364,7 @@ export class ModelRunner {
     const seconds = rows.map((row, i) => this.model.embed([guesses[i]! >= 0 ? guesses[i]! : row.seq.tokenAt(row.position)], [row.position + 1]));
     this.calls.growKv(Math.max(...rows.map((row) => row.seq.numFed + 1)), step.slotLengths);
     const { logits, firstSlot, lookahead } = this.calls.fusedPairs(rows, seconds, step.slotLengths);
+    const width = this.model.rampWidth;
     rows.forEach((row, i) => {
       const at = 2 * (row.seq.slot - firstSlot);
       const logitsAt = (p: number) => logits.subarray((at + p) * vocabSize, (at + p + 1) * vocabSize);
@@ -351,12 +373,15 @@ export class ModelRunner {
       if (guesses[i]! >= 0) this.policies.drafts?.recordOutcome({ layer: 'lookahead', drafted: 1, accepted: held ? 1 : 0 });
       row.policy.feedback?.(FULL_MODEL_TOKEN);
       this.emit(step, row.seq, token, held ? { layer: null, confidence: null, verified: true } : { layer: null, confidence: null }, sameColumn, logitsAt(0));
+      let last = { p: 0, token };
       if (held) {
+        last = { p: 1, token: this.draw(row.seq, row.position + 2, logitsAt(1)) };
         row.policy.feedback?.(FULL_MODEL_TOKEN);
-        this.emit(step, row.seq, this.draw(row.seq, row.position + 2, logitsAt(1)), { layer: null, confidence: null }, sameColumn, logitsAt(1));
+        this.emit(step, row.seq, last.token, { layer: null, confidence: null }, sameColumn, logitsAt(1));
       }
-      row.seq.layerLengths.fill(row.position + (held ? 2 : 1));
-      row.seq.lookahead = lookahead[at + (held ? 1 : 0)]!;
+      row.seq.layerLengths.fill(row.position + 1 + last.p);
+      const guessLogits = lookahead.subarray((at + last.p) * width, (at + last.p + 1) * width);
+      row.seq.lookahead = this.guessAfter(row.seq, row.position + 2 + last.p, last.token, logitsAt(last.p), guessLogits);
     });
   }
 
@@ -405,14 +430,16 @@ export class ModelRunner {
   private decodeFused(rows: Row[], step: Step, guessAhead: boolean): void {
     const vocabSize = this.model.config.vocabSize;
     const { logits, firstSlot, lookahead } = this.calls.fusedBatch(rows, step.slotLengths, guessAhead);
+    const width = this.model.rampWidth;
     for (const row of rows) {
-      if (lookahead) row.seq.lookahead = lookahead[row.seq.slot - firstSlot]!;
       row.seq.layerLengths.fill(row.position + 1);
       // The controller counts tokens even while no ramp is active: its clock decides when to try ramps again.
       row.policy.feedback?.(FULL_MODEL_TOKEN);
-      const offset = (row.seq.slot - firstSlot) * vocabSize;
-      const rowLogits = logits.subarray(offset, offset + vocabSize);
-      this.emit(step, row.seq, this.draw(row.seq, row.position + 1, rowLogits), { layer: null, confidence: null }, sameColumn, rowLogits);
+      const at = row.seq.slot - firstSlot;
+      const rowLogits = logits.subarray(at * vocabSize, (at + 1) * vocabSize);
+      const token = this.draw(row.seq, row.position + 1, rowLogits);
+      if (lookahead) row.seq.lookahead = this.guessAfter(row.seq, row.position + 2, token, rowLogits, lookahead.subarray(at * width, (at + 1) * width));
+      this.emit(step, row.seq, token, { layer: null, confidence: null }, sameColumn, rowLogits);
     }
   }
 
@@ -497,8 +524,11 @@ export class ModelRunner {
         row.seq.layerLengths.fill(row.rollbackTo);
         continue;
       }
-      const rowLogits = said.get(row)!.logits!;
+      const spanRow = said.get(row)!;
+      const rowLogits = spanRow.logits!;
       const finalToken = this.draw(row.seq, row.position + 1, rowLogits);
+      // A lossless pass whose drafts all held guesses after its own position (see verify).
+      if (spanRow.lookahead) row.seq.lookahead = this.guessAfter(row.seq, row.position + 2, finalToken, rowLogits, spanRow.lookahead);
       row.policy.feedback?.(verdict(row.readings, finalToken, null, { stepRows: step.decodeRows }));
       const trace = row.policy.kind === 'trace' ? { ramps: row.readings, finalToken } : undefined;
       this.emit(step, row.seq, finalToken, { layer: null, confidence: null, trace }, sameColumn, rowLogits);
@@ -528,7 +558,7 @@ export class ModelRunner {
     const end: SpanEnd = isLast ? { kind: 'head' } : reads ? { kind: 'ramp', confidence: this.options.confidence, logits: draws } : { kind: 'hidden' };
     const started = performance.now();
     // Only a pass of the whole model guesses: a catch-up from a ramp runs the deep blocks alone.
-    const guessAhead = isLast && from === 0 && step?.decodeRows === 1 && this.guesses(seq, policy);
+    const guessAhead = isLast && from === 0 && step?.decodeRows === 1 && this.guesses(seq, policy, true);
     const { hidden, said } = this.calls.sequenceSpan(from, to, end, seq, seq.layerLengths[from]!, inputs, guessAhead);
     if (apart) for (const d of waiting) d.overheadMs += (performance.now() - started) / waiting.length;
     waiting.forEach((d, i) => {
@@ -578,6 +608,9 @@ export class ModelRunner {
       if (token !== seq.drafts[i]) {
         this.emit(step, seq, token, { layer: null, confidence: null }, sameColumn, logits);
         current.rollbackTo = d.position + 1;
+        // The guess after the correction; where every draft holds, the current position's (finalHead).
+        const guessLogits = said[i]!.lookahead;
+        if (guessLogits) seq.lookahead = this.guessAfter(seq, d.position + 2, token, logits, guessLogits);
         break;
       }
       const byRamp = d.exitLayer >= 0;
@@ -585,8 +618,6 @@ export class ModelRunner {
       this.emit(step, seq, token, { layer: byRamp ? d.exitLayer : null, confidence, verified: true }, sameColumn, logits);
       accepted++;
     }
-    // The guess after the last token this pass emits: the correction's, or (every draft held) the current position's.
-    seq.lookahead = said[accepted]!.lookahead;
     this.countDrafts(seq, waiting, accepted);
     seq.deferred.length = 0;
     seq.drafts.length = 0;

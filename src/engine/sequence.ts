@@ -49,7 +49,7 @@ export class Sequence {
   readonly drafts: number[] = [];
   /** Lossless mode: whether drafting from the sequence's own text still pays. */
   readonly contextGate = new ContextDraftGate();
-  /** Lossless greedy mode: the lookahead head's guess of the token after the last one `tokens` holds (−1: none); the next step drafts it. */
+  /** Lossless mode: the lookahead head's guess of the token after the last one `tokens` holds (−1: none); the next step drafts it. */
   lookahead = -1;
   slot = -1;
   /** Set when the engine applies the token that ends the request; it finishes it at the step boundary. */

@@ -45,7 +45,7 @@ export const BlockIO = {
 
 export const HeadIO = { hidden: 'hidden', logits: 'logits' } as const; // [rows, dim] -> [rows, vocab]
 
-/** The fused graph's own input: which of each row's new positions the head scores ([k] int64; -1 is the last). */
+/** The fused graph's own input, which of each row's new positions the head scores ([k] int64; -1 is the last), and the lookahead head's logits (see lookaheadGuess). */
 export const FusedIO = { logitPositions: 'logit_positions', lookahead: 'lookahead' } as const;
 
 const MS = 'com.microsoft';
@@ -340,19 +340,18 @@ export interface LookaheadHead {
 
 /**
  * The lookahead head over the last block's output `hidden` [rows, dim]: the
- * full model's next token (the argmax of HeadIO.logits) is embedded, scaled
- * and added, then a trained ramp's map, norm and candidate rows guess the
- * token after it: FusedIO.lookahead [rows], its candidate column (the last
- * column, the rest, when it guesses none of them).
+ * full model's most likely next token (the argmax of HeadIO.logits) is
+ * embedded, scaled and added, then a trained ramp's map, norm and candidate
+ * rows score the token after it: FusedIO.lookahead [rows, candidates + 1],
+ * logits as a ramp's. The caller draws its guess from them as it draws a
+ * ramp's token, greedy or sampled.
  */
 function lookaheadGuess(g: GraphBuilder, config: ModelConfig, weight: WeightLookup, lookahead: LookaheadHead, hidden: string): void {
   const next = g.op('ArgMax', [HeadIO.logits], { axis: -1, keepdims: 0 });
   const embedded = g.op('Gather', [g.weight(StoredWeights.embeddings, weight(StoredWeights.embeddings)), next], { axis: 0 });
   const scaled = g.op('Mul', [embedded, g.constant([lookahead.embeddingScale], 'float', [])]);
-  const logits = `${FusedIO.lookahead}_logits`;
-  trainedRamp(g, config, weight, lookahead.weights, lookahead.rampsFile, g.op('Add', [hidden, scaled]), logits);
-  g.node('ArgMax', [logits], { axis: -1, keepdims: 0 }, [FusedIO.lookahead]);
-  g.output(FusedIO.lookahead, 'int64', ['rows']);
+  trainedRamp(g, config, weight, lookahead.weights, lookahead.rampsFile, g.op('Add', [hidden, scaled]), FusedIO.lookahead);
+  g.output(FusedIO.lookahead, 'float', ['rows', lookahead.weights.candidateRows.dims[0]! + 1]);
 }
 
 /** Where one trained ramp's tensors lie in ramps.bin (see ramp-math.ts and probe-math.ts for the math). */

@@ -11,7 +11,7 @@ import { CONTEXT_WEIGHTS, CONTEXT_WEIGHTS_BEFORE_CURVATURE } from './context-mat
 
 export const MANIFEST_FILE = 'manifest.json';
 export const WEIGHTS_FILE = 'weights.bin';
-export const MANIFEST_FORMAT = 'offramp-model/12';
+export const MANIFEST_FORMAT = 'offramp-model/13';
 /** Trained ramps' tensors, beside weights.bin (rewritten alone by `offramp train-ramps`). */
 export const RAMPS_FILE = 'ramps.bin';
 
@@ -204,7 +204,7 @@ export function describeRamps(manifest: Manifest): string {
   const { training } = trained;
   const probe = trained.ramps.every((r) => r.context) ? 'a confidence probe weighed against the context' : 'a confidence probe';
   const held = training.lookahead ? `, its guess held on ${(100 * training.lookahead.agreement).toFixed(1)}% of held-out positions` : '';
-  const lookahead = trained.lookahead ? `; a lookahead head that drafts for lossless greedy decoding${held}` : '';
+  const lookahead = trained.lookahead ? `; a lookahead head that drafts for lossless decoding${held}` : '';
   return (
     `trained ramps after blocks ${after} (residual MLP of width ${trained.hidden} and ${probe}; ${trained.candidates.dims[0]} candidate tokens, ` +
     `distilled on ${training.calibration.positions} positions, seed ${training.seed})${lookahead}`

@@ -120,8 +120,8 @@ export interface SpanRampResult {
 export interface SpanBuffers {
   hidden?: Float32Array; // [numRows, seqLen, dim]
   logits?: Float32Array; // [numRows * seqLen, vocab] (head) or [numRows * seqLen, rampWidth] (ramp with logits)
-  /** [numRows * seqLen]: the lookahead head's guess per position (a span of the whole model, where hasLookahead). */
-  lookahead?: BigInt64Array;
+  /** [numRows * seqLen, rampWidth]: the lookahead head's logits per position (a span of the whole model, where hasLookahead). */
+  lookahead?: Float32Array;
 }
 
 /** An onnxruntime tensor over `data` (no copy), reused while the buffer and shape stay the same. */
@@ -130,23 +130,6 @@ function tensorOver(data: Float32Array, dims: number[]): ort.Tensor {
   if (cached && cached.dims.length === dims.length && cached.dims.every((d, i) => d === dims[i])) return cached;
   const tensor = new ort.Tensor('float32', data, dims);
   tensorCache.set(data, tensor);
-  return tensor;
-}
-
-const guessTensors = new WeakMap<BigInt64Array, Map<number, ort.Tensor>>();
-
-/** An onnxruntime tensor over the first `length` entries of `guesses` (FusedIO.lookahead), reused per buffer and length as tensorOver's. */
-function guessesOver(guesses: BigInt64Array, length: number): ort.Tensor {
-  let byLength = guessTensors.get(guesses);
-  if (!byLength) {
-    byLength = new Map<number, ort.Tensor>();
-    guessTensors.set(guesses, byLength);
-  }
-  let tensor = byLength.get(length);
-  if (!tensor) {
-    tensor = new ort.Tensor('int64', guesses.subarray(0, length), [length]);
-    byLength.set(length, tensor);
-  }
   return tensor;
 }
 
@@ -304,10 +287,11 @@ export class Model {
    * position [numRows, vocab], or with `scored` 'every', of all of them
    * [numRows * seqLen, vocab]; KV appended as `runBlock` would for each
    * layer. With `lookahead` (where hasLookahead), also the lookahead head's
-   * guess at each of those positions: the token after the full model's
-   * next one, as its ramp column (rampToken maps it).
+   * logits at each of those positions [rows, rampWidth]: its scores of the
+   * token after the full model's most likely next one, as a ramp's columns
+   * (rampToken maps them).
    */
-  runFused(input: Float32Array, rows: BlockRows, kv: KvCache, logits: Float32Array, scored: 'last' | 'every' = 'last', lookahead?: BigInt64Array): void {
+  runFused(input: Float32Array, rows: BlockRows, kv: KvCache, logits: Float32Array, scored: 'last' | 'every' = 'last', lookahead?: Float32Array): void {
     const { numLayers, dim, vocabSize } = this.config;
     const every = scored === 'every' && rows.seqLen > 1;
     const feeds: Record<string, ort.Tensor> = {
@@ -324,7 +308,7 @@ export class Model {
       feeds[`${BlockIO.pastValue}_${layer}`] = cache.value;
     }
     if (lookahead && !this.lookaheadFused) throw new Error('internal error: this model has no lookahead head loaded');
-    if (lookahead) fetches[FusedIO.lookahead] = guessesOver(lookahead, logitRows);
+    if (lookahead) fetches[FusedIO.lookahead] = tensorOver(lookahead, [logitRows, this.rampWidth]);
     this.run(lookahead ? this.lookaheadFused! : this.fused!, feeds, fetches);
     for (let layer = 0; layer < numLayers; layer++) kv.append(layer, rows, added.keys[layer]!, added.values[layer]!);
   }
