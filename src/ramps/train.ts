@@ -9,7 +9,8 @@
  *    text the held-out set is, without one opening's loop repeated), all
  *    rows decoded as one batch, plus an optional text file. Every third
  *    opening is held out: its greedy continuation and its greedy
- *    continuations from sampled prefixes are only ever used for the report.
+ *    continuations from sampled prefixes are only ever used for the report,
+ *    which scores the positions that predict the greedy tokens.
  * 2. Candidates: the tokens of those continuations, most frequent first (at
  *    most RAMP_VOCAB): what the model itself says, not the lowest ids.
  * 3. One forward pass per sequence keeps every candidate block's hidden
@@ -312,8 +313,8 @@ export async function trainRamps(dir: string, overrides: Partial<TrainRampsOptio
     log(`generated ${generated.length} continuations at ${clock()}`);
 
     // 2-3. Candidates from what the model said, then the positions: every calibration position whose next token
-    // was produced, and the text's; held out, only the positions that predicted a token the model said after
-    // the opening (its sampled prefix, then its greedy continuation).
+    // was produced, and the text's; held out, only the positions that predicted a token of the greedy continuation
+    // (after the opening and its sampled prefix, which are the continuation's prompt).
     const text = options.textFile ? textSequences(model, options.textFile) : [];
     const said = [...generated.slice(0, numCalibration).map((tokens, i) => tokens.slice(rows[i]!.opening)), ...text];
     const candidates = candidatesByFrequency(said, Math.min(RAMP_VOCAB, model.config.vocabSize));
@@ -331,7 +332,7 @@ export async function trainRamps(dir: string, overrides: Partial<TrainRampsOptio
       model,
       generation,
       heldOutRows,
-      heldOutRows.map((r) => Math.min(rows[r]!.opening, generated[r]!.length) - 1),
+      heldOutRows.map((r) => Math.min(rows[r]!.prompt.length, generated[r]!.length) - 1),
       candidates,
     );
     const width = candidates.length + 1;
@@ -443,7 +444,7 @@ export function formatRampReport(training: RampTraining): string {
   if (lookahead)
     lines.push(
       `lookahead head: the full model's token after next on ${pct(lookahead.agreement).trim()} of ${lookahead.positions} held-out positions ` +
-        `(${lookahead.epochs} epochs; lossless greedy drafts it)`,
+        `(${lookahead.epochs} epochs; lossless mode drafts it)`,
     );
   lines.push(`trained in ${training.seconds} s on ${training.calibration.positions} calibration positions (${training.epochs} epochs, seed ${training.seed})`);
   return lines.join('\n');
