@@ -255,11 +255,11 @@ export class ModelRunner {
     if (drafted) rows[0] = this.rowAt(only, shadow);
     const guessing = !drafted && !shadow && rows.every((row) => this.guesses(row.seq, row.policy, only !== null) && this.needsNoSingleBlock(row));
     const guesses = guessing ? rows.map((row) => this.usableGuess(row.seq)) : [];
+    // A guess is for the step right after the one that made it: this step's own calls guess anew, where they do.
+    for (const seq of batch) seq.lookahead = -1;
     let fused = false;
     if (guesses.some((guess) => guess >= 0)) this.decodeGuesses(rows, guesses, step);
     else {
-      // A guess is for the step right after the one that made it: a batched step moves its sequence on without it.
-      if (!only) for (const seq of batch) seq.lookahead = -1;
       fused = this.model.hasFused && !shadow && (rows.every((row) => this.needsNoSingleBlock(row)) || this.timesFusedNow(rows));
       if (fused) this.decodeFused(rows, step, guessing || (only !== null && this.guesses(only, rows[0]!.policy, true)));
       else this.decodeBySpans(rows, step);
@@ -289,7 +289,6 @@ export class ModelRunner {
     // A sampled sequence drafts nothing from its text: its guess alone goes the cheaper way of a batch's (decodeGuesses).
     if (seq.request.sampling.temperature > 0) return false;
     const guess = this.usableGuess(seq);
-    seq.lookahead = -1;
     if (seq.deferred.length > 0) return false;
     const eos = this.model.config.eosTokenIds;
     const draft = (token: number, exitLayer: number) => {
