@@ -419,9 +419,11 @@ function trainedRamp(
   const act = g.op('Mul', [pre, g.op('Sigmoid', [pre])]);
   const translated = g.op('Add', [hidden, g.op('Gemm', [act, own('down', ramp.down), own('bias', ramp.bias)], { transB: 1 })]);
   const normed = finalNorm(g, config, weight, translated);
-  const candidates = g.op('Gemm', [normed, own('candidate_rows', ramp.candidateRows)], { transB: 1 });
-  const rest = g.op('Gemm', [normed, own('rest_row', ramp.restRow), own('rest_bias', ramp.restBias)], { transB: 1 });
-  g.node('Concat', [candidates, rest], { axis: -1 }, [logits]);
+  // One product for the candidates and the rest: onnxruntime folds the two Concats of stored tensors when it loads the graph.
+  const numCandidates = ramp.candidateRows.dims[0]!;
+  const rows = g.op('Concat', [own('candidate_rows', ramp.candidateRows), own('rest_row', ramp.restRow)], { axis: 0 });
+  const bias = g.op('Concat', [g.constant(new Array<number>(numCandidates).fill(0), 'float', [numCandidates]), own('rest_bias', ramp.restBias)], { axis: 0 });
+  g.node('Gemm', [normed, rows, bias], { transB: 1 }, [logits]);
   return { input, normed };
 }
 
