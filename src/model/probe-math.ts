@@ -16,10 +16,10 @@
  * trains; foldStandardization moves that into P and c, so the stored probe
  * (and the graph that computes it) reads f as it is.
  *
- * On stories260K's held-out greedy text (three seeds) the margin ranks the
- * tokens of the ramp after block 4 so that 26.9% can exit at 99% precision;
- * the probe, 41.6% (at 95%: 52.1% and 60.7%). The engine then weighs the
- * probe against the context (context-math.ts).
+ * On stories260K's held-out text (three seeds, the 2026-12-05 report) the
+ * margin ranks the tokens of the ramp after block 4 so that 26.9% can exit
+ * at 99% precision; the probe, 41.6% (at 95%: 52.1% and 60.7%). The engine
+ * then weighs the probe against the context (context-math.ts).
  *
  * @module
  */
