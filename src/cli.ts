@@ -69,7 +69,7 @@ generate options:
 prepare SOURCE --out DIR [--tokenizer T] [--quantize none|int8] [--train-ramps auto|on|off]
         auto (default): train when it takes under two minutes, else say how long it would
 train-ramps MODEL [--tokenizer T] [--text FILE] [--report FILE.json] [--seed S] [--epochs N]
-        [--continuations N] [--prefixed N] [--held-out-prefixed N] [--new-tokens N] [--hidden N]
+        [--continuations N] [--prefixed N] [--unprompted N] [--held-out-prefixed N] [--new-tokens N] [--hidden N]
         [--probe-epochs N] [--lookahead-epochs N] [--threads N] [--workers N] [--export DIR]
         MODEL as serve --model takes it; distils ramps on the model's own continuations of
         prompts/ (and --text), stores them in its prepared directory, prints the held-out report;
@@ -178,6 +178,7 @@ async function trainRampsCommand(args: string[]): Promise<void> {
       epochs: { type: 'string', default: String(TRAIN_RAMPS_DEFAULTS.epochs) },
       continuations: { type: 'string', default: String(TRAIN_RAMPS_DEFAULTS.continuationsPerPrompt) },
       prefixed: { type: 'string', default: String(TRAIN_RAMPS_DEFAULTS.prefixedPerPrompt) },
+      unprompted: { type: 'string', default: String(TRAIN_RAMPS_DEFAULTS.unprompted) },
       'held-out-prefixed': { type: 'string', default: String(TRAIN_RAMPS_DEFAULTS.heldOutPrefixedPerPrompt) },
       'new-tokens': { type: 'string', default: String(TRAIN_RAMPS_DEFAULTS.newTokens) },
       hidden: { type: 'string' },
@@ -196,6 +197,7 @@ async function trainRampsCommand(args: string[]): Promise<void> {
     epochs: count('epochs', values.epochs),
     continuationsPerPrompt: count('continuations', values.continuations),
     prefixedPerPrompt: count('prefixed', values.prefixed, 0),
+    unprompted: count('unprompted', values.unprompted, 0),
     heldOutPrefixedPerPrompt: count('held-out-prefixed', values['held-out-prefixed'], 0),
     newTokens: count('new-tokens', values['new-tokens']),
     hidden: values.hidden === undefined ? null : count('hidden', values.hidden),

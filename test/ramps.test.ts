@@ -11,7 +11,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { importLlama2c } from '../src/model/llama2c.js';
 import { EXITS_OFF, GREEDY, LocalEngine, type TokenEvent } from '../src/engine/index.js';
-import { CONTEXT_WEIGHTS, contextConfidence, contextMatch, Model, prepareModel, readManifest, type Checkpoint, type Manifest } from '../src/model/index.js';
+import { CONTEXT_WEIGHTS, contextConfidence, contextEvidence, Model, prepareModel, readManifest, type Checkpoint, type Manifest } from '../src/model/index.js';
 import { probeConfidence, probeFeatureCount, probeFeatures, probeLayout } from '../src/model/probe-math.js';
 import { paramLayout, rampLogits, type FrozenHead } from '../src/model/ramp-math.js';
 import { exportRamps, installShippedRamps, readCandidates } from '../src/model/ramps-store.js';
@@ -20,8 +20,22 @@ import { CLI, tempDir, tinyCheckpoint, tinyVariants } from './helpers.js';
 import { requireSharedModels, sharedModelPath } from './shared.js';
 
 /** Small enough for a test (about 4 s on stories260K), large enough to show the gap. */
-const QUICK: Partial<TrainRampsOptions> = { continuationsPerPrompt: 1, prefixedPerPrompt: 2, heldOutPrefixedPerPrompt: 2, newTokens: 100, epochs: 3 };
-const TINY: Partial<TrainRampsOptions> = { continuationsPerPrompt: 1, prefixedPerPrompt: 1, heldOutPrefixedPerPrompt: 1, newTokens: 16, epochs: 1 };
+const QUICK: Partial<TrainRampsOptions> = {
+  continuationsPerPrompt: 1,
+  prefixedPerPrompt: 2,
+  unprompted: 8,
+  heldOutPrefixedPerPrompt: 2,
+  newTokens: 100,
+  epochs: 3,
+};
+const TINY: Partial<TrainRampsOptions> = {
+  continuationsPerPrompt: 1,
+  prefixedPerPrompt: 1,
+  unprompted: 1,
+  heldOutPrefixedPerPrompt: 1,
+  newTokens: 16,
+  epochs: 1,
+};
 
 async function compiled(t: { after(fn: () => void): void }, ckpt: Checkpoint, name = 'model'): Promise<string> {
   const dir = path.join(tempDir(t), name);
@@ -176,8 +190,7 @@ async function assertEngineWeighsContext(t: { after(fn: () => void): void }, mod
           : contextConfidence(
               model.rampContext(reading.layer)!,
               probe.confidence,
-              reading.token,
-              contextMatch((i) => text[i]!, text.length - 1),
+              contextEvidence((i) => text[i]!, text.length - 1, reading.token, model.tokenizer.wordPieces),
             );
       assert.ok(Math.abs(reading.confidence - expected) < 1e-9, `token ${k}, ramp after block ${reading.layer + 1}: ${reading.confidence} against ${expected}`);
       readings++;

@@ -55,7 +55,7 @@
  * @module
  */
 import { FULL_MODEL_TOKEN, type ConfidenceKind, type DraftController, type ExitController, type TokenRecord } from '../exits/index.js';
-import { contextConfidence, contextMatch, type Model, type SpanEnd } from '../model/index.js';
+import { contextConfidence, contextEvidence, contextMatch, type Model, type SpanEnd } from '../model/index.js';
 import type { CostMeter } from './cost-meter.js';
 import { choosePolicy, feedsController, mayDraft, type ExitPolicy, type PolicyContext } from './exit-policy.js';
 import { argmax, logprobsOf, sample, type TokenLogprobs } from './sampler.js';
@@ -686,8 +686,7 @@ export class ModelRunner {
     return contextConfidence(
       weights,
       confidence,
-      token,
-      contextMatch((i) => seq.tokenAt(i), end),
+      contextEvidence((i) => seq.tokenAt(i), end, token, this.model.tokenizer.wordPieces),
     );
   }
 

@@ -1,9 +1,32 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { Rng } from '../util/index.js';
-import { CONTEXT_MAX_MATCH, CONTEXT_WEIGHTS, contextConfidence, contextMatch, fitContext, type ContextMatch, type ContextSamples } from './context-math.js';
+import {
+  CONTEXT_MAX_MATCH,
+  CONTEXT_WEIGHTS,
+  contextConfidence,
+  contextEvidence,
+  contextMatch,
+  EARLIER_CONTEXT_WEIGHTS,
+  fitContext,
+  type ContextEvidence,
+  type ContextMatch,
+  type ContextSamples,
+} from './context-math.js';
 
 const matchIn = (tokens: number[], end = tokens.length - 1) => contextMatch((i) => tokens[i]!, end);
+
+/** Evidence for the ramp's token 3 (or `token`) with `match` and nothing else: no counts, no word pieces. */
+const only = (match: ContextMatch, token = 3): ContextEvidence => ({
+  token,
+  match,
+  uses: 0,
+  followed: 0,
+  pairUses: 0,
+  pairFollowed: 0,
+  attaches: false,
+  matchAttaches: false,
+});
 
 test('context match: the longest earlier run ending like the text, the latest among equals, and the token after it', () => {
   // Two earlier "5 6" runs; the latest is followed by 9.
@@ -19,27 +42,62 @@ test('context match: the longest earlier run ending like the text, the latest am
   assert.deepEqual(matchIn([7, 8, 7, 9], 2), { token: 8, length: 1 });
 });
 
+test("context evidence: how often the ramp's token followed the last token and the last two earlier, and which tokens attach to a word", () => {
+  const text = [5, 6, 7, 5, 6, 9, 8, 6, 5, 6];
+  // 6 came three times before the end (followed by 7, 9, 5); "5 6" twice (by 7, 9).
+  const wordPieces = Uint8Array.from({ length: 10 }, (_, id) => (id === 9 ? 1 : 0));
+  const evidence = (token: number) => contextEvidence((i) => text[i]!, text.length - 1, token, wordPieces);
+  assert.deepEqual(evidence(9), {
+    token: 9,
+    match: matchIn(text),
+    uses: 3,
+    followed: 1,
+    pairUses: 2,
+    pairFollowed: 1,
+    attaches: true,
+    matchAttaches: true,
+  });
+  assert.deepEqual(matchIn(text), { token: 9, length: 2 });
+  assert.deepEqual(
+    [5, 7, 4].map((token) => {
+      const { followed, pairFollowed, attaches } = evidence(token);
+      return [followed, pairFollowed, attaches];
+    }),
+    [
+      [1, 0, false],
+      [1, 1, false],
+      [0, 0, false],
+    ],
+  );
+  // `end` reads only the text up to it: at index 4, 6 came once before (followed by 7), and so did "5 6".
+  const early = contextEvidence((i) => text[i]!, 4, 7, wordPieces);
+  assert.deepEqual([early.uses, early.followed, early.pairUses, early.pairFollowed], [1, 1, 1, 1]);
+});
+
 test('context confidence: weights on the probe alone give the probe back', () => {
   const probeOnly = [0, 1, 0, 0, 0, 0, 0, 0];
-  for (const p of [0.1, 0.5, 0.93]) assert.ok(Math.abs(contextConfidence(probeOnly, p, 3, { token: 3, length: 4 }) - p) < 1e-9);
-  assert.equal(contextConfidence(new Array<number>(CONTEXT_WEIGHTS).fill(0), 0.9, 3, { token: -1, length: 0 }), 0.5);
+  for (const p of [0.1, 0.5, 0.93]) assert.ok(Math.abs(contextConfidence(probeOnly, p, only({ token: 3, length: 4 })) - p) < 1e-9);
+  assert.equal(contextConfidence(new Array<number>(CONTEXT_WEIGHTS).fill(0), 0.9, only({ token: -1, length: 0 })), 0.5);
 });
 
-test('context confidence: a model fitted before the curvature terms (eight weights) scores as one with those terms at zero', () => {
-  const eight = [0.3, 1.2, 0.8, -1.5, 0.4, -0.9, 0.2, -0.1];
-  const padded = [...eight, ...new Array<number>(CONTEXT_WEIGHTS - eight.length).fill(0)];
-  for (const [p, match] of [
-    [0.97, { token: 3, length: 5 }],
-    [0.4, { token: 2, length: 1 }],
-    [0.999, { token: -1, length: 0 }],
-  ] as const)
-    assert.equal(contextConfidence(eight, p, 3, match), contextConfidence(padded, p, 3, match));
+test('context confidence: a model fitted before the last terms (eight or eleven weights) scores as one with those terms at zero', () => {
+  const eleven = [0.3, 1.2, 0.8, -1.5, 0.4, -0.9, 0.2, -0.1, -0.05, 0.3, -0.2];
+  for (const earlier of EARLIER_CONTEXT_WEIGHTS) {
+    const weights = eleven.slice(0, earlier);
+    const padded = [...weights, ...new Array<number>(CONTEXT_WEIGHTS - earlier).fill(0)];
+    for (const [p, evidence] of [
+      [0.97, { ...only({ token: 3, length: 5 }), uses: 4, followed: 0, attaches: true }],
+      [0.4, only({ token: 2, length: 1 })],
+      [0.999, { ...only({ token: -1, length: 0 }), pairUses: 2, pairFollowed: 2 }],
+    ] as const)
+      assert.equal(contextConfidence(weights, p, evidence), contextConfidence(padded, p, evidence));
+  }
 });
 
-/** One simulated calibration reading of a ramp whose token is 1: its probe's confidence, its match, and its true chance of agreeing. */
+/** One simulated calibration reading of a ramp: its probe's confidence, the text's evidence, and its true chance of agreeing. */
 interface Reading {
   confidence: number;
-  match: ContextMatch;
+  evidence: ContextEvidence;
   truth: number;
 }
 
@@ -50,16 +108,14 @@ function simulate(seed: number, draw: (rng: Rng) => Reading): { samples: Context
   const samples = {
     count,
     confidence: new Float32Array(count),
-    token: new Int32Array(count).fill(1),
-    match: { token: new Int32Array(count), length: new Int32Array(count) },
+    evidence: new Array<ContextEvidence>(count),
     agrees: new Uint8Array(count),
   };
   const truth: number[] = [];
   for (let i = 0; i < count; i++) {
     const reading = draw(rng);
     samples.confidence[i] = reading.confidence;
-    samples.match.token[i] = reading.match.token;
-    samples.match.length[i] = reading.match.length;
+    samples.evidence[i] = reading.evidence;
     truth.push(reading.truth);
     samples.agrees[i] = rng.next() < reading.truth ? 1 : 0;
   }
@@ -69,10 +125,7 @@ function simulate(seed: number, draw: (rng: Rng) => Reading): { samples: Context
 /** The fitted model's mean distance from the true chances. */
 function meanError(weights: Float64Array, { samples, truth }: { samples: ContextSamples; truth: number[] }): number {
   let error = 0;
-  for (let i = 0; i < samples.count; i++) {
-    const match = { token: samples.match.token[i]!, length: samples.match.length[i]! };
-    error += Math.abs(contextConfidence(weights, samples.confidence[i]!, 1, match) - truth[i]!);
-  }
+  for (let i = 0; i < samples.count; i++) error += Math.abs(contextConfidence(weights, samples.confidence[i]!, samples.evidence[i]!) - truth[i]!);
   return error / samples.count;
 }
 
@@ -82,7 +135,7 @@ test('fitting the context model bends the probe where its most confident reading
   // Truth: agreement rises with the probe's logit up to 3, then falls back (a loop repeating one confident mistake).
   const simulated = simulate(11, (rng) => {
     const logit = -4 + 12 * rng.next();
-    return { confidence: sigmoid(logit), match: { token: -1, length: 0 }, truth: sigmoid(logit - (logit * logit) / 6) };
+    return { confidence: sigmoid(logit), evidence: only({ token: -1, length: 0 }, 1), truth: sigmoid(logit - (logit * logit) / 6) };
   });
   const weights = fitContext(simulated.samples);
   assert.ok(weights[8]! < -0.1, `weight of the squared logit ${weights[8]}`);
@@ -96,8 +149,24 @@ test('fitting the context model finds how much a match says beyond the probe', (
     const hasMatch = rng.next() < 0.7;
     const same = hasMatch && rng.next() < 0.5;
     const match = { token: hasMatch ? (same ? 1 : 2) : -1, length: hasMatch ? 4 : 0 };
-    return { confidence: p, match, truth: sigmoid(Math.log(p / (1 - p)) + (hasMatch ? (same ? 2 : -2) : 0)) };
+    return { confidence: p, evidence: only(match, 1), truth: sigmoid(Math.log(p / (1 - p)) + (hasMatch ? (same ? 2 : -2) : 0)) };
   });
   const weights = fitContext(simulated.samples);
+  assert.ok(meanError(weights, simulated) < 0.03, `mean error ${meanError(weights, simulated)}`);
+});
+
+test('fitting the context model finds a word piece the text never put after its last token to be a mistake', () => {
+  // Truth: the probe is calibrated, except that a word piece that never followed the text's last token (" ow" + "n"
+  // where the story's owl is " ow" + "l") loses 4 from its logit; one that did, or any other token, does not.
+  const simulated = simulate(5, (rng) => {
+    const p = 0.5 + 0.49 * rng.next();
+    const uses = Math.floor(4 * rng.next());
+    const followed = uses > 0 && rng.next() < 0.5 ? 1 : 0;
+    const attaches = rng.next() < 0.3;
+    const evidence = { ...only({ token: -1, length: 0 }, 1), uses, followed, attaches };
+    return { confidence: p, evidence, truth: sigmoid(Math.log(p / (1 - p)) - (attaches && uses > 0 && followed === 0 ? 4 : 0)) };
+  });
+  const weights = fitContext(simulated.samples);
+  assert.ok(weights[16]! < -2, `weight of a never-followed word piece ${weights[16]}`);
   assert.ok(meanError(weights, simulated) < 0.03, `mean error ${meanError(weights, simulated)}`);
 });

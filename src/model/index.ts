@@ -24,7 +24,17 @@ export { createSession, DeviceError, SPINNING, type Device, type RuntimeOptions,
 export { LinearIO, writeLinearGraph, type LinearGraph } from './linear-graph.js';
 export { prepareModel, type PrepareOptions, type RampTrainer, type TrainRampsMode } from './prepare.js';
 export { exportRamps, writeTrainedRamps } from './ramps-store.js';
-export { CONTEXT_WEIGHTS, contextConfidence, contextMatch, fitContext, type ContextMatch, type ContextSamples } from './context-math.js';
+export {
+  CONTEXT_WEIGHTS,
+  contextConfidence,
+  contextEvidence,
+  contextMatch,
+  EARLIER_CONTEXT_WEIGHTS,
+  fitContext,
+  type ContextEvidence,
+  type ContextMatch,
+  type ContextSamples,
+} from './context-math.js';
 export { Adam, exitableShare, initialParams, paramLayout, rampLogits, rampLossAndGrad, RampTrainScratch, shuffled, type FrozenHead } from './ramp-math.js';
 export {
   featureMoments,

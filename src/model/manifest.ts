@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { ModelConfigSchema, ModelFormatError } from './checkpoint.js';
-import { CONTEXT_WEIGHTS, CONTEXT_WEIGHTS_BEFORE_CURVATURE } from './context-math.js';
+import { CONTEXT_WEIGHTS, EARLIER_CONTEXT_WEIGHTS } from './context-math.js';
 
 export const MANIFEST_FILE = 'manifest.json';
 export const WEIGHTS_FILE = 'weights.bin';
@@ -85,6 +85,8 @@ export const RampTrainingSchema = z.object({
     continuationsPerPrompt: z.number().int().positive(),
     /** Greedy continuations per prompt from a sampled prefix of it (absent in ramps trained before they were added). */
     prefixedPerPrompt: z.number().int().nonnegative().optional(),
+    /** Greedy continuations from the model's own sampled story openings, no prompt (absent in ramps trained before they were added). */
+    unprompted: z.number().int().nonnegative().optional(),
     newTokens: z.number().int().positive(),
     textFile: z.string().nullable(),
     positions: z.number().int().nonnegative(),
@@ -145,11 +147,11 @@ export const TrainedRampsSchema = z.object({
         out: WeightRefSchema, // [probeHidden, 1]
         outBias: WeightRefSchema, // [1]
       }),
-      /** The context model's weights (context-math.ts); absent in ramps trained before it: the probe alone. Eight in ramps trained before its last terms. */
+      /** The context model's weights (context-math.ts); absent in ramps trained before it: the probe alone. Fewer in ramps trained before its last terms. */
       context: z
         .array(z.number())
-        .refine((w) => w.length === CONTEXT_WEIGHTS || w.length === CONTEXT_WEIGHTS_BEFORE_CURVATURE, {
-          message: `a context model has ${CONTEXT_WEIGHTS} weights (${CONTEXT_WEIGHTS_BEFORE_CURVATURE} in ramps trained before its last terms)`,
+        .refine((w) => w.length === CONTEXT_WEIGHTS || EARLIER_CONTEXT_WEIGHTS.includes(w.length), {
+          message: `a context model has ${CONTEXT_WEIGHTS} weights (${EARLIER_CONTEXT_WEIGHTS.join(' or ')} in ramps trained before its last terms)`,
         })
         .optional(),
     }),

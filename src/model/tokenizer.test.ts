@@ -149,6 +149,21 @@ test('load reads tokenizer.json and the optional tokenizer_config.json, naming a
   await assert.rejects(TextTokenizer.load(dir), (error: unknown) => error instanceof ModelFormatError && /not a usable tokenizer/.test(error.message));
 });
 
+test('word pieces: the pieces that begin with a letter, not with a leading-space marker, a byte or a special token', () => {
+  const tokenizer = TextTokenizer.fromFiles(tinyFiles());
+  const pieces = ['▁', 'a', 'b', '▁a', 'ab', '▁ab'];
+  assert.deepEqual(
+    pieces.map((_, k) => tokenizer.wordPieces[259 + k]),
+    [0, 1, 1, 0, 1, 0],
+  );
+  assert.equal(tokenizer.wordPieces.length, tokenizer.vocabSize);
+  assert.equal(
+    tokenizer.wordPieces.slice(0, 259).reduce((n, flag) => n + flag, 0),
+    0,
+    'no special or byte token is a word piece',
+  );
+});
+
 test('the incremental decoder holds a split character until its last byte arrives', () => {
   const tokenizer = TextTokenizer.fromFiles(tinyFiles());
   const emoji = [...Buffer.from('😀')].map((b) => 3 + b);

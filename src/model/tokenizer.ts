@@ -74,6 +74,7 @@ export class TextTokenizer {
   readonly chatTemplate: string | undefined;
   readonly bosToken: string | undefined;
   readonly eosToken: string | undefined;
+  private wordPieceFlags: Uint8Array | undefined;
 
   private constructor(
     private readonly hf: HfTokenizer,
@@ -106,6 +107,20 @@ export class TextTokenizer {
     } catch (error) {
       throw new ModelFormatError(source, `not a usable tokenizer (${(error as Error).message})`);
     }
+  }
+
+  /**
+   * Per id, 1 for a word piece that attaches to the text before it: its
+   * first character a letter, with no leading-space marker (SentencePiece's
+   * "▁", byte-level BPE's "Ġ"): the rest of a word, or a word after a line
+   * break. Ramps' context models read it (context-math.ts).
+   */
+  get wordPieces(): Uint8Array {
+    if (!this.wordPieceFlags) {
+      this.wordPieceFlags = new Uint8Array(this.vocabSize);
+      for (const [piece, id] of this.hf.get_vocab(true)) if (/^\p{L}/u.test(piece)) this.wordPieceFlags[id] = 1;
+    }
+    return this.wordPieceFlags;
   }
 
   /** Token ids of `text`; with special tokens, as the model expects a prompt (BOS where the tokenizer adds one). */

@@ -9,7 +9,7 @@
  */
 import fs from 'node:fs';
 import { argmax, drawKey, GREEDY, sample, softmax, type SamplingParams } from '../engine/index.js';
-import { contextMatch, KvCache, Model, type BlockRows } from '../model/index.js';
+import { contextEvidence, KvCache, Model, type BlockRows, type ContextEvidence } from '../model/index.js';
 import { Rng } from '../util/index.js';
 
 /** A sampled prefix adds PREFIX_MIN..PREFIX_MAX tokens (seeded) to its opening before the greedy continuation. */
@@ -175,8 +175,26 @@ export interface Positions {
    * one is the model's own.
    */
   next: Int32Array;
-  /** Each position's induction match in the text before it (see context-math.ts): its token (−1: none) and length. */
-  match: { token: Int32Array; length: Int32Array };
+  /** The text before each position, what the context model reads (see context-math.ts). */
+  text: PositionText;
+}
+
+/**
+ * The text before each position: its sequence starts at `tokens[start[i]]`,
+ * and `end[i]` is the index of its last token in that sequence; with the
+ * tokenizer's word pieces (TextTokenizer.wordPieces).
+ */
+export interface PositionText {
+  tokens: Int32Array;
+  start: Int32Array;
+  end: Int32Array;
+  wordPieces: Uint8Array;
+}
+
+/** Position `i`'s context evidence for `token` (see context-math.ts). */
+export function evidenceAt(text: PositionText, i: number, token: number): ContextEvidence {
+  const start = text.start[i]!;
+  return contextEvidence((index) => text.tokens[start + index]!, text.end[i]!, token, text.wordPieces);
 }
 
 const sharedFloats = (length: number) => new Float32Array(new SharedArrayBuffer(length * 4));
@@ -204,6 +222,7 @@ function gather(model: Model, stretches: Stretch[], numLayers: number, candidate
   const { dim, vocabSize } = model.config;
   const width = candidates.length + 1;
   const count = stretches.reduce((n, s) => n + s.numPositions, 0);
+  const numTokens = stretches.reduce((n, s) => n + (s.numPositions > 0 ? s.tokens.length : 0), 0);
   const out: Positions = {
     count,
     hidden: Array.from({ length: numLayers }, () => sharedFloats(count * dim)),
@@ -211,18 +230,21 @@ function gather(model: Model, stretches: Stretch[], numLayers: number, candidate
     finalArgmax: sharedInts(count),
     final: new Float32Array(count * dim),
     next: sharedInts(count),
-    match: { token: sharedInts(count), length: sharedInts(count) },
+    text: { tokens: sharedInts(numTokens), start: sharedInts(count), end: sharedInts(count), wordPieces: model.tokenizer.wordPieces },
   };
-  const { final } = out;
+  const { final, text } = out;
   let at = 0;
+  let tokensAt = 0;
   for (const { states, numPositions, tokens, first } of stretches) {
+    if (numPositions === 0) continue;
     for (let k = 0; k < numLayers; k++) out.hidden[k]!.set(states[k]!.subarray(0, numPositions * dim), at * dim);
     final.set(states[numLayers]!.subarray(0, numPositions * dim), at * dim);
+    text.tokens.set(tokens, tokensAt);
     for (let i = 0; i < numPositions; i++) {
-      const match = contextMatch((index) => tokens[index]!, first + i);
-      out.match.token[at + i] = match.token;
-      out.match.length[at + i] = match.length;
+      text.start[at + i] = tokensAt;
+      text.end[at + i] = first + i;
     }
+    tokensAt += tokens.length;
     at += numPositions;
   }
   const logits = new Float32Array(HEAD_CHUNK * vocabSize);
@@ -300,7 +322,15 @@ export function concatPositions(a: Positions, b: Positions): Positions {
       a.next,
       b.next.map((i) => (i < 0 ? i : i + a.count)),
     ),
-    match: { token: ints(a.match.token, b.match.token), length: ints(a.match.length, b.match.length) },
+    text: {
+      tokens: ints(a.text.tokens, b.text.tokens),
+      start: ints(
+        a.text.start,
+        b.text.start.map((i) => i + a.text.tokens.length),
+      ),
+      end: ints(a.text.end, b.text.end),
+      wordPieces: a.text.wordPieces,
+    },
   };
 }
 

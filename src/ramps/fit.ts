@@ -31,6 +31,7 @@ import {
   type FrozenHead,
 } from '../model/index.js';
 import { Rng } from '../util/index.js';
+import { evidenceAt, type PositionText } from './calibration.js';
 
 /** What fitting one ramp reads of the calibration positions (see calibration.ts's Positions): one layer's hidden states. */
 export interface FitPositions {
@@ -41,8 +42,8 @@ export interface FitPositions {
   targets: Float32Array;
   /** The full model's argmax over the whole vocabulary. */
   finalArgmax: Int32Array;
-  /** Each position's induction match (see context-math.ts). */
-  match: { token: Int32Array; length: Int32Array };
+  /** The text before each position (see calibration.ts). */
+  text: PositionText;
 }
 
 /** The settings fitting reads (see TrainRampsOptions). */
@@ -130,7 +131,7 @@ export function trainedQuality(head: FrozenHead, fitted: FittedRampParams, candi
   const probe = probeConfidences(head, fitted.probe, readings);
   const confidence = probe.map((p, i) => {
     const token = readings.tokens[i]!;
-    return token < 0 ? 0 : contextConfidence(fitted.context, p, token, { token: heldOut.match.token[i]!, length: heldOut.match.length[i]! });
+    return token < 0 ? 0 : contextConfidence(fitted.context, p, evidenceAt(heldOut.text, i, token));
   });
   const said = Array.from(readings.agrees, Boolean);
   const byProbe = quality(probe, said);
@@ -232,14 +233,12 @@ function fitRampContext(head: FrozenHead, params: Float32Array, probe: Float32Ar
   const readings = rampReadings(head, params, candidates, positions.hidden, positions);
   const confidence = probeConfidences(head, probe, readings);
   // Where the rest column won the ramp never exits, whatever the context says: those positions teach it nothing.
-  const pick = <T extends Int32Array | Float32Array | Uint8Array>(values: T): T => values.filter((_, i) => readings.tokens[i]! >= 0) as T;
-  const agrees = pick(readings.agrees);
+  const kept = Array.from(readings.tokens.keys()).filter((i) => readings.tokens[i]! >= 0);
   return fitContext({
-    count: agrees.length,
-    confidence: pick(confidence),
-    token: pick(readings.tokens),
-    match: { token: pick(positions.match.token), length: pick(positions.match.length) },
-    agrees,
+    count: kept.length,
+    confidence: Float32Array.from(kept, (i) => confidence[i]!),
+    evidence: kept.map((i) => evidenceAt(positions.text, i, readings.tokens[i]!)),
+    agrees: Uint8Array.from(kept, (i) => readings.agrees[i]!),
   });
 }
 

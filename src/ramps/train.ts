@@ -6,8 +6,10 @@
  *    openings (one greedy and several sampled continuations each), and
  *    continues greedily from several sampled prefixes of each opening (a
  *    few to 40 tokens at temperature 1: many distinct starts of the greedy
- *    text the held-out set is, without one opening's loop repeated), all
- *    rows decoded as one batch, plus an optional text file. Every third
+ *    text the held-out set is, without one opening's loop repeated), and
+ *    greedily from story openings it samples from nothing (the names and
+ *    settings the prompts lack), all rows decoded as one batch, plus an
+ *    optional text file. Every third
  *    opening is held out: its greedy continuation and its greedy
  *    continuations from sampled prefixes are only ever used for the report,
  *    which scores the positions that predict the greedy tokens.
@@ -20,8 +22,9 @@
  *    residual MLP before the model's own final norm and head), seeded; then
  *    its probe (probe-math.ts): a small classifier of whether the ramp's
  *    token is the full model's, fitted on the same positions; then its
- *    context model (context-math.ts), which weighs the probe against an
- *    induction match in the text before each position.
+ *    context model (context-math.ts), which weighs the probe against what
+ *    the text before each position says (an induction match, the counts of
+ *    what followed its last tokens).
  * 5. Report: held-out agreement with the full model's argmax and the share
  *    exitable at 99% / 95% precision, plain head (ranked by margin) beside
  *    trained ramp (ranked by its probe weighed against the context, as the
@@ -85,6 +88,13 @@ export interface TrainRampsOptions {
   continuationsPerPrompt: number;
   /** Greedy continuations per calibration prompt from a sampled prefix of it (seeded lengths, 4..40 tokens). */
   prefixedPerPrompt: number;
+  /**
+   * Greedy continuations from the model's own story openings, sampled from
+   * nothing (BOS, then 4..40 tokens at temperature 1): the names and
+   * settings the prompts' openings do not have, which the ramps' probes
+   * would otherwise take to be surer than they are.
+   */
+  unprompted: number;
   /** The same per held-out prompt, beside its plain greedy continuation: a larger, more varied report set. */
   heldOutPrefixedPerPrompt: number;
   /** New tokens per continuation (fewer when the model stops or its context ends). */
@@ -111,7 +121,8 @@ export const TRAIN_RAMPS_DEFAULTS: TrainRampsOptions = {
   probeLearningRate: 3e-3,
   probeBatchSize: 64,
   continuationsPerPrompt: 4,
-  prefixedPerPrompt: 28,
+  prefixedPerPrompt: 20,
+  unprompted: 96,
   heldOutPrefixedPerPrompt: 12,
   newTokens: 200,
   textFile: null,
@@ -159,8 +170,8 @@ export function estimateTrainingSeconds(config: ModelConfig, overrides: Partial<
   const options = { ...TRAIN_RAMPS_DEFAULTS, ...overrides };
   const stories = loadPrompts().filter((p) => p.kind === 'story').length;
   const calibrationPrompts = stories - Math.floor(stories / HELD_OUT_EVERY);
-  const rowsPerPrompt = options.continuationsPerPrompt + options.prefixedPerPrompt;
-  const positions = calibrationPrompts * rowsPerPrompt * options.newTokens;
+  const rows = calibrationPrompts * (options.continuationsPerPrompt + options.prefixedPerPrompt) + options.unprompted;
+  const positions = rows * options.newTokens;
   const candidates = Math.min(RAMP_VOCAB, config.vocabSize);
   const ramps = config.numLayers - 1;
   const { dim } = config;
@@ -234,9 +245,9 @@ function lookaheadPositions(positions: Positions, embeddings: Float32Array, scal
     targets.set(positions.targets.subarray(next * width, (next + 1) * width), k * width);
     finalArgmax[k] = positions.finalArgmax[next]!;
   });
-  // No probe or context model is fitted for it: no induction matches needed.
+  // No probe or context model is fitted for it: it reads no text.
   const none = new Int32Array(at.length);
-  return { count: at.length, hidden, targets, finalArgmax, match: { token: none, length: none } };
+  return { count: at.length, hidden, targets, finalArgmax, text: { ...positions.text, start: none, end: none } };
 }
 
 /** The plain head (final norm + LM head over the whole vocabulary, no map) on held-out positions, as the margin scores it. */
@@ -283,11 +294,15 @@ export async function trainRamps(dir: string, overrides: Partial<TrainRampsOptio
     // 1. Continuations. Sampled prefixes first (one batch), then every row in one batch: calibration rows
     // (greedy, then sampled; then greedy from the prefixes), then held-out rows (greedy; greedy from the prefixes).
     const encode = (p: { prompt: string }) => model.tokenizer.encode(p.prompt);
+    // A model with no BOS token has nothing to sample a story from.
+    const bos = model.config.bosTokenId;
+    const unprompted = bos === null ? 0 : options.unprompted;
     // Held-out prefixes come first: their draws then do not depend on how many calibration rows there are.
     const numHeldOutPrefixed = heldOutPrompts.length * options.heldOutPrefixedPerPrompt;
     const prefixed = [
       ...heldOutPrompts.flatMap((p) => Array.from({ length: options.heldOutPrefixedPerPrompt }, () => encode(p))),
       ...calibrationPrompts.flatMap((p) => Array.from({ length: options.prefixedPerPrompt }, () => encode(p))),
+      ...Array.from({ length: unprompted }, () => [bos!]),
     ];
     const prefixes = sampledPrefixes(model, prefixed, options.seed);
     const rows: { prompt: number[]; opening: number; sampling: SamplingParams }[] = [];
@@ -391,6 +406,7 @@ export async function trainRamps(dir: string, overrides: Partial<TrainRampsOptio
         prompts: calibrationPrompts.map((p) => p.id),
         continuationsPerPrompt: options.continuationsPerPrompt,
         prefixedPerPrompt: options.prefixedPerPrompt,
+        unprompted,
         newTokens: options.newTokens,
         textFile: options.textFile,
         positions: train.count,
