@@ -183,17 +183,23 @@ function fit(head: FrozenHead, positions: FitPositions, options: FitOptions, onB
   return params;
 }
 
+/** What a fitted ramp says at the calibration positions: its probe and its context model are fitted to it. */
+type Readings = ReturnType<typeof rampReadings>;
+
 /**
- * Fits a trained ramp's probe on the calibration positions: whether the
- * ramp's token is the full model's, from its features (standardised while
- * training, folded back into the first layer after). Returns the probe's
- * parameters, reading raw features.
+ * Fits a trained ramp's probe on the calibration positions' `readings`:
+ * whether the ramp's token is the full model's, from its features
+ * (standardised while training, folded back into the first layer after).
+ * Returns the probe's parameters, reading raw features.
  */
-function fitProbe(head: FrozenHead, params: Float32Array, candidates: Int32Array, positions: FitPositions, options: FitOptions): Float32Array {
+function fitProbe(head: FrozenHead, readings: Readings, options: FitOptions): Float32Array {
   const numFeatures = probeFeatureCount(head.dim);
-  const { features, agrees } = rampReadings(head, params, candidates, positions.hidden, positions);
-  const moments = featureMoments(features, numFeatures, positions.count);
-  standardize(features, numFeatures, positions.count, moments);
+  const { agrees } = readings;
+  const count = agrees.length;
+  // A copy: the readings' raw features go on to the context model's fit.
+  const features = readings.features.slice();
+  const moments = featureMoments(features, numFeatures, count);
+  standardize(features, numFeatures, count, moments);
   const rng = new Rng(options.seed + 1);
   const probe = initialProbe(numFeatures, options.probeHidden, rng);
   const grad = new Float32Array(probe.length);
@@ -202,12 +208,12 @@ function fitProbe(head: FrozenHead, params: Float32Array, candidates: Int32Array
   const scratch = new ProbeScratch(options.probeHidden, size, numFeatures);
   const batchFeatures = new Float32Array(size * numFeatures);
   const batchLabels = new Uint8Array(size);
-  const totalSteps = options.probeEpochs * Math.ceil(positions.count / size);
+  const totalSteps = options.probeEpochs * Math.ceil(count / size);
   let step = 0;
   for (let epoch = 0; epoch < options.probeEpochs; epoch++) {
-    const order = shuffled(positions.count, rng);
-    for (let from = 0; from < positions.count; from += size) {
-      const n = Math.min(size, positions.count - from);
+    const order = shuffled(count, rng);
+    for (let from = 0; from < count; from += size) {
+      const n = Math.min(size, count - from);
       for (let i = 0; i < n; i++) {
         const p = order[from + i]!;
         batchFeatures.set(features.subarray(p * numFeatures, (p + 1) * numFeatures), i * numFeatures);
@@ -228,9 +234,8 @@ export interface FittedRampParams {
   context: Float64Array;
 }
 
-/** Fits the context model on the calibration positions, from the fitted ramp's tokens and its probe's confidence. */
-function fitRampContext(head: FrozenHead, params: Float32Array, probe: Float32Array, candidates: Int32Array, positions: FitPositions): Float64Array {
-  const readings = rampReadings(head, params, candidates, positions.hidden, positions);
+/** Fits the context model on the calibration positions, from the fitted ramp's tokens (`readings`) and its probe's confidence. */
+function fitRampContext(head: FrozenHead, probe: Float32Array, readings: Readings, positions: FitPositions): Float64Array {
   const confidence = probeConfidences(head, probe, readings);
   // Where the rest column won the ramp never exits, whatever the context says: those positions teach it nothing.
   const kept = Array.from(readings.tokens.keys()).filter((i) => readings.tokens[i]! >= 0);
@@ -259,6 +264,8 @@ export function fitRamp(
 ): FittedRampParams {
   const params = fit(head, positions, options, onBatch);
   if (!withProbe) return { params, probe: new Float32Array(0), context: new Float64Array(0) };
-  const probe = fitProbe(head, params, candidates, positions, options);
-  return { params, probe, context: fitRampContext(head, params, probe, candidates, positions) };
+  // Read once: the probe and the context model both fit to what the fitted ramp says.
+  const readings = rampReadings(head, params, candidates, positions.hidden, positions);
+  const probe = fitProbe(head, readings, options);
+  return { params, probe, context: fitRampContext(head, probe, readings, positions) };
 }
