@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { ModelFormatError, type TokenizerFiles } from './checkpoint.js';
+import { readTokenizerFiles } from './hf-llama.js';
 import { convertLlama2cTokenizer } from './llama2c-tokenizer.js';
 import { IncrementalDecoder, TextTokenizer } from './tokenizer.js';
 import { requireSharedModels, sharedModelPath } from '../../test/shared.js';
@@ -162,6 +163,17 @@ test('word pieces: the pieces that begin with a letter, not with a leading-space
     0,
     'no special or byte token is a word piece',
   );
+});
+
+test('word pieces in byte-level BPE (GPT-2): letters without "Ġ" (space) or another byte stand-in first', (t) => {
+  if (!requireSharedModels(t)) return;
+  const tokenizer = TextTokenizer.fromFiles(readTokenizerFiles(sharedModelPath('tokenizers', 'gpt2')));
+  const flag = (text: string) => {
+    const [id, ...rest] = tokenizer.encode(text, false);
+    assert.equal(rest.length, 0, `${JSON.stringify(text)} is one token`);
+    return tokenizer.wordPieces[id!];
+  };
+  assert.deepEqual(['the', ' the', '\n', ',', ' ', 'ing'].map(flag), [1, 0, 0, 0, 0, 1]);
 });
 
 test('the incremental decoder holds a split character until its last byte arrives', () => {

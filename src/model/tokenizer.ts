@@ -79,6 +79,8 @@ export class TextTokenizer {
   private constructor(
     private readonly hf: HfTokenizer,
     config: Record<string, unknown>,
+    /** Whether pieces are byte-level BPE's (GPT-2's): their characters stand for bytes. */
+    private readonly byteLevel: boolean,
   ) {
     let maxId = -1;
     for (const id of hf.get_vocab(true).values()) maxId = Math.max(maxId, id);
@@ -103,7 +105,7 @@ export class TextTokenizer {
   private static create(files: TokenizerFiles, source: string): TextTokenizer {
     const config = files.config ?? {};
     try {
-      return new TextTokenizer(new Tokenizer(files.tokenizer, config), config);
+      return new TextTokenizer(new Tokenizer(files.tokenizer, config), config, decodesByteLevel(files.tokenizer));
     } catch (error) {
       throw new ModelFormatError(source, `not a usable tokenizer (${(error as Error).message})`);
     }
@@ -118,7 +120,12 @@ export class TextTokenizer {
   get wordPieces(): Uint8Array {
     if (!this.wordPieceFlags) {
       this.wordPieceFlags = new Uint8Array(this.vocabSize);
-      for (const [piece, id] of this.hf.get_vocab(true)) if (/^\p{L}/u.test(piece)) this.wordPieceFlags[id] = 1;
+      for (const [piece, id] of this.hf.get_vocab(true)) {
+        const first = piece.codePointAt(0) ?? 0;
+        // Byte-level BPE writes the bytes it cannot show (space "Ġ", line feed "Ċ", the other controls) as U+0100..U+0143: letters, but no text's.
+        const standsForByte = this.byteLevel && first >= 0x100 && first <= 0x143;
+        if (/^\p{L}/u.test(piece) && !standsForByte) this.wordPieceFlags[id] = 1;
+      }
     }
     return this.wordPieceFlags;
   }
@@ -140,6 +147,12 @@ export class TextTokenizer {
     // at the seam, so streamed text would not add up. TGI and vLLM do not clean up either.
     return this.hf.decode([...ids], { skip_special_tokens: true, clean_up_tokenization_spaces: false });
   }
+}
+
+/** Whether tokenizer.json's decoder is byte-level BPE's, alone or in a sequence. */
+function decodesByteLevel(tokenizer: Record<string, unknown>): boolean {
+  const decoder = tokenizer.decoder as { type?: unknown; decoders?: { type?: unknown }[] } | null | undefined;
+  return decoder?.type === 'ByteLevel' || (decoder?.type === 'Sequence' && (decoder.decoders ?? []).some((d) => d.type === 'ByteLevel'));
 }
 
 /** Prompt tokens kept as decoding context, as vLLM and TGI do (5). */
