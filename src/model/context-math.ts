@@ -65,11 +65,17 @@ export function contextMatch(tokenAt: (index: number) => number, end: number): C
   let best: ContextMatch = { token: -1, length: 0 };
   for (let j = end - 1; j >= 0 && best.length < CONTEXT_MAX_MATCH; j--) {
     if (tokenAt(j) !== last) continue;
-    let length = 1;
-    while (length < CONTEXT_MAX_MATCH && j - length >= 0 && tokenAt(j - length) === tokenAt(end - length)) length++;
+    const length = runLength(tokenAt, j, end);
     if (length > best.length) best = { token: tokenAt(j + 1), length };
   }
   return best;
+}
+
+/** How many tokens agree backwards from positions j and `end`, which hold the same token (at most CONTEXT_MAX_MATCH). */
+function runLength(tokenAt: (index: number) => number, j: number, end: number): number {
+  let length = 1;
+  while (length < CONTEXT_MAX_MATCH && j - length >= 0 && tokenAt(j - length) === tokenAt(end - length)) length++;
+  return length;
 }
 
 /** What the text before a position says about a ramp's token there (see the module comment). */
@@ -94,15 +100,20 @@ export interface ContextEvidence {
  * to the text before them (TextTokenizer.wordPieces).
  */
 export function contextEvidence(tokenAt: (index: number) => number, end: number, token: number, wordPieces: Uint8Array): ContextEvidence {
-  const match = contextMatch(tokenAt, end);
   const last = tokenAt(end);
   const before = end > 0 ? tokenAt(end - 1) : -1;
+  // One pass over the text for the counts and for the match (as contextMatch finds it: the engine reads this per ramp).
+  let match: ContextMatch = { token: -1, length: 0 };
   let uses = 0;
   let followed = 0;
   let pairUses = 0;
   let pairFollowed = 0;
   for (let j = end - 1; j >= 0; j--) {
     if (tokenAt(j) !== last) continue;
+    if (match.length < CONTEXT_MAX_MATCH) {
+      const length = runLength(tokenAt, j, end);
+      if (length > match.length) match = { token: tokenAt(j + 1), length };
+    }
     const follows = tokenAt(j + 1) === token ? 1 : 0;
     uses++;
     followed += follows;
