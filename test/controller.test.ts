@@ -135,7 +135,7 @@ test('at accuracy 0.9 the controller, nothing forced, streams a substantial shar
   t.diagnostic(summary(run));
   // Measured with the ramps shipped on 2026-12-06 (calibrated on stories the
   // model samples from nothing, their context counting what the text put
-  // after its last tokens): 69.2-70.6% in four runs (agreement
+  // after its last tokens): 69.2-72.2% in five runs (agreement
   // 0.919-0.933); 55.4% with the ramps before. The ramp after block 1 carried most
   // of it then; left the only ramp (as the server's budget leaves it), it
   // exited 40-45%. The floor is half of that, so a machine whose timings
