@@ -1,4 +1,4 @@
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -70,6 +70,10 @@ function referenceEncode(t: ReferenceTokenizer, text: string): number[] {
 
 // ---------------------------------------------------------------------------
 
+/** Every tokenizer.bin the tests write lies under one directory, removed when they end. */
+const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'offramp-tok-'));
+after(() => fs.rmSync(scratch, { recursive: true, force: true }));
+
 /** Writes a llama2.c tokenizer.bin holding `pieces` (id order) to a temp file. */
 function writeTokenizerBin(pieces: { text: string; score: number }[], maxTokenLength = 16): string {
   const parts: Buffer[] = [Buffer.alloc(4)];
@@ -81,7 +85,7 @@ function writeTokenizerBin(pieces: { text: string; score: number }[], maxTokenLe
     head.writeInt32LE(bytes.length, 4);
     parts.push(head, bytes);
   }
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'offramp-tok-'));
+  const dir = fs.mkdtempSync(path.join(scratch, 'bin-'));
   const file = path.join(dir, 'tokenizer.bin');
   fs.writeFileSync(file, Buffer.concat(parts));
   return file;

@@ -1,4 +1,4 @@
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -61,8 +61,12 @@ function tinyFiles(config: Record<string, unknown> = {}): TokenizerFiles {
   return { tokenizer, config: { bos_token: '<s>', eos_token: { content: '</s>', special: true }, ...config } };
 }
 
+/** The tests' directories lie under one, removed when they end. */
+const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'offramp-tokenizer-'));
+after(() => fs.rmSync(scratch, { recursive: true, force: true }));
+
 function tempDir(): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), 'offramp-tokenizer-'));
+  return fs.mkdtempSync(path.join(scratch, 'dir-'));
 }
 
 /** Feeds `generated` one id at a time; returns the pieces (flush last). */
