@@ -66,6 +66,7 @@ function storedRamp(dir: string, manifest: Manifest, layer: number): { head: Fro
   params.set(floatsAt(ramps, ramp.bias), layout.bias);
   params.set(floatsAt(ramps, ramp.up), layout.up);
   params.set(floatsAt(ramps, ramp.upBias), layout.upBias);
+  params.set(floatsAt(ramps, ramp.linear), layout.linear);
   params.set(floatsAt(ramps, ramp.down), layout.down);
   params.set(floatsAt(ramps, ramp.restRow), layout.restRow);
   params.set(floatsAt(ramps, ramp.restBias), layout.restBias);

@@ -359,6 +359,7 @@ export interface TrainedRampWeights {
   bias: WeightRef; // [dim]
   up: WeightRef; // [hidden, dim] (out, in)
   upBias: WeightRef; // [hidden]
+  linear: WeightRef; // [hidden, dim] (out, in)
   down: WeightRef; // [dim, hidden] (out, in)
   restRow: WeightRef; // [1, dim]
   restBias: WeightRef; // [1]
@@ -373,7 +374,7 @@ export const RampIO = { ...HeadIO, probe: 'probe' } as const;
 const RAMP_INPUT_EPS = 1e-5;
 
 /**
- * A trained ramp: a residual MLP over the block's hidden state, the model's
+ * A trained ramp: a residual gated MLP over the block's hidden state, the model's
  * own final norm (read from weights.bin), then the head's candidate rows and
  * one "rest" logit for every token outside them: logits [rows, candidates +
  * 1]; and its probe's confidence [rows]. Its own tensors live in `rampsFile`.
@@ -416,8 +417,9 @@ function trainedRamp(
   const ones = g.constant(new Array<number>(config.dim).fill(1), 'float', [config.dim]);
   const input = g.op('SimplifiedLayerNormalization', [hidden, ones], { axis: -1, epsilon: RAMP_INPUT_EPS });
   const pre = g.op('Gemm', [input, own('up', ramp.up), own('up_bias', ramp.upBias)], { transB: 1 });
-  const act = g.op('Mul', [pre, g.op('Sigmoid', [pre])]);
-  const translated = g.op('Add', [hidden, g.op('Gemm', [act, own('down', ramp.down), own('bias', ramp.bias)], { transB: 1 })]);
+  const lin = g.op('Gemm', [input, own('linear', ramp.linear)], { transB: 1 });
+  const gated = g.op('Mul', [g.op('Mul', [pre, g.op('Sigmoid', [pre])]), lin]);
+  const translated = g.op('Add', [hidden, g.op('Gemm', [gated, own('down', ramp.down), own('bias', ramp.bias)], { transB: 1 })]);
   const normed = finalNorm(g, config, weight, translated);
   // One product for the candidates and the rest: onnxruntime folds the two Concats of stored tensors when it loads the graph.
   const numCandidates = ramp.candidateRows.dims[0]!;

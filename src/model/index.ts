@@ -35,7 +35,19 @@ export {
   type ContextMatch,
   type ContextSamples,
 } from './context-math.js';
-export { Adam, exitableShare, initialParams, paramLayout, rampLogits, rampLossAndGrad, RampTrainScratch, shuffled, type FrozenHead } from './ramp-math.js';
+export {
+  Adam,
+  exitableShare,
+  ffnStart,
+  initialParams,
+  paramLayout,
+  rampLogits,
+  rampLossAndGrad,
+  RampTrainScratch,
+  shuffled,
+  type FfnStart,
+  type FrozenHead,
+} from './ramp-math.js';
 export {
   featureMoments,
   foldStandardization,

@@ -11,7 +11,7 @@ import { CONTEXT_WEIGHTS, EARLIER_CONTEXT_WEIGHTS } from './context-math.js';
 
 export const MANIFEST_FILE = 'manifest.json';
 export const WEIGHTS_FILE = 'weights.bin';
-export const MANIFEST_FORMAT = 'offramp-model/13';
+export const MANIFEST_FORMAT = 'offramp-model/14';
 /** Trained ramps' tensors, beside weights.bin (rewritten alone by `offramp train-ramps`). */
 export const RAMPS_FILE = 'ramps.bin';
 
@@ -75,6 +75,8 @@ export const RampTrainingSchema = z.object({
   seed: z.number().int(),
   epochs: z.number().int().positive(),
   learningRate: z.number().positive(),
+  /** That of the ramps that start from the next block's feed-forward layer. */
+  startedLearningRate: z.number().positive(),
   batchSize: z.number().int().positive(),
   /** The probe's training (logistic loss against agreement with the full model's argmax, on the same positions). */
   probe: z.object({ epochs: z.number().int().positive(), learningRate: z.number().positive(), batchSize: z.number().int().positive() }),
@@ -106,11 +108,12 @@ export const RampTrainingSchema = z.object({
 });
 export type RampTraining = z.infer<typeof RampTrainingSchema>;
 
-/** A trained map's tensors, a ramp's or the lookahead head's: b, U, c and D of t = h + b + D·silu(U·x + c) (below), and the rest logit's row and bias. */
+/** A trained map's tensors, a ramp's or the lookahead head's: b, U, c, V and D of t = h + b + D·(silu(U·x + c) ⊙ V·x) (below), and the rest logit's row and bias. */
 const rampMapShape = {
   bias: WeightRefSchema, // [dim]
   up: WeightRefSchema, // [hidden, dim] (out, in)
   upBias: WeightRefSchema, // [hidden]
+  linear: WeightRefSchema, // [hidden, dim] (out, in)
   down: WeightRefSchema, // [dim, hidden] (out, in)
   restRow: WeightRefSchema, // [1, dim]
   restBias: WeightRefSchema, // [1]
@@ -118,15 +121,15 @@ const rampMapShape = {
 
 /**
  * Trained ramps (see ramp-math.ts and probe-math.ts): per candidate layer,
- * t = h + b + D·silu(U·x + c) with x = h / rms(h), the model's final norm,
+ * t = h + b + D·(silu(U·x + c) ⊙ V·x) with x = h / rms(h), the model's final norm,
  * the head's rows of the candidate tokens and a trained rest logit; and a
  * probe that estimates from the ramp's probabilities, normed state and input
  * whether its token is the full model's. Tensors live in `file` (ramps.bin).
  */
 export const TrainedRampsSchema = z.object({
   file: z.string(),
-  /** 'mlp': the residual MLP above (the affine d×d map of format 8 is gone). */
-  form: z.literal('mlp'),
+  /** 'glu': the residual gated MLP above (format 13's plain MLP and format 8's affine d×d map are gone). */
+  form: z.literal('glu'),
   /** The MLP's width. */
   hidden: z.number().int().positive(),
   /** The probe's hidden width; its features are [p1, p2, entropy, normed state, normed input]. */
@@ -208,7 +211,7 @@ export function describeRamps(manifest: Manifest): string {
   const held = training.lookahead ? `, its guess held on ${(100 * training.lookahead.agreement).toFixed(1)}% of held-out positions` : '';
   const lookahead = trained.lookahead ? `; a lookahead head that drafts for lossless decoding${held}` : '';
   return (
-    `trained ramps after blocks ${after} (residual MLP of width ${trained.hidden} and ${probe}; ${trained.candidates.dims[0]} candidate tokens, ` +
+    `trained ramps after blocks ${after} (residual gated MLP of width ${trained.hidden} and ${probe}; ${trained.candidates.dims[0]} candidate tokens, ` +
     `distilled on ${training.calibration.positions} positions, seed ${training.seed})${lookahead}`
   );
 }

@@ -490,13 +490,13 @@ export class Model {
   }
 
   /**
-   * Multiply-adds of one ramp for one position: a trained ramp's MLP (dim ×
-   * hidden, twice) and its probe, then a head row per column.
+   * Multiply-adds of one ramp for one position: a trained ramp's gated MLP
+   * (dim × hidden, three times) and its probe, then a head row per column.
    */
   get rampMacs(): number {
     const { dim } = this.config;
     const trained = this.manifest.trainedRamps;
-    const own = trained ? 2 * dim * trained.hidden + (probeFeatureCount(dim) + 1) * trained.probeHidden : 0;
+    const own = trained ? 3 * dim * trained.hidden + (probeFeatureCount(dim) + 1) * trained.probeHidden : 0;
     return own + this.rampWidth * dim;
   }
 

@@ -12,7 +12,7 @@ import {
   probeLossAndGrad,
   standardize,
 } from './probe-math.js';
-import { Adam, exitableShare, initialParams, paramLayout, rampLogits, rampLossAndGrad, type FrozenHead } from './ramp-math.js';
+import { Adam, exitableShare, ffnStart, initialParams, paramLayout, rampLogits, rampLossAndGrad, type FrozenHead } from './ramp-math.js';
 
 function randomArray(n: number, rng: Rng, scale = 1): Float32Array {
   return Float32Array.from({ length: n }, () => (rng.next() * 2 - 1) * scale);
@@ -159,6 +159,58 @@ test('zero down-projection reproduces the plain head; Adam lowers the loss', () 
     adam.step(params, grad);
   }
   assert.ok(last < first * 0.8, `loss ${first} -> ${last}`);
+});
+
+test("a ramp started from a block's feed-forward layer adds what that layer adds, its weakest units left out when it is wider", () => {
+  const { head, states, numRows } = problem('rms');
+  const { dim } = head;
+  const rng = new Rng(5);
+  const hiddenDim = 5;
+  const w13 = randomArray(dim * 2 * hiddenDim, rng); // [dim, 2 * hiddenDim] (in, out): the gate's columns, then the up projection's
+  const w2 = randomArray(hiddenDim * dim, rng); // [hiddenDim, dim] (in, out)
+  const gain = randomArray(dim, rng).map((x) => 1 + 0.5 * x);
+  for (const k of [1, 3]) for (let j = 0; j < dim; j++) w2[k * dim + j]! *= 1e-4; // two units that add next to nothing
+  // The block's feed-forward layer by hand, then the plain head: rows · (rmsnorm(h + W2 (silu(W1 n) ⊙ W3 n)) ⊙ g), n = rmsnorm(h) ⊙ gain.
+  const rmsNormed = (x: ArrayLike<number>, weight: ArrayLike<number>) => {
+    const rms = Math.sqrt(Array.from(x).reduce((a, v) => a + v * v, 0) / dim + 1e-5);
+    return Array.from(x, (v, j) => (v / rms) * weight[j]!);
+  };
+  const expected = (h: Float32Array) => {
+    const n = rmsNormed(h, gain);
+    const t = Array.from(h);
+    for (let k = 0; k < hiddenDim; k++) {
+      let gate = 0;
+      let up = 0;
+      for (let j = 0; j < dim; j++) {
+        gate += w13[j * 2 * hiddenDim + k]! * n[j]!;
+        up += w13[j * 2 * hiddenDim + hiddenDim + k]! * n[j]!;
+      }
+      const m = (gate / (1 + Math.exp(-gate))) * up;
+      for (let j = 0; j < dim; j++) t[j]! += w2[k * dim + j]! * m;
+    }
+    const normed = rmsNormed(t, head.norm.weight);
+    return Array.from({ length: head.numCandidates }, (_, c) => normed.reduce((z, v, j) => z + head.rows[c * dim + j]! * v, 0));
+  };
+  for (const width of [hiddenDim, hiddenDim - 2]) {
+    const start = ffnStart(w13, w2, gain, dim, hiddenDim, width);
+    assert.equal(start.units, width);
+    const params = initialParams(dim, width, -1, new Rng(1), start);
+    const logits = new Float32Array(numRows * (head.numCandidates + 1));
+    rampLogits(head, params, states, numRows, logits);
+    for (let r = 0; r < numRows; r++) {
+      const want = expected(states.subarray(r * dim, (r + 1) * dim));
+      want.forEach((z, c) =>
+        assert.ok(
+          Math.abs(z - logits[r * (head.numCandidates + 1) + c]!) < 1e-3,
+          `width ${width}, row ${r}, column ${c}: ${z} against ${logits[r * (head.numCandidates + 1) + c]}`,
+        ),
+      );
+    }
+  }
+  // Wider than the layer: its units first, the rest contributing nothing at the start (D = 0 there).
+  const wide = initialParams(dim, hiddenDim + 3, -1, new Rng(1), ffnStart(w13, w2, gain, dim, hiddenDim, hiddenDim + 3));
+  const layout = paramLayout(dim, hiddenDim + 3);
+  for (let j = 0; j < dim; j++) for (let k = hiddenDim; k < hiddenDim + 3; k++) assert.equal(wide[layout.down + j * (hiddenDim + 3) + k], 0);
 });
 
 test('exitable share: the longest confident prefix at the precision, ties kept together', () => {

@@ -3,24 +3,32 @@
  * hand-written backward, Adam.
  *
  * A ramp after block k reads that block's hidden state h [dim] and adds a
- * small residual MLP of its own (a trained stand-in for what the blocks it
- * skips would add), then applies the model's own final norm and LM head,
- * restricted to the candidate tokens, plus one trained "rest" logit that
- * stands for every token outside the candidates:
+ * small residual gated MLP of its own (a trained stand-in for what the
+ * blocks it skips would add), then applies the model's own final norm and
+ * LM head, restricted to the candidate tokens, plus one trained "rest"
+ * logit that stands for every token outside the candidates:
  *
- *   x = h / rms(h)                       the ramp's own input norm (no gain)
- *   t = h + b + D · silu(U · x + c)      U [hidden, dim], D [dim, hidden]; D starts at zero
- *   n = norm(t) ⊙ g (+ β)                the model's final RMSNorm (LayerNorm for GPT-2), frozen
- *   z_c = E_c · n                        E_c: the head's rows of the candidates, frozen
- *   z_rest = w · n + r                   trained: how much probability lies outside
+ *   x = h / rms(h)                                 the ramp's own input norm (no gain)
+ *   t = h + b + D · (silu(U · x + c) ⊙ (V · x))    U, V [hidden, dim], D [dim, hidden]
+ *   n = norm(t) ⊙ g (+ β)                          the model's final RMSNorm (LayerNorm for GPT-2), frozen
+ *   z_c = E_c · n                                  E_c: the head's rows of the candidates, frozen
+ *   z_rest = w · n + r                             trained: how much probability lies outside
  *
- * With D at zero the ramp starts as the plain head (plus the rest logit).
- * Training distils the full model: loss = −Σ q log softmax(z), with q the
- * full model's next-token distribution on the candidates and its mass
- * outside them on the rest logit. The backbone and the head stay frozen;
- * only b, U, c, D, w and r move. (An affine map A in place of the MLP, the
- * previous form, stops at 67% / 77% agreement after blocks 3 / 4 of
- * stories260K even on its own training text: too little capacity.)
+ * The gated MLP has the shape of a Llama block's feed-forward layer, and on
+ * a Llama model it starts as the next block's own (its gate, up and down
+ * projections, the block's norm gain folded into U and V, its most
+ * important units where it is wider than the ramp; see ffnStart): the ramp
+ * starts as "skip that block's attention", which is most of what a late
+ * block adds. Elsewhere D starts at zero, the ramp as the plain head (plus
+ * the rest logit). Training distils the full model: loss = −Σ q log
+ * softmax(z), with q the full model's next-token distribution on the
+ * candidates and its mass outside them on the rest logit. The backbone and
+ * the head stay frozen; only b, U, c, V, D, w and r move. (On
+ * stories260K, against a plain residual MLP t = h + b + D · silu(U · x + c)
+ * of the same width started at D = 0, the previous form: 2–4 points more
+ * agreement after blocks 3 and 4, and 5–10 more of their tokens exitable at
+ * 99% precision; docs/measurements.md, "Ramps that start as the next
+ * block's feed-forward layer".)
  *
  * @module
  */
@@ -42,24 +50,77 @@ export const RAMP_INPUT_EPS = 1e-5;
 /** Where each trained tensor lies in one flat parameter array (Adam walks it as one); `hidden`: the MLP's width. */
 export function paramLayout(dim: number, hidden: number) {
   const bias = 0; // [dim]
-  const up = bias + dim; // [hidden, dim] (out, in), as Gemm with transB reads it
-  const upBias = up + dim * hidden; // [hidden]
-  const down = upBias + hidden; // [dim, hidden] (out, in)
+  const up = bias + dim; // U [hidden, dim] (out, in), as Gemm with transB reads it
+  const upBias = up + dim * hidden; // c [hidden]
+  const linear = upBias + hidden; // V [hidden, dim] (out, in)
+  const down = linear + dim * hidden; // D [dim, hidden] (out, in)
   const restRow = down + hidden * dim; // [dim]
   const restBias = restRow + dim; // [1]
-  return { bias, up, upBias, down, restRow, restBias, size: restBias + 1 };
+  return { bias, up, upBias, linear, down, restRow, restBias, size: restBias + 1 };
+}
+
+/** A gated feed-forward layer to start a ramp from (see ffnStart): U, V [units, dim] and D [dim, units]. */
+export interface FfnStart {
+  units: number;
+  up: Float32Array;
+  linear: Float32Array;
+  down: Float32Array;
 }
 
 /**
- * The starting point: the plain head (D = 0), U drawn uniformly with
- * variance 1/dim from `rng`, the rest logit at `restBias` (log of the share
- * of probability expected outside the candidates).
+ * A Llama block's feed-forward layer, m = W2 · (silu(W1 · n) ⊙ W3 · n) with
+ * n = rms-normed input ⊙ gain, as a ramp's U, V and D: the gain folded into
+ * U and V, and where the layer has more than `width` units, the `width` of
+ * them whose down column and gate and up rows are largest (‖D_k‖ · (‖U_k‖ +
+ * ‖V_k‖)). `w13` [dim, 2 · hiddenDim] and `w2` [hiddenDim, dim] are the
+ * stored (in, out) matrices, `gain` [dim] the block's ffn_norm.
  */
-export function initialParams(dim: number, hidden: number, restBias: number, rng: Rng): Float32Array {
+export function ffnStart(w13: Float32Array, w2: Float32Array, gain: Float32Array, dim: number, hiddenDim: number, width: number): FfnStart {
+  const norm = (get: (j: number) => number, n: number) => {
+    let sq = 0;
+    for (let j = 0; j < n; j++) sq += get(j) ** 2;
+    return Math.sqrt(sq);
+  };
+  const importance = Array.from({ length: hiddenDim }, (_, k) => {
+    const gateRow = norm((j) => w13[j * 2 * hiddenDim + k]! * gain[j]!, dim);
+    const upRow = norm((j) => w13[j * 2 * hiddenDim + hiddenDim + k]! * gain[j]!, dim);
+    return norm((j) => w2[k * dim + j]!, dim) * (gateRow + upRow);
+  });
+  const kept = Array.from({ length: hiddenDim }, (_, k) => k)
+    .sort((a, b) => importance[b]! - importance[a]!)
+    .slice(0, width);
+  const units = kept.length;
+  const up = new Float32Array(units * dim);
+  const linear = new Float32Array(units * dim);
+  const down = new Float32Array(dim * units);
+  kept.forEach((k, u) => {
+    for (let j = 0; j < dim; j++) {
+      up[u * dim + j] = w13[j * 2 * hiddenDim + k]! * gain[j]!;
+      linear[u * dim + j] = w13[j * 2 * hiddenDim + hiddenDim + k]! * gain[j]!;
+      down[j * units + u] = w2[k * dim + j]!;
+    }
+  });
+  return { units, up, linear, down };
+}
+
+/**
+ * The starting point: U and V drawn uniformly with variance 1/dim from
+ * `rng` and D = 0 (the plain head), or where `ffn` is given its units in
+ * the first rows (the rest as above); the rest logit at `restBias` (log of
+ * the share of probability expected outside the candidates).
+ */
+export function initialParams(dim: number, hidden: number, restBias: number, rng: Rng, ffn: FfnStart | null = null): Float32Array {
   const layout = paramLayout(dim, hidden);
   const params = new Float32Array(layout.size);
   const scale = Math.sqrt(3 / dim);
   for (let i = 0; i < dim * hidden; i++) params[layout.up + i] = (2 * rng.next() - 1) * scale;
+  for (let i = 0; i < dim * hidden; i++) params[layout.linear + i] = (2 * rng.next() - 1) * scale;
+  if (ffn) {
+    const units = Math.min(ffn.units, hidden);
+    params.set(ffn.up.subarray(0, units * dim), layout.up);
+    params.set(ffn.linear.subarray(0, units * dim), layout.linear);
+    for (let j = 0; j < dim; j++) params.set(ffn.down.subarray(j * ffn.units, j * ffn.units + units), layout.down + j * hidden);
+  }
   params[layout.restBias] = restBias;
   return params;
 }
@@ -74,8 +135,10 @@ function siluGrad(x: number): number {
 /** What the forward pass keeps of a batch of rows, reused across batches (sized for `capacity` rows). */
 export class RampBatch {
   readonly x: Float32Array; // input normed [rows, dim]
-  readonly pre: Float32Array; // x · U + c [rows, hidden]
+  readonly pre: Float32Array; // x · Uᵀ + c [rows, hidden]
   readonly act: Float32Array; // silu(pre) [rows, hidden]
+  readonly lin: Float32Array; // x · Vᵀ [rows, hidden]
+  readonly gated: Float32Array; // act ⊙ lin [rows, hidden]
   readonly u: Float32Array; // t normalised, before the gain [rows, dim]
   readonly n: Float32Array; // normed [rows, dim]
   readonly invStd: Float32Array; // [rows]
@@ -90,6 +153,8 @@ export class RampBatch {
     this.x = new Float32Array(capacity * dim);
     this.pre = new Float32Array(capacity * hidden);
     this.act = new Float32Array(capacity * hidden);
+    this.lin = new Float32Array(capacity * hidden);
+    this.gated = new Float32Array(capacity * hidden);
     this.u = new Float32Array(capacity * dim);
     this.n = new Float32Array(capacity * dim);
     this.invStd = new Float32Array(capacity);
@@ -100,7 +165,7 @@ export class RampBatch {
 
 /** The MLP's width from a parameter array's length. */
 export function hiddenOf(dim: number, numParams: number): number {
-  return (numParams - 2 * dim - 1) / (2 * dim + 1);
+  return (numParams - 2 * dim - 1) / (3 * dim + 1);
 }
 
 /** Forward over `numRows` rows of `hidden` [numRows, dim] into `s`. */
@@ -120,10 +185,14 @@ export function forwardBatch(head: FrozenHead, params: Float32Array, hidden: Flo
   for (let r = 0; r < numRows; r++) pre.set(params.subarray(layout.upBias, layout.upBias + width), r * width);
   matMulTransB(s.x, params.subarray(layout.up, layout.up + width * dim), pre, numRows, dim, width, true);
   for (let i = 0; i < numRows * width; i++) s.act[i] = silu(pre[i]!);
-  // t = h + b + act · Dᵀ, kept in s.u until it is normalised in place
+  // lin = x · Vᵀ; gated = act ⊙ lin
+  const lin = s.lin.subarray(0, numRows * width);
+  matMulTransB(s.x, params.subarray(layout.linear, layout.linear + width * dim), lin, numRows, dim, width);
+  for (let i = 0; i < numRows * width; i++) s.gated[i] = s.act[i]! * lin[i]!;
+  // t = h + b + gated · Dᵀ, kept in s.u until it is normalised in place
   const t = s.u.subarray(0, numRows * dim);
   for (let r = 0; r < numRows; r++) for (let j = 0; j < dim; j++) t[r * dim + j] = hidden[r * dim + j]! + params[layout.bias + j]!;
-  matMulTransB(s.act, params.subarray(layout.down, layout.down + dim * width), t, numRows, width, dim, true);
+  matMulTransB(s.gated, params.subarray(layout.down, layout.down + dim * width), t, numRows, width, dim, true);
   // u = (t − mean) / std (mean = 0 for RMSNorm), n = u ⊙ g (+ β)
   for (let r = 0; r < numRows; r++) {
     let mean = 0;
@@ -185,12 +254,13 @@ class GradScratch {
   readonly dzc: Float32Array; // [rows, candidates]
   readonly dRest: Float32Array; // [rows]
   readonly dn: Float32Array; // [rows, dim], then du, then dt
-  readonly dAct: Float32Array; // [rows, hidden], then d pre
+  readonly dAct: Float32Array; // [rows, hidden]: d gated, then d pre
+  readonly dLin: Float32Array; // [rows, hidden]
   readonly rowsT: Float32Array; // [dim, candidates]: the head's candidate rows, transposed once
   readonly downT: Float32Array; // [hidden, dim]
   readonly dtT: Float32Array; // [dim, rows]
-  readonly actT: Float32Array; // [hidden, rows]
-  readonly dPreT: Float32Array; // [hidden, rows]
+  readonly actT: Float32Array; // [hidden, rows]: gatedᵀ
+  readonly dPreT: Float32Array; // [hidden, rows], then d linᵀ
   readonly xT: Float32Array; // [dim, rows]
   constructor(head: FrozenHead, hidden: number, capacity: number) {
     const { dim, numCandidates } = head;
@@ -198,6 +268,7 @@ class GradScratch {
     this.dRest = new Float32Array(capacity);
     this.dn = new Float32Array(capacity * dim);
     this.dAct = new Float32Array(capacity * hidden);
+    this.dLin = new Float32Array(capacity * hidden);
     this.rowsT = new Float32Array(dim * numCandidates);
     transpose(head.rows, numCandidates, dim, this.rowsT);
     this.downT = new Float32Array(hidden * dim);
@@ -237,7 +308,7 @@ export function rampLossAndGrad(
   const width = hiddenOf(dim, params.length);
   const layout = paramLayout(dim, width);
   const s = scratch.batch;
-  const { dzc, dRest, dn, dAct, rowsT, downT, dtT, actT, dPreT, xT } = scratch.grads;
+  const { dzc, dRest, dn, dAct, dLin, rowsT, downT, dtT, actT, dPreT, xT } = scratch.grads;
   forwardBatch(head, params, hidden, numRows, s);
 
   // Softmax cross-entropy against q: dL/dz = (p − q) / numRows.
@@ -291,23 +362,28 @@ export function rampLossAndGrad(
     }
   }
 
-  // Back through the MLP: dD = dtᵀ act; d act = dt · D; d pre = d act ⊙ silu'(pre); dU = d preᵀ x, dc = Σ d pre.
+  // Back through the gated MLP: dD = dtᵀ gated; d gated = dt · D; d lin = d gated ⊙ act, dV = d linᵀ x;
+  // d pre = d gated ⊙ lin ⊙ silu'(pre), dU = d preᵀ x, dc = Σ d pre.
   const down = params.subarray(layout.down, layout.down + dim * width);
   transpose(dnRows, numRows, dim, dtT);
-  transpose(s.act, numRows, width, actT);
+  transpose(s.gated, numRows, width, actT);
   matMulTransB(dtT, actT, grad.subarray(layout.down, layout.down + dim * width), dim, numRows, width, true);
   transpose(down, dim, width, downT);
   matMulTransB(dnRows, downT, dAct, numRows, dim, width);
   for (let r = 0; r < numRows; r++) {
     for (let k = 0; k < width; k++) {
-      const d = dAct[r * width + k]! * siluGrad(s.pre[r * width + k]!);
-      dAct[r * width + k] = d;
+      const i = r * width + k;
+      dLin[i] = dAct[i]! * s.act[i]!;
+      const d = dAct[i]! * s.lin[i]! * siluGrad(s.pre[i]!);
+      dAct[i] = d;
       grad[layout.upBias + k]! += d;
     }
   }
-  transpose(dAct, numRows, width, dPreT);
   transpose(s.x, numRows, dim, xT);
+  transpose(dAct, numRows, width, dPreT);
   matMulTransB(dPreT, xT, grad.subarray(layout.up, layout.up + width * dim), width, numRows, dim, true);
+  transpose(dLin, numRows, width, dPreT);
+  matMulTransB(dPreT, xT, grad.subarray(layout.linear, layout.linear + width * dim), width, numRows, dim, true);
   return loss / numRows;
 }
 

@@ -61,6 +61,7 @@ export function writeTrainedRamps(dir: string, manifest: Manifest, fitted: Fitte
     tensors.set(`${prefix}.bias`, { dims: [dim], data: part(layout.bias, dim) });
     tensors.set(`${prefix}.up`, { dims: [hidden, dim], data: part(layout.up, hidden * dim) });
     tensors.set(`${prefix}.up_bias`, { dims: [hidden], data: part(layout.upBias, hidden) });
+    tensors.set(`${prefix}.linear`, { dims: [hidden, dim], data: part(layout.linear, hidden * dim) });
     tensors.set(`${prefix}.down`, { dims: [dim, hidden], data: part(layout.down, dim * hidden) });
     tensors.set(`${prefix}.rest_row`, { dims: [1, dim], data: part(layout.restRow, dim) });
     tensors.set(`${prefix}.rest_bias`, { dims: [1], data: part(layout.restBias, 1) });
@@ -81,13 +82,14 @@ export function writeTrainedRamps(dir: string, manifest: Manifest, fitted: Fitte
     bias: ref(`${prefix}.bias`),
     up: ref(`${prefix}.up`),
     upBias: ref(`${prefix}.up_bias`),
+    linear: ref(`${prefix}.linear`),
     down: ref(`${prefix}.down`),
     restRow: ref(`${prefix}.rest_row`),
     restBias: ref(`${prefix}.rest_bias`),
   });
   const trainedRamps: TrainedRamps = {
     file: RAMPS_FILE,
-    form: 'mlp',
+    form: 'glu',
     hidden,
     probeHidden,
     candidates: ref('candidates'),

@@ -9,18 +9,7 @@
  * @module
  */
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
-import type { FrozenHead } from '../model/index.js';
-import { fitRamp, type FitOptions, type FitPositions, type FittedRampParams } from './fit.js';
-
-/** One ramp to fit. */
-export interface FitJob {
-  head: FrozenHead;
-  candidates: Int32Array;
-  positions: FitPositions;
-  options: FitOptions;
-  /** False: the map alone, no probe or context model (the lookahead head). */
-  probe: boolean;
-}
+import { fitRamp, type FitJob, type FittedRampParams } from './fit.js';
 
 type FitMessage = { type: 'batches'; positions: number; loss: number } | ({ type: 'done' } & FittedRampParams) | { type: 'failed'; message: string };
 
@@ -65,7 +54,7 @@ export async function fitRamps(
   workers: number,
   onBatches: (job: number, positions: number, loss: number) => void,
 ): Promise<FittedRampParams[]> {
-  if (workers <= 1) return jobs.map((job, i) => fitRamp(job.head, job.candidates, job.positions, job.options, (n, loss) => onBatches(i, n, loss), job.probe));
+  if (workers <= 1) return jobs.map((job, i) => fitRamp(job, (n, loss) => onBatches(i, n, loss)));
   const results = new Array<FittedRampParams>(jobs.length);
   let next = 0;
   const lane = async (): Promise<void> => {
@@ -84,20 +73,13 @@ if (!isMainThread && (workerData as { kind?: unknown } | null)?.kind === FIT_JOB
   try {
     let pending = 0;
     let batches = 0;
-    const fitted = fitRamp(
-      job.head,
-      job.candidates,
-      job.positions,
-      job.options,
-      (n, loss) => {
-        pending += n;
-        if (++batches % REPORT_EVERY === 0) {
-          port.postMessage({ type: 'batches', positions: pending, loss } satisfies FitMessage);
-          pending = 0;
-        }
-      },
-      job.probe,
-    );
+    const fitted = fitRamp(job, (n, loss) => {
+      pending += n;
+      if (++batches % REPORT_EVERY === 0) {
+        port.postMessage({ type: 'batches', positions: pending, loss } satisfies FitMessage);
+        pending = 0;
+      }
+    });
     if (pending > 0) port.postMessage({ type: 'batches', positions: pending, loss: NaN } satisfies FitMessage);
     port.postMessage({ type: 'done', ...fitted } satisfies FitMessage);
   } catch (error) {

@@ -28,6 +28,7 @@ import {
   RampTrainScratch,
   shuffled,
   standardize,
+  type FfnStart,
   type FrozenHead,
 } from '../model/index.js';
 import { Rng } from '../util/index.js';
@@ -148,8 +149,14 @@ export function trainedQuality(head: FrozenHead, fitted: FittedRampParams, candi
 /** Cosine decay to a tenth over `totalSteps`: big steps while far off, small ones to settle. */
 const cosineScale = (step: number, totalSteps: number) => 0.1 + 0.9 * 0.5 * (1 + Math.cos((Math.PI * step) / totalSteps));
 
-/** Fits one ramp's parameters to the calibration positions; reports positions done to `onBatch`. */
-function fit(head: FrozenHead, positions: FitPositions, options: FitOptions, onBatch: (positions: number, loss: number) => void): Float32Array {
+/** Fits one ramp's parameters to the calibration positions, from `start` (see initialParams); reports positions done to `onBatch`. */
+function fit(
+  head: FrozenHead,
+  positions: FitPositions,
+  start: FfnStart | null,
+  options: FitOptions,
+  onBatch: (positions: number, loss: number) => void,
+): Float32Array {
   const { dim } = head;
   const { hidden } = positions;
   const width = head.numCandidates + 1;
@@ -157,7 +164,7 @@ function fit(head: FrozenHead, positions: FitPositions, options: FitOptions, onB
   let rest = 0;
   for (let i = 0; i < positions.count; i++) rest += positions.targets[i * width + head.numCandidates]!;
   const rng = new Rng(options.seed);
-  const params = initialParams(dim, mlp, Math.log(Math.max(MIN_REST_SHARE, rest / Math.max(1, positions.count))), rng);
+  const params = initialParams(dim, mlp, Math.log(Math.max(MIN_REST_SHARE, rest / Math.max(1, positions.count))), rng, start);
   const grad = new Float32Array(paramLayout(dim, mlp).size);
   const adam = new Adam(params.length, options.learningRate);
   const scratch = new RampTrainScratch(head, mlp, options.batchSize);
@@ -247,23 +254,29 @@ function fitRampContext(head: FrozenHead, probe: Float32Array, readings: Reading
   });
 }
 
+/** One ramp to fit (in this thread or a worker's). */
+export interface FitJob {
+  head: FrozenHead;
+  candidates: Int32Array;
+  positions: FitPositions;
+  options: FitOptions;
+  /** False: the map alone, no probe or context model (the lookahead head). */
+  probe: boolean;
+  /** The feed-forward layer its gated MLP starts from (ramp-math.ts's ffnStart); null: at random, D = 0. */
+  start: FfnStart | null;
+}
+
 /**
  * Fits one ramp (epochs of Adam on the distillation loss, seeded), then its
- * probe and its context model on the same positions; with `probe` false
- * (the lookahead head, which drafts unscored) the map alone, its probe and
+ * probe and its context model on the same positions; without `probe` (the
+ * lookahead head, which drafts unscored) the map alone, its probe and
  * context empty. `onBatch` hears of every batch of the ramp's fitting:
  * positions done and the batch's loss.
  */
-export function fitRamp(
-  head: FrozenHead,
-  candidates: Int32Array,
-  positions: FitPositions,
-  options: FitOptions,
-  onBatch: (positions: number, loss: number) => void = () => {},
-  withProbe = true,
-): FittedRampParams {
-  const params = fit(head, positions, options, onBatch);
-  if (!withProbe) return { params, probe: new Float32Array(0), context: new Float64Array(0) };
+export function fitRamp(job: FitJob, onBatch: (positions: number, loss: number) => void = () => {}): FittedRampParams {
+  const { head, candidates, positions, options } = job;
+  const params = fit(head, positions, job.start, options, onBatch);
+  if (!job.probe) return { params, probe: new Float32Array(0), context: new Float64Array(0) };
   // Read once: the probe and the context model both fit to what the fitted ramp says.
   const readings = rampReadings(head, params, candidates, positions.hidden, positions);
   const probe = fitProbe(head, readings, options);
