@@ -136,7 +136,8 @@ test('at accuracy 0.9 the controller, nothing forced, streams a substantial shar
   // Measured with the ramps shipped on 2026-12-06 (calibrated on stories the
   // model samples from nothing, their context counting what the text put
   // after its last tokens): 69.2-73.8% in six runs (agreement 0.919-0.936);
-  // 55.4% with the ramps before. The ramp after block 1 carried most of it
+  // 68.9% (0.928) once their MLP was gated and started from the next block's
+  // feed-forward layer; 55.4% with the ramps before. The ramp after block 1 carried most of it
   // then; left the only ramp (as the server's budget leaves it), it exited
   // 40-45%. The floor is half of that, so a machine whose timings drop the
   // other ramps sooner still passes, while a controller that keeps its ramps
