@@ -52,7 +52,7 @@ for (const rows of [1, 16]) {
     const probeMs = timeMs(() => model.runRamp(layer, hidden, rows, logits, probe));
     ms[`ramp${rows}`] = probeMs;
     lines.push(
-      `${rows} row(s): trained ramp (MLP ${dim}->${trained.hidden}->${dim}, ${model.rampVocab} candidates + rest) ${logitsMs.toFixed(4)} ms = ${(logitsMs / blockMs).toFixed(2)} of a block; ` +
+      `${rows} row(s): trained ramp (gated MLP ${dim}->${trained.hidden}->${dim}, ${model.rampVocab} candidates + rest) ${logitsMs.toFixed(4)} ms = ${(logitsMs / blockMs).toFixed(2)} of a block; ` +
         `with its probe ${probeMs.toFixed(4)} ms = ${(probeMs / blockMs).toFixed(2)} (${share(model.rampMacs)} of its multiply-adds)`,
     );
   }
