@@ -260,7 +260,7 @@ class GradScratch {
   readonly rowsT: Float32Array; // [dim, candidates]: the head's candidate rows, transposed once
   readonly downT: Float32Array; // [hidden, dim]
   readonly dtT: Float32Array; // [dim, rows]
-  readonly actT: Float32Array; // [hidden, rows]: gatedᵀ
+  readonly gatedT: Float32Array; // [hidden, rows]
   readonly dPreT: Float32Array; // [hidden, rows], then d linᵀ
   readonly xT: Float32Array; // [dim, rows]
   constructor(head: FrozenHead, hidden: number, capacity: number) {
@@ -274,7 +274,7 @@ class GradScratch {
     transpose(head.rows, numCandidates, dim, this.rowsT);
     this.downT = new Float32Array(hidden * dim);
     this.dtT = new Float32Array(dim * capacity);
-    this.actT = new Float32Array(hidden * capacity);
+    this.gatedT = new Float32Array(hidden * capacity);
     this.dPreT = new Float32Array(hidden * capacity);
     this.xT = new Float32Array(dim * capacity);
   }
@@ -309,7 +309,7 @@ export function rampLossAndGrad(
   const width = hiddenOf(dim, params.length);
   const layout = paramLayout(dim, width);
   const s = scratch.batch;
-  const { dzc, dRest, dn, dAct, dLin, rowsT, downT, dtT, actT, dPreT, xT } = scratch.grads;
+  const { dzc, dRest, dn, dAct, dLin, rowsT, downT, dtT, gatedT, dPreT, xT } = scratch.grads;
   forwardBatch(head, params, hidden, numRows, s);
 
   // Softmax cross-entropy against q: dL/dz = (p − q) / numRows.
@@ -367,8 +367,8 @@ export function rampLossAndGrad(
   // d pre = d gated ⊙ lin ⊙ silu'(pre), dU = d preᵀ x, dc = Σ d pre.
   const down = params.subarray(layout.down, layout.down + dim * width);
   transpose(dnRows, numRows, dim, dtT);
-  transpose(s.gated, numRows, width, actT);
-  matMulTransB(dtT, actT, grad.subarray(layout.down, layout.down + dim * width), dim, numRows, width, true);
+  transpose(s.gated, numRows, width, gatedT);
+  matMulTransB(dtT, gatedT, grad.subarray(layout.down, layout.down + dim * width), dim, numRows, width, true);
   transpose(down, dim, width, downT);
   matMulTransB(dnRows, downT, dAct, numRows, dim, width);
   for (let r = 0; r < numRows; r++) {
